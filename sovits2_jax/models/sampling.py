@@ -1,0 +1,174 @@
+"""Token sampling for autoregressive decoding: greedy, temperature, top-k / top-p and CosyVoice2's
+repetition-aware sampling (RAS).
+
+Every random choice is an inverse-CDF lookup of an explicit uniform draw, so a fixed key gives fixed tokens
+and a plain numpy implementation fed the same uniforms picks the same token.
+
+RAS (CosyVoice2, ``ras_sampling``): draw from the nucleus (descending probabilities, stable order, taken
+while the running sum is below ``top_p`` and fewer than ``top_k`` are taken); if that token already occurs
+at least ``win_size * tau_r`` times among the last ``win_size`` decoded tokens, draw again from the full
+distribution. Tokens a caller forbids at a step (eos before the minimum length, fill tokens) are handled as
+the reference does: the whole draw is repeated until an allowed token comes out (``max_trials`` times at
+most, then one draw from the distribution with the forbidden tokens removed).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+METHODS = ("ras", "nucleus", "random", "greedy")
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingConfig:
+    """How the next token is picked; defaults are CosyVoice2's RAS settings."""
+
+    method: str = "ras"
+    temperature: float = 1.0
+    top_p: float = 0.8
+    top_k: int = 25
+    win_size: int = 10
+    tau_r: float = 0.1
+    max_trials: int = 100
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ValueError(f"SamplingConfig.method must be one of {METHODS}, got {self.method!r}")
+        if self.temperature <= 0:
+            raise ValueError(f"SamplingConfig.temperature must be > 0, got {self.temperature}")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"SamplingConfig.top_p must be in (0, 1], got {self.top_p}")
+        if self.top_k < 0 or self.win_size < 1 or self.max_trials < 1:
+            raise ValueError("SamplingConfig.top_k must be >= 0, win_size and max_trials >= 1")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SamplingConfig:
+        return cls(**d)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def categorical(weights: jax.Array, u: jax.Array) -> jax.Array:
+    """Index i with cdf[i-1] <= u * total < cdf[i]; weights [..., N] >= 0, u [...] in [0, 1)."""
+    cdf = jnp.cumsum(weights.astype(jnp.float32), axis=-1)
+    target = u[..., None] * cdf[..., -1:]
+    idx = jnp.sum(cdf <= target, axis=-1)
+    # never land on a trailing zero-weight entry (u * total rounding up to total)
+    last = jnp.argmax(jnp.cumsum(weights > 0, axis=-1), axis=-1)
+    return jnp.minimum(idx, last).astype(jnp.int32)
+
+
+def _sorted_candidates(probs: jax.Array, top_k: int) -> tuple[jax.Array, jax.Array]:
+    """Descending probabilities (ties in index order) and their token ids, top_k of them if top_k > 0."""
+    vocab = probs.shape[-1]
+    if 0 < top_k < vocab:
+        return jax.lax.top_k(probs, top_k)  # XLA TopK puts the lower index first among equals
+    order = jnp.argsort(-probs, axis=-1, stable=True)
+    return jnp.take_along_axis(probs, order, axis=-1), order.astype(jnp.int32)
+
+
+def nucleus_sample(probs: jax.Array, u: jax.Array, *, top_p: float, top_k: int) -> jax.Array:
+    """CosyVoice2 ``nucleus_sampling`` of probs [B, V] with uniforms u [B] -> token ids [B]."""
+    values, ids = _sorted_candidates(probs, top_k)
+    before = jnp.cumsum(values, axis=-1) - values  # running sum before adding each candidate
+    keep = before < top_p
+    keep = keep.at[..., 0].set(True)
+    pick = categorical(jnp.where(keep, values, 0.0), u)
+    return jnp.take_along_axis(ids, pick[..., None], axis=-1)[..., 0]
+
+
+def repetitions(tokens: jax.Array, recent: jax.Array, recent_valid: jax.Array) -> jax.Array:
+    """How often each row's token [B] occurs among its valid recent tokens [B, W]."""
+    return jnp.sum((recent == tokens[:, None]) & recent_valid, axis=-1)
+
+
+def ras_sample(
+    probs: jax.Array,
+    u_nucleus: jax.Array,
+    u_full: jax.Array,
+    recent: jax.Array,
+    recent_valid: jax.Array,
+    *,
+    top_p: float,
+    top_k: int,
+    win_size: int,
+    tau_r: float,
+) -> jax.Array:
+    """CosyVoice2 ``ras_sampling``: a nucleus draw, replaced by a full-distribution draw if it repeats.
+
+    recent [B, W] holds the last decoded tokens (W >= win_size; only the last ``win_size`` valid ones count).
+    """
+    tokens = nucleus_sample(probs, u_nucleus, top_p=top_p, top_k=top_k)
+    window_valid = recent_valid & (jnp.arange(recent.shape[-1]) >= recent.shape[-1] - win_size)
+    repeated = repetitions(tokens, recent, window_valid) >= win_size * tau_r
+    return jnp.where(repeated, categorical(probs, u_full), tokens)
+
+
+def _draw(probs, key, recent, recent_valid, config: SamplingConfig) -> jax.Array:
+    u = jax.random.uniform(key, (2, probs.shape[0]))
+    if config.method == "random":
+        return categorical(probs, u[0])
+    if config.method == "nucleus":
+        return nucleus_sample(probs, u[0], top_p=config.top_p, top_k=config.top_k)
+    return ras_sample(
+        probs,
+        u[0],
+        u[1],
+        recent,
+        recent_valid,
+        top_p=config.top_p,
+        top_k=config.top_k,
+        win_size=config.win_size,
+        tau_r=config.tau_r,
+    )
+
+
+def sample_tokens(
+    logits: jax.Array,
+    key: jax.Array,
+    config: SamplingConfig,
+    *,
+    recent: jax.Array | None = None,
+    recent_valid: jax.Array | None = None,
+    forbidden: jax.Array | None = None,
+) -> jax.Array:
+    """Next tokens [B] from logits [B, V]; ``forbidden`` [B, V] (or [V]) marks tokens that must not come out.
+
+    Draws are repeated (trial t uses ``fold_in(key, t)``) until every row has an allowed token, as the
+    reference's ``sampling_ids`` does for eos; after ``max_trials`` a row falls back to one draw with the
+    forbidden tokens removed.
+    """
+    b, v = logits.shape
+    if recent is None:
+        recent = jnp.zeros((b, 1), jnp.int32)
+        recent_valid = jnp.zeros((b, 1), bool)
+    if forbidden is None:
+        forbidden = jnp.zeros((b, v), bool)
+    forbidden = jnp.broadcast_to(forbidden, (b, v))
+    logits = logits.astype(jnp.float32)
+    if config.method == "greedy":
+        return jnp.argmax(jnp.where(forbidden, -jnp.inf, logits), axis=-1).astype(jnp.int32)
+    probs = jax.nn.softmax(logits / config.temperature, axis=-1)
+
+    def allowed(tokens):
+        return ~jnp.take_along_axis(forbidden, tokens[:, None], axis=-1)[:, 0]
+
+    def body(state):
+        t, tokens, done = state
+        new = _draw(probs, jax.random.fold_in(key, t), recent, recent_valid, config)
+        tokens = jnp.where(done, tokens, new)
+        return t + 1, tokens, done | allowed(tokens)
+
+    first = _draw(probs, jax.random.fold_in(key, 0), recent, recent_valid, config)
+    state = (jnp.int32(1), first, allowed(first))
+    _, tokens, done = jax.lax.while_loop(lambda s: (s[0] <= config.max_trials) & ~jnp.all(s[2]), body, state)
+    fallback = categorical(
+        jnp.where(forbidden, 0.0, probs),
+        jax.random.uniform(jax.random.fold_in(key, config.max_trials + 1), (b,)),
+    )
+    return jnp.where(done, tokens, fallback)
