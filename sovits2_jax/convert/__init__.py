@@ -1,0 +1,1 @@
+"""PyTorch <-> JAX checkpoint conversion: declarative key tables, streaming readers/writers, parity harness."""

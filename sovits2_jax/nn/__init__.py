@@ -1,0 +1,1 @@
+"""Shared layers: torch-compatible linear/conv/norm layers, RoPE, attention and masks."""

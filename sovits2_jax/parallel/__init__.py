@@ -1,0 +1,1 @@
+"""Device mesh, logical-axis sharding rules, sharded initialisation and multi-process start-up."""

@@ -1,0 +1,53 @@
+"""Multi-process start-up: ``jax.distributed.initialize`` from the environment, with a timeout and a clear error.
+
+Sources, in order: explicit variables (SOVITS2_COORDINATOR=host:port, SOVITS2_NUM_PROCESSES, SOVITS2_PROCESS_ID,
+optional SOVITS2_LOCAL_DEVICE_IDS), then SLURM or Cloud TPU (JAX's own cluster detection). A single process with
+none of these set runs without initialising.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import jax
+
+log = logging.getLogger(__name__)
+
+
+def cluster_kind(env=os.environ) -> str | None:
+    """'explicit', 'slurm', 'tpu' or None (single process)."""
+    if env.get("SOVITS2_COORDINATOR"):
+        return "explicit"
+    if int(env.get("SLURM_NTASKS", "1")) > 1:
+        return "slurm"
+    if env.get("TPU_WORKER_HOSTNAMES") or env.get("CLOUD_TPU_TASK_ID"):
+        return "tpu"
+    return None
+
+
+def initialize(timeout_s: int = 300, env=os.environ) -> None:
+    """Joins the multi-process job described by the environment (no-op for a single process)."""
+    kind = cluster_kind(env)
+    if kind is None:
+        return
+    kwargs = {"initialization_timeout": timeout_s}
+    if kind == "explicit":
+        missing = [k for k in ("SOVITS2_NUM_PROCESSES", "SOVITS2_PROCESS_ID") if k not in env]
+        if missing:
+            raise RuntimeError(f"SOVITS2_COORDINATOR is set but {', '.join(missing)} is not")
+        kwargs.update(
+            coordinator_address=env["SOVITS2_COORDINATOR"],
+            num_processes=int(env["SOVITS2_NUM_PROCESSES"]),
+            process_id=int(env["SOVITS2_PROCESS_ID"]),
+        )
+        if env.get("SOVITS2_LOCAL_DEVICE_IDS"):
+            kwargs["local_device_ids"] = [int(i) for i in env["SOVITS2_LOCAL_DEVICE_IDS"].split(",")]
+    try:
+        jax.distributed.initialize(**kwargs)
+    except Exception as e:
+        where = kwargs.get("coordinator_address", kind)
+        raise RuntimeError(
+            f"jax.distributed.initialize ({kind}, coordinator {where}) failed after up to {timeout_s}s: {e}"
+        ) from e
+    log.info("process %d/%d joined (%s)", jax.process_index(), jax.process_count(), kind)

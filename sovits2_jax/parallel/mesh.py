@@ -1,0 +1,48 @@
+"""Builds the (data, fsdp, tensor) device mesh from a config."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import jax
+import numpy as np
+from jax.sharding import AxisType, Mesh
+
+MESH_AXES = ("data", "fsdp", "tensor")
+
+
+def resolve_mesh_shape(axes: Mapping[str, int], num_devices: int) -> tuple[int, ...]:
+    """Sizes for MESH_AXES from ``axes`` (-1 fills the remaining devices); raises naming the bad key."""
+    unknown = set(axes) - set(MESH_AXES)
+    if unknown:
+        raise ValueError(f"mesh.{sorted(unknown)[0]}: unknown mesh axis (expected {', '.join(MESH_AXES)})")
+    sizes = [int(axes.get(name, 1)) for name in MESH_AXES]
+    fill = [name for name, s in zip(MESH_AXES, sizes) if s == -1]
+    for name, s in zip(MESH_AXES, sizes):
+        if s == 0 or s < -1:
+            raise ValueError(f"mesh.{name}={s}: axis sizes must be positive or -1 (fill)")
+    if len(fill) > 1:
+        raise ValueError(f"mesh.{fill[1]}: only one mesh axis may be -1 (also mesh.{fill[0]})")
+    fixed = math.prod(s for s in sizes if s != -1)
+    if fill:
+        if num_devices % fixed:
+            raise ValueError(
+                f"mesh.{fill[0]}=-1: {num_devices} devices are not divisible by the other axes ({fixed})"
+            )
+        sizes[sizes.index(-1)] = num_devices // fixed
+    elif fixed != num_devices:
+        raise ValueError(
+            f"mesh: data*fsdp*tensor = {fixed} does not match the {num_devices} available devices "
+            f"(set one of mesh.data/mesh.fsdp/mesh.tensor to -1 to fill)"
+        )
+    return tuple(sizes)
+
+
+def make_mesh(axes: Mapping[str, int], devices: Sequence[jax.Device] | None = None) -> Mesh:
+    """A mesh over ``devices`` (default: all) with Auto axis types (GSPMD propagation)."""
+    devices = list(jax.devices() if devices is None else devices)
+    shape = resolve_mesh_shape(axes, len(devices))
+    if len(devices) == len(jax.devices()):
+        return jax.make_mesh(shape, MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES), devices=devices)
+    return Mesh(np.asarray(devices).reshape(shape), MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES))
