@@ -1,0 +1,42 @@
+"""Whisper log-mel spectrogram (the S3 speech tokenizer's input) in numpy.
+
+16 kHz audio, n_fft 400, hop 160, periodic Hann window, centred reflect-padded STFT with the last frame dropped,
+slaney mel filters, log10 clamped at 1e-10, floored 8 decades below the maximum, then (x + 4) / 4.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+N_FFT = 400
+HOP = 160
+SAMPLE_RATE = 16000
+
+
+@functools.lru_cache(maxsize=4)
+def whisper_mel_filters(n_mels: int = 128) -> np.ndarray:
+    """Slaney-normalised mel filters [n_mels, 201] float32 (librosa.filters.mel, as whisper saved them)."""
+    import librosa
+
+    return librosa.filters.mel(sr=SAMPLE_RATE, n_fft=N_FFT, n_mels=n_mels).astype(np.float32)
+
+
+def log_mel_spectrogram(wav16k: np.ndarray, n_mels: int = 128) -> np.ndarray:
+    """Log-mel [n_mels, len // 160] float32 of a mono 16 kHz waveform (channels first, like the reference)."""
+    wav = np.asarray(wav16k, dtype=np.float32)
+    if wav.ndim != 1:
+        raise ValueError(f"whisper mel: expected a mono 1-D waveform, got shape {wav.shape}")
+    if len(wav) <= N_FFT // 2:
+        raise ValueError(f"whisper mel: waveform of {len(wav)} samples is too short (need > {N_FFT // 2})")
+    padded = np.pad(wav.astype(np.float64), N_FFT // 2, mode="reflect")
+    num_frames = len(wav) // HOP  # torch.stft gives one more; the reference drops it
+    idx = np.arange(N_FFT)[None, :] + HOP * np.arange(num_frames)[:, None]
+    window = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(N_FFT) / N_FFT)
+    spectrum = np.fft.rfft(padded[idx] * window, axis=1)
+    power = spectrum.real**2 + spectrum.imag**2
+    mel = whisper_mel_filters(n_mels).astype(np.float64) @ power.T
+    log_spec = np.log10(np.maximum(mel, 1e-10))
+    log_spec = np.maximum(log_spec, log_spec.max() - 8.0)
+    return ((log_spec + 4.0) / 4.0).astype(np.float32)

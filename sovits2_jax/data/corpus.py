@@ -1,0 +1,215 @@
+"""Built-in multi-speaker corpus: espeak-ng speech in the LibriTTS layout, at 24 kHz, deterministic for a seed.
+
+    python -m sovits2_jax.data.corpus --out DIR --hours 0.5 --speakers 8 --languages en,fr,de,es --seed 0
+
+Speakers are espeak-ng voice variants with their own rate, pitch and pitch range, each reading sentences of one
+language. The sentences in ``sentences/*.txt`` were written for this project and are dedicated to the public
+domain. Layout: ``DIR/SPEAKER/CHAPTER/SPEAKER_CHAPTER_PARA_SENT.{wav,normalized.txt,original.txt}`` plus
+``DIR/speakers.tsv``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import dataclasses
+import logging
+import multiprocessing
+import os
+from collections.abc import Iterator
+from importlib import resources
+
+import numpy as np
+from tqdm import tqdm
+
+from sovits2_jax.audio.io import write_wav
+from sovits2_jax.audio.resample import resample
+
+SAMPLE_RATE = 24000
+ESPEAK_VOICE = {"en": "en-us", "fr": "fr", "de": "de", "es": "es"}
+# Natural-sounding variants (robotic, whispering and novelty variants left out).
+VARIANTS = (
+    "m1", "m2", "m3", "m4", "m5", "m6", "m7", "m8", "f1", "f2", "f3", "f4", "f5", "Alex", "Alicia", "Andrea",
+    "Andy", "Annie", "Denis", "Diogo", "Henrique", "Hugo", "Lee", "Marco", "Mario", "Michael", "Mike", "Nguyen",
+    "Reed", "adam", "anika", "antonio", "aunty", "belinda", "benjamin", "boris", "caleb", "david", "ed", "edward",
+    "gustave", "ian", "iven", "john", "linda", "marcelo", "max", "michel", "miguel", "norbert", "pablo", "paul",
+    "pedro", "quincy", "rob", "robert", "sandro", "shelby", "steph", "travis", "victor", "zac",
+)  # fmt: skip
+UTTS_PER_CHAPTER = 25
+CHUNK = 16  # utterances synthesised per fresh worker process (see Espeak's docstring)
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class Speaker:
+    id: str
+    language: str
+    voice: str
+    rate: int
+    pitch: int
+    pitch_range: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    utt: str
+    path: str  # relative to the corpus root, without extension
+    text: str
+    speaker: Speaker
+
+
+def load_sentences(language: str) -> list[str]:
+    """The built-in sentences of a language (one per line)."""
+    try:
+        text = resources.files("sovits2_jax.data").joinpath("sentences", f"{language}.txt").read_text("utf-8")
+    except FileNotFoundError:
+        raise ValueError(f"corpus: no built-in sentences for language {language!r}; have {languages()}") from None
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def languages() -> list[str]:
+    files = resources.files("sovits2_jax.data").joinpath("sentences").iterdir()
+    return sorted(f.name[:-4] for f in files if f.name.endswith(".txt") and f.name[:-4] in ESPEAK_VOICE)
+
+
+def make_speakers(num_speakers: int, langs: list[str], seed: int) -> list[Speaker]:
+    """Distinct (variant, rate, pitch) speakers, languages assigned round-robin."""
+    if num_speakers < 1:
+        raise ValueError(f"corpus: --speakers must be >= 1, got {num_speakers}")
+    rng = np.random.default_rng([seed, 1])
+    order = rng.permutation(len(VARIANTS))
+    speakers = []
+    for k in range(num_speakers):
+        lang = langs[k % len(langs)]
+        variant = VARIANTS[order[k % len(VARIANTS)]]
+        speakers.append(
+            Speaker(
+                id=str(1000 + k),
+                language=lang,
+                voice=f"{ESPEAK_VOICE[lang]}+{variant}",
+                rate=int(rng.integers(140, 200)),
+                pitch=int(rng.integers(25, 80)),
+                pitch_range=int(rng.integers(30, 90)),
+            )
+        )
+    return speakers
+
+
+def plan(speakers: list[Speaker], seed: int) -> Iterator[Job]:
+    """Endless utterance plan: speakers take turns; each reads its language's sentences in its own order."""
+    sentences = {lang: load_sentences(lang) for lang in {s.language for s in speakers}}
+    orders = [
+        np.random.default_rng([seed, 2, k]).permutation(len(sentences[s.language])) for k, s in enumerate(speakers)
+    ]
+    index = 0
+    while True:
+        for k, spk in enumerate(speakers):
+            pool = sentences[spk.language]
+            text = pool[orders[k][index % len(pool)]]
+            chapter = str(10 + index // UTTS_PER_CHAPTER)
+            utt = f"{spk.id}_{chapter}_{index % UTTS_PER_CHAPTER:06d}_000000"
+            yield Job(utt=utt, path=os.path.join(spk.id, chapter, utt), text=text, speaker=spk)
+        index += 1
+
+
+def _synthesize_chunk(jobs: list[Job]) -> list[np.ndarray]:
+    from sovits2_jax.data.espeak import Espeak
+
+    engine = Espeak()
+    out = []
+    for job in jobs:
+        s = job.speaker
+        wav = engine.synthesize(job.text, s.voice, rate=s.rate, pitch=s.pitch, pitch_range=s.pitch_range)
+        out.append(resample(wav.astype(np.float32) / 32768.0, engine.sample_rate, SAMPLE_RATE))
+    return out
+
+
+def _chunks(jobs: Iterator[Job]) -> Iterator[list[Job]]:
+    while True:
+        yield [next(jobs) for _ in range(CHUNK)]
+
+
+def build_corpus(
+    out_dir: str,
+    *,
+    hours: float | None = 0.5,
+    utterances: int | None = None,
+    num_speakers: int = 8,
+    langs: list[str] | None = None,
+    seed: int = 0,
+    workers: int = 2,
+) -> dict:
+    """Synthesise the corpus into ``out_dir``; stops after ``utterances`` or once ``hours`` of audio exist."""
+    langs = langs or ["en"]
+    unknown = [lang for lang in langs if lang not in ESPEAK_VOICE]
+    if unknown:
+        raise ValueError(f"corpus: unsupported languages {unknown}; supported {sorted(ESPEAK_VOICE)}")
+    if utterances is None and (hours is None or hours <= 0):
+        raise ValueError("corpus: give --hours > 0 or --utterances")
+    speakers = make_speakers(num_speakers, langs, seed)
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, "speakers.tsv"), "w", encoding="utf-8") as f:
+        f.write("speaker\tlanguage\tvoice\trate\tpitch\trange\n")
+        for s in speakers:
+            f.write(f"{s.id}\t{s.language}\t{s.voice}\t{s.rate}\t{s.pitch}\t{s.pitch_range}\n")
+    target_s = None if utterances is not None else hours * 3600.0
+    total_s, count = 0.0, 0
+    bar = tqdm(total=utterances if utterances is not None else round(target_s), unit="utt" if utterances else "s",
+               desc="corpus", dynamic_ncols=True)  # fmt: skip
+    # forkserver: each chunk runs in a fresh child of a process that never synthesised (reproducible audio).
+    ctx = multiprocessing.get_context("forkserver")
+    chunks = _chunks(plan(speakers, seed))
+    pending: collections.deque = collections.deque()
+    with ctx.Pool(max(1, workers), maxtasksperchild=1) as pool:
+        done = False
+        while not done:
+            while len(pending) < 2 * max(1, workers):
+                jobs = next(chunks)
+                pending.append((jobs, pool.apply_async(_synthesize_chunk, (jobs,))))
+            jobs, result = pending.popleft()
+            for job, wav in zip(jobs, result.get()):
+                _write_utterance(out_dir, job, wav)
+                count += 1
+                total_s += len(wav) / SAMPLE_RATE
+                bar.update(1 if utterances is not None else min(len(wav) / SAMPLE_RATE, bar.total - bar.n))
+                done = (utterances is not None and count >= utterances) or (
+                    target_s is not None and total_s >= target_s
+                )
+                if done:
+                    break
+        pool.terminate()
+    bar.close()
+    log.info("corpus: %d utterances, %.2f h, %d speakers in %s", count, total_s / 3600, len(speakers), out_dir)
+    return {"utterances": count, "hours": total_s / 3600, "speakers": len(speakers)}
+
+
+def _write_utterance(root: str, job: Job, wav: np.ndarray) -> None:
+    base = os.path.join(root, job.path)
+    os.makedirs(os.path.dirname(base), exist_ok=True)
+    write_wav(base + ".wav", wav, SAMPLE_RATE)
+    for suffix in (".normalized.txt", ".original.txt"):
+        with open(base + suffix, "w", encoding="utf-8") as f:
+            f.write(job.text)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", required=True, help="output directory (LibriTTS layout)")
+    p.add_argument("--hours", type=float, default=0.5, help="stop once this much audio exists")
+    p.add_argument("--utterances", type=int, default=None, help="exact number of utterances (overrides --hours)")
+    p.add_argument("--speakers", type=int, default=8)
+    p.add_argument("--languages", default="en", help=f"comma-separated, from {sorted(ESPEAK_VOICE)}")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=2)
+    a = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    stats = build_corpus(
+        a.out, hours=a.hours, utterances=a.utterances, num_speakers=a.speakers,
+        langs=[s.strip() for s in a.languages.split(",") if s.strip()], seed=a.seed, workers=a.workers,
+    )  # fmt: skip
+    print(f"corpus: {stats['utterances']} utterances, {stats['hours']:.3f} h, {stats['speakers']} speakers -> {a.out}")
+
+
+if __name__ == "__main__":
+    main()
