@@ -34,7 +34,7 @@ def integrated_loudness(wav: np.ndarray, sample_rate: int) -> float:
     x = np.asarray(wav, dtype=np.float64)
     if x.ndim == 1:
         x = x[:, None]
-    block, step = int(round(0.4 * sample_rate)), int(round(0.1 * sample_rate))
+    block, step = round(0.4 * sample_rate), round(0.1 * sample_rate)
     if x.shape[0] < block:
         raise ValueError(f"loudness: {x.shape[0]} samples is shorter than one 400 ms block at {sample_rate} Hz")
     for b, a in _k_weighting(sample_rate):
@@ -57,7 +57,7 @@ def integrated_loudness(wav: np.ndarray, sample_rate: int) -> float:
 def normalize_loudness(wav: np.ndarray, sample_rate: int, target_lufs: float = TARGET_LUFS) -> np.ndarray:
     """Scale audio to the target integrated loudness (silence and too-short audio are returned unchanged)."""
     wav = np.asarray(wav, dtype=np.float32)
-    if wav.shape[0] < int(round(0.4 * sample_rate)):
+    if wav.shape[0] < round(0.4 * sample_rate):
         return wav
     loud = integrated_loudness(wav, sample_rate)
     if not np.isfinite(loud):
