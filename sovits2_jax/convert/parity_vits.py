@@ -1,0 +1,153 @@
+"""Parity component ``vits``: GPT-SoVITS ``SynthesizerTrn.decode(codes, text, refer, noise_scale)`` (PyTorch,
+gpt-sovits-infer) against ours on identical weights. Also the shared helpers the sub-module parity tests use:
+a random reference at the released s2 sizes with every parameter perturbed (zero-initialised flow outputs and
+weight-norm gains would otherwise hide bugs), and its conversion into our model."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sovits2_jax.convert.parity import ParityCase
+
+WHOLE_MODEL_ATOL = 1e-4
+
+
+def torch_kwargs(cfg) -> dict:
+    """SynthesizerTrn constructor arguments for a VitsConfig (hps.model-style)."""
+    return dict(
+        spec_channels=cfg.spec_channels,
+        segment_size=cfg.segment_size // cfg.hop_length,
+        inter_channels=cfg.inter_channels,
+        hidden_channels=cfg.hidden_channels,
+        filter_channels=cfg.filter_channels,
+        n_heads=cfg.n_heads,
+        n_layers=cfg.n_layers,
+        kernel_size=cfg.kernel_size,
+        p_dropout=cfg.p_dropout,
+        resblock=cfg.resblock,
+        resblock_kernel_sizes=list(cfg.resblock_kernel_sizes),
+        resblock_dilation_sizes=[list(d) for d in cfg.resblock_dilation_sizes],
+        upsample_rates=list(cfg.upsample_rates),
+        upsample_initial_channel=cfg.upsample_initial_channel,
+        upsample_kernel_sizes=list(cfg.upsample_kernel_sizes),
+        gin_channels=cfg.gin_channels,
+        semantic_frame_rate=cfg.semantic_frame_rate,
+        freeze_quantizer=True,
+    )
+
+
+def make_torch_reference(cfg, seed: int = 0):
+    """A random-init gpt-sovits-infer SynthesizerTrn at ``cfg``'s sizes (v2 text table / 704-bin reference
+    encoder swapped in as GPT-SoVITS v2 has them), eval mode, every parameter perturbed."""
+    import torch
+
+    from sovits2_jax.convert.torch_refs import import_gpt_sovits
+
+    models = import_gpt_sovits()
+    modules = import_gpt_sovits("gpt_sovits.module.modules")
+    torch.manual_seed(seed)
+    model = models.SynthesizerTrn(**torch_kwargs(cfg))
+    if model.enc_p.text_embedding.num_embeddings != cfg.n_symbols:
+        model.enc_p.text_embedding = torch.nn.Embedding(cfg.n_symbols, cfg.hidden_channels)
+    if cfg.ref_channels != cfg.spec_channels:
+        model.ref_enc = modules.MelStyleEncoder(cfg.ref_channels, style_vector_dim=cfg.gin_channels)
+        # GPT-SoVITS v2 feeds refer[:, :704] to the reference encoder; the v1-era reference code does not slice
+        full = model.ref_enc.forward
+        model.ref_enc.forward = lambda x, mask=None: full(x[:, : cfg.ref_channels], mask)
+    if not cfg.with_posterior:
+        del model.enc_q
+    gen = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("weight_g"):
+                p.mul_(0.5 + torch.rand(p.shape, generator=gen))
+            elif not p.any():
+                p.copy_(0.05 * torch.randn(p.shape, generator=gen))
+    return model.eval()
+
+
+def torch_state(model) -> dict[str, np.ndarray]:
+    return {k: v.detach().cpu().float().numpy() for k, v in model.state_dict().items()}
+
+
+def ours_from_torch(cfg, state: dict[str, np.ndarray]):
+    """(graphdef, params) of our SynthesizerTrn loaded from a torch state dict."""
+    from flax import nnx
+
+    from sovits2_jax.convert.gpt_sovits import torch_items_to_flat
+    from sovits2_jax.convert.params import params_from_flat
+    from sovits2_jax.models.vits2.synthesizer import SynthesizerTrn
+
+    flat, _ = torch_items_to_flat(state.items(), cfg)
+    return params_from_flat(lambda: SynthesizerTrn(cfg, rngs=nnx.Rngs(0)), flat)
+
+
+def make_inputs(cfg, *, code_frames: int, text_tokens: int, refer_frames: int, seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return dict(
+        codes=rng.integers(0, cfg.codebook_size, (1, 1, code_frames)).astype(np.int64),
+        text=rng.integers(0, cfg.n_symbols, (1, text_tokens)).astype(np.int64),
+        refer=np.abs(rng.standard_normal((1, cfg.spec_channels, refer_frames))).astype(np.float32),
+        noise_scale=np.asarray(0.0, np.float32),
+    )
+
+
+def build(
+    src: str | None = None, *, component: str = "vits", device: str = "cpu", dtype: str = "float32", seed: int = 0
+) -> ParityCase:
+    """``src``: a GPT-SoVITS s2 .pth (v1 or v2) or None for a random released-size v2 reference."""
+    import jax
+    import jax.numpy as jnp
+    import torch
+    from flax import nnx
+
+    from sovits2_jax.convert.torch_refs import to_numpy, to_torch, torch_device
+    from sovits2_jax.models.vits2.config import gpt_sovits_v2
+
+    tdev = torch_device(device)
+    if src is None:
+        cfg = gpt_sovits_v2().replace(with_posterior=False)
+        model = make_torch_reference(cfg, seed)
+    else:
+        from sovits2_jax.convert.gpt_sovits import load_torch_synthesizer
+
+        model, cfg = load_torch_synthesizer(src)
+    if dtype == "bfloat16":
+        model = model.to(torch.bfloat16)
+    model = model.to(tdev)
+    graphdef, params = ours_from_torch(cfg, torch_state(model))
+    jdtype = jnp.bfloat16 if dtype == "bfloat16" else jnp.float32
+    params = jax.tree.map(lambda a: a.astype(jdtype), params)
+    inputs = make_inputs(cfg, code_frames=24, text_tokens=17, refer_frames=73, seed=seed)
+
+    # noise_scale 0 makes decode deterministic; the whole-model tolerance covers the 32 kHz waveform
+    def run_torch(x):
+        with torch.no_grad():
+            refer = to_torch(x["refer"], tdev).to(next(model.parameters()).dtype)
+            o = model.decode(
+                to_torch(x["codes"], tdev), to_torch(x["text"], tdev), refer, noise_scale=float(x["noise_scale"])
+            )
+        return {"wav": to_numpy(o.float())}
+
+    @jax.jit
+    def _decode(params, codes, text, refer, noise_scale):
+        m = nnx.merge(graphdef, params)
+        return m.decode(codes, text, refer.astype(jdtype), noise_scale)
+
+    def run_jax(x):
+        wav = _decode(
+            params,
+            jnp.asarray(x["codes"], jnp.int32),
+            jnp.asarray(x["text"], jnp.int32),
+            jnp.asarray(x["refer"]).transpose(0, 2, 1),
+            jnp.asarray(x["noise_scale"]),
+        )
+        return {"wav": np.asarray(wav.astype(jnp.float32))[:, None, :]}
+
+    return ParityCase(
+        inputs=inputs,
+        run_torch=run_torch,
+        run_jax=run_jax,
+        atol=WHOLE_MODEL_ATOL,
+        info=dict(version=cfg.version, n_symbols=cfg.n_symbols, ref_channels=cfg.ref_channels),
+    )

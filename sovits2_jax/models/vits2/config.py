@@ -1,0 +1,193 @@
+"""Configuration of the VITS decoder: GPT-SoVITS s2 (v1 / v2) and the GPT-SoVITS2 variant."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+CONTENT_KINDS = ("hubert_vq", "tokens")
+TEXT_INPUTS = ("ids", "features")
+FLOW_KINDS = ("wavenet", "transformer")
+POSITIONS = ("relative", "rope")
+
+
+@dataclasses.dataclass(frozen=True)
+class VitsConfig:
+    """Every size of ``SynthesizerTrn``; defaults are the released GPT-SoVITS s2 v2 model (32 kHz, hop 640)."""
+
+    version: str = "v2"
+    # audio frontend (linear spectrogram at 50 frames/s)
+    sampling_rate: int = 32000
+    n_fft: int = 2048
+    hop_length: int = 640
+    win_length: int = 2048
+    n_mel_channels: int = 128
+    # text encoder / prior
+    inter_channels: int = 192
+    hidden_channels: int = 192
+    filter_channels: int = 768
+    n_heads: int = 2
+    n_layers: int = 6
+    kernel_size: int = 3
+    p_dropout: float = 0.1
+    position: str = "relative"
+    window_size: int = 4
+    rope_theta: float = 10000.0
+    # content input: GPT-SoVITS hubert + 1-codebook RVQ, or S3 tokens embedded directly (GPT-SoVITS2)
+    content: str = "hubert_vq"
+    ssl_dim: int = 768
+    codebook_size: int = 1024
+    semantic_frame_rate: str = "25hz"
+    speech_vocab_size: int = 4096 + 3
+    # text: phoneme / BPE ids, or per-token features (BGE-M3 style)
+    text_input: str = "ids"
+    n_symbols: int = 732
+    text_feature_dim: int = 1024
+    text_feature_hidden: int = 768
+    # multi-reference timbre encoder
+    mrte_hidden: int = 512
+    mrte_heads: int = 4
+    # reference (mel-style) encoder; v2 reads the first 704 linear bins
+    ref_channels: int = 704
+    style_hidden: int = 128
+    style_kernel_size: int = 5
+    style_heads: int = 2
+    gin_channels: int = 512
+    # posterior encoder
+    posterior_kernel_size: int = 5
+    posterior_dilation_rate: int = 1
+    posterior_layers: int = 16
+    with_posterior: bool = True
+    # flow
+    flow: str = "wavenet"
+    n_flows: int = 4
+    flow_kernel_size: int = 5
+    flow_dilation_rate: int = 1
+    flow_layers: int = 4
+    # HiFi-GAN generator
+    resblock: str = "1"
+    resblock_kernel_sizes: tuple[int, ...] = (3, 7, 11)
+    resblock_dilation_sizes: tuple[tuple[int, ...], ...] = ((1, 3, 5), (1, 3, 5), (1, 3, 5))
+    upsample_rates: tuple[int, ...] = (10, 8, 2, 2, 2)
+    upsample_initial_channel: int = 512
+    upsample_kernel_sizes: tuple[int, ...] = (16, 16, 8, 2, 2)
+    # training
+    segment_size: int = 20480
+    c_mel: float = 45.0
+    c_kl: float = 1.0
+
+    def __post_init__(self):
+        self.validate()
+
+    @property
+    def spec_channels(self) -> int:
+        return self.n_fft // 2 + 1
+
+    @property
+    def upsample_factor(self) -> int:
+        f = 1
+        for r in self.upsample_rates:
+            f *= r
+        return f
+
+    @property
+    def content_upsample(self) -> int:
+        return 2 if self.semantic_frame_rate == "25hz" else 1
+
+    def validate(self) -> None:
+        def need(ok: bool, key: str, msg: str):
+            if not ok:
+                raise ValueError(f"vits config: {key}: {msg}")
+
+        need(self.content in CONTENT_KINDS, "content", f"{self.content!r} not in {CONTENT_KINDS}")
+        need(self.text_input in TEXT_INPUTS, "text_input", f"{self.text_input!r} not in {TEXT_INPUTS}")
+        need(self.flow in FLOW_KINDS, "flow", f"{self.flow!r} not in {FLOW_KINDS}")
+        need(self.position in POSITIONS, "position", f"{self.position!r} not in {POSITIONS}")
+        need(self.semantic_frame_rate in ("25hz", "50hz"), "semantic_frame_rate", "must be '25hz' or '50hz'")
+        need(self.hidden_channels % self.n_heads == 0, "n_heads", "must divide hidden_channels")
+        need(self.mrte_hidden % self.mrte_heads == 0, "mrte_heads", "must divide mrte_hidden")
+        need(self.style_hidden % self.style_heads == 0, "style_heads", "must divide style_hidden")
+        need(
+            self.gin_channels == self.mrte_hidden,
+            "gin_channels",
+            "MRTE adds ge to its hidden state: must equal mrte_hidden",
+        )
+        need(self.inter_channels % 2 == 0, "inter_channels", "must be even (coupling halves)")
+        need(
+            self.ref_channels <= self.spec_channels,
+            "ref_channels",
+            f"exceeds {self.spec_channels} spectrogram bins",
+        )
+        need(
+            self.upsample_factor == self.hop_length,
+            "upsample_rates",
+            f"product must equal hop_length {self.hop_length}",
+        )
+        need(
+            len(self.upsample_rates) == len(self.upsample_kernel_sizes),
+            "upsample_kernel_sizes",
+            "one per upsample rate",
+        )
+        need(
+            len(self.resblock_kernel_sizes) == len(self.resblock_dilation_sizes),
+            "resblock_dilation_sizes",
+            "one per resblock kernel size",
+        )
+        need(self.resblock in ("1", "2"), "resblock", "must be '1' or '2'")
+        need(self.segment_size % self.hop_length == 0, "segment_size", "must be a multiple of hop_length")
+        need(self.n_layers >= 2, "n_layers", "the content encoders use n_layers // 2 >= 1 layers")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        return {
+            k: [list(x) for x in v] if k == "resblock_dilation_sizes" else (list(v) if isinstance(v, tuple) else v)
+            for k, v in d.items()
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> VitsConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"vits config: unknown keys {unknown}")
+        d = dict(d)
+        for k in ("resblock_kernel_sizes", "upsample_rates", "upsample_kernel_sizes"):
+            if k in d:
+                d[k] = tuple(int(x) for x in d[k])
+        if "resblock_dilation_sizes" in d:
+            d["resblock_dilation_sizes"] = tuple(tuple(int(y) for y in x) for x in d["resblock_dilation_sizes"])
+        return cls(**d)
+
+    def replace(self, **kw) -> VitsConfig:
+        return dataclasses.replace(self, **kw)
+
+
+def gpt_sovits_v1() -> VitsConfig:
+    """Released GPT-SoVITS s2 v1 (322 phoneme symbols, reference encoder over all 1025 bins)."""
+    return VitsConfig(version="v1", n_symbols=322, ref_channels=1025)
+
+
+def gpt_sovits_v2() -> VitsConfig:
+    """Released GPT-SoVITS s2 v2 (732 symbols, reference encoder over the first 704 bins)."""
+    return VitsConfig(version="v2", n_symbols=732, ref_channels=704)
+
+
+def gpt_sovits2() -> VitsConfig:
+    """GPT-SoVITS2's VITS2 decoder: S3 tokens, BPE text, RoPE, hidden 256 / 4 heads / filter 1024 / 6 layers,
+    transformer coupling flow (mean-only, 4 flows, all 6 layers applied)."""
+    return VitsConfig(
+        version="sovits2",
+        inter_channels=192,
+        hidden_channels=256,
+        filter_channels=1024,
+        n_heads=4,
+        n_layers=6,
+        position="rope",
+        content="tokens",
+        speech_vocab_size=4096 + 3,
+        text_input="ids",
+        n_symbols=151936,
+        flow="transformer",
+        flow_layers=6,
+        ref_channels=704,
+    )

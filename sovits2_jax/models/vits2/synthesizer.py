@@ -1,0 +1,214 @@
+"""``SynthesizerTrn``: GPT-SoVITS's SoVITS model (v1 / v2) and the GPT-SoVITS2 VITS2 variant, in Flax NNX.
+
+Layout (batch, time, channels). Spectrograms are [B, frames, 1025]; semantic codes are [n_q, B, T_codes]
+(hubert + RVQ) or [B, T_codes] (S3 tokens); at 25 Hz they are repeated x2 to the 50 Hz spectrogram frame rate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from sovits2_jax.models.vits2.config import VitsConfig
+from sovits2_jax.models.vits2.flows import transformer_flow, wavenet_flow
+from sovits2_jax.models.vits2.generator import Generator
+from sovits2_jax.models.vits2.posterior import PosteriorEncoder
+from sovits2_jax.models.vits2.quantizer import ResidualCodebook, upsample_nearest
+from sovits2_jax.models.vits2.ref_encoder import MelStyleEncoder, fuse_references
+from sovits2_jax.models.vits2.text_encoder import TextEncoder
+from sovits2_jax.nn.layers import Conv1d, Embed
+
+
+def length_mask(lengths: jax.Array | None, length: int, batch: int) -> jax.Array:
+    """[B, T, 1] float mask; all ones when lengths is None."""
+    if lengths is None:
+        return jnp.ones((batch, length, 1), jnp.float32)
+    return (jnp.arange(length)[None, :] < jnp.asarray(lengths)[:, None]).astype(jnp.float32)[..., None]
+
+
+def slice_segments(x: jax.Array, starts: jax.Array, size: int) -> jax.Array:
+    """x [B, T, C] -> [B, size, C] starting at starts[b]."""
+    return jax.vmap(lambda xi, s: jax.lax.dynamic_slice_in_dim(xi, s, size, axis=0))(x, starts)
+
+
+class SynthesizerTrn(nnx.Module):
+    def __init__(self, cfg: VitsConfig, *, rngs: nnx.Rngs):
+        self.cfg = cfg
+        if cfg.content == "hubert_vq":
+            stride = 2 if cfg.semantic_frame_rate == "25hz" else 1
+            self.ssl_proj = Conv1d(cfg.ssl_dim, cfg.ssl_dim, stride, stride=stride, rngs=rngs)
+            self.quantizer = ResidualCodebook(cfg.ssl_dim, cfg.codebook_size, 1, rngs=rngs)
+        else:
+            self.token_embedding = Embed(cfg.speech_vocab_size, cfg.hidden_channels, rngs=rngs)
+        self.enc_p = TextEncoder(cfg, rngs=rngs)
+        self.ref_enc = MelStyleEncoder(
+            cfg.ref_channels,
+            cfg.style_hidden,
+            cfg.gin_channels,
+            cfg.style_kernel_size,
+            cfg.style_heads,
+            rngs=rngs,
+        )
+        if cfg.flow == "wavenet":
+            self.flow = wavenet_flow(
+                cfg.inter_channels,
+                cfg.hidden_channels,
+                cfg.flow_kernel_size,
+                cfg.flow_dilation_rate,
+                cfg.flow_layers,
+                cfg.n_flows,
+                cfg.gin_channels,
+                rngs=rngs,
+            )
+        else:
+            rope = cfg.position == "rope"
+            self.flow = transformer_flow(
+                cfg.inter_channels,
+                cfg.hidden_channels,
+                cfg.filter_channels,
+                cfg.n_heads,
+                cfg.flow_layers,
+                cfg.flow_kernel_size,
+                cfg.n_flows,
+                cfg.gin_channels,
+                window_size=None if rope else cfg.window_size,
+                rope_theta=cfg.rope_theta if rope else None,
+                rngs=rngs,
+            )
+        self.dec = Generator(
+            cfg.inter_channels,
+            cfg.resblock,
+            cfg.resblock_kernel_sizes,
+            cfg.resblock_dilation_sizes,
+            cfg.upsample_rates,
+            cfg.upsample_initial_channel,
+            cfg.upsample_kernel_sizes,
+            gin_channels=cfg.gin_channels,
+            rngs=rngs,
+        )
+        if cfg.with_posterior:
+            self.enc_q = PosteriorEncoder(
+                cfg.spec_channels,
+                cfg.inter_channels,
+                cfg.hidden_channels,
+                cfg.posterior_kernel_size,
+                cfg.posterior_dilation_rate,
+                cfg.posterior_layers,
+                gin_channels=cfg.gin_channels,
+                rngs=rngs,
+            )
+
+    # -- pieces -----------------------------------------------------------------------------------------------
+    def style(self, refer: jax.Array, refer_lengths: jax.Array | None = None) -> jax.Array:
+        """Style vector ge [B, 1, gin] of a reference linear spectrogram [B, T, 1025]."""
+        mask = length_mask(refer_lengths, refer.shape[1], refer.shape[0])
+        return self.ref_enc(refer * mask[..., :1], mask)
+
+    def fused_style(self, refers: Sequence[jax.Array], weights: jax.Array | None = None) -> jax.Array:
+        """Multi-reference fusion: mean (or weighted mean) of each reference's ge (shapes may differ)."""
+        if not refers:
+            raise ValueError("fused_style needs at least one reference spectrogram")
+        return fuse_references(jnp.stack([self.style(r) for r in refers]), weights)
+
+    def content(self, codes: jax.Array) -> jax.Array:
+        """Semantic codes -> content features at the spectrogram frame rate [B, T_codes * up, C]."""
+        if self.cfg.content == "hubert_vq":
+            x = self.quantizer.decode(codes)
+        else:
+            if codes.ndim != 2:
+                raise ValueError(f"S3 token codes must be [batch, tokens], got shape {codes.shape}")
+            x = self.token_embedding(codes)
+        return upsample_nearest(x, self.cfg.content_upsample)
+
+    def extract_codes(self, ssl: jax.Array) -> jax.Array:
+        """hubert features [B, T_50Hz, 768] -> codes [1, B, T_codes] (``extract_latent``)."""
+        return self.quantizer.encode(self.ssl_proj(ssl))
+
+    def prior(self, codes, text, ge, code_lengths=None, text_lengths=None):
+        """(m_p, logs_p, mask) from codes + text + style."""
+        c = self.content(codes)
+        b, t = c.shape[:2]
+        mask = length_mask(None if code_lengths is None else code_lengths * self.cfg.content_upsample, t, b)
+        tmask = length_mask(text_lengths, text.shape[1], b)
+        _, m_p, logs_p = self.enc_p(c, mask, text, tmask, ge)
+        return m_p, logs_p, mask
+
+    # -- inference --------------------------------------------------------------------------------------------
+    def decode(
+        self,
+        codes: jax.Array,
+        text: jax.Array,
+        refer: jax.Array | Sequence[jax.Array] | None,
+        noise_scale: float = 0.5,
+        key: jax.Array | None = None,
+        *,
+        code_lengths: jax.Array | None = None,
+        text_lengths: jax.Array | None = None,
+        ge: jax.Array | None = None,
+    ) -> jax.Array:
+        """codes + text + reference spectrogram(s) -> waveform [B, T_codes * up * hop] (32 kHz for s2).
+
+        ``refer`` may be a list of spectrograms: their style vectors are averaged (multi-reference fusion).
+        ``noise_scale`` 0 (or no key) is deterministic. A precomputed ``ge`` skips the reference encoder.
+        """
+        if ge is None and refer is not None:
+            ge = self.fused_style(refer) if isinstance(refer, (list, tuple)) else self.style(refer)
+        m_p, logs_p, mask = self.prior(codes, text, ge, code_lengths, text_lengths)
+        z_p = m_p
+        if key is not None:
+            z_p = m_p + jax.random.normal(key, m_p.shape, m_p.dtype) * jnp.exp(logs_p) * noise_scale
+        z = self.flow(z_p, mask, ge, reverse=True)
+        return self.dec(z * mask, ge)[..., 0]
+
+    # -- training ---------------------------------------------------------------------------------------------
+    def __call__(
+        self,
+        codes: jax.Array,
+        spec: jax.Array,
+        spec_lengths: jax.Array,
+        text: jax.Array,
+        text_lengths: jax.Array,
+        key: jax.Array,
+        *,
+        refer: jax.Array | None = None,
+        refer_lengths: jax.Array | None = None,
+    ) -> dict[str, jax.Array]:
+        """Training forward. spec [B, T, 1025] (T = content frames); ``refer`` defaults to spec itself (GPT-SoVITS)
+        and may be another utterance of the same speaker (zero-shot training). Returns the sliced waveform
+        ``y_hat`` [B, segment], slice starts (frames) and the latent statistics for the KL loss."""
+        if not self.cfg.with_posterior:
+            raise ValueError("training forward needs the posterior encoder (config with_posterior=False)")
+        b, t = spec.shape[:2]
+        mask = length_mask(spec_lengths, t, b)
+        if refer is None:
+            ge = self.ref_enc(spec * mask, mask)
+        else:
+            ge = self.style(refer, refer_lengths)
+        c = self.content(codes)
+        if c.shape[1] != t:
+            raise ValueError(f"content has {c.shape[1]} frames but the spectrogram has {t}")
+        tmask = length_mask(text_lengths, text.shape[1], b)
+        _, m_p, logs_p = self.enc_p(c, mask, text, tmask, ge)
+        k_post, k_slice = jax.random.split(key)
+        z, m_q, logs_q = self.enc_q(spec, mask, ge, k_post)
+        z_p = self.flow(z, mask, ge)
+        seg = self.cfg.segment_size // self.cfg.hop_length
+        if t < seg:
+            raise ValueError(f"spectrogram of {t} frames is shorter than the {seg}-frame training segment")
+        max_start = jnp.maximum(jnp.asarray(spec_lengths) - seg + 1, 1)
+        starts = (jax.random.uniform(k_slice, (b,)) * max_start).astype(jnp.int32)
+        y_hat = self.dec(slice_segments(z, starts, seg), ge)[..., 0]
+        return dict(
+            y_hat=y_hat,
+            ids_slice=starts,
+            mask=mask,
+            z=z,
+            z_p=z_p,
+            m_p=m_p,
+            logs_p=logs_p,
+            m_q=m_q,
+            logs_q=logs_q,
+        )
