@@ -60,6 +60,8 @@ class Qwen2Config:
         unknown = set(d) - names
         if unknown:
             raise ValueError(f"unknown Qwen2Config keys: {sorted(unknown)}")
+        d = dict(d)
+        d["head_dim"] = d.get("head_dim") or None  # configs write 0 for "hidden_size // num_heads"
         return cls(**d)
 
     def to_dict(self) -> dict[str, Any]:
@@ -125,9 +127,7 @@ def init_cache(config: Qwen2Config, batch: int, max_len: int, dtype=jnp.float32)
 
 def _write_rows(cache: jax.Array, new: jax.Array, start: jax.Array) -> jax.Array:
     """Writes new [B, T, K, D] into cache [B, S, K, D] at each row's own start position."""
-    return jax.vmap(lambda c, n, s: jax.lax.dynamic_update_slice(c, n.astype(c.dtype), (s, 0, 0)))(
-        cache, new, start
-    )
+    return jax.vmap(lambda c, n, s: jax.lax.dynamic_update_slice(c, n.astype(c.dtype), (s, 0, 0)))(cache, new, start)
 
 
 class Attention(nnx.Module):
@@ -268,11 +268,7 @@ class Qwen2Model(nnx.Module):
         cfg = self.config
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids and inputs_embeds")
-        x = (
-            self.embed_tokens(input_ids)
-            if inputs_embeds is None
-            else inputs_embeds.astype(jnp.dtype(cfg.dtype))
-        )
+        x = self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds.astype(jnp.dtype(cfg.dtype))
         b, t, _ = x.shape
         start = None if cache is None else cache.index
         if positions is None:

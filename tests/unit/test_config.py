@@ -1,0 +1,74 @@
+"""Config files, command-line overrides (absl config_flags, locked) and validation errors naming the key."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from sovits2_jax.config import ConfigError, load_config, validate
+
+
+def run_cli(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "sovits2_jax.show_config", *args], capture_output=True, text=True, timeout=120
+    )
+
+
+def test_override_from_command_line():
+    out = run_cli("--config=configs/qwen2.py:tiny", "--config.model.num_layers=3", "--config.mesh.fsdp=2")
+    assert out.returncode == 0, out.stderr
+    config = json.loads(out.stdout)
+    assert config["model"]["num_layers"] == 3
+    assert config["model"]["hidden_size"] == 64  # untouched values keep the file's
+    assert config["mesh"]["fsdp"] == 2 and config["mesh"]["data"] == -1
+
+
+def test_unknown_key_is_rejected():
+    out = run_cli("--config=configs/qwen2.py:tiny", "--config.model.num_layerz=3")
+    assert out.returncode != 0
+    assert "num_layerz" in out.stderr
+
+
+def test_validation_error_from_command_line_names_key():
+    out = run_cli("--config=configs/qwen2.py:tiny", "--config.model.num_heads=5")
+    assert out.returncode == 1
+    assert "config.model.num_heads=5" in out.stderr and "hidden_size" in out.stderr
+
+
+@pytest.mark.parametrize(
+    "key,value,needle",
+    [
+        ("model.num_heads", 6, "config.model.num_heads=6 does not divide config.model.hidden_size"),
+        ("model.num_kv_heads", 3, "config.model.num_kv_heads=3 does not divide config.model.num_heads"),
+        ("model.remat_policy", "sometimes", "config.model.remat_policy"),
+        ("model.attention_impl", "flash", "config.model.attention_impl"),
+        ("model.dtype", "float8", "config.model.dtype"),
+        ("mesh.data", 3, "config.mesh"),
+        ("mesh.tensor", 0, "config.mesh.tensor=0"),
+        ("train.batch_size", 3, "config.train.batch_size=3 is not divisible"),
+    ],
+)
+def test_validation_rejects(key, value, needle):
+    config = load_config("configs/qwen2.py:tiny")
+    section, name = key.split(".")
+    config[section][name] = value
+    with pytest.raises(ConfigError, match=needle.replace("(", r"\(").replace(".", r"\.")):
+        validate(config, num_devices=8)
+
+
+def test_mesh_must_fit_device_count():
+    config = load_config("configs/qwen2.py:tiny")
+    config.mesh.data, config.mesh.fsdp, config.mesh.tensor = 2, 2, 2
+    validate(config, num_devices=8)
+    with pytest.raises(ConfigError, match="does not match the 4 available devices"):
+        validate(config, num_devices=4)
+    config.mesh.data = -1
+    config.mesh.fsdp = -1
+    with pytest.raises(ConfigError, match="only one mesh axis may be -1"):
+        validate(config, num_devices=8)
+
+
+def test_every_size_validates():
+    for size in ("tiny", "50m", "100m", "0.5b"):
+        validate(load_config(f"configs/qwen2.py:{size}"), num_devices=8)
