@@ -54,7 +54,7 @@ def test_round_trip_bit_exact(dtype, tied, tmp_path, torch_available):
     back = hf_qwen2.jax_to_torch(tmp_path / "jax", tmp_path / "back")
     assert_bit_exact(weights(src), weights(back))
     assert (back / "tokenizer_config.json").read_text() == '{"model_max_length": 32768}'
-    model, info = transformers.Qwen2ForCausalLM.from_pretrained(back, output_loading_info=True)
+    _, info = transformers.Qwen2ForCausalLM.from_pretrained(back, output_loading_info=True)
     assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
 
 

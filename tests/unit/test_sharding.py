@@ -113,7 +113,7 @@ def test_rules_first_fitting_rule_wins():
 
 def test_mesh_shape_fill_and_errors():
     assert resolve_mesh_shape(dict(data=-1, fsdp=2, tensor=1), 8) == (4, 2, 1)
-    with pytest.raises(ValueError, match="mesh.pipeline"):
+    with pytest.raises(ValueError, match=r"mesh\.pipeline"):
         resolve_mesh_shape(dict(pipeline=2), 8)
     with pytest.raises(ValueError, match="not divisible"):
         resolve_mesh_shape(dict(data=-1, fsdp=3), 8)
