@@ -1,0 +1,153 @@
+"""Kaldi-style data files (wav.scp, text, utt2spk, spk2utt) from a LibriTTS-layout directory.
+
+    python -m sovits2_jax.data.kaldi --src_dir CORPUS/train-clean-100 --des_dir data/train-clean-100
+
+Like CosyVoice's LibriTTS ``prepare_data.py``: audio ``SPEAKER/CHAPTER/UTT.wav`` with its ``UTT.normalized.txt``;
+the speaker is the part of the utterance id before the first underscore. Unusable inputs (missing, empty or
+unreadable transcript; corrupt or zero-length audio; speaker folders without audio) are skipped, counted and listed
+in ``DES/skipped_kaldi.tsv``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import glob
+import logging
+import os
+
+from sovits2_jax.audio.io import AudioError, audio_info
+from sovits2_jax.data.skiplog import SkipLog
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class KaldiData:
+    """The four Kaldi maps (insertion order = utterance order)."""
+
+    utt2wav: dict[str, str]
+    utt2text: dict[str, str]
+    utt2spk: dict[str, str]
+
+    @property
+    def spk2utt(self) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for utt, spk in self.utt2spk.items():
+            out.setdefault(spk, []).append(utt)
+        return out
+
+    def __len__(self) -> int:
+        return len(self.utt2wav)
+
+
+def scan_libritts(src_dir: str, skips: SkipLog | None = None) -> KaldiData:
+    """Read a LibriTTS-layout directory; utterances sorted by id."""
+    if not os.path.isdir(src_dir):
+        raise FileNotFoundError(f"kaldi: source directory {src_dir} does not exist")
+    skips = skips if skips is not None else SkipLog("kaldi")
+    src_dir = os.path.abspath(src_dir)
+    wavs = sorted(glob.glob(os.path.join(src_dir, "*", "*", "*.wav")))
+    speaker_dirs = sorted(d for d in glob.glob(os.path.join(src_dir, "*")) if os.path.isdir(d))
+    with_audio = {os.path.dirname(os.path.dirname(w)) for w in wavs}
+    for d in speaker_dirs:
+        if d not in with_audio:
+            skips.add(d, "speaker folder without audio")
+    data = KaldiData({}, {}, {})
+    for wav in sorted(wavs, key=lambda w: os.path.basename(w)):
+        utt = os.path.basename(wav)[: -len(".wav")]
+        text, reason = _check_utterance(wav)
+        if reason:
+            skips.add(utt, reason)
+            continue
+        data.utt2wav[utt] = wav
+        data.utt2text[utt] = text
+        data.utt2spk[utt] = utt.split("_")[0]
+    if not data.utt2wav:
+        raise ValueError(f"kaldi: no usable utterances under {src_dir} (expected SPEAKER/CHAPTER/*.wav)")
+    return data
+
+
+def _check_utterance(wav: str) -> tuple[str, str | None]:
+    """(transcript, None) or ("", reason to skip)."""
+    txt = wav[: -len(".wav")] + ".normalized.txt"
+    if not os.path.exists(txt):
+        return "", "missing transcript: no " + os.path.basename(txt)
+    try:
+        with open(txt, encoding="utf-8") as f:
+            text = " ".join(f.read().split())
+    except (OSError, UnicodeDecodeError) as exc:
+        return "", f"unreadable transcript: {exc.__class__.__name__}"
+    if not text:
+        return "", "empty transcript"
+    if os.path.getsize(wav) == 0:
+        return "", "zero-length audio file"
+    try:
+        audio_info(wav)
+    except AudioError as exc:
+        return "", "corrupt audio: " + str(exc).split(": ", 1)[-1]
+    return text, None
+
+
+def write_kaldi_dir(data: KaldiData, des_dir: str) -> None:
+    """wav.scp, text, utt2spk, spk2utt (each written to a temporary name, then renamed)."""
+    os.makedirs(des_dir, exist_ok=True)
+    files = {
+        "wav.scp": [f"{u} {w}" for u, w in data.utt2wav.items()],
+        "text": [f"{u} {t}" for u, t in data.utt2text.items()],
+        "utt2spk": [f"{u} {s}" for u, s in data.utt2spk.items()],
+        "spk2utt": [f"{s} {' '.join(us)}" for s, us in data.spk2utt.items()],
+    }
+    for name, lines in files.items():
+        if any(" " in w for w in data.utt2wav.values()) and name == "wav.scp":
+            raise ValueError(f"kaldi: wav paths with spaces cannot go in wav.scp ({des_dir})")
+        tmp = os.path.join(des_dir, name + ".tmp")
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.writelines(line + "\n" for line in lines)
+        os.replace(tmp, os.path.join(des_dir, name))
+
+
+def read_kaldi_dir(des_dir: str) -> KaldiData:
+    """Read wav.scp, text and utt2spk back (order of wav.scp)."""
+
+    def read(name: str) -> dict[str, str]:
+        path = os.path.join(des_dir, name)
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"kaldi: {path} is missing (run stage 0 first)")
+        out = {}
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                key, _, value = line.rstrip("\n").partition(" ")
+                if key:
+                    out[key] = value
+        return out
+
+    utt2wav, utt2text, utt2spk = read("wav.scp"), read("text"), read("utt2spk")
+    for name, table in (("text", utt2text), ("utt2spk", utt2spk)):
+        missing = [u for u in utt2wav if u not in table]
+        if missing:
+            raise ValueError(f"kaldi: {len(missing)} utterances of wav.scp missing from {name}, e.g. {missing[0]}")
+    return KaldiData(utt2wav, {u: utt2text[u] for u in utt2wav}, {u: utt2spk[u] for u in utt2wav})
+
+
+def prepare(src_dir: str, des_dir: str) -> tuple[KaldiData, SkipLog]:
+    skips = SkipLog("kaldi")
+    data = scan_libritts(src_dir, skips)
+    write_kaldi_dir(data, des_dir)
+    skips.write(os.path.join(des_dir, "skipped_kaldi.tsv"))
+    log.info("kaldi: %d utterances, %d speakers -> %s; %s", len(data), len(data.spk2utt), des_dir, skips.summary())
+    return data, skips
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description="Kaldi data files from a LibriTTS-layout directory")
+    p.add_argument("--src_dir", required=True)
+    p.add_argument("--des_dir", required=True)
+    a = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    data, skips = prepare(a.src_dir, a.des_dir)
+    print(f"kaldi: {len(data)} utterances, {len(data.spk2utt)} speakers -> {a.des_dir}; {skips.summary()}")
+
+
+if __name__ == "__main__":
+    main()

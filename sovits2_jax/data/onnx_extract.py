@@ -1,0 +1,245 @@
+"""Speaker embeddings and speech tokens from ONNX models with CosyVoice2's signatures (onnxruntime).
+
+    python -m sovits2_jax.data.onnx_extract embedding --dir data/train --onnx_path campplus.onnx
+    python -m sovits2_jax.data.onnx_extract token --dir data/train --onnx_path speech_tokenizer_v2.onnx
+
+Embedding model (campplus-compatible): first input = Kaldi fbank [1, T, 80] with the time mean removed, output
+[1, D] -> ``utt2embedding.npz`` and ``spk2embedding.npz`` (speaker mean). Token model (S3-compatible): inputs =
+whisper log-mel [B, 128, T] float32 and lengths [B] int32, first output = tokens [B, T'] -> ``utt2speech_token.npz``.
+Audio is resampled to 16 kHz. Audio over 30 s gets no tokens (as in CosyVoice) and is reported. Work is split
+into chunks over worker processes; tokens may be batched (padded; the S3 encoders mask padding).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import multiprocessing
+import os
+from collections.abc import Callable
+
+import numpy as np
+from tqdm import tqdm
+
+from sovits2_jax.audio.fbank import campplus_features
+from sovits2_jax.audio.io import AudioError, load_audio
+from sovits2_jax.audio.whisper_mel import log_mel_spectrogram
+from sovits2_jax.data import feature_store
+from sovits2_jax.data.kaldi import read_kaldi_dir
+from sovits2_jax.data.skiplog import SkipLog
+
+log = logging.getLogger(__name__)
+
+SAMPLE_RATE = 16000
+MAX_TOKEN_SECONDS = 30.0
+CHUNK = 16
+
+
+def make_session(onnx_path: str, threads: int = 1):
+    import onnxruntime
+
+    if not os.path.exists(onnx_path):
+        raise FileNotFoundError(f"ONNX model {onnx_path} does not exist")
+    opts = onnxruntime.SessionOptions()
+    opts.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    return onnxruntime.InferenceSession(onnx_path, sess_options=opts, providers=["CPUExecutionProvider"])
+
+
+def check_embedding_model(session, onnx_path: str) -> None:
+    inputs = session.get_inputs()
+    shape = inputs[0].shape
+    if len(shape) != 3 or shape[2] != 80:
+        raise ValueError(f"{onnx_path}: not campplus-compatible: first input must be [1, T, 80], got {shape}")
+
+
+def check_token_model(session, onnx_path: str) -> None:
+    inputs = session.get_inputs()
+    if len(inputs) < 2 or len(inputs[0].shape) != 3 or inputs[0].shape[1] != 128:
+        shapes = [(i.name, i.shape) for i in inputs]
+        raise ValueError(f"{onnx_path}: not S3-compatible: need inputs [B, 128, T] and [B] lengths, got {shapes}")
+
+
+def embed_features(session, feats: np.ndarray) -> np.ndarray:
+    """One utterance's embedding from its campplus features [T, 80]."""
+    out = session.run(None, {session.get_inputs()[0].name: feats[None].astype(np.float32)})[0]
+    return np.asarray(out, np.float32).reshape(-1)
+
+
+def _token_lengths(mel_lengths: np.ndarray, padded: int, out_len: int) -> np.ndarray:
+    """Valid tokens per utterance: each stride-2 conv (k3, p1) maps n frames to (n - 1) // 2 + 1."""
+    halvings = max(0, round(math.log2(max(padded, 1) / max(out_len, 1))))
+    lengths = mel_lengths.astype(np.int64)
+    for _ in range(halvings):
+        lengths = (lengths - 1) // 2 + 1
+    return np.minimum(lengths, out_len)
+
+
+def tokenize_mels(session, mels: list[np.ndarray]) -> list[np.ndarray]:
+    """Speech tokens for a batch of log-mels [128, T_i] (padded with zeros to the longest)."""
+    lengths = np.array([m.shape[1] for m in mels], dtype=np.int32)
+    batch = np.zeros((len(mels), mels[0].shape[0], int(lengths.max())), np.float32)
+    for i, m in enumerate(mels):
+        batch[i, :, : m.shape[1]] = m
+    names = [i.name for i in session.get_inputs()]
+    out = np.asarray(session.run(None, {names[0]: batch, names[1]: lengths})[0])
+    out = out.reshape(len(mels), -1)
+    valid = _token_lengths(lengths, batch.shape[2], out.shape[1]) if len(mels) > 1 else [out.shape[1]]
+    return [out[i, : valid[i]].astype(np.int32) for i in range(len(mels))]
+
+
+# ---- worker side ---------------------------------------------------------------------------------------------
+
+_WORKER: dict = {}
+
+
+def _init_worker(kind: str, onnx_path: str, batch_size: int) -> None:
+    _WORKER.update(kind=kind, session=make_session(onnx_path), batch_size=batch_size)
+
+
+def _load16k(path: str) -> np.ndarray:
+    wav, _ = load_audio(path, target_sr=SAMPLE_RATE)
+    return wav
+
+
+def _embedding_chunk(items: list[tuple[str, str]]) -> list[tuple[str, np.ndarray | None, str | None]]:
+    out = []
+    for utt, path in items:
+        try:
+            feats = campplus_features(_load16k(path))
+        except AudioError as exc:
+            out.append((utt, None, "unreadable audio: " + str(exc).split(": ", 1)[-1]))
+            continue
+        if feats.shape[0] == 0:
+            out.append((utt, None, "too short: shorter than one 25 ms frame"))
+            continue
+        out.append((utt, embed_features(_WORKER["session"], feats), None))
+    return out
+
+
+def _token_chunk(items: list[tuple[str, str]]) -> list[tuple[str, np.ndarray | None, str | None]]:
+    out, ready = [], []
+    for utt, path in items:
+        try:
+            wav = _load16k(path)
+        except AudioError as exc:
+            out.append((utt, None, "unreadable audio: " + str(exc).split(": ", 1)[-1]))
+            continue
+        seconds = len(wav) / SAMPLE_RATE
+        if seconds > MAX_TOKEN_SECONDS:
+            out.append((utt, None, f"longer than 30 s: {seconds:.1f} s"))
+            continue
+        if len(wav) < 2 * 160:
+            out.append((utt, None, "too short: under 20 ms"))
+            continue
+        ready.append((utt, log_mel_spectrogram(wav)))
+    ready.sort(key=lambda x: x[1].shape[1])  # similar lengths share a batch
+    bs = _WORKER["batch_size"]
+    for i in range(0, len(ready), bs):
+        group = ready[i : i + bs]
+        for (utt, _), tokens in zip(group, tokenize_mels(_WORKER["session"], [m for _, m in group])):
+            out.append((utt, tokens, None))
+    return out
+
+
+def _run(kind: str, items: list[tuple[str, str]], onnx_path: str, workers: int, batch_size: int, desc: str):
+    fn: Callable = _embedding_chunk if kind == "embedding" else _token_chunk
+    chunks = [items[i : i + CHUNK] for i in range(0, len(items), CHUNK)]
+    results = []
+    with tqdm(total=len(items), desc=desc, unit="utt", dynamic_ncols=True) as bar:
+        if workers <= 0:
+            _init_worker(kind, onnx_path, batch_size)
+            for chunk in chunks:
+                results.extend(fn(chunk))
+                bar.update(len(chunk))
+        else:
+            ctx = multiprocessing.get_context("forkserver")
+            with ctx.Pool(workers, initializer=_init_worker, initargs=(kind, onnx_path, batch_size)) as pool:
+                for res in pool.imap_unordered(fn, chunks):
+                    results.extend(res)
+                    bar.update(len(res))
+    return results
+
+
+def extract_embeddings(data_dir: str, onnx_path: str, *, workers: int = 2, torch_pt: bool = False) -> SkipLog:
+    """Stage 1: ``utt2embedding.npz`` and ``spk2embedding.npz`` in ``data_dir``."""
+    session = make_session(onnx_path)
+    check_embedding_model(session, onnx_path)
+    del session
+    data = read_kaldi_dir(data_dir)
+    results = _run("embedding", list(data.utt2wav.items()), onnx_path, workers, 1, "embedding")
+    skips = SkipLog("embedding")
+    utt2emb = {}
+    for utt, emb, reason in sorted(results, key=lambda r: r[0]):
+        if reason is not None:
+            skips.add(utt, reason)
+        elif not np.all(np.isfinite(emb)):
+            skips.add(utt, "non-finite embedding")
+        else:
+            utt2emb[utt] = emb
+    utt2emb = {u: utt2emb[u] for u in data.utt2wav if u in utt2emb}
+    spk2list: dict[str, list[np.ndarray]] = {}
+    for utt, emb in utt2emb.items():
+        spk2list.setdefault(data.utt2spk[utt], []).append(emb)
+    spk2emb = {spk: np.mean(np.stack(v), axis=0) for spk, v in spk2list.items()}
+    feature_store.save_vectors(os.path.join(data_dir, "utt2embedding.npz"), utt2emb)
+    feature_store.save_vectors(os.path.join(data_dir, "spk2embedding.npz"), spk2emb)
+    if torch_pt:
+        feature_store.save_torch_pt(os.path.join(data_dir, "utt2embedding.pt"), utt2emb)
+        feature_store.save_torch_pt(os.path.join(data_dir, "spk2embedding.pt"), spk2emb)
+    skips.write(os.path.join(data_dir, "skipped_embedding.tsv"))
+    log.info("embedding: %d utterances, %d speakers; %s", len(utt2emb), len(spk2emb), skips.summary())
+    return skips
+
+
+def extract_speech_tokens(
+    data_dir: str, onnx_path: str, *, workers: int = 2, batch_size: int = 1, torch_pt: bool = False
+) -> SkipLog:
+    """Stage 2: ``utt2speech_token.npz`` in ``data_dir`` (utterances over 30 s skipped and listed)."""
+    session = make_session(onnx_path)
+    check_token_model(session, onnx_path)
+    if batch_size > 1 and isinstance(session.get_inputs()[0].shape[0], int) and session.get_inputs()[0].shape[0] == 1:
+        log.warning("token: %s has a fixed batch of 1; using batch_size 1", onnx_path)
+        batch_size = 1
+    del session
+    data = read_kaldi_dir(data_dir)
+    results = _run("token", list(data.utt2wav.items()), onnx_path, workers, max(1, batch_size), "speech token")
+    skips = SkipLog("speech_token")
+    by_utt = {}
+    for utt, tokens, reason in sorted(results, key=lambda r: r[0]):
+        if reason is not None:
+            skips.add(utt, reason)
+        else:
+            by_utt[utt] = tokens
+    utt2tok = {u: by_utt[u] for u in data.utt2wav if u in by_utt}
+    feature_store.save_sequences(os.path.join(data_dir, "utt2speech_token.npz"), utt2tok)
+    if torch_pt:
+        feature_store.save_torch_pt(os.path.join(data_dir, "utt2speech_token.pt"), utt2tok)
+    skips.write(os.path.join(data_dir, "skipped_speech_token.tsv"))
+    log.info("speech token: %d utterances; %s", len(utt2tok), skips.summary())
+    return skips
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description="ONNX speaker embeddings / speech tokens for a Kaldi data dir")
+    p.add_argument("what", choices=["embedding", "token"])
+    p.add_argument("--dir", required=True, help="Kaldi data dir (wav.scp, utt2spk)")
+    p.add_argument("--onnx_path", required=True)
+    p.add_argument("--num_workers", type=int, default=2)
+    p.add_argument("--batch_size", type=int, default=1, help="token model batch (padded)")
+    p.add_argument("--torch_pt", action="store_true", help="also write CosyVoice's .pt files (needs torch)")
+    a = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    if a.what == "embedding":
+        skips = extract_embeddings(a.dir, a.onnx_path, workers=a.num_workers, torch_pt=a.torch_pt)
+    else:
+        skips = extract_speech_tokens(
+            a.dir, a.onnx_path, workers=a.num_workers, batch_size=a.batch_size, torch_pt=a.torch_pt
+        )
+    print(skips.summary())
+
+
+if __name__ == "__main__":
+    main()
