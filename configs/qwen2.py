@@ -7,7 +7,7 @@ from sovits2_jax.parallel.rules import mesh_config, sharding_config
 SIZES = {
     # name: (vocab, hidden, ffn, layers, heads, kv_heads, tied)
     "tiny": (512, 64, 160, 2, 4, 2, False),
-    "50m": (32000, 512, 1408, 8, 8, 2, True),
+    "50m": (32000, 512, 2048, 8, 8, 2, True),
     "100m": (32000, 768, 2048, 10, 12, 2, True),
     "0.5b": (151936, 896, 4864, 24, 14, 2, True),
 }

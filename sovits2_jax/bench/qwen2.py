@@ -1,0 +1,70 @@
+"""Qwen2 forward+backward step time: ours (jitted) vs transformers (PyTorch) at the same config and batch.
+
+python -m sovits2_jax.bench.qwen2 [--config=configs/qwen2.py:50m] [--batch=4] [--seq_len=256]
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+
+from absl import app, flags
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", "configs/qwen2.py:50m", "Qwen2 config file[:arg]")
+_BATCH = flags.DEFINE_integer("batch", 4, "batch size")
+_SEQ = flags.DEFINE_integer("seq_len", 256, "sequence length")
+_REPEATS = flags.DEFINE_integer("repeats", 5, "timed steps (median)")
+
+
+def main(argv) -> int:
+    del argv
+    import jax
+    import numpy as np
+    import optax
+    import torch
+    import transformers
+    from flax import nnx
+
+    from sovits2_jax.bench.timing import median_ms, report
+    from sovits2_jax.convert import hf_qwen2
+    from sovits2_jax.convert.params import params_from_flat
+    from sovits2_jax.convert.random_reference import save_random_hf_qwen2
+    from sovits2_jax.models.qwen2 import Qwen2Config, Qwen2ForCausalLM
+
+    config = Qwen2Config.from_dict(_CONFIG.value.model.to_dict())
+    src = save_random_hf_qwen2(tempfile.mkdtemp(prefix="bench-qwen2-"), config)
+    graphdef, params = params_from_flat(
+        lambda: Qwen2ForCausalLM(config, rngs=nnx.Rngs(0)), hf_qwen2.load_hf_params(src, config)
+    )
+    n_params = sum(int(np.prod(v.shape)) for v in jax.tree.leaves(params))
+    ids = np.random.default_rng(0).integers(0, config.vocab_size, (_BATCH.value, _SEQ.value + 1))
+
+    def loss_fn(params, ids):
+        logits, _ = nnx.merge(graphdef, params)(ids[:, :-1])
+        return optax.softmax_cross_entropy_with_integer_labels(logits, ids[:, 1:]).mean()
+
+    step = jax.jit(jax.value_and_grad(loss_fn))
+    ids_j = jax.numpy.asarray(ids)
+    ours = median_ms(lambda: jax.block_until_ready(step(params, ids_j)), repeats=_REPEATS.value)
+
+    ref = transformers.Qwen2ForCausalLM.from_pretrained(src, dtype=torch.float32, attn_implementation="sdpa")
+    ids_t = torch.from_numpy(ids)
+
+    def torch_step():
+        ref.zero_grad(set_to_none=True)
+        logits = ref(input_ids=ids_t[:, :-1]).logits
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids_t[:, 1:].reshape(-1))
+        loss.backward()
+
+    theirs = median_ms(torch_step, repeats=_REPEATS.value)
+    print(
+        f"# {n_params / 1e6:.1f}M parameters, batch {_BATCH.value}x{_SEQ.value}, {jax.devices()[0].platform}, "
+        f"torch threads {torch.get_num_threads()}"
+    )
+    report("qwen2", f"fwd+bwd step ({n_params / 1e6:.0f}M, {_BATCH.value}x{_SEQ.value})", ours, theirs)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(app.run(main))
