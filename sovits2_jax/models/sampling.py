@@ -109,8 +109,8 @@ def ras_sample(
     return jnp.where(repeated, categorical(probs, u_full), tokens)
 
 
-def _draw(probs, key, recent, recent_valid, config: SamplingConfig) -> jax.Array:
-    u = jax.random.uniform(key, (2, probs.shape[0]))
+def _draw(probs, keys, recent, recent_valid, config: SamplingConfig) -> jax.Array:
+    u = jax.vmap(lambda k: jax.random.uniform(k, (2,)))(keys).T  # per-row keys: rows stay independent
     if config.method == "random":
         return categorical(probs, u[0])
     if config.method == "nucleus":
@@ -139,11 +139,17 @@ def sample_tokens(
 ) -> jax.Array:
     """Next tokens [B] from logits [B, V]; ``forbidden`` [B, V] (or [V]) marks tokens that must not come out.
 
+    ``key`` is one key (split per row) or [B] per-row keys (a row's token then depends on its key only).
     Draws are repeated (trial t uses ``fold_in(key, t)``) until every row has an allowed token, as the
     reference's ``sampling_ids`` does for eos; after ``max_trials`` a row falls back to one draw with the
     forbidden tokens removed.
     """
     b, v = logits.shape
+    if not jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        raise TypeError("sample_tokens: pass typed keys from jax.random.key, not raw uint32 PRNGKey arrays")
+    keys = jax.random.split(key, b) if key.ndim == 0 else key
+    if keys.shape != (b,):
+        raise ValueError(f"sample_tokens: expected one key or {b} keys, got shape {keys.shape}")
     if recent is None:
         recent = jnp.zeros((b, 1), jnp.int32)
         recent_valid = jnp.zeros((b, 1), bool)
@@ -158,17 +164,18 @@ def sample_tokens(
     def allowed(tokens):
         return ~jnp.take_along_axis(forbidden, tokens[:, None], axis=-1)[:, 0]
 
+    def trial_keys(t):
+        return jax.vmap(lambda k: jax.random.fold_in(k, t))(keys)
+
     def body(state):
         t, tokens, done = state
-        new = _draw(probs, jax.random.fold_in(key, t), recent, recent_valid, config)
+        new = _draw(probs, trial_keys(t), recent, recent_valid, config)
         tokens = jnp.where(done, tokens, new)
         return t + 1, tokens, done | allowed(tokens)
 
-    first = _draw(probs, jax.random.fold_in(key, 0), recent, recent_valid, config)
+    first = _draw(probs, trial_keys(0), recent, recent_valid, config)
     state = (jnp.int32(1), first, allowed(first))
     _, tokens, done = jax.lax.while_loop(lambda s: (s[0] <= config.max_trials) & ~jnp.all(s[2]), body, state)
-    fallback = categorical(
-        jnp.where(forbidden, 0.0, probs),
-        jax.random.uniform(jax.random.fold_in(key, config.max_trials + 1), (b,)),
-    )
+    u_last = jax.vmap(lambda k: jax.random.uniform(k, ()))(trial_keys(config.max_trials + 1))
+    fallback = categorical(jnp.where(forbidden, 0.0, probs), u_last)
     return jnp.where(done, tokens, fallback)

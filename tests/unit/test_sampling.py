@@ -109,11 +109,23 @@ def test_sample_tokens_deterministic_and_forbidden():
     np.testing.assert_array_equal(a, b)
     assert not np.any(np.asarray(a[:4]) == 5)
     assert np.all(np.asarray(a[4:]) == 5)
-    runs = [
-        np.asarray(sampling.sample_tokens(logits, jax.random.key(k), cfg, forbidden=forbidden))
-        for k in range(6)
-    ]
+    runs = [np.asarray(sampling.sample_tokens(logits, jax.random.key(k), cfg, forbidden=forbidden)) for k in range(6)]
     assert len({r[:4].tobytes() for r in runs}) > 1, "different keys must give different draws"
+
+
+def test_per_row_keys_make_rows_independent_of_the_batch():
+    rng = np.random.default_rng(4)
+    logits = jnp.asarray(rng.normal(size=(5, 40)).astype(np.float32))
+    recent = jnp.asarray(rng.integers(0, 40, size=(5, 10)).astype(np.int32))
+    valid = jnp.ones((5, 10), bool)
+    keys = jax.random.split(jax.random.key(9), 5)
+    cfg = sampling.SamplingConfig(top_k=10, top_p=0.9)
+    batch = np.asarray(sampling.sample_tokens(logits, keys, cfg, recent=recent, recent_valid=valid))
+    for i in range(5):
+        one = sampling.sample_tokens(
+            logits[i : i + 1], keys[i : i + 1], cfg, recent=recent[i : i + 1], recent_valid=valid[i : i + 1]
+        )
+        assert int(one[0]) == batch[i]
 
 
 def test_sample_tokens_falls_back_when_only_forbidden_in_nucleus():
@@ -129,9 +141,7 @@ def test_greedy_and_temperature():
     greedy = sampling.SamplingConfig(method="greedy")
     np.testing.assert_array_equal(sampling.sample_tokens(logits, jax.random.key(0), greedy), [1, 0])
     forb = jnp.asarray([[False, True, False], [False, False, False]])
-    np.testing.assert_array_equal(
-        sampling.sample_tokens(logits, jax.random.key(0), greedy, forbidden=forb), [2, 0]
-    )
+    np.testing.assert_array_equal(sampling.sample_tokens(logits, jax.random.key(0), greedy, forbidden=forb), [2, 0])
     cold = sampling.SamplingConfig(method="random", temperature=1e-3)
     for k in range(5):
         np.testing.assert_array_equal(sampling.sample_tokens(logits, jax.random.key(k), cold), [1, 0])

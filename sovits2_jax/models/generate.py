@@ -1,0 +1,315 @@
+"""Autoregressive generation with a fixed-size KV cache: prefill + ``lax.while_loop`` decode in one jitted
+function, for the speech LM (next speech token) and plain Qwen2 causal LMs (next text token).
+
+- Rows are right-padded prompts with their own lengths; each row has its own min/max number of new tokens, its
+  own eos stop and its own key (so a row's tokens do not depend on what else is in the batch).
+- Shapes are bucketed (powers of two) so new prompt / output lengths reuse compiled code.
+- ``stream`` runs the same step function in chunks and yields the new tokens of every row after each chunk;
+  with the same keys it produces exactly what ``generate`` produces.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Iterator, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from .qwen2 import KVCache, Qwen2ForCausalLM, init_cache
+from .sampling import SamplingConfig, sample_tokens
+from .speech_lm import PAD, SpeechLM, cosyvoice2_prompt
+
+RECENT = 16  # decoded tokens kept visible to RAS (>= its window)
+
+
+def bucket(n: int, minimum: int = 16) -> int:
+    """Smallest power of two >= max(n, minimum)."""
+    n = max(int(n), minimum, 1)
+    return 1 << (n - 1).bit_length()
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodeSpec:
+    """Static decoding settings (part of the compiled function's identity)."""
+
+    sampling: SamplingConfig = dataclasses.field(default_factory=SamplingConfig)
+    eos_id: int | None = None
+    forbid_from: int | None = None  # ids >= this (except eos) are never produced (speech LM fill tokens)
+    max_new: int = 64  # bucketed output capacity
+    cache_len: int = 128
+
+
+@dataclasses.dataclass
+class Generation:
+    """tokens [B, N] (-1 after each row's end), lengths [B], and whether each row stopped on eos."""
+
+    tokens: np.ndarray
+    lengths: np.ndarray
+    hit_eos: np.ndarray
+
+    def rows(self) -> list[list[int]]:
+        return [self.tokens[b, : self.lengths[b]].tolist() for b in range(len(self.lengths))]
+
+
+# ------------------------------------------------------------------------------------ model adapters
+
+
+def _backbone(model):
+    return model.llm.model if isinstance(model, SpeechLM) else model.model
+
+
+def _embed_prompt(model, prompt: Mapping[str, jax.Array]) -> jax.Array:
+    if isinstance(model, SpeechLM):
+        return model.embed(prompt["kinds"], prompt["ids"], prompt.get("text_features"))
+    if isinstance(model, Qwen2ForCausalLM):
+        return model.model.embed_tokens(prompt["ids"])
+    raise TypeError(f"generation needs a SpeechLM or Qwen2ForCausalLM, got {type(model).__name__}")
+
+
+def _embed_next(model, tokens: jax.Array) -> jax.Array:
+    table = model.speech_embedding if isinstance(model, SpeechLM) else model.model.embed_tokens
+    return table(tokens)[:, None, :]
+
+
+def _logits(model, hidden: jax.Array) -> jax.Array:
+    if isinstance(model, SpeechLM):
+        return model.llm_decoder(hidden)
+    return model.logits(hidden)
+
+
+# ---------------------------------------------------------------------------------------- core steps
+
+
+def _prefill(model, prompt, prompt_len, spec: DecodeSpec):
+    x = _embed_prompt(model, prompt)
+    backbone = _backbone(model)
+    cache = init_cache(backbone.config, x.shape[0], spec.cache_len, x.dtype)
+    hidden, cache = backbone(inputs_embeds=x, cache=cache)
+    prompt_len = prompt_len.astype(jnp.int32)
+    # later writes go right after each row's own prompt; the padded tail is overwritten, never attended
+    cache = KVCache(cache.k, cache.v, prompt_len)
+    last = jnp.take_along_axis(hidden, (prompt_len - 1)[:, None, None], axis=1)[:, 0]
+    return _logits(model, last).astype(jnp.float32), cache
+
+
+def _init_state(logits, cache, max_len, max_new: int):
+    b = logits.shape[0]
+    return dict(
+        step=jnp.int32(0),
+        cache=cache,
+        logits=logits,
+        tokens=jnp.full((b, max_new), -1, jnp.int32),
+        lengths=jnp.zeros((b,), jnp.int32),
+        done=max_len <= 0,
+        hit_eos=jnp.zeros((b,), bool),
+    )
+
+
+def _forbidden(step, min_len, vocab: int, spec: DecodeSpec):
+    ids = jnp.arange(vocab)
+    never = jnp.zeros((vocab,), bool) if spec.forbid_from is None else ids >= spec.forbid_from
+    if spec.eos_id is None:
+        return jnp.broadcast_to(never, (min_len.shape[0], vocab))
+    never = never & (ids != spec.eos_id)
+    eos_now = (ids == spec.eos_id)[None, :] & (step < min_len)[:, None]
+    return never[None, :] | eos_now
+
+
+def _decode(model, state, keys, min_len, max_len, stop_step, spec: DecodeSpec):
+    """Runs decode steps while step < stop_step and some row is unfinished."""
+    backbone = _backbone(model)
+
+    def cond(s):
+        return (s["step"] < stop_step) & ~jnp.all(s["done"])
+
+    def body(s):
+        i = s["step"]
+        vocab = s["logits"].shape[1]
+        cols = s["lengths"][:, None] - RECENT + jnp.arange(RECENT)[None, :]
+        recent = jnp.take_along_axis(s["tokens"], jnp.clip(cols, 0, spec.max_new - 1), axis=1)
+        step_keys = jax.vmap(lambda k: jax.random.fold_in(k, i))(keys)
+        tok = sample_tokens(
+            s["logits"],
+            step_keys,
+            spec.sampling,
+            recent=recent,
+            recent_valid=cols >= 0,
+            forbidden=_forbidden(i, min_len, vocab, spec),
+        )
+        active = ~s["done"]
+        is_eos = (tok == spec.eos_id) if spec.eos_id is not None else jnp.zeros_like(active)
+        emit = active & ~is_eos
+        tokens = s["tokens"].at[:, i].set(jnp.where(emit, tok, -1))  # an active row has exactly i tokens
+        lengths = s["lengths"] + emit
+        done = s["done"] | is_eos | (lengths >= max_len)
+        hidden, cache = backbone(inputs_embeds=_embed_next(model, jnp.where(emit, tok, 0)), cache=s["cache"])
+        return dict(
+            step=i + 1,
+            cache=cache,
+            logits=_logits(model, hidden[:, 0]).astype(jnp.float32),
+            tokens=tokens,
+            lengths=lengths,
+            done=done,
+            hit_eos=s["hit_eos"] | (active & is_eos),
+        )
+
+    return jax.lax.while_loop(cond, body, state)
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "spec"))
+def _generate_jit(graphdef, params, prompt, prompt_len, keys, min_len, max_len, *, spec: DecodeSpec):
+    model = nnx.merge(graphdef, params)
+    logits, cache = _prefill(model, prompt, prompt_len, spec)
+    state = _init_state(logits, cache, max_len, spec.max_new)
+    state = _decode(model, state, keys, min_len, max_len, spec.max_new, spec)
+    return state["tokens"], state["lengths"], state["hit_eos"]
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "spec"))
+def _prefill_jit(graphdef, params, prompt, prompt_len, max_len, *, spec: DecodeSpec):
+    model = nnx.merge(graphdef, params)
+    logits, cache = _prefill(model, prompt, prompt_len, spec)
+    return _init_state(logits, cache, max_len, spec.max_new)
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "spec"), donate_argnames=("state",))
+def _decode_jit(graphdef, params, state, keys, min_len, max_len, stop_step, *, spec: DecodeSpec):
+    return _decode(nnx.merge(graphdef, params), state, keys, min_len, max_len, stop_step, spec)
+
+
+# ------------------------------------------------------------------------------------------- front end
+
+
+def _prepare(prompt, prompt_len, key, min_len, max_len, *, sampling, eos_id, forbid_from, prompt_bucket):
+    prompt = {k: np.asarray(v) for k, v in prompt.items()}
+    b, p = prompt["ids"].shape
+    prompt_len = np.asarray(prompt_len, np.int32).reshape(b)
+    max_len = np.broadcast_to(np.asarray(max_len, np.int32), (b,))
+    min_len = np.broadcast_to(np.asarray(min_len, np.int32), (b,))
+    if prompt_len.min() < 1 or prompt_len.max() > p:
+        raise ValueError(f"prompt lengths must be in [1, {p}], got {prompt_len.tolist()}")
+    p_bucket = bucket(p, prompt_bucket)
+    prompt = {
+        k: np.pad(v, [(0, 0), (0, p_bucket - p)] + [(0, 0)] * (v.ndim - 2), constant_values=PAD if k == "kinds" else 0)
+        for k, v in prompt.items()
+    }
+    max_new = bucket(int(max_len.max()), 16)
+    spec = DecodeSpec(sampling, eos_id, forbid_from, max_new, p_bucket + max_new)
+    keys = jax.random.split(key, b) if key.ndim == 0 else key
+    if keys.shape != (b,):
+        raise ValueError(f"expected one key or {b} keys, got key shape {keys.shape}")
+    return prompt, prompt_len, keys, min_len, max_len, spec
+
+
+def generate(
+    graphdef: nnx.GraphDef,
+    params: nnx.State,
+    prompt: Mapping[str, np.ndarray],
+    prompt_len: Sequence[int] | np.ndarray,
+    key: jax.Array,
+    *,
+    max_len: int | Sequence[int],
+    min_len: int | Sequence[int] = 0,
+    sampling: SamplingConfig = SamplingConfig(),
+    eos_id: int | None = None,
+    forbid_from: int | None = None,
+    prompt_bucket: int = 16,
+) -> Generation:
+    """Generates up to ``max_len`` new tokens per row (at least ``min_len`` before eos may end it).
+
+    ``prompt``: {"kinds", "ids"[, "text_features"]} for a SpeechLM or {"ids"} for a Qwen2ForCausalLM, [B, P]
+    right-padded, with ``prompt_len`` [B]. ``key``: one typed key or [B] per-row keys.
+    """
+    prompt, prompt_len, keys, min_len, max_len, spec = _prepare(
+        prompt,
+        prompt_len,
+        key,
+        min_len,
+        max_len,
+        sampling=sampling,
+        eos_id=eos_id,
+        forbid_from=forbid_from,
+        prompt_bucket=prompt_bucket,
+    )
+    tokens, lengths, hit = _generate_jit(graphdef, params, prompt, prompt_len, keys, min_len, max_len, spec=spec)
+    return Generation(np.asarray(tokens), np.asarray(lengths), np.asarray(hit))
+
+
+def stream(
+    graphdef: nnx.GraphDef,
+    params: nnx.State,
+    prompt: Mapping[str, np.ndarray],
+    prompt_len: Sequence[int] | np.ndarray,
+    key: jax.Array,
+    *,
+    max_len: int | Sequence[int],
+    min_len: int | Sequence[int] = 0,
+    chunk: int = 25,
+    sampling: SamplingConfig = SamplingConfig(),
+    eos_id: int | None = None,
+    forbid_from: int | None = None,
+    prompt_bucket: int = 16,
+) -> Iterator[tuple[list[list[int]], np.ndarray]]:
+    """Like ``generate`` but yields (new tokens of each row, finished flags [B]) after every ``chunk`` steps."""
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1, got {chunk}")
+    prompt, prompt_len, keys, min_len, max_len, spec = _prepare(
+        prompt,
+        prompt_len,
+        key,
+        min_len,
+        max_len,
+        sampling=sampling,
+        eos_id=eos_id,
+        forbid_from=forbid_from,
+        prompt_bucket=prompt_bucket,
+    )
+    state = _prefill_jit(graphdef, params, prompt, prompt_len, max_len, spec=spec)
+    sent = np.zeros(len(prompt_len), np.int64)
+    step = 0
+    while step < spec.max_new:
+        step = min(step + chunk, spec.max_new)
+        state = _decode_jit(graphdef, params, state, keys, min_len, max_len, jnp.int32(step), spec=spec)
+        tokens, lengths, done = (np.asarray(state[k]) for k in ("tokens", "lengths", "done"))
+        yield [tokens[b, sent[b] : lengths[b]].tolist() for b in range(len(sent))], done
+        sent = lengths.astype(np.int64)
+        if done.all():
+            return
+
+
+def cosyvoice2_batch(
+    texts: Sequence[Sequence[int]],
+    prompt_texts: Sequence[Sequence[int]] | None = None,
+    prompt_speeches: Sequence[Sequence[int]] | None = None,
+    *,
+    min_ratio: float = 2.0,
+    max_ratio: float = 20.0,
+) -> dict[str, np.ndarray]:
+    """Right-padded CosyVoice2 inference prompts and per-row limits: min/max new tokens are min_ratio /
+    max_ratio times the length of the text to speak (without the prompt text), as ``Qwen2LM.inference``."""
+    n = len(texts)
+    prompt_texts = prompt_texts or [()] * n
+    prompt_speeches = prompt_speeches or [()] * n
+    pairs = [cosyvoice2_prompt(t, pt, ps) for t, pt, ps in zip(texts, prompt_texts, prompt_speeches)]
+    lengths = np.asarray([len(k) for k, _ in pairs], np.int32)
+    p = int(lengths.max())
+    kinds = np.full((n, p), PAD, np.int32)
+    ids = np.zeros((n, p), np.int32)
+    for b, (k, i) in enumerate(pairs):
+        kinds[b, : len(k)], ids[b, : len(i)] = k, i
+    text_len = np.asarray([len(t) for t in texts])
+    return dict(
+        prompt={"kinds": kinds, "ids": ids},
+        prompt_len=lengths,
+        min_len=(text_len * min_ratio).astype(np.int32),
+        max_len=(text_len * max_ratio).astype(np.int32),
+    )
+
+
+def speech_decode_kwargs(model_config) -> dict:
+    """eos / forbidden ids for a SpeechLMConfig: stop on eos, never emit the fill tokens above it."""
+    return dict(eos_id=model_config.eos_id, forbid_from=model_config.eos_id + 1)
