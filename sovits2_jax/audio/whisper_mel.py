@@ -23,6 +23,13 @@ def whisper_mel_filters(n_mels: int = 128) -> np.ndarray:
     return librosa.filters.mel(sr=SAMPLE_RATE, n_fft=N_FFT, n_mels=n_mels).astype(np.float32)
 
 
+def _hann_window_f32() -> np.ndarray:
+    """Periodic Hann window evaluated in float32 like torch.hann_window: weak bins sit 8 decades below the peak,
+    where the window's sidelobes (and so its rounding) show."""
+    f32 = np.float32
+    return f32(0.5) - f32(0.5) * np.cos(np.arange(N_FFT, dtype=f32) * f32(2 * np.pi / N_FFT))
+
+
 def log_mel_spectrogram(wav16k: np.ndarray, n_mels: int = 128) -> np.ndarray:
     """Log-mel [n_mels, len // 160] float32 of a mono 16 kHz waveform (channels first, like the reference)."""
     wav = np.asarray(wav16k, dtype=np.float32)
@@ -33,7 +40,7 @@ def log_mel_spectrogram(wav16k: np.ndarray, n_mels: int = 128) -> np.ndarray:
     padded = np.pad(wav.astype(np.float64), N_FFT // 2, mode="reflect")
     num_frames = len(wav) // HOP  # torch.stft gives one more; the reference drops it
     idx = np.arange(N_FFT)[None, :] + HOP * np.arange(num_frames)[:, None]
-    window = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(N_FFT) / N_FFT)
+    window = _hann_window_f32().astype(np.float64)
     spectrum = np.fft.rfft(padded[idx] * window, axis=1)
     power = spectrum.real**2 + spectrum.imag**2
     mel = whisper_mel_filters(n_mels).astype(np.float64) @ power.T
