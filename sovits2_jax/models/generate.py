@@ -181,6 +181,20 @@ def _decode_jit(graphdef, params, state, keys, min_len, max_len, stop_step, *, s
     return _decode(nnx.merge(graphdef, params), state, keys, min_len, max_len, stop_step, spec)
 
 
+@functools.partial(jax.jit, static_argnames=("graphdef", "cache_len"))
+def _teacher_forced_jit(graphdef, params, prompt, prompt_len, tokens, *, cache_len: int):
+    model = nnx.merge(graphdef, params)
+    backbone = _backbone(model)
+    first, cache = _prefill(model, prompt, prompt_len, DecodeSpec(cache_len=cache_len))
+
+    def step(cache, tok):
+        hidden, cache = backbone(inputs_embeds=_embed_next(model, tok), cache=cache)
+        return cache, _logits(model, hidden[:, 0]).astype(jnp.float32)
+
+    _, rest = jax.lax.scan(step, cache, tokens.T)
+    return jnp.concatenate([first[:, None], rest.transpose(1, 0, 2)], axis=1)
+
+
 # ------------------------------------------------------------------------------------------- front end
 
 
@@ -313,3 +327,31 @@ def cosyvoice2_batch(
 def speech_decode_kwargs(model_config) -> dict:
     """eos / forbidden ids for a SpeechLMConfig: stop on eos, never emit the fill tokens above it."""
     return dict(eos_id=model_config.eos_id, forbid_from=model_config.eos_id + 1)
+
+
+def decode_logits(
+    graphdef: nnx.GraphDef,
+    params: nnx.State,
+    prompt: Mapping[str, np.ndarray],
+    prompt_len: Sequence[int] | np.ndarray,
+    tokens: np.ndarray,
+    *,
+    prompt_bucket: int = 16,
+) -> np.ndarray:
+    """Teacher-forced decoding through the KV cache: logits [B, N + 1, V] after the prompt and after each of
+    the given next tokens [B, N] (the same step function ``generate`` uses)."""
+    prompt, prompt_len, _, _, _, spec = _prepare(
+        prompt,
+        prompt_len,
+        jax.random.key(0),
+        0,
+        tokens.shape[1],
+        sampling=SamplingConfig(),
+        eos_id=None,
+        forbid_from=None,
+        prompt_bucket=prompt_bucket,
+    )
+    out = _teacher_forced_jit(
+        graphdef, params, prompt, prompt_len, jnp.asarray(tokens, jnp.int32), cache_len=spec.cache_len
+    )
+    return np.asarray(out)
