@@ -1,0 +1,156 @@
+"""The ``cosyvoice2`` format: a whole CosyVoice2 model directory <-> one directory of Orbax sub-checkpoints.
+
+Torch side (as released): ``cosyvoice2.yaml`` (HyperPyYAML), ``llm.pt``, ``flow.pt``, ``hift.pt``,
+``CosyVoice-BlankEN/`` (the Qwen2 config + tokenizer the yaml's ``qwen_pretrain_path`` points at), and assets
+such as ``campplus.onnx``, ``speech_tokenizer_v2.onnx``, ``spk2info.pt``.
+
+Our side::
+
+    dst/meta.json          {"format": "cosyvoice2", "parts": [...], ...}
+    dst/cosyvoice2.yaml    copied verbatim
+    dst/<part>/            one checkpoint per converted part (save_checkpoint layout, its config in meta.json)
+    dst/assets/            every other file or folder of the source directory, copied verbatim
+
+Each part is converted by the module in ``COSYVOICE2_PARTS`` (``config_from_yaml``, ``torch_to_params``,
+``params_to_torch``, ...). A part whose ``.pt`` is absent, or whose module is not installed, is skipped (its
+``.pt``, if present, travels in ``assets/`` so writing the directory back restores it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import logging
+import shutil
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from sovits2_jax.convert import checkpoint as ckpt
+from sovits2_jax.convert.hyperpyyaml import load_hyperpyyaml
+from sovits2_jax.convert.mapping import ConversionError
+
+NAME = "cosyvoice2"
+YAML = "cosyvoice2.yaml"
+BLANK_EN = "CosyVoice-BlankEN"
+ASSETS = "assets"
+COSYVOICE2_PARTS = {
+    "llm": "sovits2_jax.convert.cosyvoice2_llm",
+    "flow": "sovits2_jax.convert.cosyvoice2_flow",
+    "hift": "sovits2_jax.convert.cosyvoice2_hift",
+}
+
+log = logging.getLogger(__name__)
+
+
+def detect(src: str | Path) -> bool:
+    src = Path(src)
+    return src.is_dir() and (src / YAML).is_file()
+
+
+def read_yaml(directory: str | Path) -> dict[str, Any]:
+    """The directory's cosyvoice2.yaml as plain data, ``qwen_pretrain_path`` pointing at its BlankEN folder."""
+    directory = Path(directory)
+    if not (directory / YAML).is_file():
+        raise ConversionError(f"{directory}: no {YAML}, not a CosyVoice2 model directory")
+    return load_hyperpyyaml(directory / YAML, overrides={"qwen_pretrain_path": str(directory / BLANK_EN)})
+
+
+def part_modules() -> dict[str, ModuleType]:
+    """The part converters that are importable in this installation."""
+    mods = {}
+    for part, name in COSYVOICE2_PARTS.items():
+        try:
+            mods[part] = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name != name:
+                raise
+            log.warning("cosyvoice2: no converter module %s, part %r is copied unconverted", name, part)
+    return mods
+
+
+def _config_dict(config) -> dict:
+    return config.to_dict() if hasattr(config, "to_dict") else dataclasses.asdict(config)
+
+
+def _copy(src: Path, dst: Path) -> None:
+    if src.is_dir():
+        shutil.copytree(src, dst)
+    else:
+        shutil.copy2(src, dst)
+
+
+def torch_to_jax(src: str | Path, dst: str | Path) -> Path:
+    """Converts every available part of a CosyVoice2 model directory; copies the yaml and the assets."""
+    from sovits2_jax.convert.torch_io import iter_torch_file
+
+    src, dst = Path(src), Path(dst)
+    cfg = read_yaml(src)
+    mods = part_modules()
+    present = {part: src / f"{part}.pt" for part in mods if (src / f"{part}.pt").is_file()}
+    if not present:
+        raise ConversionError(f"{src}: none of {', '.join(p + '.pt' for p in COSYVOICE2_PARTS)} can be converted")
+    tmp = ckpt.staging_dir(dst)
+    try:
+        for part, path in present.items():
+            mod = mods[part]
+            config = mod.config_from_yaml(cfg)
+            params = mod.torch_to_params(iter_torch_file(path), config)
+            (tmp / part).mkdir()
+            ckpt.write_checkpoint(
+                tmp / part, params, {"format": f"{NAME}.{part}", "part": part, "config": _config_dict(config)}
+            )
+        shutil.copy2(src / YAML, tmp / YAML)
+        (tmp / ASSETS).mkdir()
+        converted = {path.name for path in present.values()}
+        for item in sorted(src.iterdir()):
+            if item.name != YAML and item.name not in converted:
+                _copy(item, tmp / ASSETS / item.name)
+        meta = {"format": NAME, "parts": sorted(present), "yaml": YAML, "source": str(src)}
+        (tmp / ckpt.META).write_text(json.dumps(meta, indent=2))
+        ckpt.commit(tmp, dst)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dst
+
+
+def load_part(src: str | Path, part: str) -> tuple[dict, Any]:
+    """(nested params, config) of one converted part, the config rebuilt from the copied yaml."""
+    src = Path(src)
+    meta = ckpt.read_meta(src)
+    if meta.get("format") != NAME:
+        raise ConversionError(f"{src}: format {meta.get('format')!r} is not {NAME}")
+    if part not in meta.get("parts", []):
+        raise ConversionError(f"{src}: part {part!r} was not converted (have {meta.get('parts')})")
+    mod = importlib.import_module(COSYVOICE2_PARTS[part])
+    cfg = load_hyperpyyaml(src / YAML, overrides={"qwen_pretrain_path": str(src / ASSETS / BLANK_EN)})
+    params, _ = ckpt.load_checkpoint(src / part)
+    return params, mod.config_from_yaml(cfg)
+
+
+def jax_to_torch(src: str | Path, dst: str | Path) -> Path:
+    """Writes the CosyVoice2 model directory back: yaml, the assets, and ``<part>.pt`` for converted parts."""
+    from sovits2_jax.convert.torch_io import save_torch_state_dict
+
+    src, dst = Path(src), Path(dst)
+    meta = ckpt.read_meta(src)
+    if meta.get("format") != NAME:
+        raise ConversionError(f"{src}: format {meta.get('format')!r} is not {NAME}")
+    tmp = ckpt.staging_dir(dst)
+    try:
+        shutil.copy2(src / YAML, tmp / YAML)
+        assets = src / ASSETS
+        if assets.is_dir():
+            for item in sorted(assets.iterdir()):
+                _copy(item, tmp / item.name)
+        cfg = read_yaml(tmp)
+        for part in meta["parts"]:
+            mod = importlib.import_module(COSYVOICE2_PARTS[part])
+            config = mod.config_from_yaml(cfg)
+            params, _ = ckpt.load_checkpoint(src / part)
+            save_torch_state_dict(mod.params_to_torch(params, config), tmp / f"{part}.pt")
+        ckpt.commit(tmp, dst)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dst
