@@ -17,24 +17,11 @@ from sovits2_jax.convert.mapping import flatten
 from sovits2_jax.convert.params import params_from_flat
 from sovits2_jax.convert.parity import ParityCase
 from sovits2_jax.convert.torch_refs import import_cosyvoice, to_numpy, to_torch, torch_device
-from sovits2_jax.models.flow.config import CFMConfig, EncoderConfig, EstimatorConfig, FlowConfig
-
-# The reference hard-codes a 512-wide pre-lookahead/upsample, 4 up-blocks and 80 mel channels, so "tiny" keeps those.
-TINY = FlowConfig(
-    vocab_size=64,
-    spk_embed_dim=16,
-    encoder=EncoderConfig(num_blocks=1, linear_units=256, attention_heads=8),
-    estimator=EstimatorConfig(channels=(64,), attention_head_dim=32, n_blocks=1, num_mid_blocks=2, num_heads=2),
-    cfm=CFMConfig(),
-)
+from sovits2_jax.models.flow.config import FlowConfig, named_config
 
 
 def reference_config(size: str) -> FlowConfig:
-    if size == "real":
-        return cosyvoice2_flow.default_config()
-    if size == "tiny":
-        return TINY
-    raise ValueError(f"unknown flow parity size {size!r} (expected 'real' or 'tiny')")
+    return named_config(size)
 
 
 def build_reference(config: FlowConfig, seed: int = 0):
@@ -144,7 +131,19 @@ def _ours(config: FlowConfig, items, jax_device):
         return params_from_flat(lambda: CausalMaskedDiffWithXvec(config, rngs=nnx.Rngs(0)), flatten(nested))
 
 
+_SETUPS: dict = {}
+
+
 def _setup(src, *, size, device, seed, config_overrides=None):
+    """(config, torch reference, torch device, graphdef, params, jax device); kept for reuse within a process."""
+    key = (src, size, device, seed, tuple(sorted((config_overrides or {}).items())))
+    if key not in _SETUPS:
+        _SETUPS.clear()  # hold one reference pair at a time (a real-size pair is ~1 GB)
+        _SETUPS[key] = _make_setup(src, size=size, device=device, seed=seed, config_overrides=config_overrides)
+    return _SETUPS[key]
+
+
+def _make_setup(src, *, size, device, seed, config_overrides=None):
     import dataclasses
 
     import jax
@@ -166,7 +165,7 @@ def _setup(src, *, size, device, seed, config_overrides=None):
     jax_device = jax.devices("gpu" if device == "gpu" else "cpu")[0]
     graphdef, params = _ours(config, items, jax_device)
     tdev = torch_device(device)
-    return config, ref.to(tdev), tdev, graphdef, params, jax_device
+    return config, ref.to(tdev), tdev, graphdef, params, jax_device, {}
 
 
 def _lengths(batch: int, length: int, step: int) -> np.ndarray:
@@ -209,7 +208,7 @@ def _encoder_case(src, *, device, seed, size, batch, tokens, streaming, finalize
     import torch
 
     del finalize
-    config, ref, tdev, graphdef, params, jax_device = _setup(
+    config, ref, tdev, graphdef, params, jax_device, fns = _setup(
         src, size=size, device=device, seed=seed, config_overrides={"zero_padding_before_lookahead": False}
     )
     rng = np.random.default_rng(seed)
@@ -219,11 +218,10 @@ def _encoder_case(src, *, device, seed, size, batch, tokens, streaming, finalize
         "streaming": np.array(streaming),
     }
 
-    @jax.jit
-    def forward(params, xs, lens, streaming):
-        model = nnx.merge(graphdef, params)
-        h, valid = model.encoder(xs, lens, streaming=streaming)
-        return h, valid
+    def encode(params, xs, lens, streaming):
+        return nnx.merge(graphdef, params).encoder(xs, lens, streaming=streaming)
+
+    forward = fns.setdefault("encoder", jax.jit(encode))
 
     def run_torch(x):
         with torch.no_grad():
@@ -263,15 +261,16 @@ def _estimator_case(src, *, device, seed, size, batch, tokens, streaming, finali
     import torch
 
     del finalize
-    config, ref, tdev, graphdef, params, jax_device = _setup(src, size=size, device=device, seed=seed)
+    config, ref, tdev, graphdef, params, jax_device, fns = _setup(src, size=size, device=device, seed=seed)
     inputs = estimator_inputs(config, batch, config.token_mel_ratio * tokens, seed)
     inputs["streaming"] = np.array(streaming)
 
-    @jax.jit
-    def forward(params, x, mask, mu, t, spks, cond, streaming):
+    def estimate(params, x, mask, mu, t, spks, cond, streaming):
         est = nnx.merge(graphdef, params).estimator
         tr = lambda a: a.transpose(0, 2, 1)
         return tr(est(tr(x), mask[:, 0], tr(mu), t, spks, tr(cond), streaming=streaming))
+
+    forward = fns.setdefault("estimator", jax.jit(estimate))
 
     def run_torch(x):
         args = [to_torch(x[k], tdev) for k in ("x", "mask", "mu", "t", "spks", "cond")]
@@ -309,7 +308,7 @@ def _flow_case(src, *, device, seed, size, batch, tokens, streaming, finalize) -
     import torch
 
     del batch
-    config, ref, tdev, graphdef, params, jax_device = _setup(src, size=size, device=device, seed=seed)
+    config, ref, tdev, graphdef, params, jax_device, fns = _setup(src, size=size, device=device, seed=seed)
     prompt = max(tokens // 4, 4)
     inputs = flow_inputs(config, tokens, prompt, seed)
     inputs["streaming"], inputs["finalize"] = np.array(streaming), np.array(finalize)
@@ -330,7 +329,7 @@ def _flow_case(src, *, device, seed, size, batch, tokens, streaming, finalize) -
         )
         return mel.transpose(0, 2, 1), lengths
 
-    forward_jit = jax.jit(forward, static_argnums=(2, 3))
+    forward_jit = fns.setdefault("flow", jax.jit(forward))
 
     def run_torch(x):
         ref.decoder.rand_noise = to_torch(x["noise"], tdev)
@@ -359,3 +358,70 @@ def _flow_case(src, *, device, seed, size, batch, tokens, streaming, finalize) -
         return {"feat": np.asarray(mel)[:, :, :n]}
 
     return ParityCase(inputs, run_torch, run_jax, atol=1e-4, rtol=1e-4, info={"config": config.to_dict()})
+
+
+def loss_case(
+    src: str | None = None, *, device: str = "cpu", seed: int = 0, size: str = "tiny", batch: int = 2, tokens: int = 50
+) -> ParityCase:
+    """Training loss (CausalMaskedDiffWithXvec.forward in eval mode, i.e. without dropout) with the reference's
+    random draws (python ``random`` for streaming and the prompt prefix, torch for t, noise and CFG dropout)
+    replayed from the same seed and handed to ours explicitly. Padded rows use the reference's padding semantics.
+    """
+    import random
+
+    import jax
+    import torch
+
+    config, ref, tdev, graphdef, params, jax_device, fns = _setup(
+        src, size=size, device=device, seed=seed, config_overrides={"zero_padding_before_lookahead": False}
+    )
+    rng = np.random.default_rng(seed)
+    ratio, m = config.token_mel_ratio, config.output_size
+    token_len = _lengths(batch, tokens, 9)
+    inputs = {
+        "speech_token": rng.integers(0, config.vocab_size, (batch, tokens)).astype(np.int64),
+        "speech_token_len": token_len,
+        "speech_feat": rng.standard_normal((batch, ratio * tokens, m)).astype(np.float32),
+        "speech_feat_len": ratio * token_len,
+        "embedding": rng.standard_normal((batch, config.spk_embed_dim)).astype(np.float32),
+    }
+
+    def draws(x) -> dict[str, np.ndarray]:
+        random.seed(seed)
+        streaming = random.random() < 0.5
+        prefix = []
+        for j in x["speech_feat_len"]:
+            prefix.append(0 if random.random() < 0.5 else random.randint(0, int(np.float32(0.3) * np.float32(j))))
+        torch.manual_seed(seed)
+        b, t = x["speech_feat"].shape[:2]
+        tt = torch.rand([b, 1, 1])
+        z = torch.randn([b, m, t])
+        keep = torch.rand(b) > config.cfm.training_cfg_rate
+        return {
+            "streaming": np.array(streaming),
+            "cond_lengths": np.array(prefix, np.int32),
+            "t": to_numpy(tt)[:, 0, 0],
+            "noise": to_numpy(z).transpose(0, 2, 1),
+            "keep_cond": to_numpy(keep),
+        }
+
+    def run_torch(x):
+        random.seed(seed)
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            out = ref.forward({k: to_torch(v, tdev) for k, v in x.items()}, tdev)
+        return {"loss": np.asarray(to_numpy(out["loss"]), np.float32)}
+
+    def loss(params, batch, d):
+        model = nnx.merge(graphdef, params)
+        return model.loss_with_draws(batch, **d)
+
+    forward = fns.setdefault("loss", jax.jit(loss))
+
+    def run_jax(x):
+        d = draws(x)
+        with jax.default_device(jax_device):
+            value = forward(params, {k: np.asarray(v) for k, v in x.items()}, d)
+        return {"loss": np.asarray(value, np.float32)}
+
+    return ParityCase(inputs, run_torch, run_jax, atol=1e-5, rtol=1e-4, info={"config": config.to_dict()})

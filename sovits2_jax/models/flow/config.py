@@ -147,3 +147,23 @@ def _build(cls, d: dict[str, Any], where: str):
     if unknown:
         raise ValueError(f"unknown {where} config keys: {unknown}")
     return cls(**dict(d))
+
+
+def tiny_config() -> FlowConfig:
+    """A small flow for tests. The torch reference hard-codes a 512-wide encoder (pre-lookahead, upsample), 4
+    up-blocks, a look-ahead of 3 and 80 mel channels, so those stay; everything else shrinks."""
+    return FlowConfig(
+        vocab_size=64,
+        spk_embed_dim=16,
+        encoder=EncoderConfig(num_blocks=1, linear_units=256, attention_heads=8),
+        estimator=EstimatorConfig(channels=(64,), attention_head_dim=32, n_blocks=1, num_mid_blocks=2, num_heads=2),
+    )
+
+
+def named_config(size: str) -> FlowConfig:
+    """ "real" = CosyVoice2-0.5B's flow, "tiny" = the test size."""
+    if size == "real":
+        return FlowConfig()
+    if size == "tiny":
+        return tiny_config()
+    raise ValueError(f"unknown flow size {size!r} (expected 'real' or 'tiny')")

@@ -86,7 +86,7 @@ class ConformerBlock(nnx.Module):
         x = x + dropout(y, cfg.dropout_rate)
         y = dropout(jax.nn.silu(self.ff_in(self.ff_norm(x))), cfg.dropout_rate)
         x = x + dropout(self.ff_out(y), cfg.dropout_rate)
-        return constrain(x, ("batch", "length", "embed"))
+        return constrain(x, ("batch", "length", "act_embed"))
 
 
 class LinearInput(nnx.Module):

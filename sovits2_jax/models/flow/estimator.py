@@ -87,7 +87,7 @@ class TransformerBlock(nnx.Module):
         y = dot_product_attention(split(self.query(h)), split(self.key(h)), split(self.value(h)), mask=mask)
         x = x + self.out(y.reshape(b, t, -1))
         y = self.ff_out(jax.nn.gelu(self.ff_in(self.norm3(x)), approximate=False))
-        return constrain(x + y, ("batch", "length", "embed"))
+        return constrain(x + y, ("batch", "length", "act_embed"))
 
 
 class Stage(nnx.Module):

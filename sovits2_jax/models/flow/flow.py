@@ -79,7 +79,7 @@ class CausalMaskedDiffWithXvec(nnx.Module):
         noise,
         *,
         streaming=False,
-        finalize: bool = True,
+        finalize=True,
         n_timesteps: int | None = None,
     ) -> tuple[jax.Array, jax.Array]:
         """Batched zero-shot mel generation; returns (mel [B, Tm, M] after each row's prompt frames, lengths [B]).
@@ -87,8 +87,9 @@ class CausalMaskedDiffWithXvec(nnx.Module):
         Row b encodes prompt_tokens[b, :P_b] ++ tokens[b, :L_b]; prompt_feat[b, :F_b] conditions the first F_b
         frames; mel frames F_b .. ratio*(P_b + L_b) are returned (shifted to the front). Without ``finalize`` the
         last ``pre_lookahead_len`` tokens are only look-ahead context (streaming chunks), so ratio*that fewer
-        frames come out. ``noise`` [B, Tm, M] with Tm = ratio * (prompt_tokens.shape[1] + tokens.shape[1]) is
-        the initial sample (CosyVoice2 uses one fixed N(0,1) draw, the same for every row).
+        frames come out (``streaming`` and ``finalize`` may be traced booleans). ``noise`` [B, Tm, M] with
+        Tm = ratio * (prompt_tokens.shape[1] + tokens.shape[1]) is the initial sample (CosyVoice2 uses one fixed
+        N(0,1) draw, the same for every row).
         """
         cfg = self.cfg
         ratio = cfg.token_mel_ratio
@@ -100,7 +101,7 @@ class CausalMaskedDiffWithXvec(nnx.Module):
         all_tokens = concat_padded(prompt_tokens, prompt_token_lengths, tokens, token_lengths)
         all_lengths = prompt_token_lengths + token_lengths
         lookahead = cfg.encoder.pre_lookahead_len
-        enc_lengths = all_lengths if finalize else all_lengths - lookahead
+        enc_lengths = all_lengths - jnp.where(jnp.asarray(finalize), 0, lookahead).astype(all_lengths.dtype)
         mu, valid = self.encode(all_tokens, enc_lengths, streaming=streaming, lookahead_lengths=all_lengths)
         frames = mu.shape[1]
         spks = self.project_speaker(embedding)
