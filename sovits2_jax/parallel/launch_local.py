@@ -1,0 +1,79 @@
+"""Runs N copies of a command on this machine as one multi-process JAX job (CPU devices), for tests and debugging.
+
+    python -m sovits2_jax.parallel.launch_local --num_processes=2 --devices_per_process=4 -- python -m MODULE ARGS
+
+Each process gets SOVITS2_COORDINATOR / SOVITS2_NUM_PROCESSES / SOVITS2_PROCESS_ID (read by
+``sovits2_jax.parallel.distributed.initialize``) and its own simulated device count. Output lines are prefixed
+with the process index; if one process fails the others are stopped and the launcher exits with its code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _pump(stream, prefix: str, sink) -> None:
+    for line in iter(stream.readline, ""):
+        sink.write(f"{prefix}{line}")
+        sink.flush()
+
+
+def launch(command: list[str], num_processes: int, devices_per_process: int, timeout_s: float = 600) -> int:
+    """Starts the processes, streams their output, returns the first non-zero exit code (or 0)."""
+    port = free_port()
+    procs = []
+    for rank in range(num_processes):
+        env = dict(os.environ)
+        env.update(
+            SOVITS2_COORDINATOR=f"127.0.0.1:{port}",
+            SOVITS2_NUM_PROCESSES=str(num_processes),
+            SOVITS2_PROCESS_ID=str(rank),
+            XLA_FLAGS=f"--xla_force_host_platform_device_count={devices_per_process}",
+            JAX_PLATFORMS="cpu",
+        )
+        p = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        threading.Thread(target=_pump, args=(p.stdout, f"[{rank}] ", sys.stdout), daemon=True).start()
+        procs.append(p)
+    deadline = time.monotonic() + timeout_s
+    code = 0
+    while None in [p.poll() for p in procs]:
+        failed = [p.returncode for p in procs if p.returncode not in (None, 0)]
+        if failed or time.monotonic() > deadline:
+            code = failed[0] if failed else 124
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+            break
+        time.sleep(0.1)
+    for p in procs:
+        p.wait()
+    return code or next((p.returncode for p in procs if p.returncode), 0)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--num_processes", "-n", type=int, default=2)
+    parser.add_argument("--devices_per_process", type=int, default=4)
+    parser.add_argument("--timeout_s", type=float, default=600)
+    parser.add_argument("command", nargs=argparse.REMAINDER, help="-- followed by the command to run")
+    args = parser.parse_args(argv)
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        parser.error("give the command to run after --")
+    return launch(command, args.num_processes, args.devices_per_process, args.timeout_s)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
