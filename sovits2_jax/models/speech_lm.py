@@ -119,9 +119,9 @@ class SpeechLM(nnx.Module):
         self.llm_embedding = Embed(2, d, axes=(None, "embed"), **kw)
         self.speech_embedding = Embed(config.num_speech_rows, d, axes=("speech_vocab", "embed"), **kw)
         self.llm_decoder = Linear(d, config.num_speech_rows, axes=("embed", "speech_vocab"), **kw)
-        self.text_feature_proj = None
-        if config.text_feature_dim > 0:
-            self.text_feature_proj = TextFeatureProjection(config.text_feature_dim, d, **kw)
+        self.text_feature_proj = (
+            TextFeatureProjection(config.text_feature_dim, d, **kw) if config.text_feature_dim > 0 else None
+        )
 
     @property
     def backbone(self):

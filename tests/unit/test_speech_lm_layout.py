@@ -1,0 +1,155 @@
+"""SpeechLM without torch: GPT-SoVITS2 packing, text features, losses, configs, generation from packed prompts."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from sovits2_jax.config import load_config
+from sovits2_jax.models import generate as gen
+from sovits2_jax.models import speech_lm as slm
+from sovits2_jax.models.qwen2 import Qwen2Config
+
+S, T, SP, PAD = slm.SPECIAL, slm.TEXT, slm.SPEECH, slm.PAD
+TINY = Qwen2Config(vocab_size=64, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4, num_kv_heads=2)
+
+
+def test_gpt_sovits2_packing_by_hand():
+    seq = slm.gpt_sovits2_sequence([[1, 2], [3]], [[10, 11], [12, 13, 14]], speech_token_size=50)
+    assert seq["kinds"].tolist() == [S, T, T, S, SP, SP, SP, T, S, SP, SP, SP]
+    assert seq["ids"].tolist() == [0, 1, 2, 1, 10, 11, 50, 3, 1, 12, 13, 14]
+    assert seq["targets"].tolist() == [-1] * 8 + [12, 13, 14, 50]
+    assert seq["text_segments"].tolist() == [0, 1, 1, 0, 0, 0, 0, 2, 0, 0, 0, 0]
+    ref = slm.gpt_sovits2_sequence(
+        [[1, 2], [3]], [[10, 11], [12, 13, 14]], speech_token_size=50, loss_on_references=True
+    )
+    assert ref["targets"].tolist() == [-1, -1, -1, 10, 11, 50, -1, -1, 12, 13, 14, 50]
+
+
+def test_gpt_sovits2_inference_prompt_is_the_training_prefix():
+    texts, speeches = [[1, 2], [3, 4, 5], [6]], [[10], [11, 12], [13, 14]]
+    train = slm.gpt_sovits2_sequence(texts, speeches, speech_token_size=50)
+    prompt = slm.gpt_sovits2_sequence(texts, speeches[:-1], speech_token_size=50)
+    n = len(prompt["kinds"])
+    assert prompt["kinds"][-1] == S and prompt["ids"][-1] == slm.TASK_ID
+    for key in ("kinds", "ids", "text_segments"):
+        np.testing.assert_array_equal(prompt[key], train[key][:n])
+    assert (prompt["targets"] == -1).all()
+    assert train["targets"][n - 1] == 13  # the last task_id predicts the first target speech token
+    with pytest.raises(ValueError, match="speech blocks"):
+        slm.gpt_sovits2_sequence(texts, speeches[:1], speech_token_size=50)
+
+
+def test_text_features_enter_only_at_text_positions_and_causally():
+    config = slm.SpeechLMConfig(backbone=TINY, speech_token_size=20, layout="gpt_sovits2", text_feature_dim=8)
+    model = slm.SpeechLM(config, rngs=nnx.Rngs(0))
+    rng = np.random.default_rng(0)
+    feats = [rng.normal(size=(2, 8)), rng.normal(size=(3, 8))]
+    seq = slm.gpt_sovits2_sequence([[1, 2], [3, 4, 5]], [[10, 11], [12]], speech_token_size=20, text_features=feats)
+    batch = slm.pad_batch([seq])
+    assert batch["text_features"].shape == (1, len(seq["kinds"]), 8)
+
+    def run(f):
+        return np.asarray(model(batch["kinds"], batch["ids"], lengths=batch["lengths"], text_features=f))
+
+    base = run(batch["text_features"])
+    no_feat = np.asarray(model(batch["kinds"], batch["ids"], lengths=batch["lengths"]))
+    assert not np.allclose(base, no_feat)
+    f2 = batch["text_features"].copy()
+    first_x2 = int(np.flatnonzero(seq["text_segments"] == 2)[0])
+    f2[0, first_x2] += 1.0  # change a feature of the second text block
+    changed = run(f2)
+    np.testing.assert_allclose(changed[0, :first_x2], base[0, :first_x2], atol=1e-6)
+    assert not np.allclose(changed[0, first_x2:], base[0, first_x2:])
+    f3 = batch["text_features"].copy()
+    f3[0, seq["kinds"] != T] = 100.0  # features on non-text positions are ignored
+    np.testing.assert_allclose(run(f3), base, atol=1e-6)
+
+
+def test_label_smoothing_loss_matches_numpy():
+    rng = np.random.default_rng(1)
+    logits = rng.normal(size=(2, 5, 7)).astype(np.float32)
+    targets = np.asarray([[1, -1, 3, 6, -1], [-1, -1, 0, 2, 2]])
+    for smoothing, norm in ((0.0, True), (0.1, True), (0.2, False)):
+        logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+        total, count = 0.0, 0
+        for b in range(2):
+            for t in range(5):
+                if targets[b, t] < 0:
+                    continue
+                dist = np.full(7, smoothing / 6)
+                dist[targets[b, t]] = 1 - smoothing
+                nz = dist > 0
+                total += (dist[nz] * (np.log(dist[nz]) - logp[b, t][nz])).sum()
+                count += 1
+        want = total / (count if norm else 2)
+        got = slm.label_smoothing_loss(
+            jnp.asarray(logits), jnp.asarray(targets), smoothing=smoothing, normalize_length=norm
+        )
+        np.testing.assert_allclose(got, want, rtol=1e-5)
+    acc = slm.accuracy(jnp.asarray(logits), jnp.asarray(targets))
+    hits = [(logits[b, t].argmax() == targets[b, t]) for b in range(2) for t in range(5) if targets[b, t] >= 0]
+    np.testing.assert_allclose(acc, np.mean(hits))
+
+
+def test_padding_does_not_change_loss():
+    config = slm.SpeechLMConfig(backbone=TINY, speech_token_size=20, layout="gpt_sovits2")
+    model = slm.SpeechLM(config, rngs=nnx.Rngs(1))
+    seq = slm.gpt_sovits2_sequence([[1, 2, 3], [4]], [[5, 6], [7, 8, 9]], speech_token_size=20)
+    short = slm.lm_loss(model, slm.pad_batch([seq]))
+    long = slm.lm_loss(model, slm.pad_batch([seq], length=len(seq["kinds"]) + 9))
+    np.testing.assert_allclose(short["loss"], long["loss"], rtol=1e-6)
+
+
+def test_generation_from_packed_prompt_with_features():
+    config = slm.SpeechLMConfig(backbone=TINY, speech_token_size=20, layout="gpt_sovits2", text_feature_dim=4)
+    graphdef, params = nnx.split(slm.SpeechLM(config, rngs=nnx.Rngs(2)), nnx.Param)
+    rng = np.random.default_rng(2)
+    prompts = [
+        slm.gpt_sovits2_sequence(
+            [[1, 2], [3]],
+            [[10, 11]],
+            speech_token_size=20,
+            text_features=[rng.normal(size=(2, 4)), rng.normal(size=(1, 4))],
+        ),
+        slm.gpt_sovits2_sequence(
+            [[4], [5, 6, 7]],
+            [[12]],
+            speech_token_size=20,
+            text_features=[rng.normal(size=(1, 4)), rng.normal(size=(3, 4))],
+        ),
+    ]
+    batch = slm.pad_batch(prompts)
+    prompt = {k: batch[k] for k in ("kinds", "ids", "text_features")}
+    out = gen.generate(
+        graphdef,
+        params,
+        prompt,
+        batch["lengths"],
+        jax.random.key(0),
+        min_len=3,
+        max_len=12,
+        **gen.speech_decode_kwargs(config),
+    )
+    assert all(3 <= len(r) <= 12 and all(0 <= t < 20 for t in r) for r in out.rows())
+
+
+def test_configs_build_model_configs():
+    for spec, layout in (
+        ("configs/cosyvoice2.py:llm_tiny", "cosyvoice2"),
+        ("configs/gpt_sovits2.py:ar_tiny", "gpt_sovits2"),
+    ):
+        cfg = load_config(spec)
+        section = cfg[cfg.part]
+        model_config = slm.SpeechLMConfig.from_dict(section.model.to_dict())
+        assert model_config.layout == layout
+        assert slm.SpeechLMConfig.from_dict(model_config.to_dict()) == model_config
+    full = load_config("configs/cosyvoice2.py:llm")
+    c = slm.SpeechLMConfig.from_dict(full.llm.model.to_dict())
+    assert (c.speech_token_size, c.backbone.hidden_size, c.backbone.num_layers) == (6561, 896, 24)
+    assert (c.eos_id, c.fill_id, c.num_speech_rows) == (6561, 6563, 6564)
+    with pytest.raises(ValueError, match="layout"):
+        slm.SpeechLMConfig(layout="valle")
+    with pytest.raises(ValueError, match="unknown SpeechLMConfig keys"):
+        slm.SpeechLMConfig.from_dict({"speech_tokens": 3})
