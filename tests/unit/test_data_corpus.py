@@ -1,0 +1,86 @@
+"""The built-in espeak-ng corpus: LibriTTS layout, 24 kHz, deterministic for a seed."""
+
+import os
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from sovits2_jax.data import corpus
+
+
+def _files(root):
+    out = {}
+    for dirpath, _, names in os.walk(root):
+        for name in names:
+            path = os.path.join(dirpath, name)
+            with open(path, "rb") as f:
+                out[os.path.relpath(path, root)] = f.read()
+    return out
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    root = tmp_path_factory.mktemp("corpus")
+    stats = corpus.build_corpus(str(root / "a"), utterances=12, num_speakers=4, langs=["en", "fr"], seed=7)
+    return root, stats
+
+
+def test_layout_and_audio(built):
+    root, stats = built
+    a = root / "a"
+    assert stats == {"utterances": 12, "hours": pytest.approx(stats["hours"]), "speakers": 4}
+    wavs = sorted(str(p) for p in a.glob("*/*/*.wav"))
+    assert len(wavs) == 12
+    speakers = {os.path.basename(os.path.dirname(os.path.dirname(w))) for w in wavs}
+    assert speakers == {"1000", "1001", "1002", "1003"}
+    rows = (a / "speakers.tsv").read_text().splitlines()
+    assert rows[0].split("\t") == ["speaker", "language", "voice", "rate", "pitch", "range"]
+    langs = {r.split("\t")[0]: r.split("\t")[1] for r in rows[1:]}
+    assert langs == {"1000": "en", "1001": "fr", "1002": "en", "1003": "fr"}
+    total = 0.0
+    for w in wavs:
+        utt = os.path.basename(w)[:-4]
+        spk, chapter, _, _ = utt.split("_")
+        assert w.endswith(os.path.join(spk, chapter, utt + ".wav"))
+        info = sf.info(w)
+        assert info.samplerate == 24000 and info.channels == 1 and info.subtype == "PCM_16"
+        assert 1.0 < info.duration < 12.0
+        total += info.duration
+        audio, _ = sf.read(w)
+        assert np.abs(audio).max() > 0.05  # speech, not silence
+        with (
+            open(w[:-4] + ".normalized.txt", encoding="utf-8") as f,
+            open(w[:-4] + ".original.txt", encoding="utf-8") as g,
+        ):
+            text = f.read()
+            assert text and text == g.read()
+        assert text in corpus.load_sentences(langs[spk])
+    assert stats["hours"] == pytest.approx(total / 3600, rel=1e-3)
+
+
+def test_same_seed_gives_identical_files(built, tmp_path):
+    root, _ = built
+    corpus.build_corpus(str(tmp_path / "b"), utterances=12, num_speakers=4, langs=["en", "fr"], seed=7, workers=1)
+    first, second = _files(root / "a"), _files(tmp_path / "b")
+    assert first.keys() == second.keys()
+    assert all(first[k] == second[k] for k in first)
+    corpus.build_corpus(str(tmp_path / "c"), utterances=12, num_speakers=4, langs=["en", "fr"], seed=8)
+    third = _files(tmp_path / "c")
+    assert any(first.get(k) != v for k, v in third.items())
+
+
+def test_hours_budget_stops_once_reached(tmp_path):
+    stats = corpus.build_corpus(str(tmp_path / "h"), hours=20 / 3600, num_speakers=2, seed=0)
+    assert 20 / 3600 <= stats["hours"] < 35 / 3600  # stops at the utterance that crosses 20 s
+
+
+def test_sentences_and_bad_arguments(tmp_path):
+    for lang in corpus.languages():
+        sentences = corpus.load_sentences(lang)
+        assert len(sentences) >= 80 and len(set(sentences)) == len(sentences)
+    assert set(corpus.languages()) == {"en", "fr", "de", "es"}
+    with pytest.raises(ValueError, match="unsupported languages"):
+        corpus.build_corpus(str(tmp_path), utterances=1, langs=["xx"])
+    with pytest.raises(ValueError, match="speakers"):
+        corpus.build_corpus(str(tmp_path), utterances=1, num_speakers=0)
