@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import concurrent.futures
 import dataclasses
 import logging
 import multiprocessing
@@ -157,18 +158,19 @@ def build_corpus(
     total_s, count = 0.0, 0
     bar = tqdm(total=utterances if utterances is not None else round(target_s), unit="utt" if utterances else "s",
                desc="corpus", dynamic_ncols=True)  # fmt: skip
-    # forkserver: each chunk runs in a fresh child of a process that never synthesised (reproducible audio).
+    # forkserver + one task per child: each chunk runs in a fresh process forked from one that never
+    # synthesised, so the audio is reproducible (see Espeak's docstring).
     ctx = multiprocessing.get_context("forkserver")
     chunks = _chunks(plan(speakers, seed))
     pending: collections.deque = collections.deque()
-    with ctx.Pool(max(1, workers), maxtasksperchild=1) as pool:
+    with concurrent.futures.ProcessPoolExecutor(max(1, workers), mp_context=ctx, max_tasks_per_child=1) as pool:
         done = False
         while not done:
             while len(pending) < 2 * max(1, workers):
                 jobs = next(chunks)
-                pending.append((jobs, pool.apply_async(_synthesize_chunk, (jobs,))))
-            jobs, result = pending.popleft()
-            for job, wav in zip(jobs, result.get()):
+                pending.append((jobs, pool.submit(_synthesize_chunk, jobs)))
+            jobs, future = pending.popleft()
+            for job, wav in zip(jobs, future.result()):
                 _write_utterance(out_dir, job, wav)
                 count += 1
                 total_s += len(wav) / SAMPLE_RATE
@@ -178,7 +180,8 @@ def build_corpus(
                 )
                 if done:
                     break
-        pool.terminate()
+        for _, future in pending:
+            future.cancel()
     bar.close()
     log.info("corpus: %d utterances, %.2f h, %d speakers in %s", count, total_s / 3600, len(speakers), out_dir)
     return {"utterances": count, "hours": total_s / 3600, "speakers": len(speakers)}

@@ -13,6 +13,7 @@ into chunks over worker processes; tokens may be batched (padded; the S3 encoder
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import logging
 import math
 import multiprocessing
@@ -156,8 +157,11 @@ def _run(kind: str, items: list[tuple[str, str]], onnx_path: str, workers: int, 
                 bar.update(len(chunk))
         else:
             ctx = multiprocessing.get_context("forkserver")
-            with ctx.Pool(workers, initializer=_init_worker, initargs=(kind, onnx_path, batch_size)) as pool:
-                for res in pool.imap_unordered(fn, chunks):
+            with concurrent.futures.ProcessPoolExecutor(
+                workers, mp_context=ctx, initializer=_init_worker, initargs=(kind, onnx_path, batch_size)
+            ) as pool:
+                for future in concurrent.futures.as_completed([pool.submit(fn, c) for c in chunks]):
+                    res = future.result()
                     results.extend(res)
                     bar.update(len(res))
     return results

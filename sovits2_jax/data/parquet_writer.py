@@ -16,6 +16,7 @@ Utterances without audio, text, embedding or speech tokens are skipped, counted 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import json
 import logging
 import multiprocessing
@@ -151,9 +152,10 @@ def make_parquet_list(
             for job in todo:
                 bar.update(_write_shard_job(job))
         else:
-            with multiprocessing.get_context("forkserver").Pool(num_processes) as pool:
-                for n in pool.imap_unordered(_write_shard_job, todo):
-                    bar.update(n)
+            ctx = multiprocessing.get_context("forkserver")
+            with concurrent.futures.ProcessPoolExecutor(num_processes, mp_context=ctx) as pool:
+                for future in concurrent.futures.as_completed([pool.submit(_write_shard_job, job) for job in todo]):
+                    bar.update(future.result())
     parquets = [shard_paths(des_dir, i)[0] for i in range(len(shards))]
     _atomic_text(os.path.join(des_dir, "data.list"), "".join(p + "\n" for p in parquets))
     _atomic_text(

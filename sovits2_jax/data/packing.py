@@ -1,0 +1,59 @@
+"""Sequence packing for the speech LM: several GPT-SoVITS2 examples per row, told apart by segment ids.
+
+Each example is the Speech LM's ``gpt_sovits2_sequence`` (``sos, x1, task_id, y1, eos, ..., xn, task_id, yn``);
+a packed row concatenates examples with ``segment_ids`` 1, 2, ... (0 = padding) and ``positions`` restarting at 0
+for each example, so with ``segment_mask`` no position attends across examples.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def gpt_sovits2_length(text_lens: Sequence[int], speech_lens: Sequence[int]) -> int:
+    """Length of ``gpt_sovits2_sequence`` for n (text, speech) blocks, the last one the target."""
+    n = len(text_lens)
+    return 1 + sum(int(t) + 1 for t in text_lens) + sum(int(s) for s in speech_lens) + (n - 1)
+
+
+def gpt_sovits2_example(texts, speeches, *, speech_token_size: int) -> dict[str, np.ndarray]:
+    from sovits2_jax.models.speech_lm import gpt_sovits2_sequence
+
+    return gpt_sovits2_sequence(texts, speeches, speech_token_size=speech_token_size)
+
+
+def pack_rows(rows: Sequence[Sequence[dict[str, np.ndarray] | None]], length: int) -> dict[str, np.ndarray]:
+    """[B, length] kinds / ids / targets / text_segments / segment_ids / positions, plus ``lengths`` (used
+    positions) and ``num_segments`` per row. None entries (skipped examples) leave their space unused."""
+    from sovits2_jax.models.speech_lm import IGNORE_ID, PAD
+
+    b = len(rows)
+    out = {
+        "kinds": np.full((b, length), PAD, np.int32),
+        "ids": np.zeros((b, length), np.int32),
+        "targets": np.full((b, length), IGNORE_ID, np.int32),
+        "text_segments": np.zeros((b, length), np.int32),
+        "segment_ids": np.zeros((b, length), np.int32),
+        "positions": np.zeros((b, length), np.int32),
+        "lengths": np.zeros(b, np.int32),
+        "num_segments": np.zeros(b, np.int32),
+    }
+    for i, examples in enumerate(rows):
+        at, seg = 0, 0
+        for ex in examples:
+            if ex is None:
+                continue
+            n = len(ex["kinds"])
+            if at + n > length:
+                raise ValueError(f"pack_rows: row {i} needs {at + n} positions, more than {length}")
+            seg += 1
+            for key in ("kinds", "ids", "targets", "text_segments"):
+                out[key][i, at : at + n] = ex[key]
+            out["segment_ids"][i, at : at + n] = seg
+            out["positions"][i, at : at + n] = np.arange(n)
+            at += n
+        out["lengths"][i] = at
+        out["num_segments"][i] = seg
+    return out
