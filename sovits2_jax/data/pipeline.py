@@ -46,7 +46,7 @@ def validate(cfg) -> None:
     check(cfg.read_threads >= 1, f"config.data.read_threads={cfg.read_threads} must be >= 1")
     check(cfg.token_mel_ratio >= 0, f"config.data.token_mel_ratio={cfg.token_mel_ratio} must be >= 0")
     check(1 <= cfg.min_prompts <= cfg.max_prompts, "config.data.min_prompts must be in [1, config.data.max_prompts]")
-    check(0 < cfg.text_ratio, f"config.data.text_ratio={cfg.text_ratio} must be positive")
+    check(cfg.text_ratio > 0, f"config.data.text_ratio={cfg.text_ratio} must be positive")
     if cfg.kind == "hift":
         check(len(cfg.bucket_lengths) == 1, "config.data.bucket_lengths: hift crops to one length, give one bucket")
         check(
@@ -67,9 +67,7 @@ def validate(cfg) -> None:
 
 def _columns(cfg, available: tuple[str, ...]) -> tuple[str, ...]:
     cols = ["utt", "spk", "text"]
-    if cfg.kind in ("llm", "flow", "gpt_sovits2") and not cfg.online_tokenization:
-        cols.append("speech_token")
-    elif "speech_token" in available:
+    if (cfg.kind in ("llm", "flow", "gpt_sovits2") and not cfg.online_tokenization) or "speech_token" in available:
         cols.append("speech_token")
     if cfg.kind in ("flow", "hift") or cfg.online_tokenization:
         cols.append("audio_data")
@@ -377,8 +375,14 @@ def split_meta(batch: dict) -> tuple[dict, dict]:
     return arrays, meta
 
 
-def build_dataset(cfg, *, data_list: str | None = None, process_index: int | None = None,
-                  process_count: int | None = None, index: source.ParquetIndex | None = None) -> PlannedBatches:  # fmt: skip
+def build_dataset(
+    cfg,
+    *,
+    data_list: str | None = None,
+    process_index: int | None = None,
+    process_count: int | None = None,
+    index: source.ParquetIndex | None = None,
+) -> PlannedBatches:
     """The MapDataset of this process (``process_index/count`` default to jax's)."""
     validate(cfg)
     if process_index is None or process_count is None:

@@ -134,7 +134,7 @@ def build_index(files: list[str], *, tokenizer=None, measure_audio: bool = False
                 secs.append(np.full(n, -1.0))
     speakers = sorted(set(spk_names))
     spk_id = {s: i for i, s in enumerate(speakers)}
-    cat = lambda xs, dt: np.concatenate(xs).astype(dt) if xs else np.zeros(0, dt)  # noqa: E731
+    cat = lambda xs, dt: np.concatenate(xs).astype(dt) if xs else np.zeros(0, dt)
     return ParquetIndex(
         files=list(files),
         group_file=np.asarray(group_file, np.int32),

@@ -13,7 +13,27 @@ import os
 
 import numpy as np
 
-WORDS = "the quick brown fox jumps over a lazy dog while seven bright stars watch quietly from far away".split()
+WORDS = tuple(
+    [
+        "the",
+        "quick",
+        "brown",
+        "fox",
+        "jumps",
+        "over",
+        "a",
+        "lazy",
+        "dog",
+        "while",
+        "seven",
+        "bright",
+        "stars",
+        "watch",
+        "quietly",
+        "far",
+        "away",
+    ]
+)
 
 
 def tone(rng: np.random.Generator, seconds: float, sample_rate: int, f0: float) -> np.ndarray:

@@ -1,0 +1,81 @@
+"""Input pipeline configs: ``--config=configs/data.py:KIND`` with KIND in llm, flow, hift, gpt_sovits2.
+
+Other config files embed ``pipeline_config(kind)`` as their ``data`` section. Values follow CosyVoice2's
+``cosyvoice2.yaml`` (filter, resample, Matcha mel, truncate, f0, max_frames_in_batch 2000, shuffle/sort).
+"""
+
+import ml_collections
+
+from sovits2_jax.parallel.rules import mesh_config, sharding_config
+
+KINDS = ("llm", "flow", "hift", "gpt_sovits2")
+
+# Bucket lengths in the unit each pipeline batches by: speech tokens (llm), 50 Hz mel frames (flow),
+# packed positions (gpt_sovits2); hift crops to one fixed length.
+BUCKETS = {
+    "llm": [50, 64, 80, 100, 128, 160, 200, 256, 320, 400, 500],
+    "flow": [100, 128, 160, 200, 256, 320, 400, 500, 640, 800, 1000],
+    "hift": [51],
+    "gpt_sovits2": [1024],
+}
+BUDGET = {"llm": 2000, "flow": 2000, "hift": 2000, "gpt_sovits2": 8192}
+
+
+def pipeline_config(kind: str) -> ml_collections.ConfigDict:
+    if kind not in KINDS:
+        raise ValueError(f"unknown data pipeline {kind!r}; choose one of {', '.join(KINDS)}")
+    c = ml_collections.ConfigDict()
+    c.kind = kind
+    c.data_list = ""  # path of a data.list (one parquet per line); the CLI's --data_list overrides it
+    c.seed = 0
+    c.num_epochs = -1  # -1 = repeat forever
+    c.window_groups = 4  # parquet row groups shuffled together per process (0 = all of them)
+    c.drop_remainder = False
+    # batching: (batch, length) buckets with batch * length <= max_frames_in_batch (per process)
+    c.bucket_lengths = list(BUCKETS[kind])
+    c.max_frames_in_batch = BUDGET[kind]
+    c.batch_multiple = 1  # local batch sizes are rounded down to a multiple (the local data-parallel devices)
+    c.text_ratio = 0.5  # llm: text tokens padded to max(text_min_pad, ceil(text_ratio * speech bucket length))
+    c.text_min_pad = 16
+    # processor steps (CosyVoice ``filter`` lengths are in 10 ms frames)
+    c.tokenizer = "cosyvoice2"
+    c.filter = ml_collections.ConfigDict(
+        dict(
+            max_length=40960,
+            min_length=100,
+            token_max_length=200,
+            token_min_length=1,
+            min_output_input_ratio=0.0005,
+            max_output_input_ratio=1.0,
+        )
+    )
+    c.sample_rate = 24000
+    c.min_sample_rate = 16000
+    c.mel = ml_collections.ConfigDict(dict(n_fft=1920, num_mels=80, hop_size=480, win_size=1920, fmin=0.0, fmax=8000.0))
+    c.token_mel_ratio = 2
+    c.embedding_dim = 192
+    c.normalize_embedding = True
+    c.use_spk_embedding = False
+    c.online_tokenization = False  # True: add whisper log-mel (128 bins, 16 kHz) for the S3 tokenizer
+    c.whisper_mels = 128
+    c.truncate_length = 24480  # hift: samples per random crop (51 mel frames)
+    c.flow_prompt = kind == "flow"  # host-drawn condition prefix lengths (cond_len) as the reference draws them
+    c.min_prompts = 1  # gpt_sovits2: same-speaker references per target
+    c.max_prompts = 3
+    c.speech_token_size = 6561
+    # reading / prefetch
+    c.worker_count = 2  # mp_prefetch processes (0 = in this process)
+    c.worker_buffer_size = 2
+    c.read_threads = 2
+    c.prefetch_batches = 4
+    c.cache_mb = 1024.0
+    c.batch_axes = ("data", "fsdp")
+    return c
+
+
+def get_config(arg: str = "flow") -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict()
+    config.data = pipeline_config(arg or "flow")
+    config.mesh = mesh_config()
+    config.sharding = sharding_config()
+    return config
