@@ -12,6 +12,7 @@ they are kept in ``torch_buffers.npz`` beside the Orbax params so the round trip
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
@@ -30,7 +31,7 @@ from sovits2_jax.convert.gpt_sovits_keys import (
     to_parametrized_keys,
     uses_parametrized_keys,
 )
-from sovits2_jax.convert.mapping import ConversionError, expected_shapes, flatten, ours_to_torch, torch_to_ours
+from sovits2_jax.convert.mapping import ConversionError, flatten, ours_to_torch, torch_to_ours
 
 NAME = "gpt_sovits"
 BUFFERS_FILE = "torch_buffers.npz"
@@ -183,12 +184,43 @@ def config_from_pth(hps: Mapping, weight: Mapping[str, Any]):
     return VitsConfig.from_dict(kw)
 
 
-def _abstract_shapes(cfg) -> dict[str, tuple[int, ...]]:
+@functools.lru_cache(maxsize=4)
+def abstract_model(cfg):
+    """(graphdef, abstract params) of our SynthesizerTrn for ``cfg`` (cached: tracing the init takes seconds)."""
     from flax import nnx
 
     from sovits2_jax.models.vits2.synthesizer import SynthesizerTrn
+    from sovits2_jax.parallel.sharding import split_params
 
-    return expected_shapes(lambda: SynthesizerTrn(cfg, rngs=nnx.Rngs(0)))
+    return split_params(nnx.eval_shape(lambda: SynthesizerTrn(cfg, rngs=nnx.Rngs(0))))
+
+
+def _abstract_shapes(cfg) -> dict[str, tuple[int, ...]]:
+    from flax import nnx
+
+    return {k: tuple(v.shape) for k, v in flatten(nnx.to_pure_dict(abstract_model(cfg)[1])).items()}
+
+
+def params_from_flat(cfg, flat: Mapping[str, np.ndarray]):
+    """(graphdef, params) of our SynthesizerTrn filled with ``flat`` (names and shapes checked)."""
+    import copy
+
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from sovits2_jax.convert.mapping import unflatten
+
+    graphdef, abstract = abstract_model(cfg)
+    shapes = _abstract_shapes(cfg)
+    missing, extra = sorted(set(shapes) - set(flat)), sorted(set(flat) - set(shapes))
+    bad = [k for k in shapes if k in flat and tuple(np.shape(flat[k])) != shapes[k]]
+    if missing or extra or bad:
+        raise ConversionError(
+            f"parameters do not fit the model: missing {missing}, unexpected {extra}, mis-shaped {bad}"
+        )
+    state = copy.deepcopy(abstract)
+    nnx.replace_by_pure_dict(state, unflatten({k: jnp.asarray(v, jnp.float32) for k, v in flat.items()}))
+    return graphdef, state
 
 
 def torch_items_to_flat(

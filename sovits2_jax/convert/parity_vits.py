@@ -5,6 +5,9 @@ weight-norm gains would otherwise hide bugs), and its conversion into our model.
 
 from __future__ import annotations
 
+import functools
+
+import jax
 import numpy as np
 
 from sovits2_jax.convert.parity import ParityCase
@@ -72,14 +75,29 @@ def torch_state(model) -> dict[str, np.ndarray]:
 
 def ours_from_torch(cfg, state: dict[str, np.ndarray]):
     """(graphdef, params) of our SynthesizerTrn loaded from a torch state dict."""
-    from flax import nnx
-
-    from sovits2_jax.convert.gpt_sovits import torch_items_to_flat
-    from sovits2_jax.convert.params import params_from_flat
-    from sovits2_jax.models.vits2.synthesizer import SynthesizerTrn
+    from sovits2_jax.convert.gpt_sovits import params_from_flat, torch_items_to_flat
 
     flat, _ = torch_items_to_flat(state.items(), cfg)
-    return params_from_flat(lambda: SynthesizerTrn(cfg, rngs=nnx.Rngs(0)), flat)
+    return params_from_flat(cfg, flat)
+
+
+@functools.lru_cache(maxsize=2)
+def reference_pair(version: str = "v2", seed: int = 0):
+    """(torch SynthesizerTrn, our graphdef, our params) at the released s2 sizes, cached per (version, seed)."""
+    from sovits2_jax.models.vits2.config import gpt_sovits_v1, gpt_sovits_v2
+
+    cfg = {"v1": gpt_sovits_v1, "v2": gpt_sovits_v2}[version]()
+    model = make_torch_reference(cfg, seed)
+    graphdef, params = ours_from_torch(cfg, torch_state(model))
+    return cfg, model, graphdef, params
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def jit_decode(graphdef, params, codes, text, refer, noise_scale, noise):
+    """Our decode under jit (graphdef static, so equal models share one compilation)."""
+    from flax import nnx
+
+    return nnx.merge(graphdef, params).decode(codes, text, refer, noise_scale, noise=noise)
 
 
 def make_inputs(cfg, *, code_frames: int, text_tokens: int, refer_frames: int, seed: int) -> dict[str, np.ndarray]:
@@ -92,33 +110,35 @@ def make_inputs(cfg, *, code_frames: int, text_tokens: int, refer_frames: int, s
     )
 
 
+DEFAULT_SHAPES = dict(code_frames=24, text_tokens=17, refer_frames=73)
+
+
 def build(
     src: str | None = None, *, component: str = "vits", device: str = "cpu", dtype: str = "float32", seed: int = 0
 ) -> ParityCase:
     """``src``: a GPT-SoVITS s2 .pth (v1 or v2) or None for a random released-size v2 reference."""
+    import copy
+
     import jax
     import jax.numpy as jnp
     import torch
-    from flax import nnx
 
     from sovits2_jax.convert.torch_refs import to_numpy, to_torch, torch_device
-    from sovits2_jax.models.vits2.config import gpt_sovits_v2
 
     tdev = torch_device(device)
     if src is None:
-        cfg = gpt_sovits_v2().replace(with_posterior=False)
-        model = make_torch_reference(cfg, seed)
+        cfg, model, graphdef, params = reference_pair("v2", seed)
     else:
         from sovits2_jax.convert.gpt_sovits import load_torch_synthesizer
 
         model, cfg = load_torch_synthesizer(src)
+        graphdef, params = ours_from_torch(cfg, torch_state(model))
     if dtype == "bfloat16":
-        model = model.to(torch.bfloat16)
+        model = copy.deepcopy(model).to(torch.bfloat16)
     model = model.to(tdev)
-    graphdef, params = ours_from_torch(cfg, torch_state(model))
     jdtype = jnp.bfloat16 if dtype == "bfloat16" else jnp.float32
     params = jax.tree.map(lambda a: a.astype(jdtype), params)
-    inputs = make_inputs(cfg, code_frames=24, text_tokens=17, refer_frames=73, seed=seed)
+    inputs = make_inputs(cfg, **DEFAULT_SHAPES, seed=seed)
 
     # noise_scale 0 makes decode deterministic; the whole-model tolerance covers the 32 kHz waveform
     def run_torch(x):
@@ -129,18 +149,16 @@ def build(
             )
         return {"wav": to_numpy(o.float())}
 
-    @jax.jit
-    def _decode(params, codes, text, refer, noise_scale):
-        m = nnx.merge(graphdef, params)
-        return m.decode(codes, text, refer.astype(jdtype), noise_scale)
-
     def run_jax(x):
-        wav = _decode(
+        wav = jit_decode(
+            graphdef,
             params,
             jnp.asarray(x["codes"], jnp.int32),
             jnp.asarray(x["text"], jnp.int32),
-            jnp.asarray(x["refer"]).transpose(0, 2, 1),
-            jnp.asarray(x["noise_scale"]),
+            jnp.asarray(x["refer"]).transpose(0, 2, 1).astype(jdtype),
+            jnp.asarray(x["noise_scale"], jdtype),
+            # explicit zero noise: the same compiled function as a fixed-noise decode
+            jnp.zeros((1, 2 * x["codes"].shape[-1], cfg.inter_channels), jdtype),
         )
         return {"wav": np.asarray(wav.astype(jnp.float32))[:, None, :]}
 

@@ -148,18 +148,20 @@ class SynthesizerTrn(nnx.Module):
         code_lengths: jax.Array | None = None,
         text_lengths: jax.Array | None = None,
         ge: jax.Array | None = None,
+        noise: jax.Array | None = None,
     ) -> jax.Array:
         """codes + text + reference spectrogram(s) -> waveform [B, T_codes * up * hop] (32 kHz for s2).
 
         ``refer`` may be a list of spectrograms: their style vectors are averaged (multi-reference fusion).
-        ``noise_scale`` 0 (or no key) is deterministic. A precomputed ``ge`` skips the reference encoder.
+        ``noise_scale`` 0 (or no key) is deterministic; ``noise`` [B, T, inter] replaces the draw from ``key``.
+        A precomputed ``ge`` skips the reference encoder.
         """
         if ge is None and refer is not None:
             ge = self.fused_style(refer) if isinstance(refer, (list, tuple)) else self.style(refer)
         m_p, logs_p, mask = self.prior(codes, text, ge, code_lengths, text_lengths)
-        z_p = m_p
-        if key is not None:
-            z_p = m_p + jax.random.normal(key, m_p.shape, m_p.dtype) * jnp.exp(logs_p) * noise_scale
+        if noise is None and key is not None:
+            noise = jax.random.normal(key, m_p.shape, m_p.dtype)
+        z_p = m_p if noise is None else m_p + noise * jnp.exp(logs_p) * noise_scale
         z = self.flow(z_p, mask, ge, reverse=True)
         return self.dec(z * mask, ge)[..., 0]
 
