@@ -53,13 +53,22 @@ class SamplingConfig:
         return dataclasses.asdict(self)
 
 
+def _cumsum(x: jax.Array) -> jax.Array:
+    # On CPU, lax.cumsum is a quadratic reduce_window (costly over a whole vocabulary), while an associative
+    # scan over a TopK result defeats XLA's TopK fast path: pick by length.
+    if x.shape[-1] > 256:
+        return jax.lax.associative_scan(jnp.add, x, axis=-1)
+    return jnp.cumsum(x, axis=-1)
+
+
 def categorical(weights: jax.Array, u: jax.Array) -> jax.Array:
     """Index i with cdf[i-1] <= u * total < cdf[i]; weights [..., N] >= 0, u [...] in [0, 1)."""
-    cdf = jnp.cumsum(weights.astype(jnp.float32), axis=-1)
+    cdf = _cumsum(weights.astype(jnp.float32))
     target = u[..., None] * cdf[..., -1:]
     idx = jnp.sum(cdf <= target, axis=-1)
     # never land on a trailing zero-weight entry (u * total rounding up to total)
-    last = jnp.argmax(jnp.cumsum(weights > 0, axis=-1), axis=-1)
+    n = weights.shape[-1]
+    last = n - 1 - jnp.argmax(jnp.flip(weights > 0, axis=-1), axis=-1)
     return jnp.minimum(idx, last).astype(jnp.int32)
 
 
@@ -72,19 +81,31 @@ def _sorted_candidates(probs: jax.Array, top_k: int) -> tuple[jax.Array, jax.Arr
     return jnp.take_along_axis(probs, order, axis=-1), order.astype(jnp.int32)
 
 
+def _nucleus_pick(values: jax.Array, ids: jax.Array, u: jax.Array, top_p: float) -> jax.Array:
+    before = _cumsum(values) - values  # running sum before adding each candidate
+    keep = (before < top_p) | (jnp.arange(values.shape[-1]) == 0)
+    pick = categorical(jnp.where(keep, values, 0.0), u)
+    # a one-hot select, not a gather: gathering from TopK's indices makes XLA:CPU drop its fast TopK path
+    chosen = jnp.arange(ids.shape[-1]) == pick[..., None]
+    return jnp.sum(jnp.where(chosen, ids, 0), axis=-1).astype(jnp.int32)
+
+
 def nucleus_sample(probs: jax.Array, u: jax.Array, *, top_p: float, top_k: int) -> jax.Array:
     """CosyVoice2 ``nucleus_sampling`` of probs [B, V] with uniforms u [B] -> token ids [B]."""
     values, ids = _sorted_candidates(probs, top_k)
-    before = jnp.cumsum(values, axis=-1) - values  # running sum before adding each candidate
-    keep = before < top_p
-    keep = keep.at[..., 0].set(True)
-    pick = categorical(jnp.where(keep, values, 0.0), u)
-    return jnp.take_along_axis(ids, pick[..., None], axis=-1)[..., 0]
+    return _nucleus_pick(values, ids, u, top_p)
 
 
 def repetitions(tokens: jax.Array, recent: jax.Array, recent_valid: jax.Array) -> jax.Array:
     """How often each row's token [B] occurs among its valid recent tokens [B, W]."""
     return jnp.sum((recent == tokens[:, None]) & recent_valid, axis=-1)
+
+
+def _ras_pick(probs, candidates, u_nucleus, u_full, recent, recent_valid, *, top_p, win_size, tau_r):
+    tokens = _nucleus_pick(*candidates, u_nucleus, top_p)
+    window_valid = recent_valid & (jnp.arange(recent.shape[-1]) >= recent.shape[-1] - win_size)
+    repeated = repetitions(tokens, recent, window_valid) >= win_size * tau_r
+    return jnp.where(repeated, categorical(probs, u_full), tokens)
 
 
 def ras_sample(
@@ -103,26 +124,26 @@ def ras_sample(
 
     recent [B, W] holds the last decoded tokens (W >= win_size; only the last ``win_size`` valid ones count).
     """
-    tokens = nucleus_sample(probs, u_nucleus, top_p=top_p, top_k=top_k)
-    window_valid = recent_valid & (jnp.arange(recent.shape[-1]) >= recent.shape[-1] - win_size)
-    repeated = repetitions(tokens, recent, window_valid) >= win_size * tau_r
-    return jnp.where(repeated, categorical(probs, u_full), tokens)
+    candidates = _sorted_candidates(probs, top_k)
+    return _ras_pick(
+        probs, candidates, u_nucleus, u_full, recent, recent_valid, top_p=top_p, win_size=win_size, tau_r=tau_r
+    )
 
 
-def _draw(probs, keys, recent, recent_valid, config: SamplingConfig) -> jax.Array:
+def _draw(probs, candidates, keys, recent, recent_valid, config: SamplingConfig) -> jax.Array:
     u = jax.vmap(lambda k: jax.random.uniform(k, (2,)))(keys).T  # per-row keys: rows stay independent
     if config.method == "random":
         return categorical(probs, u[0])
     if config.method == "nucleus":
-        return nucleus_sample(probs, u[0], top_p=config.top_p, top_k=config.top_k)
-    return ras_sample(
+        return _nucleus_pick(*candidates, u[0], config.top_p)
+    return _ras_pick(
         probs,
+        candidates,
         u[0],
         u[1],
         recent,
         recent_valid,
         top_p=config.top_p,
-        top_k=config.top_k,
         win_size=config.win_size,
         tau_r=config.tau_r,
     )
@@ -160,6 +181,8 @@ def sample_tokens(
     if config.method == "greedy":
         return jnp.argmax(jnp.where(forbidden, -jnp.inf, logits), axis=-1).astype(jnp.int32)
     probs = jax.nn.softmax(logits / config.temperature, axis=-1)
+    # sorted once, outside the retry loop (a loop-invariant TopK inside a while_loop is slow on XLA:CPU)
+    candidates = None if config.method == "random" else _sorted_candidates(probs, config.top_k)
 
     def allowed(tokens):
         return ~jnp.take_along_axis(forbidden, tokens[:, None], axis=-1)[:, 0]
@@ -169,11 +192,11 @@ def sample_tokens(
 
     def body(state):
         t, tokens, done = state
-        new = _draw(probs, trial_keys(t), recent, recent_valid, config)
+        new = _draw(probs, candidates, trial_keys(t), recent, recent_valid, config)
         tokens = jnp.where(done, tokens, new)
         return t + 1, tokens, done | allowed(tokens)
 
-    first = _draw(probs, trial_keys(0), recent, recent_valid, config)
+    first = _draw(probs, candidates, trial_keys(0), recent, recent_valid, config)
     state = (jnp.int32(1), first, allowed(first))
     _, tokens, done = jax.lax.while_loop(lambda s: (s[0] <= config.max_trials) & ~jnp.all(s[2]), body, state)
     u_last = jax.vmap(lambda k: jax.random.uniform(k, ()))(trial_keys(config.max_trials + 1))

@@ -7,6 +7,9 @@ import pytest
 
 from sovits2_jax.models import sampling
 
+# one compiled function per config instead of eager while_loops
+sample_tokens = jax.jit(sampling.sample_tokens, static_argnums=(2,))
+
 
 def np_categorical(weights, u):
     cdf = np.cumsum(np.asarray(weights, np.float32))
@@ -104,12 +107,12 @@ def test_sample_tokens_deterministic_and_forbidden():
     logits = logits.at[:, 5].set(8.0)  # token 5 dominates: almost every plain draw is 5
     forbidden = jnp.zeros((8, 30), bool).at[:4, 5].set(True)
     cfg = sampling.SamplingConfig()
-    a = sampling.sample_tokens(logits, jax.random.key(7), cfg, forbidden=forbidden)
-    b = sampling.sample_tokens(logits, jax.random.key(7), cfg, forbidden=forbidden)
+    a = sample_tokens(logits, jax.random.key(7), cfg, forbidden=forbidden)
+    b = sample_tokens(logits, jax.random.key(7), cfg, forbidden=forbidden)
     np.testing.assert_array_equal(a, b)
     assert not np.any(np.asarray(a[:4]) == 5)
     assert np.all(np.asarray(a[4:]) == 5)
-    runs = [np.asarray(sampling.sample_tokens(logits, jax.random.key(k), cfg, forbidden=forbidden)) for k in range(6)]
+    runs = [np.asarray(sample_tokens(logits, jax.random.key(k), cfg, forbidden=forbidden)) for k in range(6)]
     assert len({r[:4].tobytes() for r in runs}) > 1, "different keys must give different draws"
 
 
@@ -120,9 +123,9 @@ def test_per_row_keys_make_rows_independent_of_the_batch():
     valid = jnp.ones((5, 10), bool)
     keys = jax.random.split(jax.random.key(9), 5)
     cfg = sampling.SamplingConfig(top_k=10, top_p=0.9)
-    batch = np.asarray(sampling.sample_tokens(logits, keys, cfg, recent=recent, recent_valid=valid))
+    batch = np.asarray(sample_tokens(logits, keys, cfg, recent=recent, recent_valid=valid))
     for i in range(5):
-        one = sampling.sample_tokens(
+        one = sample_tokens(
             logits[i : i + 1], keys[i : i + 1], cfg, recent=recent[i : i + 1], recent_valid=valid[i : i + 1]
         )
         assert int(one[0]) == batch[i]
@@ -132,19 +135,19 @@ def test_sample_tokens_falls_back_when_only_forbidden_in_nucleus():
     logits = jnp.zeros((2, 10)).at[:, 3].set(40.0)  # nucleus = {3} only
     forbidden = jnp.zeros((2, 10), bool).at[0, 3].set(True)
     cfg = sampling.SamplingConfig(method="nucleus", max_trials=5)
-    out = np.asarray(sampling.sample_tokens(logits, jax.random.key(0), cfg, forbidden=forbidden))
+    out = np.asarray(sample_tokens(logits, jax.random.key(0), cfg, forbidden=forbidden))
     assert out[0] != 3 and out[1] == 3
 
 
 def test_greedy_and_temperature():
     logits = jnp.asarray([[0.0, 3.0, 1.0], [2.0, 0.0, 1.0]])
     greedy = sampling.SamplingConfig(method="greedy")
-    np.testing.assert_array_equal(sampling.sample_tokens(logits, jax.random.key(0), greedy), [1, 0])
+    np.testing.assert_array_equal(sample_tokens(logits, jax.random.key(0), greedy), [1, 0])
     forb = jnp.asarray([[False, True, False], [False, False, False]])
-    np.testing.assert_array_equal(sampling.sample_tokens(logits, jax.random.key(0), greedy, forbidden=forb), [2, 0])
+    np.testing.assert_array_equal(sample_tokens(logits, jax.random.key(0), greedy, forbidden=forb), [2, 0])
     cold = sampling.SamplingConfig(method="random", temperature=1e-3)
     for k in range(5):
-        np.testing.assert_array_equal(sampling.sample_tokens(logits, jax.random.key(k), cold), [1, 0])
+        np.testing.assert_array_equal(sample_tokens(logits, jax.random.key(k), cold), [1, 0])
 
 
 def test_bad_config_rejected():
