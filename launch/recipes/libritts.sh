@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# Staged LibriTTS recipe, mirroring CosyVoice's examples/libritts/cosyvoice2/run.sh.
+#
+#   launch/recipes/libritts.sh --stage -1 --stop_stage 3 [--corpus DIR] [--work DIR] \
+#       [--campplus campplus.onnx] [--speech_tokenizer speech_tokenizer_v2.onnx]
+#
+# Stages: -1 build the built-in espeak-ng corpus (only without --corpus; nothing is downloaded),
+#          0 Kaldi files (wav.scp, text, utt2spk, spk2utt), 1 speaker embeddings, 2 speech tokens, 3 Parquet.
+# --corpus: a LibriTTS-layout directory: either real LibriTTS (subsets such as train-clean-100 and dev-clean
+# inside it) or one set (SPEAKER/CHAPTER/*.wav directly inside). Without --campplus / --speech_tokenizer the
+# offline stand-ins are fitted on the first training set (see sovits2_jax/data/offline_models.py).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+stage=-1
+stop_stage=3
+corpus=
+work=exp/libritts
+campplus=
+speech_tokenizer=
+hours=0.5
+speakers=8
+languages=en
+seed=0
+num_workers=2
+num_utts_per_parquet=1000
+codebook_size=512
+
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --stage) stage=$2; shift 2 ;;
+    --stop_stage) stop_stage=$2; shift 2 ;;
+    --corpus) corpus=$2; shift 2 ;;
+    --work) work=$2; shift 2 ;;
+    --campplus) campplus=$2; shift 2 ;;
+    --speech_tokenizer) speech_tokenizer=$2; shift 2 ;;
+    --hours) hours=$2; shift 2 ;;
+    --speakers) speakers=$2; shift 2 ;;
+    --languages) languages=$2; shift 2 ;;
+    --seed) seed=$2; shift 2 ;;
+    --num_workers) num_workers=$2; shift 2 ;;
+    --num_utts_per_parquet) num_utts_per_parquet=$2; shift 2 ;;
+    --codebook_size) codebook_size=$2; shift 2 ;;
+    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    *) echo "libritts.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
+  esac
+done
+
+if [ -n "${PYTHON:-}" ]; then py=$PYTHON; elif [ -x .venv/bin/python ]; then py=.venv/bin/python; else py=python3; fi
+for f in "$campplus" "$speech_tokenizer"; do
+  if [ -n "$f" ] && [ ! -f "$f" ]; then echo "libritts.sh: ONNX model $f does not exist" >&2; exit 2; fi
+done
+builtin=0
+if [ -z "$corpus" ]; then corpus=$work/corpus; builtin=1; fi
+data=$work/data
+offline=$work/offline
+
+# Sets to prepare: LibriTTS subsets found inside the corpus, else the corpus itself as "train".
+sets=()
+for x in train-clean-100 train-clean-360 train-other-500 dev-clean dev-other test-clean test-other; do
+  [ -d "$corpus/$x" ] && sets+=("$x")
+done
+set_dir() { if [ "$1" = train ]; then echo "$corpus"; else echo "$corpus/$1"; fi; }
+if [ ${#sets[@]} -eq 0 ]; then sets=(train); fi
+fit_set=${sets[0]}
+for x in "${sets[@]}"; do case "$x" in train*) fit_set=$x; break ;; esac; done
+
+if [ "$stage" -le -1 ] && [ "$stop_stage" -ge -1 ]; then
+  if [ "$builtin" = 1 ]; then
+    echo "stage -1: built-in corpus ($hours h, $speakers speakers, $languages) -> $corpus"
+    $py -m sovits2_jax.data.corpus --out "$corpus" --hours "$hours" --speakers "$speakers" \
+      --languages "$languages" --seed "$seed" --workers "$num_workers"
+  else
+    echo "stage -1: using the corpus at $corpus (nothing to build)"
+  fi
+fi
+
+if [ "$stage" -le 0 ] && [ "$stop_stage" -ge 0 ]; then
+  for x in "${sets[@]}"; do
+    echo "stage 0: Kaldi files for $x"
+    $py -m sovits2_jax.data.kaldi --src_dir "$(set_dir "$x")" --des_dir "$data/$x"
+  done
+fi
+
+if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
+  if [ -z "$campplus" ]; then
+    campplus=$offline/speaker_encoder.onnx
+    echo "stage 1: no --campplus; fitting the offline speaker encoder on $fit_set -> $campplus"
+    $py -m sovits2_jax.data.offline_models speaker --dir "$data/$fit_set" --out "$campplus"
+  fi
+  for x in "${sets[@]}"; do
+    echo "stage 1: speaker embeddings for $x"
+    $py -m sovits2_jax.data.onnx_extract embedding --dir "$data/$x" --onnx_path "$campplus" --num_workers "$num_workers"
+  done
+fi
+
+if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
+  if [ -z "$speech_tokenizer" ]; then
+    speech_tokenizer=$offline/speech_tokenizer.onnx
+    echo "stage 2: no --speech_tokenizer; fitting the offline tokenizer on $fit_set -> $speech_tokenizer"
+    $py -m sovits2_jax.data.offline_models tokenizer --dir "$data/$fit_set" --out "$speech_tokenizer" \
+      --codebook_size "$codebook_size" --seed "$seed"
+  fi
+  for x in "${sets[@]}"; do
+    echo "stage 2: speech tokens for $x"
+    $py -m sovits2_jax.data.onnx_extract token --dir "$data/$x" --onnx_path "$speech_tokenizer" --num_workers "$num_workers"
+  done
+fi
+
+if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
+  for x in "${sets[@]}"; do
+    echo "stage 3: Parquet for $x"
+    $py -m sovits2_jax.data.parquet_writer --src_dir "$data/$x" --des_dir "$data/$x/parquet" \
+      --num_utts_per_parquet "$num_utts_per_parquet" --num_processes "$num_workers"
+  done
+fi
