@@ -4,7 +4,6 @@ import os
 import subprocess
 import sys
 
-
 from sovits2_jax.data import corpus
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
