@@ -1,0 +1,171 @@
+"""HiFT's neural-source-filter excitation: F0 predictor, SineGen2 harmonics and the harmonic-merge source module.
+
+Randomness (initial harmonic phases, additive noise) comes from an explicit ``rng``; ``rng=None`` draws none (zero
+phases, zero noise), which is what deterministic tests and parity use. The phase is integrated at the mel-frame
+rate and linearly interpolated back to samples exactly as CosyVoice2's ``SineGen2`` does with torch's
+``interpolate``; its running sum is compensated so it agrees with torch's double-accumulated CPU ``cumsum``
+(the phase reaches thousands of radians, where float32 summation order alone would move ``sin`` visibly).
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from sovits2_jax.nn.layers import Conv1d, Linear
+from sovits2_jax.nn.weight_norm import WeightNorm
+
+
+def _two_sum(a: jax.Array, b: jax.Array) -> tuple[jax.Array, jax.Array]:
+    s = a + b
+    bb = s - a
+    return s, (a - (s - bb)) + (b - bb)
+
+
+def compensated_cumsum(x: jax.Array, axis: int) -> jax.Array:
+    """Cumulative sum rounded once from (nearly) exact partial sums: float32 results equal to a float64 running
+    sum cast to float32 (torch's CPU cumsum), independent of the parallel scan order."""
+
+    def combine(a, b):
+        s, e = _two_sum(a[0], b[0])
+        e = e + (a[1] + b[1])
+        hi = s + e
+        return hi, e - (hi - s)
+
+    hi, _ = jax.lax.associative_scan(combine, (x, jnp.zeros_like(x)), axis=axis)
+    return hi
+
+
+def _interp_plan(in_size: int, scale_factor: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Indices and weights of torch's ``interpolate(mode='linear', align_corners=False, scale_factor=s)``."""
+    out_size = math.floor(in_size * scale_factor)
+    if out_size <= 0:
+        raise ValueError(f"interpolate: {in_size} samples scaled by {scale_factor} leaves no output")
+    scale = np.float32(1.0 / scale_factor)
+    dst = np.arange(out_size, dtype=np.float32) + np.float32(0.5)
+    # torch's CPU kernel evaluates scale * (i + 0.5) - 0.5 as one fused multiply-add (a single rounding).
+    real = (np.float64(scale) * dst.astype(np.float64) - 0.5).astype(np.float32)
+    real = np.maximum(real, np.float32(0.0))
+    i0 = real.astype(np.int64)
+    i1 = np.where(i0 < in_size - 1, i0 + 1, i0)
+    w1 = np.clip(real - i0.astype(np.float32), 0.0, 1.0).astype(np.float32)
+    w0 = (np.float32(1.0) - w1).astype(np.float32)
+    return i0, i1, w0, w1
+
+
+def interpolate_linear(x: jax.Array, scale_factor: float, axis: int = 1) -> jax.Array:
+    """torch ``F.interpolate(mode='linear', scale_factor=...)`` along ``axis`` (static sizes)."""
+    axis = axis % x.ndim
+    i0, i1, w0, w1 = _interp_plan(x.shape[axis], scale_factor)
+    shape = [1] * x.ndim
+    shape[axis] = len(i0)
+    a = jnp.take(x, jnp.asarray(i0), axis=axis)
+    b = jnp.take(x, jnp.asarray(i1), axis=axis)
+    return a * jnp.asarray(w0).reshape(shape) + b * jnp.asarray(w1).reshape(shape)
+
+
+def sine_gen2(
+    f0: jax.Array,
+    *,
+    sampling_rate: int,
+    upsample_scale: int,
+    harmonic_num: int,
+    sine_amp: float,
+    noise_std: float,
+    voiced_threshold: float,
+    rng: jax.Array | None = None,
+) -> tuple[jax.Array, jax.Array]:
+    """Harmonic sines of a sample-rate F0 contour f0 [B, L] (Hz) -> (sines [B, L, H+1], uv [B, L, 1]).
+
+    Unvoiced samples (f0 <= threshold) carry only noise of std sine_amp/3; voiced ones sine + noise of noise_std.
+    """
+    f0 = f0.astype(jnp.float32)[..., None]
+    harmonics = jnp.arange(1, harmonic_num + 2, dtype=jnp.float32)
+    # A barrier keeps XLA from turning the division into a multiply by 1/sr (torch divides).
+    rate = jax.lax.optimization_barrier(jnp.float32(sampling_rate))
+    rad = jnp.remainder(f0 * harmonics / rate, 1.0)
+    if rng is not None:
+        phase_key, noise_key = jax.random.split(rng)
+        initial = jax.random.uniform(phase_key, (f0.shape[0], harmonic_num + 1), jnp.float32)
+        rad = rad.at[:, 0, 1:].add(initial[:, 1:])  # no random phase for the fundamental
+    rad = interpolate_linear(rad, 1.0 / upsample_scale, axis=1)
+    phase = compensated_cumsum(rad, axis=1) * (2.0 * np.pi)
+    phase = interpolate_linear(phase * upsample_scale, float(upsample_scale), axis=1)
+    sines = jnp.sin(phase) * sine_amp
+    if sines.shape[1] != f0.shape[1]:
+        raise ValueError(f"sine_gen2: {f0.shape[1]} samples are not a multiple of the upsample scale {upsample_scale}")
+    uv = (f0 > voiced_threshold).astype(jnp.float32)
+    if rng is None:
+        return sines * uv, uv
+    noise_amp = uv * noise_std + (1.0 - uv) * (sine_amp / 3.0)
+    noise = noise_amp * jax.random.normal(noise_key, sines.shape, jnp.float32)
+    return sines * uv + noise, uv
+
+
+class SourceModule(nnx.Module):
+    """SourceModuleHnNSF2: SineGen2 harmonics merged by Linear(H+1 -> 1) + tanh into one excitation."""
+
+    def __init__(
+        self,
+        *,
+        sampling_rate: int,
+        upsample_scale: int,
+        harmonic_num: int = 8,
+        sine_amp: float = 0.1,
+        noise_std: float = 0.003,
+        voiced_threshold: float = 10.0,
+        rngs: nnx.Rngs,
+    ):
+        self.sampling_rate, self.upsample_scale, self.harmonic_num = sampling_rate, upsample_scale, harmonic_num
+        self.sine_amp, self.noise_std, self.voiced_threshold = sine_amp, noise_std, voiced_threshold
+        self.merge = Linear(harmonic_num + 1, 1, axes=("harmonics", None), rngs=rngs)
+
+    def __call__(self, f0: jax.Array, rng: jax.Array | None = None) -> jax.Array:
+        """Sample-rate F0 [B, L] -> excitation [B, L]."""
+        sines, _ = sine_gen2(
+            f0,
+            sampling_rate=self.sampling_rate,
+            upsample_scale=self.upsample_scale,
+            harmonic_num=self.harmonic_num,
+            sine_amp=self.sine_amp,
+            noise_std=self.noise_std,
+            voiced_threshold=self.voiced_threshold,
+            rng=rng,
+        )
+        sines = jax.lax.stop_gradient(sines)  # the reference builds them under no_grad
+        return jnp.tanh(self.merge(sines))[..., 0]
+
+
+class F0Predictor(nnx.Module):
+    """ConvRNNF0Predictor: 5 weight-normed Conv1d(k3) + ELU, Linear -> |.|; mel [B, T, C] -> F0 [B, T]."""
+
+    def __init__(
+        self,
+        in_channels: int = 80,
+        cond_channels: int = 512,
+        num_class: int = 1,
+        *,
+        num_layers: int = 5,
+        dtype=None,
+        rngs: nnx.Rngs,
+    ):
+        if num_class != 1:
+            raise ValueError(f"F0Predictor: only num_class=1 is supported (CosyVoice2), got {num_class}")
+        chans = [in_channels] + [cond_channels] * num_layers
+        self.convs = nnx.List(
+            [
+                WeightNorm(Conv1d(chans[i], chans[i + 1], 3, padding=1, dtype=dtype, rngs=rngs))
+                for i in range(num_layers)
+            ]
+        )
+        self.classifier = Linear(cond_channels, num_class, axes=("conv_out", None), rngs=rngs)
+
+    def __call__(self, mel: jax.Array) -> jax.Array:
+        x = mel
+        for conv in self.convs:
+            x = jax.nn.elu(conv(x))
+        return jnp.abs(self.classifier(x.astype(jnp.float32))[..., 0])
