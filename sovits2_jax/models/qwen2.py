@@ -209,11 +209,17 @@ def attention_mask_for(
     start: jax.Array | None,
     attention_mask: jax.Array | None,
     segment_ids: jax.Array | None,
+    bidirectional_segments: jax.Array | None = None,
 ) -> jax.Array:
     """Boolean [B or 1, 1, T, S] mask: causal (in absolute cache positions when ``start`` is given), key padding
-    from ``attention_mask`` [B, T] and same-segment from ``segment_ids`` [B, T]."""
+    from ``attention_mask`` [B, T] and same-segment from ``segment_ids`` [B, T]. ``bidirectional_segments``
+    [B, T] (0 = none) also lets the tokens of one non-zero segment of this call see each other both ways
+    (prefix-LM style text blocks)."""
     if start is None:
         mask = attn.causal_mask(t)[None, None]
+        if bidirectional_segments is not None:
+            s = bidirectional_segments
+            mask = mask | ((s[:, :, None] == s[:, None, :]) & (s[:, :, None] > 0))[:, None]
         if attention_mask is not None:
             mask = mask & attention_mask[:, None, None, :].astype(bool)
         if segment_ids is not None:
@@ -222,6 +228,11 @@ def attention_mask_for(
     slots = jnp.arange(kv_len)
     query_pos = start[:, None] + jnp.arange(t)[None, :]
     mask = slots[None, None, :] <= query_pos[:, :, None]
+    if bidirectional_segments is not None:
+        s = bidirectional_segments
+        rel = slots[None, :] - start[:, None]
+        seg_k = jnp.where((rel >= 0) & (rel < t), jnp.take_along_axis(s, jnp.clip(rel, 0, t - 1), axis=1), 0)
+        mask = mask | ((seg_k[:, None, :] == s[:, :, None]) & (s[:, :, None] > 0))
     if attention_mask is not None:
         rel = slots[None, :] - start[:, None]
         inside = (rel >= 0) & (rel < t)
@@ -257,11 +268,13 @@ class Qwen2Model(nnx.Module):
         segment_ids: jax.Array | None = None,
         cache: KVCache | None = None,
         return_hidden: bool = False,
+        bidirectional_segments: jax.Array | None = None,
     ):
         """Runs the decoder.
 
         input_ids [B, T] or inputs_embeds [B, T, D]; positions [B, T] (default: 0..T-1, or the cache index onward);
-        attention_mask [B, T] True for real tokens; segment_ids [B, T] for packed rows (0 = padding).
+        attention_mask [B, T] True for real tokens; segment_ids [B, T] for packed rows (0 = padding);
+        bidirectional_segments [B, T] makes each non-zero segment of this call attend both ways within itself.
         Returns (hidden, cache) or, with ``return_hidden``, (hidden, cache, per-layer hidden states [L+1, B, T, D]
         as HF's ``output_hidden_states``: the embeddings, then each layer's output, the last one after the norm).
         """
@@ -276,7 +289,7 @@ class Qwen2Model(nnx.Module):
             positions = jnp.broadcast_to(positions, (b, t))
         cos, sin = rope_cos_sin(positions, cfg.head_size, cfg.rope_theta)
         kv_len = t if cache is None else cache.k.shape[2]
-        mask = attention_mask_for(t, kv_len, start, attention_mask, segment_ids)
+        mask = attention_mask_for(t, kv_len, start, attention_mask, segment_ids, bidirectional_segments)
         x = constrain(x, ("batch", "length", "act_embed"))
 
         policy = REMAT_POLICIES[cfg.remat_policy]
