@@ -88,7 +88,8 @@ def _prefill(model, prompt, prompt_len, spec: DecodeSpec):
     x = _embed_prompt(model, prompt)
     backbone = _backbone(model)
     cache = init_cache(backbone.config, x.shape[0], spec.cache_len, x.dtype)
-    hidden, cache = backbone(inputs_embeds=x, cache=cache)
+    segments = model.bidirectional_segments(prompt.get("text_segments")) if isinstance(model, SpeechLM) else None
+    hidden, cache = backbone(inputs_embeds=x, cache=cache, bidirectional_segments=segments)
     prompt_len = prompt_len.astype(jnp.int32)
     # later writes go right after each row's own prompt; the padded tail is overwritten, never attended
     cache = KVCache(cache.k, cache.v, prompt_len)
@@ -235,8 +236,8 @@ def generate(
 ) -> Generation:
     """Generates up to ``max_len`` new tokens per row (at least ``min_len`` before eos may end it).
 
-    ``prompt``: {"kinds", "ids"[, "text_features"]} for a SpeechLM or {"ids"} for a Qwen2ForCausalLM, [B, P]
-    right-padded, with ``prompt_len`` [B]. ``key``: one typed key or [B] per-row keys.
+    ``prompt``: {"kinds", "ids"[, "text_features", "text_segments"]} for a SpeechLM or {"ids"} for a
+    Qwen2ForCausalLM, [B, P] right-padded, with ``prompt_len`` [B]. ``key``: one typed key or [B] per-row keys.
     """
     prompt, prompt_len, keys, min_len, max_len, spec = _prepare(
         prompt,

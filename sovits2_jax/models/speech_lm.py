@@ -38,6 +38,7 @@ SPECIAL, TEXT, SPEECH, PAD = 0, 1, 2, 3
 SOS, TASK_ID = 0, 1
 IGNORE_ID = -1
 LAYOUTS = ("cosyvoice2", "gpt_sovits2")
+TEXT_ATTENTION = ("causal", "bidirectional")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,10 +53,15 @@ class SpeechLMConfig:
     length_normalized_loss: bool = True
     text_feature_dim: int = 0  # > 0: add MLP(per-token features) to text embeddings (GPT-SoVITS2: 1024)
     loss_on_references: bool = False  # GPT-SoVITS2: also train on the reference speech blocks
+    text_attention: str = "causal"  # "bidirectional": each text block attends both ways within itself
 
     def __post_init__(self):
         if self.layout not in LAYOUTS:
             raise ValueError(f"SpeechLMConfig.layout must be one of {LAYOUTS}, got {self.layout!r}")
+        if self.text_attention not in TEXT_ATTENTION:
+            raise ValueError(
+                f"SpeechLMConfig.text_attention must be one of {TEXT_ATTENTION}, got {self.text_attention!r}"
+            )
         if self.speech_token_size <= 0:
             raise ValueError(f"SpeechLMConfig.speech_token_size must be positive, got {self.speech_token_size}")
         if len(self.mix_ratio) != 2 or min(self.mix_ratio) <= 0:
@@ -148,15 +154,31 @@ class SpeechLM(nnx.Module):
         *,
         lengths: jax.Array | None = None,
         text_features: jax.Array | None = None,
+        text_segments: jax.Array | None = None,
         segment_ids: jax.Array | None = None,
     ) -> jax.Array:
-        """Logits [B, T, speech_token_size + 3] for right-padded rows of ``lengths`` (or packed segments)."""
+        """Logits [B, T, speech_token_size + 3] for right-padded rows of ``lengths`` (or packed segments).
+
+        ``text_segments`` [B, T] numbers the text blocks (0 elsewhere); used with bidirectional text attention.
+        """
         x = self.embed(kinds, ids, text_features)
         mask = None
         if lengths is not None and segment_ids is None:
             mask = jnp.arange(kinds.shape[1])[None, :] < lengths[:, None]
-        hidden, _ = self.llm.model(inputs_embeds=x, attention_mask=mask, segment_ids=segment_ids)
+        hidden, _ = self.llm.model(
+            inputs_embeds=x,
+            attention_mask=mask,
+            segment_ids=segment_ids,
+            bidirectional_segments=self.bidirectional_segments(text_segments),
+        )
         return self.logits(hidden)
+
+    def bidirectional_segments(self, text_segments: jax.Array | None) -> jax.Array | None:
+        if self.config.text_attention != "bidirectional":
+            return None
+        if text_segments is None:
+            raise ValueError("text_attention='bidirectional' needs the text_segments of the sequence")
+        return text_segments
 
 
 # ----------------------------------------------------------------------------------------------- sequences
@@ -392,7 +414,13 @@ def dpo_loss(
 
 def lm_loss(model: SpeechLM, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
     """CE loss + accuracy on a built batch (kinds, ids, targets, lengths[, text_features])."""
-    logits = model(batch["kinds"], batch["ids"], lengths=batch["lengths"], text_features=batch.get("text_features"))
+    logits = model(
+        batch["kinds"],
+        batch["ids"],
+        lengths=batch["lengths"],
+        text_features=batch.get("text_features"),
+        text_segments=batch.get("text_segments"),
+    )
     cfg = model.config
     loss = label_smoothing_loss(
         logits, batch["targets"], smoothing=cfg.lsm_weight, normalize_length=cfg.length_normalized_loss

@@ -153,3 +153,47 @@ def test_configs_build_model_configs():
         slm.SpeechLMConfig(layout="valle")
     with pytest.raises(ValueError, match="unknown SpeechLMConfig keys"):
         slm.SpeechLMConfig.from_dict({"speech_tokens": 3})
+
+
+def test_bidirectional_text_blocks():
+    texts, speeches = [[1, 2, 3], [4, 5]], [[10, 11], [12, 13]]
+    seq = slm.gpt_sovits2_sequence(texts, speeches, speech_token_size=20)
+    batch = slm.pad_batch([seq])
+    changed = dict(batch)
+    changed["ids"] = batch["ids"].copy()
+    changed["ids"][0, 3] = 7  # last token of text block 1 (positions 1..3)
+    outs = {}
+    for mode in ("causal", "bidirectional"):
+        config = slm.SpeechLMConfig(backbone=TINY, speech_token_size=20, layout="gpt_sovits2", text_attention=mode)
+        model = slm.SpeechLM(config, rngs=nnx.Rngs(4))
+        outs[mode] = [
+            np.asarray(model(b["kinds"], b["ids"], lengths=b["lengths"], text_segments=b["text_segments"]))
+            for b in (batch, changed)
+        ]
+    causal, bidir = outs["causal"], outs["bidirectional"]
+    np.testing.assert_allclose(causal[0][0, :3], causal[1][0, :3], atol=1e-6)  # causal: the past cannot see it
+    assert not np.allclose(bidir[0][0, 1:3], bidir[1][0, 1:3])  # bidirectional: the whole block sees it
+    np.testing.assert_allclose(bidir[0][0, 0], bidir[1][0, 0], atol=1e-6)  # sos is outside the block
+    with pytest.raises(ValueError, match="text_segments"):
+        model(batch["kinds"], batch["ids"], lengths=batch["lengths"])
+
+
+def test_bidirectional_cached_decode_equals_full_forward():
+    config = slm.SpeechLMConfig(
+        backbone=TINY, speech_token_size=20, layout="gpt_sovits2", text_attention="bidirectional"
+    )
+    graphdef, params = nnx.split(slm.SpeechLM(config, rngs=nnx.Rngs(5)), nnx.Param)
+    texts, speeches = [[1, 2, 3], [4, 5, 6, 7]], [[10, 11, 12], [13, 14, 15, 16]]
+    train = slm.pad_batch([slm.gpt_sovits2_sequence(texts, speeches, speech_token_size=20)])
+    prompt = slm.pad_batch([slm.gpt_sovits2_sequence(texts, speeches[:1], speech_token_size=20)])
+    p = int(prompt["lengths"][0])
+    fed = train["ids"][:, p:]
+    cached = gen.decode_logits(
+        graphdef, params, {k: prompt[k] for k in ("kinds", "ids", "text_segments")}, prompt["lengths"], fed
+    )
+    full = np.asarray(
+        nnx.merge(graphdef, params)(
+            train["kinds"], train["ids"], lengths=train["lengths"], text_segments=train["text_segments"]
+        )
+    )
+    np.testing.assert_allclose(cached[0], full[0, p - 1 :], atol=1e-5)
