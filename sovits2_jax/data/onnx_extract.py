@@ -147,7 +147,8 @@ def _token_chunk(items: list[tuple[str, str]]) -> list[tuple[str, np.ndarray | N
 
 def _run(kind: str, items: list[tuple[str, str]], onnx_path: str, workers: int, batch_size: int, desc: str):
     fn: Callable = _embedding_chunk if kind == "embedding" else _token_chunk
-    chunks = [items[i : i + CHUNK] for i in range(0, len(items), CHUNK)]
+    size = max(1, min(CHUNK, -(-len(items) // (4 * max(1, workers)))))  # keep every worker busy on small sets
+    chunks = [items[i : i + size] for i in range(0, len(items), size)]
     results = []
     with tqdm(total=len(items), desc=desc, unit="utt", dynamic_ncols=True) as bar:
         if workers <= 0:
