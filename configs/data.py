@@ -13,12 +13,13 @@ KINDS = ("llm", "flow", "hift", "gpt_sovits2")
 # Bucket lengths in the unit each pipeline batches by: speech tokens (llm), 50 Hz mel frames (flow),
 # packed positions (gpt_sovits2); hift crops to one fixed length.
 BUCKETS = {
-    "llm": [50, 64, 80, 100, 128, 160, 200, 256, 320, 400, 500],
+    "llm": [25, 32, 40, 50, 64, 80, 100, 128, 160, 200, 250, 320, 400, 500],
     "flow": [100, 128, 160, 200, 256, 320, 400, 500, 640, 800, 1000],
     "hift": [51],
     "gpt_sovits2": [1024],
 }
-BUDGET = {"llm": 2000, "flow": 2000, "hift": 2000, "gpt_sovits2": 8192}
+# CosyVoice2 batches 2000 mel frames (50 Hz); the LM counts 25 Hz speech tokens, so 1000 is the same budget.
+BUDGET = {"llm": 1000, "flow": 2000, "hift": 2000, "gpt_sovits2": 8192}
 
 
 def pipeline_config(kind: str) -> ml_collections.ConfigDict:

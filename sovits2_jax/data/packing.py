@@ -26,7 +26,8 @@ def gpt_sovits2_example(texts, speeches, *, speech_token_size: int) -> dict[str,
 
 def pack_rows(rows: Sequence[Sequence[dict[str, np.ndarray] | None]], length: int) -> dict[str, np.ndarray]:
     """[B, length] kinds / ids / targets / text_segments / segment_ids / positions, plus ``lengths`` (used
-    positions) and ``num_segments`` per row. None entries (skipped examples) leave their space unused."""
+    positions) and ``num_segments`` per row. None entries (skipped examples) leave their space unused.
+    ``text_segments`` count text blocks through the row (unique per row) for bidirectional text attention."""
     from sovits2_jax.models.speech_lm import IGNORE_ID, PAD
 
     b = len(rows)
@@ -41,7 +42,7 @@ def pack_rows(rows: Sequence[Sequence[dict[str, np.ndarray] | None]], length: in
         "num_segments": np.zeros(b, np.int32),
     }
     for i, examples in enumerate(rows):
-        at, seg = 0, 0
+        at, seg, text_base = 0, 0, 0
         for ex in examples:
             if ex is None:
                 continue
@@ -49,8 +50,12 @@ def pack_rows(rows: Sequence[Sequence[dict[str, np.ndarray] | None]], length: in
             if at + n > length:
                 raise ValueError(f"pack_rows: row {i} needs {at + n} positions, more than {length}")
             seg += 1
-            for key in ("kinds", "ids", "targets", "text_segments"):
+            for key in ("kinds", "ids", "targets"):
                 out[key][i, at : at + n] = ex[key]
+            # text blocks numbered through the whole row, so no two examples share a text-block number
+            ts = np.asarray(ex["text_segments"])
+            out["text_segments"][i, at : at + n] = np.where(ts > 0, ts + text_base, 0)
+            text_base += int(ts.max(initial=0))
             out["segment_ids"][i, at : at + n] = seg
             out["positions"][i, at : at + n] = np.arange(n)
             at += n

@@ -99,7 +99,7 @@ class PlannedBatches(grain.MapDataset):
         self._rows_of_group = self.index.rows_of_group()
         self._plans: collections.OrderedDict[int, tuple] = collections.OrderedDict()
         self._starts = [0]  # global step of each epoch's start, as far as computed
-        self._plan_lock = threading.Lock()
+        self._plan_lock = threading.RLock()  # grain reads elements from several threads
 
     def __getstate__(self):
         state = dict(self.__dict__)
@@ -204,6 +204,10 @@ class PlannedBatches(grain.MapDataset):
 
     def _locate(self, step: int) -> tuple[int, int]:
         """(epoch, step inside the epoch) of a global step."""
+        with self._plan_lock:
+            return self._locate_locked(step)
+
+    def _locate_locked(self, step: int) -> tuple[int, int]:
         while self._starts[-1] <= step:
             e = len(self._starts) - 1
             if self.cfg["num_epochs"] > 0 and e >= self.cfg["num_epochs"]:
@@ -246,8 +250,6 @@ class PlannedBatches(grain.MapDataset):
         s = steps.check_tokens(s, need_speech_token=need_tokens)
         if c.kind in ("flow", "hift") or c.online_tokenization:
             s = steps.decode_audio(s)
-        if "speech_token" not in s:
-            s["speech_token"] = np.zeros(0, np.int32)
         if c.kind != "gpt_sovits2":
             s = steps.filter_lengths(s, **c.filter.to_dict())
         if "speech" in s:

@@ -309,7 +309,7 @@ def test_cli_prints_stats_and_dumps(corpus, tmp_path):
     dump = tmp_path / "b.npz"
     cmd = [
         sys.executable, "-m", "sovits2_jax.data.pipeline", "--config=configs/data.py:llm", f"--data_list={corpus}",
-        "--num_batches=3", f"--dump={dump}", "--config.data.worker_count=0", "--config.data.max_frames_in_batch=400",
+        "--num_batches=3", f"--dump={dump}", "--config.data.worker_count=0", "--config.data.max_frames_in_batch=600",
     ]  # fmt: skip
     res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
@@ -318,3 +318,39 @@ def test_cli_prints_stats_and_dumps(corpus, tmp_path):
         assert {"00000/speech_token", "00002/text_token_len"} <= set(z.files)
     res = subprocess.run([*cmd, "--config.data.max_frames_in_batch=10"], cwd=ROOT, capture_output=True, text=True)
     assert res.returncode == 1 and "config.data.bucket_lengths" in res.stderr
+
+
+def test_hift_crops_mel_and_f0(rows, tmp_path):
+    data_list = synthetic.write_corpus(str(tmp_path / "hift"), rows[:6], rows_per_file=2)
+    cfg = config("hift", max_frames_in_batch=51 * 4)
+    batches, _ = read_all(cfg, data_list)
+    assert sum(int(b["valid"].sum()) for b, _ in batches) == 6
+    for batch, _ in batches:
+        assert batch["speech"].shape == (4, 24480) and batch["speech_feat"].shape == (4, 51, 80)
+        assert batch["pitch_feat"].shape == (4, 51)
+        v = batch["valid"]
+        assert np.all(np.abs(batch["speech"][v]).max(axis=1) > 0.05)  # a crop of the tone, not padding
+        voiced = batch["pitch_feat"][v]
+        # synthetic speakers sing at 100 + 25 * s Hz (with 5 % vibrato)
+        assert np.all((np.median(voiced, axis=1) > 90) & (np.median(voiced, axis=1) < 200))
+    again, _ = read_all(cfg, data_list)
+    assert_same(batches, again)  # random crops are a function of (seed, step, row)
+
+
+def test_online_tokenization_adds_whisper_mel(rows, tmp_path):
+    path = tmp_path / "notok"
+    path.mkdir()
+    table = pq.read_table(synthetic.write_corpus(str(tmp_path / "src"), rows[:8], rows_per_file=8).replace(
+        "data.list", "parquet_000000000.tar"))  # fmt: skip
+    pq.write_table(table.drop(["speech_token"]), path / "a.parquet")
+    (path / "data.list").write_text("a.parquet\n")  # a relative entry
+    cfg = config("flow", online_tokenization=True)
+    batches, it = read_all(cfg, str(path / "data.list"))
+    assert sum(int(b["valid"].sum()) for b, _ in batches) == 8 and not it.skipped
+    for batch, _ in batches:
+        assert "speech_token" not in batch
+        b, length = batch["speech_feat"].shape[:2]
+        assert batch["whisper_feat"].shape == (b, 2 * length + 4, 128)
+        v = batch["valid"]
+        # 100 whisper frames per second against 50 mel frames per second
+        np.testing.assert_allclose(batch["whisper_feat_len"][v], 2 * batch["speech_feat_len"][v], atol=2)
