@@ -268,3 +268,15 @@ def test_whole_directory_round_trip(model_dir, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in b)
     with pytest.raises(ConversionError, match=r"no cosyvoice2\.yaml"):
         cosyvoice2.torch_to_jax(tmp_path / "back" / parity_llm.BLANK_EN, tmp_path / "x")
+
+
+def test_clis_on_a_model_directory(model_dir, tmp_path, capsys):
+    from sovits2_jax.convert import cli
+
+    assert cli.torch_to_jax_main(["--src", str(model_dir), "--dst", str(tmp_path / "j")]) == 0
+    assert cli.jax_to_torch_main(["--src", str(tmp_path / "j"), "--dst", str(tmp_path / "t")]) == 0
+    assert (tmp_path / "t" / "llm.pt").is_file()
+    report = tmp_path / "report.json"
+    assert cli.parity_main(["--src", str(tmp_path / "t"), "--report", str(report)]) == 0
+    out = capsys.readouterr().out
+    assert "parity llm" in out and "PASS" in out
