@@ -516,7 +516,7 @@ def main(argv) -> int:
     n = 0
     try:
         for n, batch in enumerate(batches, start=1):
-            shapes[tuple(tuple(v.shape) for k, v in sorted(batch.items()) if k != "valid")[:1]] += 1
+            shapes[tuple((k, v.shape) for k, v in sorted(batch.items()))] += 1
             r, t = padding_stats(batch, cfg.kind)
             real, total = real + r, total + t
             if f.dump:

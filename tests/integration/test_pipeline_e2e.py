@@ -354,3 +354,27 @@ def test_online_tokenization_adds_whisper_mel(rows, tmp_path):
         v = batch["valid"]
         # 100 whisper frames per second against 50 mel frames per second
         np.testing.assert_allclose(batch["whisper_feat_len"][v], 2 * batch["speech_feat_len"][v], atol=2)
+
+
+def test_iterator_state_in_orbax_checkpoint_manager_next_to_params(corpus, tmp_path):
+    import grain
+    import orbax.checkpoint as ocp
+
+    cfg = config("llm", num_epochs=3)
+    params = {"w": np.arange(6, dtype=np.float32).reshape(2, 3)}
+    it = pipeline.make_batches(cfg, data_list=corpus, process_index=0, process_count=1)
+    for _ in range(5):
+        next(it)
+    with ocp.CheckpointManager(tmp_path / "ckpt", item_names=("params", "data")) as mngr:
+        mngr.save(7, args=ocp.args.Composite(params=ocp.args.StandardSave(params),
+                                             data=iterator_state.orbax_save_args(it)))  # fmt: skip
+        mngr.wait_until_finished()
+    expected = [next(it) for _ in range(3)]
+    fresh = pipeline.make_batches(cfg, data_list=corpus, process_index=0, process_count=1)
+    with ocp.CheckpointManager(tmp_path / "ckpt", item_names=("params", "data")) as mngr:
+        assert mngr.latest_step() == 7
+        got = mngr.restore(7, args=ocp.args.Composite(params=ocp.args.StandardRestore(params),
+                                                      data=iterator_state.orbax_restore_args(fresh)))  # fmt: skip
+    np.testing.assert_array_equal(got["params"]["w"], params["w"])
+    assert_same([(x, None) for x in expected], [(next(fresh), None) for _ in range(3)])
+    assert isinstance(iterator_state.orbax_save_args(it), grain.checkpoint.CheckpointSave)
