@@ -130,6 +130,7 @@ def reference_stages(data_dir: str, campplus: str, tokenizer: str, out_dir: str)
 
 def our_stages(data_dir: str, campplus: str, tokenizer: str, out_dir: str, workers: int, batch_size: int):
     from sovits2_jax.data import onnx_extract, parquet_writer
+    from sovits2_jax.data.kaldi import read_kaldi_dir
 
     times = {}
     t = time.perf_counter()
@@ -139,7 +140,8 @@ def our_stages(data_dir: str, campplus: str, tokenizer: str, out_dir: str, worke
     onnx_extract.extract_speech_tokens(data_dir, tokenizer, workers=workers, batch_size=batch_size)
     times["speech token"] = time.perf_counter() - t
     t = time.perf_counter()
-    parquet_writer.make_parquet_list(data_dir, out_dir, num_utts_per_parquet=16, num_processes=workers)
+    per_shard = -(-len(read_kaldi_dir(data_dir)) // workers)  # one shard per worker
+    parquet_writer.make_parquet_list(data_dir, out_dir, num_utts_per_parquet=per_shard, num_processes=workers)
     times["parquet"] = time.perf_counter() - t
     return times
 

@@ -16,6 +16,8 @@ import glob
 import logging
 import os
 
+from tqdm import tqdm
+
 from sovits2_jax.audio.io import AudioError, audio_info
 from sovits2_jax.data.skiplog import SkipLog
 
@@ -54,7 +56,7 @@ def scan_libritts(src_dir: str, skips: SkipLog | None = None) -> KaldiData:
         if d not in with_audio:
             skips.add(d, "speaker folder without audio")
     data = KaldiData({}, {}, {})
-    for wav in sorted(wavs, key=lambda w: os.path.basename(w)):
+    for wav in tqdm(sorted(wavs, key=os.path.basename), desc="kaldi", unit="utt", dynamic_ncols=True):
         utt = os.path.basename(wav)[: -len(".wav")]
         text, reason = _check_utterance(wav)
         if reason:
