@@ -148,7 +148,7 @@ def test_vits_style_mpd_matches_gpt_sovits():
     ref = _perturb(models.MultiPeriodDiscriminator(), 2)
     make = lambda: MultiPeriodDiscriminator(scale_layers=VITS_S_LAYERS, rngs=nnx.Rngs(0))
     graphdef, params, flat = _convert(ref, make, mpd_rules(with_scale=True))
-    y, y_hat = _signals(batch=1, samples=6403, seed=1)
+    y, y_hat = _signals(batch=1, samples=3203, seed=1)
     with torch.no_grad():
         d_rs, d_gs, f_rs, f_gs = ref(torch.from_numpy(y)[:, None], torch.from_numpy(y_hat)[:, None])
     got = jax.jit(lambda p, a, b: nnx.merge(graphdef, p)(a, b))(params, y, y_hat)
@@ -173,3 +173,46 @@ def test_discriminator_rejects_mismatched_inputs():
         d(jnp.zeros((1, 100)), jnp.zeros((1, 99)))
     with pytest.raises(ValueError, match=r"\[B, T\]"):
         d(jnp.zeros((1, 1, 100)), jnp.zeros((1, 1, 100)))
+
+
+def test_hift_objectives_match_hifigan(cosyvoice_pair):
+    """Whole generator / discriminator objectives (mel L1 with the GAN mel settings, F0 L1, weights 45/2/1)."""
+    import functools
+
+    from cosyvoice.hifigan.hifigan import HiFiGan
+    from matcha.utils.audio import mel_spectrogram as torch_mel
+
+    from sovits2_jax.audio.mel import MelConfig, mel_spectrogram
+
+    ref_disc, _, _, _, disc_out = cosyvoice_pair  # D(real, generated) of ours on _signals()
+    y, y_hat = _signals()
+    rng = np.random.default_rng(6)
+    f0_target = (150 + 50 * rng.random((2, 20))).astype(np.float32)
+    f0_pred = (f0_target + rng.standard_normal((2, 20)) * 5).astype(np.float32)
+
+    class FixedGenerator(torch.nn.Module):
+        def forward(self, batch, device):
+            return torch.from_numpy(y_hat), torch.from_numpy(f0_pred)
+
+    gan_mel = functools.partial(
+        torch_mel, n_fft=1920, num_mels=80, sampling_rate=24000, hop_size=480, win_size=1920, fmin=0, fmax=None
+    )
+    ref = HiFiGan(FixedGenerator(), ref_disc, [gan_mel])
+    batch = {"speech": torch.from_numpy(y), "pitch_feat": torch.from_numpy(f0_target)}
+    with torch.no_grad():
+        want_g = ref.forward_generator(batch, "cpu")
+        want_d = ref.forward_discriminator(batch, "cpu")
+
+    mel_fns = [functools.partial(mel_spectrogram, cfg=MelConfig(fmax=None))]
+
+    @jax.jit
+    def ours(d_out, real, fake, f0p, f0t):
+        g = gan_losses.hift_generator_loss(real, fake, f0p, f0t, d_out, mel_fns)
+        return g, gan_losses.hift_discriminator_loss(d_out)
+
+    got_g, got_d = ours(disc_out, y, y_hat, f0_pred, f0_target)
+    assert float(want_g["loss_mel"]) > 0.01 and float(want_g["loss_f0"]) > 1.0
+    for name, value in want_g.items():
+        np.testing.assert_allclose(float(got_g[name]), float(value), rtol=1e-4, err_msg=f"generator {name}")
+    for name, value in want_d.items():
+        np.testing.assert_allclose(float(got_d[name]), float(value), rtol=1e-4, err_msg=f"discriminator {name}")
