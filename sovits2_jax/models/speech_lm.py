@@ -156,10 +156,12 @@ class SpeechLM(nnx.Module):
         text_features: jax.Array | None = None,
         text_segments: jax.Array | None = None,
         segment_ids: jax.Array | None = None,
+        positions: jax.Array | None = None,
     ) -> jax.Array:
         """Logits [B, T, speech_token_size + 3] for right-padded rows of ``lengths`` (or packed segments).
 
         ``text_segments`` [B, T] numbers the text blocks (0 elsewhere); used with bidirectional text attention.
+        Several examples packed in one row take ``segment_ids`` and ``positions`` restarting at each example.
         """
         x = self.embed(kinds, ids, text_features)
         mask = None
@@ -169,6 +171,7 @@ class SpeechLM(nnx.Module):
             inputs_embeds=x,
             attention_mask=mask,
             segment_ids=segment_ids,
+            positions=positions,
             bidirectional_segments=self.bidirectional_segments(text_segments),
         )
         return self.logits(hidden)

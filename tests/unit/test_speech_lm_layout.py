@@ -197,3 +197,19 @@ def test_bidirectional_cached_decode_equals_full_forward():
         )
     )
     np.testing.assert_allclose(cached[0], full[0, p - 1 :], atol=1e-5)
+
+
+def test_packed_row_equals_separate_rows():
+    config = slm.SpeechLMConfig(backbone=TINY, speech_token_size=20, layout="gpt_sovits2")
+    model = slm.SpeechLM(config, rngs=nnx.Rngs(6))
+    a = slm.gpt_sovits2_sequence([[1, 2], [3]], [[10], [11, 12]], speech_token_size=20)
+    b = slm.gpt_sovits2_sequence([[4, 5, 6], [7]], [[13, 14], [15]], speech_token_size=20)
+    na, nb = len(a["kinds"]), len(b["kinds"])
+    kinds = np.concatenate([a["kinds"], b["kinds"]])[None]
+    ids = np.concatenate([a["ids"], b["ids"]])[None]
+    seg = np.asarray([1] * na + [2] * nb)[None]
+    pos = np.concatenate([np.arange(na), np.arange(nb)])[None]
+    packed = np.asarray(model(kinds, ids, segment_ids=seg, positions=pos))
+    sep = [np.asarray(model(e["kinds"][None], e["ids"][None])) for e in (a, b)]
+    np.testing.assert_allclose(packed[0, :na], sep[0][0], atol=1e-5)
+    np.testing.assert_allclose(packed[0, na:], sep[1][0], atol=1e-5)
