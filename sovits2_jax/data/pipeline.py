@@ -328,6 +328,10 @@ class PlannedBatches(grain.MapDataset):
         except steps.SkipSample as e:
             skipped[str(e)] += 1
             return None
+        except Exception as e:  # a broken row must not stop training; it is counted by type
+            log.warning("data: example %s failed: %r", [self.index.utt[r] for r in ex], e)
+            skipped[f"error: {e.__class__.__name__}"] += 1
+            return None
         out = packing.gpt_sovits2_example(texts, speeches, speech_token_size=self.cfg["speech_token_size"])
         if len(out["kinds"]) > self.buckets[0].length:  # text lengths changed since indexing
             skipped["longer than the pack length"] += 1

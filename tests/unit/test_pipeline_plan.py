@@ -221,3 +221,31 @@ def test_compute_mel_cuts_to_whole_tokens():
     np.testing.assert_array_equal(s["speech_feat"], full[:60])
     s = steps.compute_mel({"speech": wav, "speech_token": np.arange(500)}, mel_config=MelConfig(), token_mel_ratio=2)
     assert s["speech_feat"].shape[0] == 2 * (full.shape[0] // 2) and len(s["speech_token"]) == full.shape[0] // 2
+
+
+def test_data_list_and_index_errors_name_the_file(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from sovits2_jax.data import source
+
+    with pytest.raises(FileNotFoundError, match=r"nope\.list"):
+        source.read_data_list(str(tmp_path / "nope.list"))
+    (tmp_path / "d.list").write_text("missing.parquet\n")
+    with pytest.raises(FileNotFoundError, match=r"missing\.parquet"):
+        source.read_data_list(str(tmp_path / "d.list"))
+    pq.write_table(pa.table({"utt": ["a"], "text": ["x"]}), tmp_path / "nospk.parquet")
+    with pytest.raises(ValueError, match=r"nospk\.parquet: parquet lacks column\(s\) \['spk'\]"):
+        source.build_index([str(tmp_path / "nospk.parquet")])
+    (tmp_path / "junk.parquet").write_bytes(b"not parquet")
+    with pytest.raises(ValueError, match=r"junk\.parquet: not a readable parquet file"):
+        source.build_index([str(tmp_path / "junk.parquet")])
+    pq.write_table(pa.table({"utt": ["a", "b", "c"], "spk": ["s", "s", "t"], "speech_token": [[1, 2], [], [3]]}),
+                   tmp_path / "ok.parquet", row_group_size=2)  # fmt: skip
+    index = source.build_index([str(tmp_path / "ok.parquet")])
+    assert index.num_groups == 2 and index.speech_token_len.tolist() == [2, 0, 1]
+    assert index.group.tolist() == [0, 0, 1] and index.row.tolist() == [0, 1, 0] and index.speakers == ["s", "t"]
+    reader = source.RowReader(index, ("utt", "speech_token"))
+    assert reader.read(2)["utt"] == "c" and reader.read(2)["speech_token"].tolist() == [3]
+    with pytest.raises(ValueError, match=r"lack column\(s\) \['audio_data'\]"):
+        source.RowReader(index, ("utt", "audio_data"))
