@@ -31,7 +31,7 @@ def pipeline_config(kind: str) -> ml_collections.ConfigDict:
     c.seed = 0
     c.num_epochs = -1  # -1 = repeat forever
     c.window_groups = 4  # parquet row groups shuffled together per process (0 = all of them)
-    c.drop_remainder = False
+    c.drop_remainder = kind == "hift"  # GAN crops: full batches only (no all-zero rows shown to the discriminator)
     # batching: (batch, length) buckets with batch * length <= max_frames_in_batch (per process)
     c.bucket_lengths = list(BUCKETS[kind])
     c.max_frames_in_batch = BUDGET[kind]

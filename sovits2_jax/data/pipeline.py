@@ -9,6 +9,18 @@ shuffled in windows, bucketed under the frame budget or packed, shapes kept in l
 order is a pure function of (seed, step), the iterator state is one integer per prefetch worker, and a restored
 iterator yields exactly the batches the uninterrupted run would have. Unusable rows become padding rows
 (``valid`` False) and are counted by reason.
+
+Batch keys (numpy, leading dim = local batch; every ``X_len`` counts the valid steps of ``X``):
+- ``llm`` (CosyVoice2 ``Qwen2LM``): text_token [B, Lt], speech_token [B, L], embedding [B, D].
+- ``flow``: speech_feat [B, L, 80], speech_token [B, L / token_mel_ratio], embedding [B, D] (utt or spk, L2-normed),
+  cond_len [B] (prompt-prefix frames drawn like the reference), whisper_feat [B, 2L + 4, 128] when
+  ``online_tokenization``.
+- ``hift``: speech [B, truncate_length], speech_feat [B, T, 80], pitch_feat [B, T].
+- ``gpt_sovits2`` (packed): kinds / ids / targets / text_segments / segment_ids / positions [B, L], lengths and
+  num_segments [B]; pass ``segment_ids`` to the Speech LM so no position sees another example.
+All have ``valid`` [B]. A lockstep filler batch (multi-process, see ``batching.lockstep``) may have no valid row,
+so losses must guard their denominators. The state of ``Batches`` (and of grain's iterator) depends on
+``worker_count``: restore with the same value.
 """
 
 from __future__ import annotations

@@ -331,7 +331,7 @@ def test_cli_prints_stats_and_dumps(corpus, tmp_path):
 
 def test_hift_crops_mel_and_f0(rows, tmp_path):
     data_list = synthetic.write_corpus(str(tmp_path / "hift"), rows[:6], rows_per_file=2)
-    cfg = config("hift", max_frames_in_batch=51 * 4)
+    cfg = config("hift", max_frames_in_batch=51 * 4, drop_remainder=False)
     batches, _ = read_all(cfg, data_list)
     assert sum(int(b["valid"].sum()) for b, _ in batches) == 6
     for batch, _ in batches:
