@@ -30,7 +30,9 @@ def pipeline_config(kind: str) -> ml_collections.ConfigDict:
     c.data_list = ""  # path of a data.list (one parquet per line); the CLI's --data_list overrides it
     c.seed = 0
     c.num_epochs = -1  # -1 = repeat forever
-    c.window_groups = 4  # parquet row groups shuffled together per process (0 = all of them)
+    # parquet row groups shuffled together per process (0 = all of them: only when cache_mb holds them all,
+    # since a row costs its whole row group on a cache miss)
+    c.window_groups = 4
     c.drop_remainder = kind == "hift"  # GAN crops: full batches only (no all-zero rows shown to the discriminator)
     # batching: (batch, length) buckets with batch * length <= max_frames_in_batch (per process)
     c.bucket_lengths = list(BUCKETS[kind])
