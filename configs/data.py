@@ -37,6 +37,8 @@ def pipeline_config(kind: str) -> ml_collections.ConfigDict:
     # batching: (batch, length) buckets with batch * length <= max_frames_in_batch (per process)
     c.bucket_lengths = list(BUCKETS[kind])
     c.max_frames_in_batch = BUDGET[kind]
+    # > 0 (llm, flow): ignore bucket_lengths and fit this many lengths to the corpus (least padding)
+    c.num_buckets = 0
     c.batch_multiple = 1  # local batch sizes are rounded down to a multiple (the local data-parallel devices)
     c.text_ratio = 0.5  # llm: text tokens padded to max(text_min_pad, ceil(text_ratio * speech bucket length))
     c.text_min_pad = 16

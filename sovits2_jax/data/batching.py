@@ -58,6 +58,41 @@ def geometric_lengths(shortest: int, longest: int, growth: float = 1.25, multipl
         x *= growth
 
 
+def fit_bucket_lengths(lengths: np.ndarray, num_buckets: int, multiple: int = 1) -> list[int]:
+    """``num_buckets`` bucket lengths (multiples of ``multiple``) minimising the total padding of ``lengths``
+    when each length goes to the smallest bucket holding it (exact dynamic programme over the distinct lengths)."""
+    lengths = np.asarray(lengths, np.int64)
+    lengths = -(-lengths[lengths > 0] // multiple) * multiple
+    if lengths.size == 0:
+        raise ValueError("fit_bucket_lengths: no positive lengths to fit buckets to")
+    values, counts = np.unique(lengths, return_counts=True)
+    n = len(values)
+    k_max = min(num_buckets, n)
+    cum_c = np.concatenate([[0], np.cumsum(counts)])
+    cum_s = np.concatenate([[0], np.cumsum(counts * values)])
+    inf = np.iinfo(np.int64).max // 4
+    # cost[k][j]: least padding of values[: j + 1] with k + 1 buckets, the last one of length values[j]
+    cost = np.full((k_max, n), inf, np.int64)
+    arg = np.zeros((k_max, n), np.int64)
+    starts = np.arange(n)
+    for j in range(n):
+        waste = values[j] * (cum_c[j + 1] - cum_c[starts[: j + 1]]) - (cum_s[j + 1] - cum_s[starts[: j + 1]])
+        cost[0, j] = waste[0]
+        for k in range(1, k_max):
+            prev = np.concatenate([[inf], cost[k - 1, :j]])  # bucket k starts at i; the previous ends at i - 1
+            total = np.where(prev < inf, prev + waste, inf)
+            arg[k, j] = int(np.argmin(total))
+            cost[k, j] = total[arg[k, j]]
+    k = int(np.argmin(cost[:, n - 1]))
+    out, j = [], n - 1
+    while True:
+        out.append(int(values[j]))
+        if k == 0:
+            break
+        j, k = int(arg[k, j]) - 1, k - 1
+    return sorted(out)
+
+
 def bucket_ids(lengths: np.ndarray, buckets: Sequence[Bucket]) -> np.ndarray:
     """Smallest bucket holding each length (-1: longer than the largest bucket)."""
     bl = np.asarray([b.length for b in buckets])

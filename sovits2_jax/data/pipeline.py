@@ -71,6 +71,7 @@ def validate(cfg) -> None:
     if cfg.kind == "flow" and cfg.token_mel_ratio:
         bad = [x for x in cfg.bucket_lengths if x % cfg.token_mel_ratio]
         check(not bad, f"config.data.bucket_lengths {bad} must be multiples of token_mel_ratio={cfg.token_mel_ratio}")
+    check(cfg.num_buckets >= 0, f"config.data.num_buckets={cfg.num_buckets} must be >= 0 (0 = bucket_lengths)")
     try:
         batching.make_buckets(cfg.bucket_lengths, cfg.max_frames_in_batch, cfg.batch_multiple)
     except ValueError as e:
@@ -102,10 +103,29 @@ class PlannedBatches(grain.MapDataset):
         self.index = index
         self.process_index = process_index
         self.process_count = process_count
-        self.buckets = batching.make_buckets(cfg.bucket_lengths, cfg.max_frames_in_batch, cfg.batch_multiple)
         self.reader = source.RowReader(index, _columns(cfg, index.columns), cache_mb=cfg.cache_mb)
         self.speakers = prompts.SpeakerRows(index.spk, index.group)
         self._init_plans()
+        self.buckets = batching.make_buckets(self._bucket_lengths(), cfg.max_frames_in_batch, cfg.batch_multiple)
+
+    def _bucket_lengths(self) -> list[int]:
+        """The configured lengths, or (``num_buckets`` > 0) lengths fitted to this corpus's length histogram:
+        a function of the index only, so every process gets the same buckets."""
+        c = self.cfg
+        if c["num_buckets"] <= 0 or c["kind"] not in ("llm", "flow"):
+            return list(c["bucket_lengths"])
+        lengths, skips = self._row_lengths(np.arange(len(self.index)))
+        keep = np.ones(len(lengths), bool)
+        for m in skips.values():
+            keep &= ~m
+        longest = c["max_frames_in_batch"] // c["batch_multiple"]
+        lengths = lengths[keep & (lengths <= longest)]
+        if lengths.size == 0:
+            raise ValueError(f"no utterance fits max_frames_in_batch={c['max_frames_in_batch']}; nothing to bucket")
+        multiple = max(c["token_mel_ratio"], 1) if c["kind"] == "flow" else 1
+        fitted = batching.fit_bucket_lengths(lengths, c["num_buckets"], multiple)
+        log.info("data: %d bucket lengths fitted to %d utterances: %s", len(fitted), lengths.size, fitted)
+        return fitted
 
     def _init_plans(self):
         self._rows_of_group = self.index.rows_of_group()
@@ -135,7 +155,7 @@ class PlannedBatches(grain.MapDataset):
         tok = ix.speech_token_len[rows]
         skip = {}
         if c["kind"] == "hift":
-            return np.full(len(rows), self.buckets[0].length), skip
+            return np.full(len(rows), c["bucket_lengths"][0]), skip
         if not c["online_tokenization"] or c["kind"] != "flow":
             skip["empty speech tokens"] = tok <= 0
         if c["kind"] == "flow":

@@ -387,3 +387,15 @@ def test_iterator_state_in_orbax_checkpoint_manager_next_to_params(corpus, tmp_p
     np.testing.assert_array_equal(got["params"]["w"], params["w"])
     assert_same([(x, None) for x in expected], [(next(fresh), None) for _ in range(3)])
     assert isinstance(iterator_state.orbax_save_args(it), grain.checkpoint.CheckpointSave)
+
+
+def test_fitted_buckets_cover_the_corpus(corpus, rows):
+    cfg = config("llm", num_buckets=3, max_frames_in_batch=400)
+    batches, it = read_all(cfg, corpus)
+    lengths = [b.length for b in it.dataset.buckets]
+    tok_lens = [len(r["speech_token"]) for r in rows]
+    assert len(lengths) == 3 and lengths[-1] == max(tok_lens)  # text is short: speech tokens set the length
+    assert sum(int(b["valid"].sum()) for b, _ in batches) == NUM_ROWS
+    for batch, _ in batches:
+        b, length = batch["speech_token"].shape
+        assert length in lengths and b * length <= 400

@@ -249,3 +249,25 @@ def test_data_list_and_index_errors_name_the_file(tmp_path):
     assert reader.read(2)["utt"] == "c" and reader.read(2)["speech_token"].tolist() == [3]
     with pytest.raises(ValueError, match=r"lack column\(s\) \['audio_data'\]"):
         source.RowReader(index, ("utt", "audio_data"))
+
+
+def test_fitted_bucket_lengths_are_optimal():
+    def padding(lengths, buckets):
+        ids = batching.bucket_ids(lengths, [batching.Bucket(1, b) for b in buckets])
+        assert np.all(ids >= 0)
+        return int(np.sum(np.asarray(buckets)[ids] - lengths))
+
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(1, 40, size=200)
+    fitted = batching.fit_bucket_lengths(lengths, 3)
+    assert len(fitted) == 3 and fitted[-1] == lengths.max()
+    values = np.unique(lengths)
+    best = min(
+        padding(lengths, [a, b, values[-1]]) for i, a in enumerate(values[:-1]) for b in values[i + 1 : -1]
+    )  # brute force over every choice of the two shorter buckets
+    assert padding(lengths, fitted) == best
+    even = batching.fit_bucket_lengths(rng.integers(50, 1000, size=3000), 8, multiple=2)
+    assert all(x % 2 == 0 for x in even) and len(even) == 8
+    geometric = [100, 160, 256, 400, 640, 1000]
+    uniform = rng.integers(100, 1001, size=3000)
+    assert padding(uniform, batching.fit_bucket_lengths(uniform, 6)) < 0.8 * padding(uniform, geometric)
