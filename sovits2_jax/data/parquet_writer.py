@@ -33,6 +33,8 @@ from sovits2_jax.data.skiplog import SkipLog
 
 log = logging.getLogger(__name__)
 
+MIN_ROWS_FOR_PROCESSES = 2000  # below this, starting worker processes costs more than it saves
+
 SCHEMA = pa.schema(
     [
         ("utt", pa.string()),
@@ -148,7 +150,8 @@ def make_parquet_list(
     if len(todo) < len(shards):
         log.info("parquet: %d of %d shards already written, resuming", len(shards) - len(todo), len(shards))
     with tqdm(total=sum(len(s) for _, _, s in todo), desc="parquet", unit="utt", dynamic_ncols=True) as bar:
-        if num_processes <= 1 or len(todo) <= 1:
+        rows_todo = sum(len(shard) for _, _, shard in todo)
+        if num_processes <= 1 or len(todo) <= 1 or rows_todo < MIN_ROWS_FOR_PROCESSES:
             for job in todo:
                 bar.update(_write_shard_job(job))
         else:

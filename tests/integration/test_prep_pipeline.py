@@ -164,6 +164,7 @@ def _dir_bytes(d):
 def test_parquet_is_read_by_cosyvoice_and_resumes_identically(prepared, monkeypatch):
     root, data_dir, _, _, _ = prepared
     full = root / "parquet_full"
+    monkeypatch.setattr(parquet_writer, "MIN_ROWS_FOR_PROCESSES", 0)  # exercise the worker processes
     parquets, skips = parquet_writer.make_parquet_list(data_dir, str(full), num_utts_per_parquet=5, num_processes=2)
     assert skips.counts == {"no speech tokens (see skipped_speech_token.tsv)": 1}
     assert len(parquets) == 4  # 16 complete utterances, 5 per shard
