@@ -42,6 +42,7 @@ def pipeline_config(kind: str) -> ml_collections.ConfigDict:
     c.batch_multiple = 1  # local batch sizes are rounded down to a multiple (the local data-parallel devices)
     c.text_ratio = 0.5  # llm: text tokens padded to max(text_min_pad, ceil(text_ratio * speech bucket length))
     c.text_min_pad = 16
+    c.dpo = False  # llm: also batch the rejected speech tokens (column reject_speech_token) for DPO
     # processor steps (CosyVoice ``filter`` lengths are in 10 ms frames)
     c.tokenizer = "cosyvoice2"
     c.filter = ml_collections.ConfigDict(

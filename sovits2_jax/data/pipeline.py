@@ -11,7 +11,8 @@ iterator yields exactly the batches the uninterrupted run would have. Unusable r
 (``valid`` False) and are counted by reason.
 
 Batch keys (numpy, leading dim = local batch; every ``X_len`` counts the valid steps of ``X``):
-- ``llm`` (CosyVoice2 ``Qwen2LM``): text_token [B, Lt], speech_token [B, L], embedding [B, D].
+- ``llm`` (CosyVoice2 ``Qwen2LM``): text_token [B, Lt], speech_token [B, L], embedding [B, D]; with ``dpo``
+  also reject_speech_token [B, L] (the Parquet's ``reject_speech_token`` column).
 - ``flow``: speech_feat [B, L, 80], speech_token [B, L / token_mel_ratio], embedding [B, D] (utt or spk, L2-normed),
   cond_len [B] (prompt-prefix frames drawn like the reference), whisper_feat [B, 2L + 4, 128] when
   ``online_tokenization``.
@@ -86,6 +87,8 @@ def _columns(cfg, available: tuple[str, ...]) -> tuple[str, ...]:
         cols.append("audio_data")
     if cfg.kind in ("llm", "flow"):
         cols += ["utt_embedding", "spk_embedding"]
+    if cfg.kind == "llm" and cfg.dpo:
+        cols.append("reject_speech_token")
     return tuple(cols)
 
 
@@ -168,6 +171,10 @@ class PlannedBatches(grain.MapDataset):
         else:  # llm: speech tokens, widened so the text fits its padded share
             text = np.maximum(ix.text_token_len[rows], 0)
             lengths = np.maximum(tok, np.ceil(text / c["text_ratio"]).astype(np.int64))
+            if c["dpo"]:
+                reject = ix.reject_token_len[rows]
+                skip["empty rejected speech tokens"] = reject <= 0
+                lengths = np.maximum(lengths, reject)
         return lengths, skip
 
     def _epoch_plan(self, epoch: int):
@@ -280,6 +287,11 @@ class PlannedBatches(grain.MapDataset):
         s = steps.tokenize(s, tok)
         need_tokens = c.kind in ("llm", "flow", "gpt_sovits2") and not c.online_tokenization
         s = steps.check_tokens(s, need_speech_token=need_tokens)
+        if c.kind == "llm" and c.dpo:
+            rej = s.get("reject_speech_token")
+            if rej is None or len(rej) == 0:
+                raise steps.SkipSample("empty rejected speech tokens")
+            s["reject_speech_token"] = np.asarray(rej, np.int32)
         if c.kind in ("flow", "hift") or c.online_tokenization:
             s = steps.decode_audio(s)
         if c.kind != "gpt_sovits2":
@@ -385,6 +397,8 @@ class PlannedBatches(grain.MapDataset):
             text_len = max(c["text_min_pad"], math.ceil(length * c["text_ratio"]))
             field("text_token", text_len, (), np.int32)
             field("speech_token", length, (), np.int32)
+            if c["dpo"]:
+                field("reject_speech_token", length, (), np.int32)
         if c["kind"] in ("flow", "hift"):
             field("speech_feat", length, (c["mel"]["num_mels"],), np.float32)
         if c["kind"] == "flow" and not c["online_tokenization"]:

@@ -57,6 +57,7 @@ class ParquetIndex:
     spk: np.ndarray  # [N] speaker number into ``speakers``
     speakers: list[str]
     speech_token_len: np.ndarray  # [N]
+    reject_token_len: np.ndarray  # [N] (DPO's rejected speech tokens)
     text_token_len: np.ndarray  # [N]
     audio_seconds: np.ndarray  # [N] (-1 unless measured)
     columns: tuple[str, ...]
@@ -94,7 +95,7 @@ def build_index(files: list[str], *, tokenizer=None, measure_audio: bool = False
     """Indexes every row of ``files``; ``tokenizer`` (with ``encode``) adds text-token lengths, ``measure_audio``
     reads audio headers (needed only when there are no speech tokens to derive durations from)."""
     group_file, group_in_file, group, row, utt, spk_names = [], [], [], [], [], []
-    stl, ttl, secs = [], [], []
+    stl, rtl, ttl, secs = [], [], [], []
     columns: tuple[str, ...] | None = None
     for fi, path in enumerate(files):
         try:
@@ -106,7 +107,7 @@ def build_index(files: list[str], *, tokenizer=None, measure_audio: bool = False
         if missing:
             raise ValueError(f"{path}: parquet lacks column(s) {missing}; has {list(names)}")
         columns = names if columns is None else tuple(c for c in columns if c in names)
-        want = [c for c in ("utt", "spk", "speech_token", "text") if c in names]
+        want = [c for c in ("utt", "spk", "speech_token", "reject_speech_token", "text") if c in names]
         if tokenizer is None and "text" in want:
             want.remove("text")
         for gi in range(pf.num_row_groups):
@@ -119,11 +120,12 @@ def build_index(files: list[str], *, tokenizer=None, measure_audio: bool = False
             row.append(np.arange(n, dtype=np.int32))
             utt.extend(t.column("utt").to_pylist())
             spk_names.extend(t.column("spk").to_pylist())
-            if "speech_token" in want:
-                lens = pc.list_value_length(t.column("speech_token")).to_numpy(zero_copy_only=False)
-                stl.append(np.nan_to_num(lens.astype(np.float64), nan=0).astype(np.int32))
-            else:
-                stl.append(np.full(n, -1, np.int32))
+            for col, out in (("speech_token", stl), ("reject_speech_token", rtl)):
+                if col in want:  # null lists count as empty
+                    lens = pc.list_value_length(t.column(col)).to_numpy(zero_copy_only=False)
+                    out.append(np.nan_to_num(lens.astype(np.float64), nan=0).astype(np.int32))
+                else:
+                    out.append(np.full(n, -1, np.int32))
             if tokenizer is not None and "text" in want:
                 ttl.append(np.asarray([len(tokenizer.encode(x or "")) for x in t.column("text").to_pylist()], np.int32))
             else:
@@ -145,6 +147,7 @@ def build_index(files: list[str], *, tokenizer=None, measure_audio: bool = False
         spk=np.asarray([spk_id[s] for s in spk_names], np.int32),
         speakers=speakers,
         speech_token_len=cat(stl, np.int32),
+        reject_token_len=cat(rtl, np.int32),
         text_token_len=cat(ttl, np.int32),
         audio_seconds=cat(secs, np.float64),
         columns=columns or (),

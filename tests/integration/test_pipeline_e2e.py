@@ -399,3 +399,28 @@ def test_fitted_buckets_cover_the_corpus(corpus, rows):
     for batch, _ in batches:
         b, length = batch["speech_token"].shape
         assert length in lengths and b * length <= 400
+
+
+def test_llm_dpo_batches_rejected_tokens(rows, tmp_path):
+    path = tmp_path / "dpo"
+    path.mkdir()
+    src = synthetic.write_corpus(str(tmp_path / "src"), rows[:8], rows_per_file=8)
+    table = pq.read_table(src.replace("data.list", "parquet_000000000.tar"))
+    reject = [np.asarray(r["speech_token"][::-1][: 10 + i], np.int64) for i, r in enumerate(rows[:8])]
+    reject[3] = np.zeros(0, np.int64)  # no rejected tokens: skipped at plan time, counted
+    table = table.append_column("reject_speech_token", pa.array(reject, type=pa.list_(pa.int64())))
+    pq.write_table(table, path / "a.parquet")
+    (path / "data.list").write_text(str(path / "a.parquet") + "\n")
+    batches, it = read_all(config("llm", dpo=True), str(path / "data.list"))
+    assert dict(it.skipped) == {"empty rejected speech tokens": 1}
+    by_utt = {r["utt"]: i for i, r in enumerate(rows[:8])}
+    n = 0
+    for batch, meta in batches:
+        assert batch["reject_speech_token"].shape == batch["speech_token"].shape
+        for i, utt in enumerate(meta["_utts"]):
+            if utt:
+                want = reject[by_utt[utt]]
+                assert batch["reject_speech_token_len"][i] == len(want)
+                np.testing.assert_array_equal(batch["reject_speech_token"][i, : len(want)], want)
+                n += 1
+    assert n == 7
