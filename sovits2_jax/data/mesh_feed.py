@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import collections
+from collections.abc import Iterable, Iterator, Sequence
 
 import jax
 import numpy as np
@@ -38,3 +39,14 @@ def to_global(batch: dict[str, np.ndarray], mesh: Mesh, batch_axes: Sequence[str
         sharding = batch_sharding(mesh, batch_axes, value.ndim)
         out[key] = jax.make_array_from_process_local_data(sharding, value)
     return out
+
+
+def prefetch(batches: Iterable, size: int = 2) -> Iterator:
+    """Keeps ``size`` batches ahead: their host-to-device copies (dispatched asynchronously) overlap the step."""
+    queue = collections.deque()
+    for item in batches:
+        queue.append(item)
+        if len(queue) > size:
+            yield queue.popleft()
+    while queue:
+        yield queue.popleft()

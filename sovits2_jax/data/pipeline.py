@@ -505,11 +505,13 @@ class Batches:
         self.last_meta = meta
         return arrays
 
-    def global_batches(self, mesh):
-        from sovits2_jax.data.mesh_feed import to_global
+    def global_batches(self, mesh, prefetch: int = 2):
+        """Global ``jax.Array`` batches on ``mesh``, ``prefetch`` of them in flight. ``last_meta`` then belongs to
+        the newest local batch, which is up to ``prefetch`` ahead of the one yielded."""
+        from sovits2_jax.data import mesh_feed
 
-        for arrays in self:
-            yield to_global(arrays, mesh, tuple(self.cfg.batch_axes))
+        arrays = (mesh_feed.to_global(a, mesh, tuple(self.cfg.batch_axes)) for a in self)
+        yield from mesh_feed.prefetch(arrays, prefetch) if prefetch > 0 else arrays
 
     def get_state(self):
         return self.iterator.get_state()

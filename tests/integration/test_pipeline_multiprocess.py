@@ -31,7 +31,7 @@ CHILD = textwrap.dedent(
     batches = pipeline.make_batches(cfg, data_list={data_list!r})  # process index/count from jax
     summary = jax.jit(lambda t, v: (jnp.sum(t * (1 + jnp.arange(t.shape[1]))), jnp.sum(v)))
     steps, utts = [], []
-    for arrays in batches.global_batches(mesh):
+    for arrays in batches.global_batches(mesh, prefetch=0):  # last_meta must belong to this batch
         total, valid = summary(arrays["speech_token"], arrays["valid"].astype(jnp.int32))
         steps.append([list(arrays["speech_token"].shape), int(total), int(valid)])
         utts += [u for u in batches.last_meta["_utts"] if u]

@@ -271,3 +271,19 @@ def test_fitted_bucket_lengths_are_optimal():
     geometric = [100, 160, 256, 400, 640, 1000]
     uniform = rng.integers(100, 1001, size=3000)
     assert padding(uniform, batching.fit_bucket_lengths(uniform, 6)) < 0.8 * padding(uniform, geometric)
+
+
+def test_device_prefetch_keeps_order_and_items():
+    from sovits2_jax.data.mesh_feed import prefetch
+
+    pulled = []
+
+    def source():
+        for i in range(5):
+            pulled.append(i)
+            yield i
+
+    it = prefetch(source(), 2)
+    assert next(it) == 0 and pulled == [0, 1, 2]  # two batches ahead of the consumer
+    assert list(it) == [1, 2, 3, 4]
+    assert list(prefetch(iter([]), 3)) == []
