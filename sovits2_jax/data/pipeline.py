@@ -107,7 +107,8 @@ class PlannedBatches(grain.MapDataset):
         self.process_index = process_index
         self.process_count = process_count
         self.reader = source.RowReader(index, _columns(cfg, index.columns), cache_mb=cfg.cache_mb)
-        self.speakers = prompts.SpeakerRows(index.spk, index.group)
+        usable = (index.speech_token_len > 0) & (index.text_token_len != 0)
+        self.speakers = prompts.SpeakerRows(index.spk, index.group, usable=usable)
         self._init_plans()
         self.buckets = batching.make_buckets(self._bucket_lengths(), cfg.max_frames_in_batch, cfg.batch_multiple)
 
@@ -156,11 +157,9 @@ class PlannedBatches(grain.MapDataset):
         """Plan-time bucketing length per row, and plan-time skip masks by reason."""
         c, ix = self.cfg, self.index
         tok = ix.speech_token_len[rows]
-        skip = {}
+        skip = self._plan_filters(rows)
         if c["kind"] == "hift":
             return np.full(len(rows), c["bucket_lengths"][0]), skip
-        if not c["online_tokenization"] or c["kind"] != "flow":
-            skip["empty speech tokens"] = tok <= 0
         if c["kind"] == "flow":
             if c["online_tokenization"] or tok.min(initial=1) < 0:
                 secs = ix.audio_seconds[rows]
@@ -176,6 +175,22 @@ class PlannedBatches(grain.MapDataset):
                 skip["empty rejected speech tokens"] = reject <= 0
                 lengths = np.maximum(lengths, reject)
         return lengths, skip
+
+    def _plan_filters(self, rows: np.ndarray) -> dict[str, np.ndarray]:
+        """Rows the load-time steps would certainly drop, known from the index (so they leave no padding row):
+        empty speech tokens, text-token bounds, and durations outside the filter by more than one 25 Hz token."""
+        c, ix = self.cfg, self.index
+        tok, text = ix.speech_token_len[rows], ix.text_token_len[rows]
+        f = c["filter"]
+        skip = {}
+        if c["kind"] in ("llm", "flow", "gpt_sovits2") and not c["online_tokenization"]:
+            skip["empty speech tokens"] = tok == 0
+        frames = tok.astype(np.float64) * 4.0  # 10 ms frames of 25 Hz tokens
+        skip["too short"] = (tok > 0) & (frames + 4 < f["min_length"])
+        skip["too long"] = (tok > 0) & (frames - 4 > f["max_length"])
+        skip["too few text tokens"] = (text >= 0) & (text < f["token_min_length"])
+        skip["too many text tokens"] = (text >= 0) & (text > f["token_max_length"])
+        return skip
 
     def _epoch_plan(self, epoch: int):
         """(steps, plan-time skip counts of this process) for ``epoch``: steps = [(bucket, slots or None)]."""
@@ -214,6 +229,9 @@ class PlannedBatches(grain.MapDataset):
         for r in rows:
             if ix.speech_token_len[r] <= 0:
                 skips["empty speech tokens"] += 1
+                continue
+            if ix.text_token_len[r] == 0:
+                skips["too few text tokens"] += 1
                 continue
             refs = self.speakers.draw(rng, int(r), min_prompts=c["min_prompts"], max_prompts=c["max_prompts"])
             if refs is None:
@@ -443,11 +461,9 @@ def build_dataset(
         process_index, process_count = jax.process_index(), jax.process_count()
     if index is None:
         files = source.read_data_list(data_list or cfg.data_list)
-        tokenizer = None
-        if cfg.kind in ("llm", "gpt_sovits2"):
-            from sovits2_jax.text.tokenizer import get_tokenizer
+        from sovits2_jax.text.tokenizer import get_tokenizer
 
-            tokenizer = get_tokenizer(cfg.tokenizer)
+        tokenizer = get_tokenizer(cfg.tokenizer)  # text lengths for planning (cheap next to audio)
         index = source.build_index(
             files, tokenizer=tokenizer, measure_audio=cfg.kind == "flow" and cfg.online_tokenization
         )

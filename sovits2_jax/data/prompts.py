@@ -8,9 +8,12 @@ import numpy as np
 class SpeakerRows:
     """Row ids of each speaker, and each row's row group (to prefer prompts that are already being read)."""
 
-    def __init__(self, spk: np.ndarray, group: np.ndarray):
+    def __init__(self, spk: np.ndarray, group: np.ndarray, usable: np.ndarray | None = None):
+        """``usable`` [N] bool: rows that may serve as prompts (e.g. with text and speech tokens)."""
         self.spk = np.asarray(spk)
         self.group = np.asarray(group)
+        if usable is not None:  # unusable rows go to a speaker id of their own, so they are never drawn
+            self.spk = np.where(usable, self.spk, self.spk.max(initial=0) + 1)
         order = np.argsort(self.spk, kind="stable")
         bounds = np.searchsorted(self.spk[order], np.arange(int(self.spk.max(initial=-1)) + 2))
         self.rows = [order[bounds[s] : bounds[s + 1]] for s in range(len(bounds) - 1)]

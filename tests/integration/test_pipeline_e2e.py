@@ -183,6 +183,11 @@ def test_corrupt_rows_skipped_and_counted(rows, tmp_path):
     }
     for batch, _ in batches:
         assert np.all(np.isfinite(batch["embedding"]))
+    # rows the index already shows to be unusable are never planned (no padding row is spent on them)
+    planned = {it.dataset.index.utt[ex[-1]] for _, slots in it.dataset._plan(0)[0] for slot in slots for ex in slot}
+    bad = _corrupt_rows(rows)
+    assert bad[6]["utt"] not in planned and bad[9]["utt"] not in planned
+    assert bad[1]["utt"] in planned and bad[4]["utt"] in planned  # found out only when read
 
 
 def test_gpt_sovits2_packing_prompts_and_segment_masks(corpus, rows):
