@@ -580,11 +580,13 @@ def main(argv) -> int:
     batches = make_batches(cfg, data_list=data_list, process_index=0, process_count=1)
     t_index = time.perf_counter() - t0
     shapes, real, total, dumped = collections.Counter(), 0, 0, collections.defaultdict(list)
+    samples = 0
     t0 = time.perf_counter()
     n = 0
     try:
         for n, batch in enumerate(batches, start=1):
             shapes[tuple((k, v.shape) for k, v in sorted(batch.items()))] += 1
+            samples += int(batch["num_segments"].sum() if cfg.kind == "gpt_sovits2" else batch["valid"].sum())
             r, t = padding_stats(batch, cfg.kind)
             real, total = real + r, total + t
             if f.dump:
@@ -599,7 +601,7 @@ def main(argv) -> int:
         f"index: {len(batches.dataset.index)} rows in {batches.dataset.index.num_groups} row groups ({t_index:.2f} s)"
     )
     print(f"buckets: {[(b.batch, b.length) for b in batches.dataset.buckets]}")
-    print(f"batches: {n} in {dt:.2f} s = {n / max(dt, 1e-9):.2f} batches/s")
+    print(f"batches: {n} in {dt:.2f} s = {n / max(dt, 1e-9):.2f} batches/s, {samples / max(dt, 1e-9):.1f} samples/s")
     print(f"padding: {100.0 * (1 - real / max(total, 1)):.1f}% of {total} positions")
     print(f"distinct shapes: {len(shapes)}")
     print("skipped: " + (", ".join(f"{k}={v}" for k, v in sorted(batches.skipped.items())) or "none"))
