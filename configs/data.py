@@ -16,10 +16,10 @@ BUCKETS = {
     "llm": [25, 32, 40, 50, 64, 80, 100, 128, 160, 200, 250, 320, 400, 500],
     "flow": [100, 128, 160, 200, 256, 320, 400, 500, 640, 800, 1000],
     "hift": [51],
-    "gpt_sovits2": [1024],
+    "gpt_sovits2": [2048],
 }
 # CosyVoice2 batches 2000 mel frames (50 Hz); the LM counts 25 Hz speech tokens, so 1000 is the same budget.
-BUDGET = {"llm": 1000, "flow": 2000, "hift": 2000, "gpt_sovits2": 8192}
+BUDGET = {"llm": 1000, "flow": 2000, "hift": 2000, "gpt_sovits2": 16384}
 
 
 def pipeline_config(kind: str) -> ml_collections.ConfigDict:

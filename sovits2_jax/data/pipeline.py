@@ -225,6 +225,7 @@ class PlannedBatches(grain.MapDataset):
     def _gpt_sovits2_examples(self, rows, epoch, p, skips):
         c, ix = self.cfg, self.index
         rng = order.epoch_rng(c["seed"], epoch, 2, p)
+        limit = self.buckets[0].length
         examples, lengths = [], []
         for r in rows:
             if ix.speech_token_len[r] <= 0:
@@ -238,12 +239,19 @@ class PlannedBatches(grain.MapDataset):
                 skips["no same-speaker prompt"] += 1
                 continue
             ex = (*refs, int(r))
-            examples.append(ex)
-            lengths.append(
-                packing.gpt_sovits2_length(
-                    [max(ix.text_token_len[i], 0) for i in ex], [ix.speech_token_len[i] for i in ex]
+
+            def length(e):
+                return packing.gpt_sovits2_length(
+                    [max(ix.text_token_len[i], 0) for i in e], [ix.speech_token_len[i] for i in e]
                 )
-            )
+
+            while length(ex) > limit and len(ex) - 1 > c["min_prompts"]:
+                ex = ex[1:]  # fewer references rather than losing the target
+            if length(ex) > limit:
+                skips["longer than the pack length"] += 1
+                continue
+            examples.append(ex)
+            lengths.append(length(ex))
         return examples, np.asarray(lengths, np.int64)
 
     def _plan(self, epoch: int):

@@ -429,3 +429,13 @@ def test_llm_dpo_batches_rejected_tokens(rows, tmp_path):
                 np.testing.assert_array_equal(batch["reject_speech_token"][i, : len(want)], want)
                 n += 1
     assert n == 7
+
+
+def test_gpt_sovits2_long_examples_drop_references_then_skip(corpus):
+    cfg = config("gpt_sovits2", bucket_lengths=[130], max_frames_in_batch=520, min_prompts=1, max_prompts=3)
+    ds = pipeline.build_dataset(cfg, data_list=corpus, process_index=0, process_count=1)
+    plan, skips = ds._plan(0)
+    kept = [ex for _, slots in plan for slot in slots for ex in slot]
+    assert all(len(ex) == 2 for ex in kept)  # 3 s utterances: only one reference fits in 130 positions
+    assert len(kept) + skips.get("longer than the pack length", 0) == NUM_ROWS
+    assert skips.get("longer than the pack length", 0) > 0
