@@ -1,0 +1,91 @@
+"""Pure HiFT GAN training steps (CosyVoice2's alternating discriminator / generator turns on one batch).
+
+``make_gan_steps`` returns jit-able functions of explicit state: ``(g_params, d_params, g_opt, d_opt)``, a batch
+``{"speech": [B, T*480], "speech_feat": [B, T, 80], "pitch_feat": [B, T]}`` and an rng key. ``train_step`` runs the
+discriminator turn, then the generator turn with the same key (so both see the same generated waveform, as the
+reference's two forward passes with the same noise would).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable, Sequence
+
+import jax
+import optax
+from flax import nnx
+
+from sovits2_jax.audio.mel import MelConfig, mel_spectrogram
+from sovits2_jax.train.gan_losses import GanLossWeights, hift_discriminator_loss, hift_generator_loss
+
+
+@dataclasses.dataclass(frozen=True)
+class GanState:
+    g_params: nnx.State
+    d_params: nnx.State
+    g_opt: optax.OptState
+    d_opt: optax.OptState
+
+
+jax.tree_util.register_dataclass(GanState, data_fields=["g_params", "d_params", "g_opt", "d_opt"], meta_fields=[])
+
+
+def adam_with_clip(lr: float, grad_clip: float) -> optax.GradientTransformation:
+    """Adam (CosyVoice2's optim for G and D) after global-norm clipping (grad_clip 5)."""
+    return optax.chain(optax.clip_by_global_norm(grad_clip), optax.adam(lr))
+
+
+def gan_mel_fns(mel: dict | None = None) -> list[Callable]:
+    """The GAN mel-loss transforms (CosyVoice2: one Matcha mel, fmax None)."""
+    cfg = MelConfig(**(mel or {"fmax": None}))
+    return [functools.partial(mel_spectrogram, cfg=cfg)]
+
+
+def make_gan_steps(
+    g_graphdef: nnx.GraphDef,
+    d_graphdef: nnx.GraphDef,
+    g_tx: optax.GradientTransformation,
+    d_tx: optax.GradientTransformation,
+    *,
+    mel_fns: Sequence[Callable] | None = None,
+    weights: GanLossWeights = GanLossWeights(),
+):
+    """(init_state, discriminator_step, generator_step, train_step), all pure."""
+    mel_fns = list(mel_fns) if mel_fns is not None else gan_mel_fns()
+
+    def init_state(g_params, d_params) -> GanState:
+        return GanState(g_params, d_params, g_tx.init(g_params), d_tx.init(d_params))
+
+    def discriminator_step(state: GanState, batch, rng):
+        fake, _ = nnx.merge(g_graphdef, state.g_params)(batch["speech_feat"], rng)
+        fake = jax.lax.stop_gradient(fake)
+
+        def loss_fn(d_params):
+            terms = hift_discriminator_loss(nnx.merge(d_graphdef, d_params)(batch["speech"], fake), weights)
+            return terms["loss"], terms
+
+        (_, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.d_params)
+        updates, d_opt = d_tx.update(grads, state.d_opt, state.d_params)
+        d_params = optax.apply_updates(state.d_params, updates)
+        return dataclasses.replace(state, d_params=d_params, d_opt=d_opt), terms
+
+    def generator_step(state: GanState, batch, rng):
+        def loss_fn(g_params):
+            fake, f0 = nnx.merge(g_graphdef, g_params)(batch["speech_feat"], rng)
+            disc_out = nnx.merge(d_graphdef, state.d_params)(batch["speech"], fake)
+            terms = hift_generator_loss(batch["speech"], fake, f0, batch["pitch_feat"], disc_out, mel_fns, weights)
+            return terms["loss"], terms
+
+        (_, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.g_params)
+        updates, g_opt = g_tx.update(grads, state.g_opt, state.g_params)
+        g_params = optax.apply_updates(state.g_params, updates)
+        return dataclasses.replace(state, g_params=g_params, g_opt=g_opt), terms
+
+    def train_step(state: GanState, batch, rng):
+        state, d_terms = discriminator_step(state, batch, rng)
+        state, g_terms = generator_step(state, batch, rng)
+        metrics = {f"d/{k}": v for k, v in d_terms.items()} | {f"g/{k}": v for k, v in g_terms.items()}
+        return state, metrics
+
+    return init_state, discriminator_step, generator_step, train_step
