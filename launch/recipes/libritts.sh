@@ -4,7 +4,7 @@
 #   launch/recipes/libritts.sh --stage -1 --stop_stage 3 [--corpus DIR] [--work DIR] \
 #       [--campplus campplus.onnx] [--speech_tokenizer speech_tokenizer_v2.onnx]
 #
-# Stages: -1 build the built-in espeak-ng corpus (only without --corpus; nothing is downloaded),
+# Stages: -1 build the built-in espeak-ng corpus, train/ and dev/ (only without --corpus; nothing is downloaded),
 #          0 Kaldi files (wav.scp, text, utt2spk, spk2utt), 1 speaker embeddings, 2 speech tokens, 3 Parquet.
 # --corpus: a LibriTTS-layout directory: either real LibriTTS (subsets such as train-clean-100 and dev-clean
 # inside it) or one set (SPEAKER/CHAPTER/*.wav directly inside). Without --campplus / --speech_tokenizer the
@@ -25,6 +25,7 @@ seed=0
 num_workers=2
 num_utts_per_parquet=1000
 codebook_size=512
+dev_per_speaker=4
 
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -55,21 +56,29 @@ if [ -z "$corpus" ]; then corpus=$work/corpus; builtin=1; fi
 data=$work/data
 offline=$work/offline
 
-# Sets to prepare: LibriTTS subsets found inside the corpus, else the corpus itself as "train".
+# Sets to prepare: the built-in corpus has train/ and dev/ (same speakers, disjoint sentences); a given corpus
+# is either real LibriTTS (its subsets found inside) or one set, used as "train".
 sets=()
-for x in train-clean-100 train-clean-360 train-other-500 dev-clean dev-other test-clean test-other; do
-  [ -d "$corpus/$x" ] && sets+=("$x")
-done
-set_dir() { if [ "$1" = train ]; then echo "$corpus"; else echo "$corpus/$1"; fi; }
-if [ ${#sets[@]} -eq 0 ]; then sets=(train); fi
+if [ "$builtin" = 1 ]; then
+  sets=(train dev)
+else
+  for x in train-clean-100 train-clean-360 train-other-500 dev-clean dev-other test-clean test-other; do
+    [ -d "$corpus/$x" ] && sets+=("$x")
+  done
+fi
+single=0
+if [ ${#sets[@]} -eq 0 ]; then sets=(train); single=1; fi
+set_dir() { if [ "$single" = 1 ]; then echo "$corpus"; else echo "$corpus/$1"; fi; }
 fit_set=${sets[0]}
 for x in "${sets[@]}"; do case "$x" in train*) fit_set=$x; break ;; esac; done
 
 if [ "$stage" -le -1 ] && [ "$stop_stage" -ge -1 ]; then
   if [ "$builtin" = 1 ]; then
-    echo "stage -1: built-in corpus ($hours h, $speakers speakers, $languages) -> $corpus"
-    $py -m sovits2_jax.data.corpus --out "$corpus" --hours "$hours" --speakers "$speakers" \
+    echo "stage -1: built-in corpus ($hours h, $speakers speakers, $languages) -> $corpus/{train,dev}"
+    $py -m sovits2_jax.data.corpus --out "$corpus/train" --split train --hours "$hours" --speakers "$speakers" \
       --languages "$languages" --seed "$seed" --workers "$num_workers"
+    $py -m sovits2_jax.data.corpus --out "$corpus/dev" --split dev --utterances "$((speakers * dev_per_speaker))" \
+      --speakers "$speakers" --languages "$languages" --seed "$seed" --workers "$num_workers"
   else
     echo "stage -1: using the corpus at $corpus (nothing to build)"
   fi

@@ -37,6 +37,7 @@ VARIANTS = (
     "pedro", "quincy", "rob", "robert", "sandro", "shelby", "steph", "travis", "victor", "zac",
 )  # fmt: skip
 UTTS_PER_CHAPTER = 25
+PASS_RATE_OFFSETS = (0, 15, -15, 30, -30)  # words/minute added on each pass through the sentences
 CHUNK = 16  # utterances synthesised per fresh worker process (see Espeak's docstring)
 
 log = logging.getLogger(__name__)
@@ -97,9 +98,25 @@ def make_speakers(num_speakers: int, langs: list[str], seed: int) -> list[Speake
     return speakers
 
 
-def plan(speakers: list[Speaker], seed: int) -> Iterator[Job]:
-    """Endless utterance plan: speakers take turns; each reads its language's sentences in its own order."""
-    sentences = {lang: load_sentences(lang) for lang in {s.language for s in speakers}}
+def split_sentences(sentences: list[str], split: str) -> list[str]:
+    """All sentences, or a disjoint train / dev (last 10%, at least 2) partition of them."""
+    n_dev = max(2, len(sentences) // 10)
+    if split == "all":
+        return sentences
+    if split == "train":
+        return sentences[:-n_dev]
+    if split == "dev":
+        return sentences[-n_dev:]
+    raise ValueError(f"corpus: split must be all, train or dev, got {split!r}")
+
+
+def plan(speakers: list[Speaker], seed: int, split: str = "all") -> Iterator[Job]:
+    """Endless utterance plan: speakers take turns; each reads its language's sentences in its own order.
+
+    After a speaker has read every sentence it starts again slightly faster or slower (rate offsets cycle through
+    ``PASS_RATE_OFFSETS``), so repeated texts are not identical audio.
+    """
+    sentences = {lang: split_sentences(load_sentences(lang), split) for lang in {s.language for s in speakers}}
     orders = [
         np.random.default_rng([seed, 2, k]).permutation(len(sentences[s.language])) for k, s in enumerate(speakers)
     ]
@@ -108,9 +125,11 @@ def plan(speakers: list[Speaker], seed: int) -> Iterator[Job]:
         for k, spk in enumerate(speakers):
             pool = sentences[spk.language]
             text = pool[orders[k][index % len(pool)]]
+            offset = PASS_RATE_OFFSETS[(index // len(pool)) % len(PASS_RATE_OFFSETS)]
+            reader = dataclasses.replace(spk, rate=spk.rate + offset)
             chapter = str(10 + index // UTTS_PER_CHAPTER)
             utt = f"{spk.id}_{chapter}_{index % UTTS_PER_CHAPTER:06d}_000000"
-            yield Job(utt=utt, path=os.path.join(spk.id, chapter, utt), text=text, speaker=spk)
+            yield Job(utt=utt, path=os.path.join(spk.id, chapter, utt), text=text, speaker=reader)
         index += 1
 
 
@@ -140,8 +159,12 @@ def build_corpus(
     langs: list[str] | None = None,
     seed: int = 0,
     workers: int = 2,
+    split: str = "all",
 ) -> dict:
-    """Synthesise the corpus into ``out_dir``; stops after ``utterances`` or once ``hours`` of audio exist."""
+    """Synthesise the corpus into ``out_dir``; stops after ``utterances`` or once ``hours`` of audio exist.
+
+    ``split`` "train" / "dev" keeps the same speakers (same seed) but disjoint sentences (dev: the last 10%).
+    """
     langs = langs or ["en"]
     unknown = [lang for lang in langs if lang not in ESPEAK_VOICE]
     if unknown:
@@ -161,7 +184,7 @@ def build_corpus(
     # forkserver + one task per child: each chunk runs in a fresh process forked from one that never
     # synthesised, so the audio is reproducible (see Espeak's docstring).
     ctx = multiprocessing.get_context("forkserver")
-    chunks = _chunks(plan(speakers, seed))
+    chunks = _chunks(plan(speakers, seed, split))
     pending: collections.deque = collections.deque()
     with concurrent.futures.ProcessPoolExecutor(max(1, workers), mp_context=ctx, max_tasks_per_child=1) as pool:
         done = False
@@ -205,11 +228,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--languages", default="en", help=f"comma-separated, from {sorted(ESPEAK_VOICE)}")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--split", default="all", choices=["all", "train", "dev"], help="disjoint sentence sets")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     stats = build_corpus(
         a.out, hours=a.hours, utterances=a.utterances, num_speakers=a.speakers,
         langs=[s.strip() for s in a.languages.split(",") if s.strip()], seed=a.seed, workers=a.workers,
+        split=a.split,
     )  # fmt: skip
     print(f"corpus: {stats['utterances']} utterances, {stats['hours']:.3f} h, {stats['speakers']} speakers -> {a.out}")
 

@@ -35,6 +35,21 @@ def test_recipe_prepares_every_subset_with_the_given_models(tmp_path, torch_avai
         assert len(parquets) == 1 and os.path.exists(parquets[0])
 
 
+def test_recipe_default_builds_and_prepares_the_builtin_corpus(tmp_path):
+    work = tmp_path / "work"
+    cmd = ["bash", os.path.join(ROOT, "launch/recipes/libritts.sh"), "--work", str(work), "--hours", "0.004",
+           "--speakers", "2", "--codebook_size", "8", "--num_workers", "1"]  # fmt: skip
+    out = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, PYTHON=sys.executable), timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert (work / "offline" / "speaker_encoder.onnx").exists() and (
+        work / "offline" / "speech_tokenizer.onnx"
+    ).exists()
+    for subset in ("train", "dev"):
+        parquets = (work / "data" / subset / "parquet" / "data.list").read_text().splitlines()
+        assert len(parquets) == 1 and os.path.getsize(parquets[0]) > 0
+    assert len((work / "data" / "dev" / "wav.scp").read_text().splitlines()) == 8  # 4 per speaker
+
+
 def test_recipe_rejects_bad_arguments(tmp_path):
     script = os.path.join(ROOT, "launch/recipes/libritts.sh")
     out = subprocess.run(["bash", script, "--bogus", "1"], capture_output=True, text=True)

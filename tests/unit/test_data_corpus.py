@@ -84,3 +84,30 @@ def test_sentences_and_bad_arguments(tmp_path):
         corpus.build_corpus(str(tmp_path), utterances=1, langs=["xx"])
     with pytest.raises(ValueError, match="speakers"):
         corpus.build_corpus(str(tmp_path), utterances=1, num_speakers=0)
+
+
+def test_train_and_dev_share_speakers_but_not_sentences(tmp_path):
+    for split in ("train", "dev"):
+        corpus.build_corpus(
+            str(tmp_path / split), utterances=6, num_speakers=3, langs=["en", "es"], seed=2, split=split
+        )
+    assert (tmp_path / "train" / "speakers.tsv").read_text() == (tmp_path / "dev" / "speakers.tsv").read_text()
+    texts = {
+        split: {p.read_text(encoding="utf-8") for p in (tmp_path / split).glob("*/*/*.normalized.txt")}
+        for split in ("train", "dev")
+    }
+    assert len(texts["dev"]) == 6 and not texts["train"] & texts["dev"]
+    en = corpus.load_sentences("en")
+    assert set(corpus.split_sentences(en, "dev")) == set(en) - set(corpus.split_sentences(en, "train"))
+    with pytest.raises(ValueError, match="split"):
+        corpus.split_sentences(en, "test")
+
+
+def test_repeated_sentences_are_read_at_another_rate():
+    speakers = corpus.make_speakers(1, ["de"], seed=0)
+    jobs = corpus.plan(speakers, seed=0, split="dev")  # 8 German dev sentences
+    first, second = [next(jobs) for _ in range(8)], [next(jobs) for _ in range(8)]
+    assert [j.text for j in first] == [j.text for j in second]
+    assert {j.speaker.rate for j in first} == {speakers[0].rate}
+    assert {j.speaker.rate for j in second} == {speakers[0].rate + corpus.PASS_RATE_OFFSETS[1]}
+    assert len({j.utt for j in first + second}) == 16
