@@ -59,6 +59,8 @@ def make_torch_reference(cfg, seed: int = 0):
         model.ref_enc.forward = lambda x, mask=None: full(x[:, : cfg.ref_channels], mask)
     if not cfg.with_posterior:
         del model.enc_q
+    for layer in model.quantizer.vq.layers:  # as in released files; 0 would k-means re-init on the first forward
+        layer._codebook.inited.fill_(1.0)
     gen = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
         for name, p in model.named_parameters():

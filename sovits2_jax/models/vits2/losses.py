@@ -16,10 +16,11 @@ from sovits2_jax.train.gan_losses import (
 
 
 def kl_loss(z_p: jax.Array, logs_q: jax.Array, m_p: jax.Array, logs_p: jax.Array, mask: jax.Array) -> jax.Array:
-    """sum(mask * (logs_p - logs_q - 1/2 + (z_p - m_p)^2 exp(-2 logs_p) / 2)) / sum(mask), in float32."""
+    """sum(mask * (logs_p - logs_q - 1/2 + (z_p - m_p)^2 exp(-2 logs_p) / 2)) / sum(mask), in float32.
+
+    As in GPT-SoVITS, the divisor counts valid frames (mask [B, T, 1]), not frames x channels."""
     z_p, logs_q, m_p, logs_p, mask = (a.astype(jnp.float32) for a in (z_p, logs_q, m_p, logs_p, mask))
     kl = logs_p - logs_q - 0.5 + 0.5 * jnp.square(z_p - m_p) * jnp.exp(-2.0 * logs_p)
-    mask = jnp.broadcast_to(mask, kl.shape)
     return jnp.sum(kl * mask) / jnp.sum(mask)
 
 

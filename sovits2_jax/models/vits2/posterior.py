@@ -29,15 +29,17 @@ class PosteriorEncoder(nnx.Module):
         self.proj = conv1x1(hidden_channels, 2 * out_channels, rngs=rngs)
 
     def __call__(
-        self, spec: jax.Array, mask: jax.Array, g: jax.Array | None, key: jax.Array | None
+        self, spec: jax.Array, mask: jax.Array, g: jax.Array | None, key: jax.Array | None, eps: jax.Array | None = None
     ) -> tuple[jax.Array, jax.Array, jax.Array]:
-        """spec [B, T, F] -> (z, m, logs) each [B, T, out]; z = m + eps * exp(logs) (eps = 0 without a key)."""
+        """spec [B, T, F] -> (z, m, logs) each [B, T, out]; z = m + eps * exp(logs) with eps ~ N(0, 1) from ``key``
+        (or given; 0 without either)."""
         if g is not None:
             g = jax.lax.stop_gradient(g)
         x = self.pre(spec) * mask
         x = self.enc(x, mask, g)
         stats = self.proj(x) * mask
         m, logs = stats[..., : self.out_channels], stats[..., self.out_channels :]
-        eps = jnp.zeros_like(m) if key is None else jax.random.normal(key, m.shape, m.dtype)
+        if eps is None:
+            eps = jnp.zeros_like(m) if key is None else jax.random.normal(key, m.shape, m.dtype)
         z = (m + eps * jnp.exp(logs)) * mask
         return z, m, logs

@@ -173,14 +173,17 @@ class SynthesizerTrn(nnx.Module):
         spec_lengths: jax.Array,
         text: jax.Array,
         text_lengths: jax.Array,
-        key: jax.Array,
+        key: jax.Array | None,
         *,
         refer: jax.Array | None = None,
         refer_lengths: jax.Array | None = None,
+        posterior_eps: jax.Array | None = None,
+        slice_starts: jax.Array | None = None,
     ) -> dict[str, jax.Array]:
         """Training forward. spec [B, T, 1025] (T = content frames); ``refer`` defaults to spec itself (GPT-SoVITS)
         and may be another utterance of the same speaker (zero-shot training). Returns the sliced waveform
-        ``y_hat`` [B, segment], slice starts (frames) and the latent statistics for the KL loss."""
+        ``y_hat`` [B, segment], slice starts (frames) and the latent statistics for the KL loss.
+        ``posterior_eps`` [B, T, inter] and ``slice_starts`` [B] replace the draws from ``key`` (reproducibility)."""
         if not self.cfg.with_posterior:
             raise ValueError("training forward needs the posterior encoder (config with_posterior=False)")
         b, t = spec.shape[:2]
@@ -194,14 +197,18 @@ class SynthesizerTrn(nnx.Module):
             raise ValueError(f"content has {c.shape[1]} frames but the spectrogram has {t}")
         tmask = length_mask(text_lengths, text.shape[1], b)
         _, m_p, logs_p = self.enc_p(c, mask, text, tmask, ge)
-        k_post, k_slice = jax.random.split(key)
-        z, m_q, logs_q = self.enc_q(spec, mask, ge, k_post)
+        if key is None and (posterior_eps is None or slice_starts is None):
+            raise ValueError("training forward needs a PRNG key unless posterior_eps and slice_starts are given")
+        k_post, k_slice = jax.random.split(key) if key is not None else (None, None)
+        z, m_q, logs_q = self.enc_q(spec, mask, ge, k_post, eps=posterior_eps)
         z_p = self.flow(z, mask, ge)
         seg = self.cfg.segment_size // self.cfg.hop_length
         if t < seg:
             raise ValueError(f"spectrogram of {t} frames is shorter than the {seg}-frame training segment")
-        max_start = jnp.maximum(jnp.asarray(spec_lengths) - seg + 1, 1)
-        starts = (jax.random.uniform(k_slice, (b,)) * max_start).astype(jnp.int32)
+        if slice_starts is None:
+            max_start = jnp.maximum(jnp.asarray(spec_lengths) - seg + 1, 1)
+            slice_starts = (jax.random.uniform(k_slice, (b,)) * max_start).astype(jnp.int32)
+        starts = jnp.asarray(slice_starts, jnp.int32)
         y_hat = self.dec(slice_segments(z, starts, seg), ge)[..., 0]
         return dict(
             y_hat=y_hat,
