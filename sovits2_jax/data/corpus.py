@@ -24,6 +24,7 @@ import numpy as np
 from tqdm import tqdm
 
 from sovits2_jax.audio.io import write_wav
+from sovits2_jax.audio.loudness import TARGET_LUFS, normalize_loudness
 from sovits2_jax.audio.resample import resample
 
 SAMPLE_RATE = 24000
@@ -38,6 +39,7 @@ VARIANTS = (
 )  # fmt: skip
 UTTS_PER_CHAPTER = 25
 PASS_RATE_OFFSETS = (0, 15, -15, 30, -30)  # words/minute added on each pass through the sentences
+PEAK_LIMIT = 0.99
 CHUNK = 16  # utterances synthesised per fresh worker process (see Espeak's docstring)
 
 log = logging.getLogger(__name__)
@@ -133,7 +135,7 @@ def plan(speakers: list[Speaker], seed: int, split: str = "all") -> Iterator[Job
         index += 1
 
 
-def _synthesize_chunk(jobs: list[Job]) -> list[np.ndarray]:
+def _synthesize_chunk(jobs: list[Job], loudness_lufs: float | None = None) -> list[np.ndarray]:
     from sovits2_jax.data.espeak import Espeak
 
     engine = Espeak()
@@ -141,7 +143,13 @@ def _synthesize_chunk(jobs: list[Job]) -> list[np.ndarray]:
     for job in jobs:
         s = job.speaker
         wav = engine.synthesize(job.text, s.voice, rate=s.rate, pitch=s.pitch, pitch_range=s.pitch_range)
-        out.append(resample(wav.astype(np.float32) / 32768.0, engine.sample_rate, SAMPLE_RATE))
+        wav = resample(wav.astype(np.float32) / 32768.0, engine.sample_rate, SAMPLE_RATE)
+        if loudness_lufs is not None:
+            wav = normalize_loudness(wav, SAMPLE_RATE, loudness_lufs)
+            peak = float(np.abs(wav).max())
+            if peak > PEAK_LIMIT:  # never clip: stay quieter than the target instead
+                wav = wav * np.float32(PEAK_LIMIT / peak)
+        out.append(wav)
     return out
 
 
@@ -160,10 +168,12 @@ def build_corpus(
     seed: int = 0,
     workers: int = 2,
     split: str = "all",
+    loudness_lufs: float | None = TARGET_LUFS,
 ) -> dict:
     """Synthesise the corpus into ``out_dir``; stops after ``utterances`` or once ``hours`` of audio exist.
 
     ``split`` "train" / "dev" keeps the same speakers (same seed) but disjoint sentences (dev: the last 10%).
+    Each utterance is normalised to ``loudness_lufs`` (GPT-SoVITS2's -23 LUFS; None keeps espeak's level).
     """
     langs = langs or ["en"]
     unknown = [lang for lang in langs if lang not in ESPEAK_VOICE]
@@ -184,6 +194,7 @@ def build_corpus(
     # forkserver + one task per child: each chunk runs in a fresh process forked from one that never
     # synthesised, so the audio is reproducible (see Espeak's docstring).
     ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["sovits2_jax.data.corpus"])  # numpy etc. imported once; espeak-ng not loaded
     chunks = _chunks(plan(speakers, seed, split))
     pending: collections.deque = collections.deque()
     with concurrent.futures.ProcessPoolExecutor(max(1, workers), mp_context=ctx, max_tasks_per_child=1) as pool:
@@ -191,7 +202,7 @@ def build_corpus(
         while not done:
             while len(pending) < 2 * max(1, workers):
                 jobs = next(chunks)
-                pending.append((jobs, pool.submit(_synthesize_chunk, jobs)))
+                pending.append((jobs, pool.submit(_synthesize_chunk, jobs, loudness_lufs)))
             jobs, future = pending.popleft()
             for job, wav in zip(jobs, future.result()):
                 _write_utterance(out_dir, job, wav)
@@ -228,13 +239,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--languages", default="en", help=f"comma-separated, from {sorted(ESPEAK_VOICE)}")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--loudness", type=float, default=TARGET_LUFS, help="LUFS per utterance (nan: no change)")
     p.add_argument("--split", default="all", choices=["all", "train", "dev"], help="disjoint sentence sets")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     stats = build_corpus(
         a.out, hours=a.hours, utterances=a.utterances, num_speakers=a.speakers,
         langs=[s.strip() for s in a.languages.split(",") if s.strip()], seed=a.seed, workers=a.workers,
-        split=a.split,
+        split=a.split, loudness_lufs=None if np.isnan(a.loudness) else a.loudness,
     )  # fmt: skip
     print(f"corpus: {stats['utterances']} utterances, {stats['hours']:.3f} h, {stats['speakers']} speakers -> {a.out}")
 

@@ -158,6 +158,7 @@ def _run(kind: str, items: list[tuple[str, str]], onnx_path: str, workers: int, 
                 bar.update(len(chunk))
         else:
             ctx = multiprocessing.get_context("forkserver")
+            ctx.set_forkserver_preload(["sovits2_jax.data.onnx_extract", "onnxruntime"])
             with concurrent.futures.ProcessPoolExecutor(
                 workers, mp_context=ctx, initializer=_init_worker, initargs=(kind, onnx_path, batch_size)
             ) as pool:

@@ -111,3 +111,14 @@ def test_repeated_sentences_are_read_at_another_rate():
     assert {j.speaker.rate for j in first} == {speakers[0].rate}
     assert {j.speaker.rate for j in second} == {speakers[0].rate + corpus.PASS_RATE_OFFSETS[1]}
     assert len({j.utt for j in first + second}) == 16
+
+
+def test_utterances_are_loudness_normalised(built, tmp_path):
+    from sovits2_jax.audio.loudness import integrated_loudness
+
+    root, _ = built
+    levels = [integrated_loudness(sf.read(w)[0], 24000) for w in sorted((root / "a").glob("*/*/*.wav"))]
+    assert np.allclose(levels, -23.0, atol=0.1)  # PCM16 rounding and the peak limit aside
+    corpus.build_corpus(str(tmp_path / "raw"), utterances=4, num_speakers=4, seed=7, loudness_lufs=None)
+    raw = [integrated_loudness(sf.read(w)[0], 24000) for w in sorted((tmp_path / "raw").glob("*/*/*.wav"))]
+    assert np.ptp(raw) > 0.5  # espeak's own levels differ between voices
