@@ -116,7 +116,8 @@ def default_config() -> FlowConfig:
     return FlowConfig()
 
 
-def build_model(config: FlowConfig, rngs: nnx.Rngs) -> CausalMaskedDiffWithXvec:
+def build_model(config: FlowConfig, rngs: nnx.Rngs | None) -> CausalMaskedDiffWithXvec:
+    """The flow model; ``rngs=None`` gives every parameter the same fixed key (for abstract shapes only)."""
     return CausalMaskedDiffWithXvec(config, rngs=rngs)
 
 
@@ -195,7 +196,8 @@ def config_from_yaml(cfg: Mapping[str, Any]) -> FlowConfig:
 
 def torch_to_params(items: Iterable[tuple[str, np.ndarray]], config: FlowConfig, *, source: str = "flow.pt") -> dict:
     """flow.pt (key, array) pairs -> our nested params; strict (every missing/unexpected/mis-shaped key named)."""
-    shapes = expected_shapes(lambda: build_model(config, nnx.Rngs(0)))
+    # rngs=None: abstract construction without an nnx.Rngs counter (tracing that counter costs ~40 ms/param)
+    shapes = expected_shapes(lambda: build_model(config, None))
     flat = torch_to_ours(items, rules(), shapes, ignore=IGNORE, source=source)
     return unflatten(flat)
 

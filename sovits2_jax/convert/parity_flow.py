@@ -128,7 +128,7 @@ def _ours(config: FlowConfig, items, jax_device):
 
     nested = cosyvoice2_flow.torch_to_params(items, config)
     with jax.default_device(jax_device):
-        return params_from_flat(lambda: CausalMaskedDiffWithXvec(config, rngs=nnx.Rngs(0)), flatten(nested))
+        return params_from_flat(lambda: CausalMaskedDiffWithXvec(config, rngs=None), flatten(nested))
 
 
 _SETUPS: dict = {}

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from sovits2_jax.models.flow.common import Dropout, attention_mask
+from sovits2_jax.models.flow.common import CONV_AXES, Dropout, attention_mask
 from sovits2_jax.models.flow.config import EncoderConfig
 from sovits2_jax.nn.layers import Conv1d, LayerNorm, Linear, param
 from sovits2_jax.parallel.sharding import constrain
@@ -107,8 +107,8 @@ class PreLookahead(nnx.Module):
 
     def __init__(self, dim: int, lookahead: int, *, rngs: nnx.Rngs):
         self.lookahead = lookahead
-        self.conv1 = Conv1d(dim, dim, lookahead + 1, padding=(0, lookahead), rngs=rngs)
-        self.conv2 = Conv1d(dim, dim, 3, padding=(2, 0), rngs=rngs)
+        self.conv1 = Conv1d(dim, dim, lookahead + 1, padding=(0, lookahead), axes=CONV_AXES, rngs=rngs)
+        self.conv2 = Conv1d(dim, dim, 3, padding=(2, 0), axes=CONV_AXES, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         y = self.conv2(jax.nn.leaky_relu(self.conv1(x), 0.01))
@@ -120,7 +120,7 @@ class Upsample(nnx.Module):
 
     def __init__(self, dim: int, stride: int, *, rngs: nnx.Rngs):
         self.stride = stride
-        self.conv = Conv1d(dim, dim, 2 * stride + 1, padding=(2 * stride, 0), rngs=rngs)
+        self.conv = Conv1d(dim, dim, 2 * stride + 1, padding=(2 * stride, 0), axes=CONV_AXES, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return self.conv(jnp.repeat(x, self.stride, axis=1))

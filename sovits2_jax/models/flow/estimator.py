@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from sovits2_jax.models.flow.common import attention_mask, mish
+from sovits2_jax.models.flow.common import CONV_AXES, attention_mask, mish
 from sovits2_jax.models.flow.config import EstimatorConfig
 from sovits2_jax.nn.attention import dot_product_attention
 from sovits2_jax.nn.layers import Conv1d, LayerNorm, Linear
@@ -33,7 +33,7 @@ class CausalConv(nnx.Module):
     """Conv1d with kernel-1 zeros on the left only (output frame i sees input frames <= i)."""
 
     def __init__(self, dim_in: int, dim_out: int, kernel: int, *, rngs: nnx.Rngs):
-        self.conv = Conv1d(dim_in, dim_out, kernel, padding=(kernel - 1, 0), rngs=rngs)
+        self.conv = Conv1d(dim_in, dim_out, kernel, padding=(kernel - 1, 0), axes=CONV_AXES, rngs=rngs)
 
     def __call__(self, x):
         return self.conv(x)
@@ -57,7 +57,7 @@ class CausalResnetBlock(nnx.Module):
         self.block1 = CausalBlock(dim_in, dim_out, rngs=rngs)
         self.time_proj = Linear(time_dim, dim_out, axes=("time_embed", "conv_out"), rngs=rngs)
         self.block2 = CausalBlock(dim_out, dim_out, rngs=rngs)
-        self.res_conv = Conv1d(dim_in, dim_out, 1, rngs=rngs)
+        self.res_conv = Conv1d(dim_in, dim_out, 1, axes=CONV_AXES, rngs=rngs)
 
     def __call__(self, x, mask, temb):
         h = self.block1(x, mask) + self.time_proj(mish(temb))[:, None, :]
@@ -121,7 +121,7 @@ class CausalConditionalDecoder(nnx.Module):
         self.up = Stage(2 * ch, ch, cfg, time_dim, rngs=rngs)
         self.up_conv = CausalConv(ch, ch, 3, rngs=rngs)
         self.final_block = CausalBlock(ch, ch, rngs=rngs)
-        self.final_proj = Conv1d(ch, cfg.out_channels, 1, rngs=rngs)
+        self.final_proj = Conv1d(ch, cfg.out_channels, 1, axes=CONV_AXES, rngs=rngs)
 
     def __call__(self, x, mask, mu, t, spks, cond, *, streaming=False):
         """x, mu, cond [B, T, M]; mask [B, T]; t [B]; spks [B, M]; returns the velocity [B, T, M] (zero where masked).
