@@ -127,17 +127,16 @@ def pack_plan(
     no row of the open batch, the batch is emitted and a new one started."""
     out: list[LocalBatch] = []
     rows: list[Slot] = [[] for _ in range(bucket.batch)]
-    free = np.full(bucket.batch, bucket.length, np.int64)
-    for ex, n in zip(examples, lengths):
+    free = [bucket.length] * bucket.batch
+    for ex, n in zip(examples, np.asarray(lengths).tolist()):
         if n > bucket.length:
             continue
-        fit = np.flatnonzero(free >= n)
-        if fit.size == 0:
+        j = next((j for j, f in enumerate(free) if f >= n), None)
+        if j is None:
             out.append((0, rows))
-            rows, free = [[] for _ in range(bucket.batch)], np.full(bucket.batch, bucket.length, np.int64)
-            fit = np.asarray([0])
-        rows[fit[0]].append(ex)
-        free[fit[0]] -= n
+            rows, free, j = [[] for _ in range(bucket.batch)], [bucket.length] * bucket.batch, 0
+        rows[j].append(ex)
+        free[j] -= n
     if any(rows) and not drop_remainder:
         out.append((0, rows))
     return out

@@ -30,6 +30,7 @@ import bisect
 import collections
 import logging
 import math
+import random
 import sys
 import threading
 
@@ -136,10 +137,11 @@ class PlannedBatches(grain.MapDataset):
         self._plans: collections.OrderedDict[int, tuple] = collections.OrderedDict()
         self._starts = [0]  # global step of each epoch's start, as far as computed
         self._plan_lock = threading.RLock()  # grain reads elements from several threads
+        self._ahead: set[int] = set()
 
     def __getstate__(self):
         state = dict(self.__dict__)
-        for key in ("_rows_of_group", "_plans", "_starts", "_plan_lock"):
+        for key in ("_rows_of_group", "_plans", "_starts", "_plan_lock", "_ahead"):
             state.pop(key)
         return state
 
@@ -224,45 +226,53 @@ class PlannedBatches(grain.MapDataset):
 
     def _gpt_sovits2_examples(self, rows, epoch, p, skips):
         c, ix = self.cfg, self.index
-        rng = order.epoch_rng(c["seed"], epoch, 2, p)
+        rnd = random.Random(int(order.epoch_rng(c["seed"], epoch, 2, p).integers(2**63)))
         limit = self.buckets[0].length
+        # a (text, speech) block costs text + speech + 2 positions (task_id, and sos or the previous eos)
+        block = np.maximum(ix.text_token_len, 0).astype(np.int64) + ix.speech_token_len + 2
         examples, lengths = [], []
-        for r in rows:
+        for r in rows.tolist():
             if ix.speech_token_len[r] <= 0:
                 skips["empty speech tokens"] += 1
                 continue
             if ix.text_token_len[r] == 0:
                 skips["too few text tokens"] += 1
                 continue
-            refs = self.speakers.draw(rng, int(r), min_prompts=c["min_prompts"], max_prompts=c["max_prompts"])
+            refs = self.speakers.draw(rnd, r, min_prompts=c["min_prompts"], max_prompts=c["max_prompts"])
             if refs is None:
                 skips["no same-speaker prompt"] += 1
                 continue
-            ex = (*refs, int(r))
-
-            def length(e):
-                return packing.gpt_sovits2_length(
-                    [max(ix.text_token_len[i], 0) for i in e], [ix.speech_token_len[i] for i in e]
-                )
-
-            while length(ex) > limit and len(ex) - 1 > c["min_prompts"]:
+            ex = (*refs, r)
+            n = int(block[list(ex)].sum())
+            while n > limit and len(ex) - 1 > c["min_prompts"]:
+                n -= int(block[ex[0]])
                 ex = ex[1:]  # fewer references rather than losing the target
-            if length(ex) > limit:
+            if n > limit:
                 skips["longer than the pack length"] += 1
                 continue
             examples.append(ex)
-            lengths.append(length(ex))
+            lengths.append(n)
         return examples, np.asarray(lengths, np.int64)
 
     def _plan(self, epoch: int):
         with self._plan_lock:
             plan = self._plans.get(epoch)
-            if plan is None:
-                plan = self._epoch_plan(epoch)
-                self._plans[epoch] = plan
-                while len(self._plans) > 2:
+        if plan is None:
+            plan = self._epoch_plan(epoch)  # outside the lock: readers of the current epoch go on meanwhile
+            with self._plan_lock:
+                plan = self._plans.setdefault(epoch, plan)
+                while len(self._plans) > 3:
                     self._plans.popitem(last=False)
-            return plan
+        return plan
+
+    def _plan_ahead(self, epoch: int) -> None:
+        """Computes the next epoch's plan in the background (seconds for large corpora)."""
+        last = self.cfg["num_epochs"]
+        with self._plan_lock:
+            if epoch in self._plans or epoch in self._ahead or (last > 0 and epoch >= last):
+                return
+            self._ahead.add(epoch)
+        threading.Thread(target=self._plan, args=(epoch,), daemon=True).start()
 
     def steps_per_epoch(self, epoch: int) -> int:
         return len(self._plan(epoch)[0])
@@ -294,6 +304,8 @@ class PlannedBatches(grain.MapDataset):
             return self.slice(step)
         epoch, k = self._locate(int(step))
         plan, plan_skips = self._plan(epoch)
+        if k >= len(plan) // 2:
+            self._plan_ahead(epoch + 1)
         b, slots = plan[k]
         batch = self._load(int(step), self.buckets[b], slots)
         if k == 0:

@@ -3,6 +3,7 @@
 import collections
 import io
 import itertools
+import random
 
 import numpy as np
 import pytest
@@ -130,7 +131,7 @@ def test_speaker_prompts_same_speaker_never_target():
     spk = np.asarray([0, 1, 0, 0, 2, 1, 0, 3, 0])
     group = np.asarray([0, 0, 0, 1, 1, 1, 1, 2, 2])
     sr = prompts.SpeakerRows(spk, group)
-    rng = np.random.default_rng(0)
+    rng = random.Random(0)
     counts = collections.Counter()
     for _ in range(200):
         for target in range(len(spk)):
@@ -143,6 +144,15 @@ def test_speaker_prompts_same_speaker_never_target():
             counts[len(refs)] += 1
     assert set(counts) == {1, 2, 3}
     assert sr.draw(rng, 1, min_prompts=2, max_prompts=3) is None  # speaker 1 has only one other row
+    # one prompt comes from the target's own row group when it has another row of the speaker
+    assert {sr.draw(rng, 3, min_prompts=1, max_prompts=1) for _ in range(50)} == {(6,)}
+    spread = {sr.draw(rng, 0, min_prompts=1, max_prompts=1) for _ in range(200)}
+    assert spread == {(2,)}  # row 2 shares row group 0 with row 0
+    usable = np.ones(len(spk), bool)
+    usable[6] = False
+    sr2 = prompts.SpeakerRows(spk, group, usable=usable)
+    got = {sr2.draw(rng, 3, min_prompts=1, max_prompts=1) for _ in range(200)}
+    assert got == {(0,), (2,), (8,)}  # row 6 is never a prompt; the rest of the speaker is used
 
 
 def test_flow_prompt_len_distribution():
@@ -287,3 +297,10 @@ def test_device_prefetch_keeps_order_and_items():
     assert next(it) == 0 and pulled == [0, 1, 2]  # two batches ahead of the consumer
     assert list(it) == [1, 2, 3, 4]
     assert list(prefetch(iter([]), 3)) == []
+
+
+def test_gpt_sovits2_length_is_the_sum_of_blocks():
+    for texts, speeches in (([3], [7]), ([2, 5], [4, 1]), ([1, 1, 9], [6, 2, 3])):
+        ex = packing.gpt_sovits2_example([[1] * t for t in texts], [[2] * s for s in speeches], speech_token_size=9)
+        assert len(ex["kinds"]) == packing.gpt_sovits2_length(texts, speeches)
+        assert len(ex["kinds"]) == sum(t + s + 2 for t, s in zip(texts, speeches))
