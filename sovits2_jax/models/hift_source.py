@@ -2,9 +2,10 @@
 
 Randomness (initial harmonic phases, additive noise) comes from an explicit ``rng``; ``rng=None`` draws none (zero
 phases, zero noise), which is what deterministic tests and parity use. The phase is integrated at the mel-frame
-rate and linearly interpolated back to samples exactly as CosyVoice2's ``SineGen2`` does with torch's
-``interpolate``; its running sum is compensated so it agrees with torch's double-accumulated CPU ``cumsum``
-(the phase reaches thousands of radians, where float32 summation order alone would move ``sin`` visibly).
+rate and linearly interpolated back to samples as CosyVoice2's ``SineGen2`` does with torch's ``interpolate``.
+It reaches tens of thousands of radians, where one float32 rounding moves ``sin`` by ~1e-3, so the arithmetic
+reproduces torch's CPU rounding step by step: correctly rounded division (XLA's CPU division is not), a running
+sum as exact as torch's double-accumulated ``cumsum``, and the fused multiply-adds of torch's interpolation kernel.
 """
 
 from __future__ import annotations
@@ -24,6 +25,34 @@ def _two_sum(a: jax.Array, b: jax.Array) -> tuple[jax.Array, jax.Array]:
     s = a + b
     bb = s - a
     return s, (a - (s - bb)) + (b - bb)
+
+
+def _split(a: jax.Array) -> tuple[jax.Array, jax.Array]:
+    c = a * 4097.0  # Veltkamp split of a float32 into two 12-bit halves
+    hi = c - (c - a)
+    return hi, a - hi
+
+
+def _two_prod(a: jax.Array, b: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """p, e with p = fl(a * b) and a * b = p + e exactly (Dekker; no FMA needed)."""
+    p = a * b
+    ah, al = _split(a)
+    bh, bl = _split(b)
+    return p, ((ah * bh - p) + ah * bl + al * bh) + al * bl
+
+
+def divide_rn(a: jax.Array, b: jax.Array) -> jax.Array:
+    """a / b correctly rounded (as torch and IEEE divide); XLA's CPU division may be off by an ulp."""
+    q = a / b
+    p, e = _two_prod(q, b)
+    return q + ((a - p) - e) / b
+
+
+def fma_rn(a: jax.Array, b: jax.Array, c: jax.Array) -> jax.Array:
+    """a * b + c with one rounding (what torch's CPU kernels compute with FMA instructions)."""
+    p, e = _two_prod(a, b)
+    s, t = _two_sum(p, c)
+    return s + (t + e)
 
 
 def compensated_cumsum(x: jax.Array, axis: int) -> jax.Array:
@@ -65,7 +94,8 @@ def interpolate_linear(x: jax.Array, scale_factor: float, axis: int = 1) -> jax.
     shape[axis] = len(i0)
     a = jnp.take(x, jnp.asarray(i0), axis=axis)
     b = jnp.take(x, jnp.asarray(i1), axis=axis)
-    return a * jnp.asarray(w0).reshape(shape) + b * jnp.asarray(w1).reshape(shape)
+    # torch's CPU kernel: fma(x0, w0, x1 * w1)
+    return fma_rn(a, jnp.asarray(w0).reshape(shape), b * jnp.asarray(w1).reshape(shape))
 
 
 def sine_gen2(
@@ -85,16 +115,16 @@ def sine_gen2(
     """
     f0 = f0.astype(jnp.float32)[..., None]
     harmonics = jnp.arange(1, harmonic_num + 2, dtype=jnp.float32)
-    # A barrier keeps XLA from turning the division into a multiply by 1/sr (torch divides).
-    rate = jax.lax.optimization_barrier(jnp.float32(sampling_rate))
-    rad = jnp.remainder(f0 * harmonics / rate, 1.0)
+    rad = jnp.remainder(divide_rn(f0 * harmonics, jnp.float32(sampling_rate)), 1.0)
     if rng is not None:
         phase_key, noise_key = jax.random.split(rng)
         initial = jax.random.uniform(phase_key, (f0.shape[0], harmonic_num + 1), jnp.float32)
         rad = rad.at[:, 0, 1:].add(initial[:, 1:])  # no random phase for the fundamental
     rad = interpolate_linear(rad, 1.0 / upsample_scale, axis=1)
     phase = compensated_cumsum(rad, axis=1) * (2.0 * np.pi)
-    phase = interpolate_linear(phase * upsample_scale, float(upsample_scale), axis=1)
+    # The barrier stops XLA from folding the two constant scalings into one (a different rounding).
+    phase = jax.lax.optimization_barrier(phase) * upsample_scale
+    phase = interpolate_linear(phase, float(upsample_scale), axis=1)
     sines = jnp.sin(phase) * sine_amp
     if sines.shape[1] != f0.shape[1]:
         raise ValueError(f"sine_gen2: {f0.shape[1]} samples are not a multiple of the upsample scale {upsample_scale}")
