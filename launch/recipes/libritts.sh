@@ -8,7 +8,8 @@
 #          0 Kaldi files (wav.scp, text, utt2spk, spk2utt), 1 speaker embeddings, 2 speech tokens, 3 Parquet.
 # --corpus: a LibriTTS-layout directory: either real LibriTTS (subsets such as train-clean-100 and dev-clean
 # inside it) or one set (SPEAKER/CHAPTER/*.wav directly inside). Without --campplus / --speech_tokenizer the
-# offline stand-ins are fitted on the first training set (see sovits2_jax/data/offline_models.py).
+# offline stand-ins are fitted on the first training set (see sovits2_jax/data/offline_models.py);
+# --offline_speaker resemblyzer uses resemblyzer's pretrained encoder instead (256-d, needs the package).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -26,6 +27,7 @@ num_workers=2
 num_utts_per_parquet=1000
 codebook_size=512
 dev_per_speaker=4
+offline_speaker=stats
 
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -42,12 +44,14 @@ while [ $# -gt 0 ]; do
     --num_workers) num_workers=$2; shift 2 ;;
     --num_utts_per_parquet) num_utts_per_parquet=$2; shift 2 ;;
     --codebook_size) codebook_size=$2; shift 2 ;;
+    --offline_speaker) offline_speaker=$2; shift 2 ;;
     -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
     *) echo "libritts.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
 
 if [ -n "${PYTHON:-}" ]; then py=$PYTHON; elif [ -x .venv/bin/python ]; then py=.venv/bin/python; else py=python3; fi
+case "$offline_speaker" in stats|resemblyzer) ;; *) echo "libritts.sh: --offline_speaker stats|resemblyzer" >&2; exit 2 ;; esac
 for f in "$campplus" "$speech_tokenizer"; do
   if [ -n "$f" ] && [ ! -f "$f" ]; then echo "libritts.sh: ONNX model $f does not exist" >&2; exit 2; fi
 done
@@ -92,7 +96,11 @@ if [ "$stage" -le 0 ] && [ "$stop_stage" -ge 0 ]; then
 fi
 
 if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
-  if [ -z "$campplus" ]; then
+  if [ -z "$campplus" ] && [ "$offline_speaker" = resemblyzer ]; then
+    campplus=$offline/resemblyzer.onnx
+    echo "stage 1: no --campplus; exporting resemblyzer's encoder (256-d) -> $campplus"
+    $py -m sovits2_jax.data.offline_models resemblyzer --out "$campplus"
+  elif [ -z "$campplus" ]; then
     campplus=$offline/speaker_encoder.onnx
     echo "stage 1: no --campplus; fitting the offline speaker encoder on $fit_set -> $campplus"
     $py -m sovits2_jax.data.offline_models speaker --dir "$data/$fit_set" --out "$campplus"

@@ -31,8 +31,13 @@ def _slaney_hz(mel: np.ndarray) -> np.ndarray:
 @functools.lru_cache(maxsize=4)
 def whisper_mel_filters(n_mels: int = 128) -> np.ndarray:
     """Slaney-normalised mel filters [n_mels, 201] float32 (what librosa.filters.mel gives and whisper ships)."""
-    fft_hz = np.linspace(0.0, SAMPLE_RATE / 2, 1 + N_FFT // 2)
-    edges = _slaney_hz(np.linspace(_slaney_mel(0.0), _slaney_mel(SAMPLE_RATE / 2), n_mels + 2))
+    return slaney_mel_filters(SAMPLE_RATE, N_FFT, n_mels)
+
+
+def slaney_mel_filters(sample_rate: int, n_fft: int, n_mels: int) -> np.ndarray:
+    """librosa.filters.mel(sr, n_fft, n_mels) (slaney scale and area normalisation, 0 Hz to Nyquist), float32."""
+    fft_hz = np.linspace(0.0, sample_rate / 2, 1 + n_fft // 2)
+    edges = _slaney_hz(np.linspace(_slaney_mel(0.0), _slaney_mel(sample_rate / 2), n_mels + 2))
     widths = np.diff(edges)
     ramps = edges[:, None] - fft_hz[None, :]
     rising = -ramps[:-2] / widths[:-1, None]

@@ -10,7 +10,9 @@
   fbank -> ``output`` [B, dim]): per-bin spread, energy-weighted mean spectrum and mean |delta| (240 stats),
   standardised and projected by LDA over the speakers.
 
-Both are far weaker than the real models; use the real ONNX files whenever you have them.
+* ``resemblyzer``: resemblyzer's pretrained speaker encoder exported to ONNX (256-d; see resemblyzer_encoder.py).
+
+All are weaker than the real models; use the real ONNX files whenever you have them.
 """
 
 from __future__ import annotations
@@ -291,15 +293,21 @@ def fit_speaker_encoder(data_dir: str, out_path: str, *, dim: int = 192) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description="Fit offline speech-tokenizer / speaker-encoder ONNX models")
-    p.add_argument("what", choices=["tokenizer", "speaker"])
-    p.add_argument("--dir", required=True, help="Kaldi data dir to fit on")
+    p.add_argument("what", choices=["tokenizer", "speaker", "resemblyzer"])
+    p.add_argument("--dir", help="Kaldi data dir to fit on (tokenizer, speaker)")
     p.add_argument("--out", required=True, help="output .onnx path")
     p.add_argument("--codebook_size", type=int, default=512)
     p.add_argument("--dim", type=int, default=192)
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    if a.what == "tokenizer":
+    if a.what == "resemblyzer":
+        from sovits2_jax.data.resemblyzer_encoder import export_resemblyzer
+
+        export_resemblyzer(a.out)
+    elif not a.dir:
+        p.error(f"{a.what} needs --dir")
+    elif a.what == "tokenizer":
         fit_tokenizer(a.dir, a.out, codebook_size=a.codebook_size, seed=a.seed)
     else:
         fit_speaker_encoder(a.dir, a.out, dim=a.dim)

@@ -4,7 +4,8 @@
     python -m sovits2_jax.data.onnx_extract token --dir data/train --onnx_path speech_tokenizer_v2.onnx
 
 Embedding model (campplus-compatible): first input = Kaldi fbank [1, T, 80] with the time mean removed, output
-[1, D] -> ``utt2embedding.npz`` and ``spk2embedding.npz`` (speaker mean). Token model (S3-compatible): inputs =
+[1, D] -> ``utt2embedding.npz`` and ``spk2embedding.npz`` (speaker mean); or resemblyzer's encoder exported by
+``resemblyzer_encoder.export_resemblyzer`` (recognised by its metadata). Token model (S3-compatible): inputs =
 whisper log-mel [B, 128, T] float32 and lengths [B] int32, first output = tokens [B, T'] -> ``utt2speech_token.npz``.
 Audio is resampled to 16 kHz. Audio over 30 s gets no tokens (as in CosyVoice) and is reported. Work is split
 into chunks over worker processes; tokens may be batched (padded; the S3 encoders mask padding).
@@ -26,7 +27,7 @@ from tqdm import tqdm
 from sovits2_jax.audio.fbank import campplus_features
 from sovits2_jax.audio.io import AudioError, load_audio
 from sovits2_jax.audio.whisper_mel import log_mel_spectrogram
-from sovits2_jax.data import feature_store
+from sovits2_jax.data import feature_store, resemblyzer_encoder
 from sovits2_jax.data.kaldi import read_kaldi_dir
 from sovits2_jax.data.skiplog import SkipLog
 
@@ -50,6 +51,8 @@ def make_session(onnx_path: str, threads: int = 1):
 
 
 def check_embedding_model(session, onnx_path: str) -> None:
+    if resemblyzer_encoder.is_resemblyzer(session):
+        return
     inputs = session.get_inputs()
     shape = inputs[0].shape
     if len(shape) != 3 or shape[2] != 80:
@@ -97,7 +100,9 @@ _WORKER: dict = {}
 
 
 def _init_worker(kind: str, onnx_path: str, batch_size: int) -> None:
-    _WORKER.update(kind=kind, session=make_session(onnx_path), batch_size=batch_size)
+    session = make_session(onnx_path)
+    _WORKER.update(kind=kind, session=session, batch_size=batch_size)
+    _WORKER["resemblyzer"] = resemblyzer_encoder.is_resemblyzer(session)
 
 
 def _load16k(path: str) -> np.ndarray:
@@ -109,10 +114,14 @@ def _embedding_chunk(items: list[tuple[str, str]]) -> list[tuple[str, np.ndarray
     out = []
     for utt, path in items:
         try:
-            feats = campplus_features(_load16k(path))
+            wav = _load16k(path)
         except AudioError as exc:
             out.append((utt, None, "unreadable audio: " + str(exc).split(": ", 1)[-1]))
             continue
+        if _WORKER["resemblyzer"]:
+            out.append((utt, resemblyzer_encoder.embed(_WORKER["session"], wav), None))
+            continue
+        feats = campplus_features(wav)
         if feats.shape[0] == 0:
             out.append((utt, None, "too short: shorter than one 25 ms frame"))
             continue
