@@ -21,6 +21,7 @@ _NEW = flags.DEFINE_integer("new", 128, "new tokens per row")
 _BATCHES = flags.DEFINE_list("batches", ["1", "16"], "batch sizes for the plain LM comparison")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "timed runs (median)")
 _SPEECH = flags.DEFINE_boolean("speech", True, "also time the CosyVoice2 speech LM against Qwen2LM.inference")
+_TORCH_THREADS = flags.DEFINE_integer("torch_threads", 0, "torch intra-op threads (0 = torch's default)")
 
 
 def _tokens_line(name: str, what: str, tokens: int, ours_ms: float, torch_ms: float) -> None:
@@ -163,6 +164,10 @@ def main(argv) -> int:
     from sovits2_jax.convert.random_reference import save_random_hf_qwen2
     from sovits2_jax.models.qwen2 import Qwen2Config
 
+    if _TORCH_THREADS.value:
+        import torch
+
+        torch.set_num_threads(_TORCH_THREADS.value)
     config = Qwen2Config.from_dict(_CONFIG.value.model.to_dict())
     src = save_random_hf_qwen2(tempfile.mkdtemp(prefix="bench-speech-lm-"), config)
     bench_plain_lm(config, src, [int(b) for b in _BATCHES.value], _PROMPT.value, _NEW.value, _REPEATS.value)
