@@ -381,6 +381,7 @@ class PlannedBatches(grain.MapDataset):
                     rng = np.random.default_rng([c["seed"] & 0xFFFFFFFF, step, i, 7])
                     try:
                         sample = self._process(row, rng)
+                        self._check_fits(sample, bucket)
                         if c["flow_prompt"] and "speech_feat" in sample:
                             sample["cond_len"] = prompts.flow_prompt_len(rng, sample["speech_feat"].shape[0])
                     except steps.SkipSample as e:
@@ -420,37 +421,43 @@ class PlannedBatches(grain.MapDataset):
             return None
         return out
 
-    def _assemble(self, samples, bucket: batching.Bucket) -> dict:
-        c = self.cfg
-        length = bucket.length
-        out = {"valid": np.asarray([s is not None for s in samples])}
-
-        def field(name, flen, shape, dtype, key=None):
-            arrays = [None if s is None else np.asarray(s[key or name]) for s in samples]
-            out[name] = batching.pad_stack(arrays, flen, shape, dtype)
-            if flen is not None:
-                out[name + "_len"] = np.asarray([0 if a is None else a.shape[0] for a in arrays], np.int32)
-
+    def _fields(self, bucket: batching.Bucket) -> list[tuple[str, int | None, tuple[int, ...], type]]:
+        """(name, padded length or None, per-step shape, dtype) of every batched sample array."""
+        c, length = self.cfg, bucket.length
+        out = []
         if c["kind"] == "llm":
-            text_len = max(c["text_min_pad"], math.ceil(length * c["text_ratio"]))
-            field("text_token", text_len, (), np.int32)
-            field("speech_token", length, (), np.int32)
+            out.append(("text_token", max(c["text_min_pad"], math.ceil(length * c["text_ratio"])), (), np.int32))
+            out.append(("speech_token", length, (), np.int32))
             if c["dpo"]:
-                field("reject_speech_token", length, (), np.int32)
+                out.append(("reject_speech_token", length, (), np.int32))
         if c["kind"] in ("flow", "hift"):
-            field("speech_feat", length, (c["mel"]["num_mels"],), np.float32)
+            out.append(("speech_feat", length, (c["mel"]["num_mels"],), np.float32))
         if c["kind"] == "flow" and not c["online_tokenization"]:
-            ratio = max(c["token_mel_ratio"], 1)
-            field("speech_token", length // ratio, (), np.int32)
+            out.append(("speech_token", length // max(c["token_mel_ratio"], 1), (), np.int32))
         if c["kind"] == "hift":
-            field("speech", c["truncate_length"], (), np.float32)
-            field("pitch_feat", length, (), np.float32)
-            del out["pitch_feat_len"]
+            out.append(("speech", c["truncate_length"], (), np.float32))
+            out.append(("pitch_feat", length, (), np.float32))
         if c["online_tokenization"]:
-            field("whisper_feat", 2 * length + 4, (c["whisper_mels"],), np.float32)
+            out.append(("whisper_feat", 2 * length + 4, (c["whisper_mels"],), np.float32))
         if c["kind"] in ("llm", "flow"):
-            field("embedding", None, (c["embedding_dim"],), np.float32)
-        if c["kind"] == "flow" and c["flow_prompt"]:
+            out.append(("embedding", None, (c["embedding_dim"],), np.float32))
+        return out
+
+    def _check_fits(self, sample: dict, bucket: batching.Bucket) -> None:
+        """The plan sized the bucket from the index; a sample that came out longer (e.g. a duration estimate off
+        by a frame) is skipped rather than breaking the batch."""
+        for name, flen, _, _ in self._fields(bucket):
+            if flen is not None and len(sample[name]) > flen:
+                raise steps.SkipSample("longer than its bucket")
+
+    def _assemble(self, samples, bucket: batching.Bucket) -> dict:
+        out = {"valid": np.asarray([s is not None for s in samples])}
+        for name, flen, shape, dtype in self._fields(bucket):
+            arrays = [None if s is None else np.asarray(s[name]) for s in samples]
+            out[name] = batching.pad_stack(arrays, flen, shape, dtype)
+            if flen is not None and name not in ("pitch_feat",):
+                out[name + "_len"] = np.asarray([0 if a is None else a.shape[0] for a in arrays], np.int32)
+        if self.cfg["kind"] == "flow" and self.cfg["flow_prompt"]:
             out["cond_len"] = np.asarray([0 if s is None else s["cond_len"] for s in samples], np.int32)
         return out
 

@@ -439,3 +439,15 @@ def test_gpt_sovits2_long_examples_drop_references_then_skip(corpus):
     assert all(len(ex) == 2 for ex in kept)  # 3 s utterances: only one reference fits in 130 positions
     assert len(kept) + skips.get("longer than the pack length", 0) == NUM_ROWS
     assert skips.get("longer than the pack length", 0) > 0
+
+
+def test_sample_longer_than_its_bucket_is_skipped_not_fatal(corpus):
+    from sovits2_jax.data import batching, steps
+
+    ds = pipeline.build_dataset(config("flow"), data_list=corpus, process_index=0, process_count=1)
+    fits = {"speech_feat": np.zeros((100, 80)), "speech_token": np.zeros(50), "embedding": np.zeros(192)}
+    ds._check_fits(fits, batching.Bucket(2, 100))
+    with pytest.raises(steps.SkipSample, match="longer than its bucket"):
+        ds._check_fits({**fits, "speech_token": np.zeros(51)}, batching.Bucket(2, 100))
+    batch = ds._assemble([fits, None], batching.Bucket(2, 100))
+    assert batch["speech_feat_len"].tolist() == [100, 0] and batch["speech_token_len"].tolist() == [50, 0]
