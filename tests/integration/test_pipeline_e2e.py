@@ -445,7 +445,7 @@ def test_sample_longer_than_its_bucket_is_skipped_not_fatal(corpus):
     from sovits2_jax.data import batching, steps
 
     ds = pipeline.build_dataset(config("flow"), data_list=corpus, process_index=0, process_count=1)
-    fits = {"speech_feat": np.zeros((100, 80)), "speech_token": np.zeros(50), "embedding": np.zeros(192)}
+    fits = {"speech_feat": np.zeros((100, 80)), "speech_token": np.zeros(50), "embedding": np.zeros(192), "cond_len": 7}
     ds._check_fits(fits, batching.Bucket(2, 100))
     with pytest.raises(steps.SkipSample, match="longer than its bucket"):
         ds._check_fits({**fits, "speech_token": np.zeros(51)}, batching.Bucket(2, 100))
