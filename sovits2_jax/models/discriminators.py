@@ -171,10 +171,11 @@ class MultiPeriodDiscriminator(nnx.Module):
         periods: Sequence[int] = (2, 3, 5, 7, 11),
         *,
         scale_layers: Sequence[Sequence[int]] | None = None,
+        channels: Sequence[int] = (32, 128, 512, 1024, 1024),
         rngs: nnx.Rngs,
     ):
         discs: list[nnx.Module] = [] if scale_layers is None else [DiscriminatorS(scale_layers, rngs=rngs)]
-        discs += [DiscriminatorP(p, rngs=rngs) for p in periods]
+        discs += [DiscriminatorP(p, channels=channels, rngs=rngs) for p in periods]
         self.discriminators = nnx.List(discs)
 
     def __call__(self, y: jax.Array, y_hat: jax.Array):
