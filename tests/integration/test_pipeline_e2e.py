@@ -1,11 +1,9 @@
 """End-to-end Grain pipeline tests on small synthetic Parquet corpora (real WAV bytes, CosyVoice schema)."""
 
 import collections
-import json
 import os
 import subprocess
 import sys
-import textwrap
 
 import numpy as np
 import pyarrow as pa
@@ -13,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from configs import data as data_configs
-from sovits2_jax.data import iterator_state, pipeline, synthetic
+from sovits2_jax.data import pipeline, synthetic
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 NUM_ROWS = 36
@@ -263,42 +261,6 @@ def test_gpt_sovits2_packing_prompts_and_segment_masks(corpus, rows):
     del jax
 
 
-def test_resume_in_new_process_with_mp_prefetch(corpus, tmp_path):
-    changes = overrides_for("flow", worker_count=2, num_epochs=2)
-    cfg = config("flow", **changes)
-    it = pipeline.make_batches(cfg, data_list=corpus, process_index=0, process_count=1)
-    try:
-        for _ in range(3):
-            next(it)
-        iterator_state.save(tmp_path / "state", it)
-        expected = [next(it) for _ in range(4)]
-    finally:
-        it.close()
-    assert os.path.isfile(tmp_path / "state" / "process_0-of-1.json")
-    script = textwrap.dedent(
-        f"""
-        import json, pickle, sys
-        sys.path.insert(0, {ROOT!r})
-        from configs import data as data_configs
-        from sovits2_jax.data import iterator_state, pipeline
-        cfg = data_configs.get_config("flow").data
-        for k, v in json.loads({json.dumps(changes)!r}).items():
-            setattr(cfg, k, v)
-        it = pipeline.make_batches(cfg, data_list={corpus!r}, process_index=0, process_count=1)
-        iterator_state.restore({str(tmp_path / "state")!r}, it)
-        out = [next(it) for _ in range(4)]
-        it.close()
-        pickle.dump(out, open({str(tmp_path / "out.pkl")!r}, "wb"))
-        """
-    )
-    subprocess.run([sys.executable, "-c", script], check=True, cwd=ROOT, timeout=120)
-    import pickle
-
-    with open(tmp_path / "out.pkl", "rb") as f:
-        restored = pickle.load(f)
-    assert_same([(x, None) for x in expected], [(x, None) for x in restored])
-
-
 def test_global_arrays_on_mesh(corpus):
     import jax
 
@@ -368,30 +330,6 @@ def test_online_tokenization_adds_whisper_mel(rows, tmp_path):
         v = batch["valid"]
         # 100 whisper frames per second against 50 mel frames per second
         np.testing.assert_allclose(batch["whisper_feat_len"][v], 2 * batch["speech_feat_len"][v], atol=2)
-
-
-def test_iterator_state_in_orbax_checkpoint_manager_next_to_params(corpus, tmp_path):
-    import grain
-    import orbax.checkpoint as ocp
-
-    cfg = config("llm", num_epochs=3)
-    params = {"w": np.arange(6, dtype=np.float32).reshape(2, 3)}
-    it = pipeline.make_batches(cfg, data_list=corpus, process_index=0, process_count=1)
-    for _ in range(5):
-        next(it)
-    with ocp.CheckpointManager(tmp_path / "ckpt", item_names=("params", "data")) as mngr:
-        mngr.save(7, args=ocp.args.Composite(params=ocp.args.StandardSave(params),
-                                             data=iterator_state.orbax_save_args(it)))  # fmt: skip
-        mngr.wait_until_finished()
-    expected = [next(it) for _ in range(3)]
-    fresh = pipeline.make_batches(cfg, data_list=corpus, process_index=0, process_count=1)
-    with ocp.CheckpointManager(tmp_path / "ckpt", item_names=("params", "data")) as mngr:
-        assert mngr.latest_step() == 7
-        got = mngr.restore(7, args=ocp.args.Composite(params=ocp.args.StandardRestore(params),
-                                                      data=iterator_state.orbax_restore_args(fresh)))  # fmt: skip
-    np.testing.assert_array_equal(got["params"]["w"], params["w"])
-    assert_same([(x, None) for x in expected], [(next(fresh), None) for _ in range(3)])
-    assert isinstance(iterator_state.orbax_save_args(it), grain.checkpoint.CheckpointSave)
 
 
 def test_fitted_buckets_cover_the_corpus(corpus, rows):
