@@ -11,10 +11,11 @@ from sovits2_jax.parallel.rules import mesh_config, sharding_config
 KINDS = ("llm", "flow", "hift", "gpt_sovits2")
 
 # Bucket lengths in the unit each pipeline batches by: speech tokens (llm), 50 Hz mel frames (flow),
-# packed positions (gpt_sovits2); hift crops to one fixed length.
+# packed positions (gpt_sovits2); hift crops to one fixed length. Up to 40 s, as CosyVoice2's 2000-frame budget
+# admits; longer utterances are skipped and counted. data.num_buckets=N fits N lengths to the corpus instead.
 BUCKETS = {
-    "llm": [25, 32, 40, 50, 64, 80, 100, 128, 160, 200, 250, 320, 400, 500],
-    "flow": [100, 128, 160, 200, 256, 320, 400, 500, 640, 800, 1000],
+    "llm": [25, 32, 40, 50, 64, 80, 100, 128, 160, 200, 250, 320, 400, 500, 640, 800, 1000],
+    "flow": [100, 128, 160, 200, 256, 320, 400, 500, 640, 800, 1000, 1280, 1600, 2000],
     "hift": [51],
     "gpt_sovits2": [2048],
 }
