@@ -285,7 +285,7 @@ def test_cli_prints_stats_and_dumps(corpus, tmp_path):
     dump = tmp_path / "b.npz"
     cmd = [
         sys.executable, "-m", "sovits2_jax.data.pipeline", "--config=configs/data.py:llm", f"--data_list={corpus}",
-        "--num_batches=3", f"--dump={dump}", "--config.data.worker_count=0", "--config.data.max_frames_in_batch=600",
+        "--num_batches=3", f"--dump={dump}", "--config.data.worker_count=0", "--config.data.max_frames_in_batch=1000",
     ]  # fmt: skip
     res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
