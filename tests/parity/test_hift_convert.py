@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 import types
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -151,3 +152,29 @@ def test_torch_file_and_orbax_storage_round_trip(state_dict, tmp_path):
     save_torch_state_dict(cosyvoice2_hift.params_to_torch(loaded, CONFIG), tmp_path / "back.pt")
     back = {k: v.numpy() for k, v in torch.load(tmp_path / "back.pt", weights_only=True).items()}
     _assert_same(back, state_dict)
+
+
+def test_cosyvoice2_directory_round_trip_with_only_hift(state_dict, tmp_path):
+    from sovits2_jax.convert import cosyvoice2
+
+    src = tmp_path / "CosyVoice2-0.5B"
+    src.mkdir()
+    (src / "cosyvoice2.yaml").write_text(HIFT_YAML)
+    torch.save({k: torch.from_numpy(v) for k, v in state_dict.items()}, src / "hift.pt")
+    cosyvoice2.torch_to_jax(src, tmp_path / "jax")
+    params, config = cosyvoice2.load_part(tmp_path / "jax", "hift")
+    assert config == CONFIG and params["conv_post"]["g"].shape == (18,)
+    cosyvoice2.jax_to_torch(tmp_path / "jax", tmp_path / "back")
+    back = {k: v.numpy() for k, v in torch.load(tmp_path / "back" / "hift.pt", weights_only=True).items()}
+    _assert_same(back, state_dict)
+
+
+def test_configs_hift_matches_the_model_defaults():
+    from sovits2_jax.config import load_config, validate
+
+    path = Path(__file__).resolve().parents[2] / "configs" / "hift.py"
+    config = load_config(str(path))
+    validate(config, num_devices=1)
+    assert HiFTConfig.from_dict(config.hift.model.to_dict()) == HiFTConfig()
+    tiny = HiFTConfig.from_dict(load_config(f"{path}:tiny").hift.model.to_dict())
+    assert tiny.upsample_scale == 480 and tiny.base_channels < 512
