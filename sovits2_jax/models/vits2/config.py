@@ -133,6 +133,11 @@ class VitsConfig:
             "resblock_dilation_sizes",
             "one per resblock kernel size",
         )
+        need(
+            all((k - u) % 2 == 0 for u, k in zip(self.upsample_rates, self.upsample_kernel_sizes)),
+            "upsample_kernel_sizes",
+            "kernel - rate must be even so each transposed conv upsamples exactly by its rate",
+        )
         need(self.resblock in ("1", "2"), "resblock", "must be '1' or '2'")
         need(self.segment_size % self.hop_length == 0, "segment_size", "must be a multiple of hop_length")
         need(self.n_layers >= 2, "n_layers", "the content encoders use n_layers // 2 >= 1 layers")

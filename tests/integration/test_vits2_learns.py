@@ -1,0 +1,88 @@
+"""The GPT-SoVITS2 VITS2 layout (S3-style tokens, RoPE, transformer couplings) learns: a couple of hundred
+AdamW steps on synthetic token -> tone speech drive the mel reconstruction loss well below where it started.
+Then a GAN turn (discriminator + generator with adversarial / feature-matching terms) runs and stays finite."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from sovits2_jax.audio.spectrogram import linear_spectrogram
+from sovits2_jax.models.discriminators import MultiPeriodDiscriminator
+from sovits2_jax.models.vits2.synthesizer import SynthesizerTrn
+from sovits2_jax.models.vits2.train_step import make_vits_steps
+
+STEPS = 120
+
+
+def _tiny_config():
+    spec = importlib.util.spec_from_file_location("_vits2_cfg", Path(__file__).parents[2] / "configs" / "vits2.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.vits_config(module.get_config("tiny"))
+
+
+def synthetic_batch(cfg, n: int, tokens: int, seed: int) -> dict:
+    """Each 25 Hz token is 40 ms of a tone whose pitch the token id sets (phase-continuous)."""
+    rng = np.random.default_rng(seed)
+    vocab = cfg.speech_vocab_size - 3
+    codes = rng.integers(0, vocab, (n, tokens))
+    per_token = cfg.hop_length * cfg.content_upsample
+    freq = np.repeat(150.0 + 45.0 * codes, per_token, axis=1) / cfg.sampling_rate
+    wav = (0.4 * np.sin(2 * np.pi * np.cumsum(freq, axis=1))).astype(np.float32)
+    spec = linear_spectrogram(wav, n_fft=cfg.n_fft, hop_size=cfg.hop_length, win_size=cfg.win_length)
+    frames = tokens * cfg.content_upsample
+    assert spec.shape[1] == frames
+    text = codes[:, ::2] % cfg.n_symbols
+    return dict(
+        codes=jnp.asarray(codes, jnp.int32),
+        spec=spec,
+        spec_lengths=jnp.full((n,), frames, jnp.int32),
+        wav=jnp.asarray(wav),
+        text=jnp.asarray(text, jnp.int32),
+        text_lengths=jnp.full((n,), text.shape[1], jnp.int32),
+    )
+
+
+def test_gpt_sovits2_layout_learns_reconstruction():
+    cfg = _tiny_config()
+    assert cfg.flow == "transformer" and cfg.position == "rope" and cfg.content == "tokens"
+    g_graphdef, g_params = nnx.split(SynthesizerTrn(cfg, rngs=nnx.Rngs(0)), nnx.Param)
+    assert len(nnx.merge(g_graphdef, g_params).flow.flows[0].enc.attn_layers) == cfg.flow_layers
+    data = synthetic_batch(cfg, 8, 20, seed=0)
+    init, step = make_vits_steps(cfg, g_graphdef, None, optax.adam(2e-3))
+    step = jax.jit(step, donate_argnums=0)
+    state = init(g_params)
+    key = jax.random.key(0)
+    mel = []
+    for i in range(STEPS):
+        idx = np.arange(4) + 4 * (i % 2)
+        batch = {k: v[idx] for k, v in data.items()}
+        state, metrics = step(state, batch, jax.random.fold_in(key, i))
+        mel.append(float(metrics["g/loss_mel"]))
+    assert np.isfinite(mel).all()
+    # the first steps mostly fix the output level; learning must continue well past that
+    start, early, end = mel[0], np.mean(mel[10:20]), np.mean(mel[-10:])
+    assert end < 0.5 * start, f"mel loss {start:.3f} -> {end:.3f}"
+    assert end < 0.95 * early, f"mel loss stalled: {early:.3f} (steps 10-20) -> {end:.3f}"
+
+    # one full GAN turn (discriminator, then generator with adversarial + feature-matching terms); a single
+    # period discriminator keeps the compile short (the full MPD + scale discriminator is checked for parity)
+    d_graphdef, d_params = nnx.split(MultiPeriodDiscriminator(periods=(2,), rngs=nnx.Rngs(1)), nnx.Param)
+    init_gan, gan_step = make_vits_steps(cfg, g_graphdef, d_graphdef, optax.adam(2e-4), optax.adam(2e-4))
+    gan_step = jax.jit(gan_step)
+    gstate = init_gan(state.g_params, d_params)
+    gstate, metrics = gan_step(gstate, {k: v[:2] for k, v in data.items()}, jax.random.key(100))
+    for name in ("loss_disc", "g/loss_gen", "g/loss_fm", "g/loss_mel", "g/loss_kl"):
+        assert np.isfinite(float(metrics[name])), name
+
+    # the trained decoder synthesises the right length from codes + text + a reference
+    model = nnx.merge(g_graphdef, gstate.g_params)
+    wav = model.decode(data["codes"][:1], data["text"][:1], data["spec"][:1], 0.0)
+    assert wav.shape == (1, 40 * cfg.hop_length) and np.isfinite(np.asarray(wav)).all()
