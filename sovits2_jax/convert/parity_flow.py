@@ -110,14 +110,10 @@ def load_reference_weights(src: str | Path):
     src = Path(src)
     pt = src / "flow.pt" if src.is_dir() else src
     config = cosyvoice2_flow.default_config()
-    yaml_path = pt.parent / "cosyvoice2.yaml"
-    if yaml_path.exists():
-        try:
-            from sovits2_jax.convert.cosyvoice2 import read_yaml  # written by the speech-LM helper
+    if (pt.parent / "cosyvoice2.yaml").exists():
+        from sovits2_jax.convert.cosyvoice2 import read_yaml
 
-            config = cosyvoice2_flow.config_from_yaml(read_yaml(yaml_path))
-        except ImportError:
-            pass
+        config = cosyvoice2_flow.config_from_yaml(read_yaml(pt.parent))
     return config, list(iter_torch_file(pt))
 
 

@@ -1,0 +1,116 @@
+"""CosyVoice2 flow benchmark: ours (JAX) vs cosyvoice-minicpmo (PyTorch), same weights, batch and length.
+
+1. Estimator training step: forward + backward of the masked flow-matching MSE w.r.t. all estimator parameters.
+2. Full inference: tokens + prompt -> mel, encoder + 10 Euler steps with CFG (the reference runs batch 1).
+On a CUDA machine with ``--dtype bfloat16`` both run in bf16 (ours: bf16 params and activations; torch: autocast).
+
+python -m sovits2_jax.bench.flow [--size real|tiny] [--frames 200] [--batch 2] [--tokens 100] [--dtype float32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+import numpy as np
+
+
+def _sync_torch(device: str) -> None:
+    import torch
+
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--size", default="real", choices=["real", "tiny"])
+    p.add_argument("--frames", type=int, default=200, help="mel frames of the estimator step")
+    p.add_argument("--batch", type=int, default=2, help="batch of the estimator step")
+    p.add_argument("--tokens", type=int, default=100, help="generated tokens of the inference (prompt = 25)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--torch_threads", type=int, default=0, help="0 = all cores (JAX uses all cores too)")
+    args = p.parse_args(argv)
+
+    import jax
+    import jax.numpy as jnp
+    import torch
+    from flax import nnx
+
+    from sovits2_jax.bench.timing import median_ms, report
+    from sovits2_jax.convert import parity_flow as pf
+    from sovits2_jax.convert.torch_refs import to_torch
+
+    gpu = jax.default_backend() == "gpu" and torch.cuda.is_available()
+    if args.dtype == "bfloat16" and not gpu:
+        raise SystemExit("--dtype bfloat16 needs a CUDA GPU for both frameworks")
+    tdev = "cuda" if gpu else "cpu"
+    torch.set_num_threads(args.torch_threads or os.cpu_count() or 1)
+    config, ref, _, graphdef, params, _, _ = pf._setup(None, size=args.size, device="gpu" if gpu else "cpu", seed=0)
+    ref = ref.to(tdev)
+    jdtype = jnp.bfloat16 if args.dtype == "bfloat16" else jnp.float32
+    params = jax.tree.map(lambda a: a.astype(jdtype), params)
+    tag = f"{args.size}, {args.dtype}, {'cuda' if gpu else 'cpu'}"
+
+    # 1. estimator forward + backward
+    x = pf.estimator_inputs(config, args.batch, args.frames, seed=0)
+    target = np.random.default_rng(1).standard_normal(x["x"].shape).astype(np.float32)
+    tr = lambda a: jnp.asarray(a, jdtype).transpose(0, 2, 1)
+
+    def our_loss(params, x, target):
+        est = nnx.merge(graphdef, params).estimator
+        m = jnp.asarray(x["mask"][:, 0], jdtype)
+        pred = est(tr(x["x"]), m, tr(x["mu"]), jnp.asarray(x["t"]), jnp.asarray(x["spks"], jdtype), tr(x["cond"]))
+        err = (pred.astype(jnp.float32) - tr(target).astype(jnp.float32)) * m[..., None]
+        return jnp.sum(err**2) / (jnp.sum(m) * pred.shape[-1])
+
+    step = jax.jit(jax.value_and_grad(our_loss))
+    ours_ms = median_ms(lambda: jax.block_until_ready(step(params, x, target)), repeats=args.repeats)
+
+    est = ref.decoder.estimator.train()
+    targs = [to_torch(x[k], tdev) for k in ("x", "mask", "mu", "t", "spks", "cond")]
+    ttarget = to_torch(target, tdev)
+
+    def torch_step():
+        est.zero_grad(set_to_none=True)
+        with torch.autocast(tdev, dtype=torch.bfloat16, enabled=args.dtype == "bfloat16"):
+            pred = est(*targs)
+            loss = torch.sum(((pred.float() - ttarget) * targs[1]) ** 2) / (torch.sum(targs[1]) * pred.shape[1])
+        loss.backward()
+        _sync_torch(tdev)
+
+    torch_ms = median_ms(torch_step, repeats=args.repeats)
+    report("flow", f"estimator fwd+bwd (batch {args.batch}, {args.frames} frames, {tag})", ours_ms, torch_ms)
+
+    # 2. full 10-step inference, batch 1
+    inputs = pf.flow_inputs(config, args.tokens, 25, seed=0)
+    ref.eval()
+
+    def our_infer(params, d):
+        mel, _ = nnx.merge(graphdef, params).inference(
+            d["token"], d["token_len"], d["prompt_token"], d["prompt_token_len"],
+            jnp.asarray(d["prompt_feat"], jdtype), d["prompt_feat_len"], jnp.asarray(d["embedding"], jdtype),
+            jnp.asarray(d["noise"], jdtype).transpose(0, 2, 1), streaming=False,
+        )  # fmt: skip
+        return mel
+
+    infer = jax.jit(our_infer)
+    ours_ms = median_ms(lambda: jax.block_until_ready(infer(params, inputs)), warmup=1, repeats=args.repeats)
+    ref.decoder.rand_noise = to_torch(inputs["noise"], tdev)
+    names = ("token", "token_len", "prompt_token", "prompt_token_len", "prompt_feat", "prompt_feat_len", "embedding")
+    targs = [to_torch(inputs[k], tdev) for k in names]
+
+    def torch_infer():
+        with torch.no_grad(), torch.autocast(tdev, dtype=torch.bfloat16, enabled=args.dtype == "bfloat16"):
+            ref.inference(*targs, streaming=False, finalize=True)
+        _sync_torch(tdev)
+
+    torch_ms = median_ms(torch_infer, warmup=1, repeats=args.repeats)
+    frames = 2 * args.tokens
+    report("flow", f"10-step CFG inference ({args.tokens} tokens -> {frames} frames + 25-token prompt, {tag})",
+           ours_ms, torch_ms)  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
