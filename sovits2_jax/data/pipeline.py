@@ -368,8 +368,9 @@ class PlannedBatches(grain.MapDataset):
         if c["kind"] == "gpt_sovits2":
             rows = []
             for slot in slots:
-                rows.append([self._gpt_sovits2_one(ex, skipped) for ex in slot])
-                utts.append([self.index.utt[ex[-1]] for ex in slot])
+                loaded = [(ex, self._gpt_sovits2_one(ex, skipped)) for ex in slot]
+                rows.append([seq for _, seq in loaded])
+                utts.append([self.index.utt[ex[-1]] for ex, seq in loaded if seq is not None])  # segment order
             batch = packing.pack_rows(rows, bucket.length)
             batch["valid"] = batch["num_segments"] > 0
         else:
