@@ -86,6 +86,19 @@ def validate(config, num_devices: int | None = None) -> None:
     shape = validate_mesh(config, num_devices) if "mesh" in config else None
     if "model" in config and config.get("model_type", "qwen2") == "qwen2":
         validate_qwen2(config.model)
+    if "data" in config:
+        from sovits2_jax.data import pipeline
+
+        pipeline.validate(config.data)
+        if shape is not None:
+            import jax
+
+            local_ways = max(1, shape[0] * shape[1] // jax.process_count())
+            _check(
+                config.data.batch_multiple % local_ways == 0,
+                f"config.data.batch_multiple={config.data.batch_multiple} is not a multiple of the "
+                f"{local_ways} data-parallel devices per process (mesh data*fsdp / processes)",
+            )
     if "train" in config and shape is not None and "batch_size" in config.train:
         data_ways = shape[0] * shape[1]
         _check(

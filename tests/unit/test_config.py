@@ -72,3 +72,17 @@ def test_mesh_must_fit_device_count():
 def test_every_size_validates():
     for size in ("tiny", "50m", "100m", "0.5b"):
         validate(load_config(f"configs/qwen2.py:{size}"), num_devices=8)
+
+
+def test_data_section_is_validated():
+    config = load_config("configs/data.py:llm")
+    config.mesh.data, config.mesh.fsdp, config.mesh.tensor = -1, 1, 1
+    config.data.batch_multiple = 2
+    validate(config, num_devices=2)
+    config.data.batch_multiple = 3
+    with pytest.raises(ConfigError, match=r"config\.data\.batch_multiple=3"):
+        validate(config, num_devices=2)
+    config.data.batch_multiple = 2
+    config.data.kind = "video"
+    with pytest.raises(ConfigError, match=r"config\.data\.kind='video'"):
+        validate(config, num_devices=2)
