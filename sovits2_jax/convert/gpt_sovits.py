@@ -292,6 +292,14 @@ def jax_to_torch(src_dir: str | Path, dst: str | Path) -> Path:
     params, meta = load_checkpoint(src_dir)
     if meta.get("format") != NAME:
         raise ConversionError(f"{src_dir}: checkpoint format {meta.get('format')!r} is not {NAME!r}")
+    from sovits2_jax.models.vits2.config import VitsConfig
+
+    cfg = VitsConfig.from_dict(meta["config"])
+    if (cfg.content, cfg.flow, cfg.position, cfg.text_input) != ("hubert_vq", "wavenet", "relative", "ids"):
+        raise ConversionError(
+            f"{src_dir}: the {cfg.version} layout (content={cfg.content}, flow={cfg.flow}, position={cfg.position}, "
+            f"text_input={cfg.text_input}) has no GPT-SoVITS SynthesizerTrn equivalent to write as .pth"
+        )
     tmeta = meta.get("torch", {})
     items = dict(flat_to_torch_items(flatten(params)))
     buffers_path = Path(src_dir) / BUFFERS_FILE

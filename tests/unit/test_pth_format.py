@@ -234,3 +234,29 @@ def test_bad_files_raise_clear_errors(tmp_path):
     weight["dec.extra.weight"] = torch.zeros(1)
     with pytest.raises(ConversionError, match=r"dec\.conv_post\.weight.*\n.*dec\.extra\.weight"):
         gpt_sovits.torch_items_to_flat(weight.items(), cfg.replace(with_posterior=False))
+
+
+def test_parity_component_on_a_release_style_file(tmp_path):
+    """``convert/parity.py --component vits --src x.pth``: fp16 weights, a v2 header, v2 704-bin-style reference."""
+    from sovits2_jax.convert.parity import compare_outputs
+
+    write_release_pth(tmp_path / "s2.pth", small_cfg("v2"), header=b"05", seed=2)
+    case = parity_vits.build(str(tmp_path / "s2.pth"), component="vits")
+    assert case.info["version"] == "v2" and case.info["ref_channels"] == 20
+    report = compare_outputs(case.run_torch(case.inputs), case.run_jax(case.inputs), case.atol, case.rtol)
+    assert report["wav"]["ok"] and report["wav"]["ref_max_abs"] > 1e-3, report
+
+
+def test_sovits2_layout_has_no_pth_equivalent(tmp_path):
+    from sovits2_jax.convert.checkpoint import save_checkpoint
+
+    save_checkpoint(
+        tmp_path / "ck",
+        {"x": np.zeros(1)},
+        {
+            "format": "gpt_sovits",
+            "config": VitsConfig(version="sovits2", content="tokens", flow="transformer", position="rope").to_dict(),
+        },
+    )
+    with pytest.raises(ConversionError, match="no GPT-SoVITS SynthesizerTrn equivalent"):
+        gpt_sovits.jax_to_torch(tmp_path / "ck", tmp_path / "x.pth")

@@ -1,0 +1,79 @@
+"""GPT-SoVITS s2 decode (codes + text + reference spectrogram -> 32 kHz waveform) at the released v2 size:
+our jitted decode vs gpt-sovits-infer's ``SynthesizerTrn.decode`` on the same weights, same process, CPU.
+Also the linear-spectrogram frontend vs ``spectrogram_torch``. Real-time factor = decode time / audio seconds.
+
+python -m sovits2_jax.bench.vits [--seconds 5] [--repeats 3] [--threads N]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+from sovits2_jax.bench.timing import median_ms, report
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--seconds", type=float, default=5.0, help="audio length to synthesise")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = torch default)")
+    args = ap.parse_args(argv)
+
+    import jax
+    import jax.numpy as jnp
+    import torch
+
+    from sovits2_jax.audio.spectrogram import linear_spectrogram
+    from sovits2_jax.convert import parity_vits
+    from sovits2_jax.convert.torch_refs import import_gpt_sovits
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg, ref, graphdef, params = parity_vits.reference_pair("v2", 0)
+    code_frames = int(round(args.seconds * 25))
+    inputs = parity_vits.make_inputs(
+        cfg, code_frames=code_frames, text_tokens=max(8, code_frames // 3), refer_frames=150, seed=0
+    )
+    audio_s = code_frames * cfg.content_upsample * cfg.hop_length / cfg.sampling_rate
+    codes_t, text_t, refer_t = (torch.from_numpy(inputs[k]) for k in ("codes", "text", "refer"))
+    args_j = (
+        jnp.asarray(inputs["codes"], jnp.int32),
+        jnp.asarray(inputs["text"], jnp.int32),
+        jnp.asarray(inputs["refer"].transpose(0, 2, 1)),
+        jnp.asarray(0.0, jnp.float32),
+        None,
+    )
+
+    def ours():
+        return parity_vits.jit_decode(graphdef, params, *args_j).block_until_ready()
+
+    def theirs():
+        with torch.no_grad():
+            return ref.decode(codes_t, text_t, refer_t, noise_scale=0.0)
+
+    err = np.abs(np.asarray(ours())[:, None] - theirs().numpy()).max()
+    ours_ms = median_ms(ours, warmup=1, repeats=args.repeats)
+    torch_ms = median_ms(theirs, warmup=1, repeats=args.repeats)
+    report("vits", f"decode s2-v2 {audio_s:.1f}s audio cpu (max abs diff {err:.1e})", ours_ms, torch_ms)
+    print(
+        f"bench vits decode RTF: ours {ours_ms / 1e3 / audio_s:.3f}, torch {torch_ms / 1e3 / audio_s:.3f}", flush=True
+    )
+
+    models = import_gpt_sovits("gpt_sovits.module.mel_processing")
+    wav = np.clip(
+        0.3 * np.random.default_rng(0).standard_normal((1, int(args.seconds * cfg.sampling_rate))), -1, 1
+    ).astype(np.float32)
+    spec_j = jax.jit(lambda w: linear_spectrogram(w, n_fft=cfg.n_fft, hop_size=cfg.hop_length, win_size=cfg.win_length))
+    wav_j, wav_t = jnp.asarray(wav), torch.from_numpy(wav)
+    ours_ms = median_ms(lambda: spec_j(wav_j).block_until_ready(), repeats=args.repeats * 3)
+    torch_ms = median_ms(
+        lambda: models.spectrogram_torch(wav_t, cfg.n_fft, cfg.sampling_rate, cfg.hop_length, cfg.win_length),
+        repeats=args.repeats * 3,
+    )
+    report("vits", f"linear spectrogram {args.seconds:.1f}s 32kHz", ours_ms, torch_ms)
+
+
+if __name__ == "__main__":
+    main()
