@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg, ref, graphdef, params = parity_vits.reference_pair("v2", 0)
-    code_frames = int(round(args.seconds * 25))
+    code_frames = round(args.seconds * 25)
     inputs = parity_vits.make_inputs(
         cfg, code_frames=code_frames, text_tokens=max(8, code_frames // 3), refer_frames=150, seed=0
     )
