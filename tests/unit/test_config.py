@@ -77,6 +77,7 @@ def test_every_size_validates():
 def test_data_section_is_validated():
     config = load_config("configs/data.py:llm")
     config.mesh.data, config.mesh.fsdp, config.mesh.tensor = -1, 1, 1
+    config.data.max_frames_in_batch = 4000  # two data-parallel devices need two rows of the longest bucket
     config.data.batch_multiple = 2
     validate(config, num_devices=2)
     config.data.batch_multiple = 3
