@@ -44,9 +44,9 @@ def bench_frontends(wavs16k: list[np.ndarray]) -> None:
 
     from sovits2_jax.audio.fbank import fbank
     from sovits2_jax.audio.whisper_mel import log_mel_spectrogram
-    from sovits2_jax.convert.torch_refs import _stub_torchaudio
+    from sovits2_jax.convert.torch_refs import stub_torchaudio
 
-    _stub_torchaudio()
+    stub_torchaudio()
     import s3tokenizer
 
     def knf_all():

@@ -10,7 +10,8 @@ import types
 import numpy as np
 
 
-def _stub_torchaudio() -> None:
+def stub_torchaudio() -> None:
+    """Puts an empty torchaudio module in sys.modules (reference code imports it at module level)."""
     # No CPU torchaudio wheel exists here; cosyvoice's file utils import it at module level but the modules we
     # compare against never call it.
     if "torchaudio" not in sys.modules:
@@ -21,14 +22,14 @@ def _stub_torchaudio() -> None:
 
 def import_cosyvoice(module: str = "cosyvoice") -> types.ModuleType:
     """Imports a cosyvoice module with the torchaudio stub in place (matcha/diffusers users first)."""
-    _stub_torchaudio()
+    stub_torchaudio()
     importlib.import_module("matcha")
     importlib.import_module("diffusers")
     return importlib.import_module(module)
 
 
 def import_gpt_sovits(module: str = "gpt_sovits.module.models") -> types.ModuleType:
-    _stub_torchaudio()
+    stub_torchaudio()
     return importlib.import_module(module)
 
 

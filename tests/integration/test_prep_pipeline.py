@@ -127,9 +127,9 @@ def test_v1_tokenizer_signature_runs_at_50hz(prepared, onnx_models, tmp_path):
 def test_exported_tokenizer_equals_torch_s3tokenizer(onnx_models):
     import torch
 
-    from sovits2_jax.convert.torch_refs import _stub_torchaudio
+    from sovits2_jax.convert.torch_refs import stub_torchaudio
 
-    _stub_torchaudio()
+    stub_torchaudio()
     import s3tokenizer.model_v2 as s3v2
 
     torch.manual_seed(0)  # export_s3_tokenizer's default seed and small config

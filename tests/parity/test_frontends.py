@@ -72,9 +72,9 @@ def test_fbank_short_input_gives_no_frames():
 
 
 def _s3_reference(wav, dtype):
-    from sovits2_jax.convert.torch_refs import _stub_torchaudio
+    from sovits2_jax.convert.torch_refs import stub_torchaudio
 
-    _stub_torchaudio()
+    stub_torchaudio()
     import s3tokenizer.utils as s3u
     import torch
 
