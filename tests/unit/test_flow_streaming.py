@@ -9,7 +9,7 @@ from flax import nnx
 
 from sovits2_jax.models.flow import CausalMaskedDiffWithXvec
 from sovits2_jax.models.flow.config import tiny_config
-from sovits2_jax.models.flow.streaming import Chunk, FlowStreamer, chunk_plan, stream_all
+from sovits2_jax.models.flow.streaming import CachedFlowStreamer, Chunk, FlowStreamer, chunk_plan, stream_all
 from sovits2_jax.parallel.sharding import split_params
 
 PROMPT, TOKENS = 30, 80
@@ -67,6 +67,16 @@ def test_chunk_by_chunk_equals_one_streaming_pass(setup):
     np.testing.assert_allclose(streamed, full, atol=1e-4, rtol=1e-4)
     # The comparison is sharp: full-context attention gives different frames.
     assert np.abs(_one_pass(graphdef, params, d, streaming=False) - full).max() > 1e-2
+
+
+def test_cached_chunks_equal_one_streaming_pass(setup):
+    graphdef, params, d = setup
+    streamer = CachedFlowStreamer(
+        graphdef, params, d["prompt_tokens"], d["prompt_feat"], d["embedding"], d["noise"], max_frames=300
+    )
+    chunks = stream_all(streamer, d["tokens"][0], push_size=7)
+    assert [c.shape[0] for c in chunks] == [90, 50, 20]
+    np.testing.assert_allclose(np.concatenate(chunks), _one_pass(graphdef, params, d, True), atol=1e-4, rtol=1e-4)
 
 
 def test_streamer_rejects_short_noise(setup):

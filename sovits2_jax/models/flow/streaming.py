@@ -9,13 +9,16 @@ aligned to those same boundaries (25 tokens in the encoder, 50 frames after upsa
 every convolution is causal except the pre-lookahead conv, which sees the context tokens. So frames of completed
 chunks never depend on later tokens, at every Euler step, and the initial noise of frame j is always noise[j].
 
-What is recomputed, and why no cache: each chunk re-runs the flow over prompt + all tokens so far (as the
-reference) and keeps the new frames. An exact cache is possible (nothing in completed chunks changes), but the
-estimator would have to keep K/V of all 56 attention layers for all 10 Euler steps and both CFG branches: 2 * 56 *
-10 * 2 * 512 floats = 4.6 MB per mel frame in float32 (about 3.7 GB for a 16 s utterance with its prompt), far more
-than the activations a recompute needs; the encoder's own cache would be small but it is ~5% of the work. The
-recompute is bucketed (token counts padded to multiples of ``bucket`` tokens; padded frames are masked and, the
-model being causal, cannot affect valid ones), so a stream compiles a handful of shapes, not one per chunk.
+Two streamers. ``FlowStreamer`` re-runs the flow over prompt + all tokens so far for every chunk (as the
+reference) and keeps the new frames: a whole utterance costs O(chunks x length). ``CachedFlowStreamer`` gives the
+same frames without recomputing the prefix in the estimator (~95% of the work): nothing in completed chunks ever
+changes, so it keeps, per Euler step and CFG branch, the K/V of the 56 attention layers and the tails of the causal
+convs (``cached.py``), and runs the estimator only on the new frames. The price is memory: 56 * 10 * 2 * 2 * 512
+floats = 4.6 MB per mel frame in float32 (about 3.7 GB for 16 s with its prompt; half in bf16), bounded by
+``max_frames``. The encoder (~5%) is still re-run over all tokens; its cache would be small but is not written.
+Both streamers bucket shapes (tokens to multiples of ``bucket``, new frames to multiples of ``frame_bucket``;
+padded frames are masked and, the model being causal, cannot affect valid ones), so a stream compiles a handful
+of shapes, not one per chunk.
 """
 
 from __future__ import annotations
@@ -146,3 +149,80 @@ def stream_all(streamer: FlowStreamer, tokens, push_size: int = 5) -> list[np.nd
         chunks.extend(streamer.push(tokens[i : i + push_size]))
     chunks.append(streamer.finish())
     return chunks
+
+
+class CachedFlowStreamer(FlowStreamer):
+    """As ``FlowStreamer``, but the estimator (the ~95% of the work) runs only on each chunk's new frames, reading
+    the K/V and conv tails of earlier frames from a per-Euler-step cache (see ``cached``); the encoder is still
+    re-run over all tokens (bucketed), which is cheap. ``max_frames`` bounds prompt + generated mel frames."""
+
+    def __init__(self, *args, max_frames: int = 1000, frame_bucket: int = 100, **kwargs):
+        super().__init__(*args, **kwargs)
+        from sovits2_jax.models.flow import cached
+
+        model = nnx.merge(self.graphdef, self.params)
+        self.max_frames, self.frame_bucket = max_frames, frame_bucket
+        self.cache = cached.empty_cache(
+            model.estimator, 1, frame_bucket, max_frames + frame_bucket, model.cfg.cfm.n_timesteps, jnp.float32
+        )
+        self.done_frames = 0  # absolute mel frames (prompt included) already produced
+        self._run_cached = jax.jit(_run_cached_chunk, static_argnums=(0, 7, 8), donate_argnums=(9,))
+
+    def _emit(self, start: int, stop: int, end: int, *, finalize: bool) -> np.ndarray:
+        ratio, prompt = self.cfg.token_mel_ratio, self.prompt_tokens.shape[1]
+        padded = max(self.bucket, math.ceil(end / self.bucket) * self.bucket)
+        toks = np.zeros((1, padded), np.int32)
+        toks[0, :end] = self.tokens[:end]
+        a, b = self.done_frames, ratio * (prompt + stop)
+        if b > self.max_frames:
+            raise ValueError(f"stream reached {b} mel frames; the cache holds max_frames={self.max_frames}")
+        width = max(self.frame_bucket, math.ceil((b - a) / self.frame_bucket) * self.frame_bucket)
+        if self.noise.shape[0] < b:
+            raise ValueError(f"noise has {self.noise.shape[0]} frames; this chunk needs {b}")
+        noise = np.zeros((1, width, self.noise.shape[1]), np.float32)
+        noise[0, : b - a] = self.noise[a:b]
+        mel, self.cache = self._run_cached(
+            self.graphdef, self.params, toks, np.array([end], np.int32), self.prompt_tokens, self.prompt_feat,
+            self.embedding, finalize, width, self.cache, noise, np.int32(a),
+            np.int32(b - a),
+        )  # fmt: skip
+        self.done_frames = b
+        skip = max(self.prompt_feat.shape[1] - a, 0)
+        return np.asarray(mel[0, skip : b - a])
+
+
+def _run_cached_chunk(
+    graphdef,
+    params,
+    tokens,
+    token_lengths,
+    prompt_tokens,
+    prompt_feat,
+    embedding,
+    finalize,
+    width,
+    cache,
+    noise,
+    offset,
+    n_valid,
+):
+    from sovits2_jax.models.flow import cached
+    from sovits2_jax.models.flow.flow import concat_padded
+
+    model = nnx.merge(graphdef, params)
+    cfg = model.cfg
+    p = prompt_tokens.shape[1]
+    all_tokens = concat_padded(prompt_tokens, jnp.array([p], jnp.int32), tokens, token_lengths)
+    all_lengths = p + token_lengths
+    enc_lengths = all_lengths - (0 if finalize else cfg.encoder.pre_lookahead_len)
+    mu, _ = model.encode(all_tokens, enc_lengths, streaming=True, lookahead_lengths=all_lengths)
+    frames = mu.shape[1]
+    cond = jnp.zeros((1, frames, cfg.output_size), mu.dtype).at[:, : prompt_feat.shape[1]].set(prompt_feat)
+    pad = lambda y: jnp.pad(y, ((0, 0), (0, width), (0, 0)))
+    mu_new = jax.lax.dynamic_slice_in_dim(pad(mu), offset, width, axis=1)
+    cond_new = jax.lax.dynamic_slice_in_dim(pad(cond), offset, width, axis=1)
+    spks = model.project_speaker(embedding)
+    max_frames = jax.tree.leaves(cache["kv"])[0].shape[2]
+    return cached.sample_chunk(
+        model.estimator, noise, mu_new, spks, cond_new, cache, offset, n_valid, cfg.cfm, max_frames
+    )
