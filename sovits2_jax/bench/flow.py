@@ -111,6 +111,53 @@ def main(argv=None) -> None:
     report("flow", f"10-step CFG inference ({args.tokens} tokens -> {frames} frames + 25-token prompt, {tag})",
            ours_ms, torch_ms)  # fmt: skip
 
+    # 3. streaming: CosyVoice2's chunk schedule over the same tokens; torch re-runs the flow per chunk (its way)
+    if args.dtype == "float32":
+        bench_streaming(args, config, ref, graphdef, params, inputs, tdev, tag)
+
+
+def bench_streaming(args, config, ref, graphdef, params, inputs, tdev, tag) -> None:
+    import time
+
+    import torch
+
+    from sovits2_jax.bench.timing import report
+    from sovits2_jax.convert.torch_refs import to_torch
+    from sovits2_jax.models.flow.streaming import CachedFlowStreamer, FlowStreamer, chunk_plan, stream_all
+
+    prompt = inputs["prompt_token"].shape[1]
+    noise = inputs["noise"][0].T
+    frames = 2 * (prompt + args.tokens) + 200
+
+    def ours(cls, **kw):
+        s = cls(graphdef, params, inputs["prompt_token"], inputs["prompt_feat"], inputs["embedding"],
+                np.pad(noise, ((0, 200), (0, 0))), **kw)  # fmt: skip
+        return stream_all(s, inputs["token"][0], push_size=args.tokens)
+
+    def timed(fn):
+        fn()  # compile every chunk shape
+        start = time.perf_counter()
+        fn()
+        return (time.perf_counter() - start) * 1e3
+
+    recompute_ms = timed(lambda: ours(FlowStreamer))
+    cached_ms = timed(lambda: ours(CachedFlowStreamer, max_frames=frames))
+
+    names = ("prompt_token", "prompt_token_len", "prompt_feat", "prompt_feat_len", "embedding")
+    fixed = [to_torch(inputs[k], tdev) for k in names]
+    tokens = to_torch(inputs["token"], tdev)
+    ref.decoder.rand_noise = to_torch(inputs["noise"], tdev)
+
+    def torch_stream():
+        with torch.no_grad():
+            for c in chunk_plan(prompt, args.tokens):
+                ref.inference(tokens[:, : c.end], torch.tensor([c.end]), *fixed, streaming=True, finalize=c.finalize)
+
+    torch_ms = timed(torch_stream)
+    what = f"streaming {args.tokens} tokens + {prompt}-token prompt, {len(chunk_plan(prompt, args.tokens))} chunks"
+    report("flow", f"{what}, recompute per chunk ({tag})", recompute_ms, torch_ms)
+    report("flow", f"{what}, cached estimator ({tag})", cached_ms, torch_ms)
+
 
 if __name__ == "__main__":
     main()

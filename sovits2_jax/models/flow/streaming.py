@@ -82,7 +82,6 @@ class FlowStreamer:
         self.offset = 0
         first_extra = math.ceil(self.prompt_tokens.shape[1] / self.hop) * self.hop - self.prompt_tokens.shape[1]
         self._next_hop = self.hop + first_extra
-        self._run = jax.jit(_run_chunk, static_argnums=(0, 7))
 
     def push(self, tokens) -> Iterator[np.ndarray]:
         """Adds generated tokens; yields mel [frames, M] for every chunk that became complete."""
@@ -106,7 +105,7 @@ class FlowStreamer:
         frames = ratio * (prompt + padded)
         if self.noise.shape[0] < frames:
             raise ValueError(f"noise has {self.noise.shape[0]} frames; this chunk needs {frames}")
-        mel, lengths = self._run(
+        mel, lengths = _RUN(
             self.graphdef,
             self.params,
             toks,
@@ -141,6 +140,10 @@ def _run_chunk(graphdef, params, tokens, token_lengths, prompt_tokens, prompt_fe
     )
 
 
+# Module-level so that every streamer shares the compiled shapes.
+_RUN = jax.jit(_run_chunk, static_argnums=(0, 7))
+
+
 def stream_all(streamer: FlowStreamer, tokens, push_size: int = 5) -> list[np.ndarray]:
     """Pushes ``tokens`` ``push_size`` at a time (as an LLM would emit them); returns every chunk's mel."""
     tokens = np.asarray(tokens).reshape(-1)
@@ -166,7 +169,6 @@ class CachedFlowStreamer(FlowStreamer):
             model.estimator, 1, frame_bucket, max_frames + frame_bucket, model.cfg.cfm.n_timesteps, jnp.float32
         )
         self.done_frames = 0  # absolute mel frames (prompt included) already produced
-        self._run_cached = jax.jit(_run_cached_chunk, static_argnums=(0, 7, 8), donate_argnums=(9,))
 
     def _emit(self, start: int, stop: int, end: int, *, finalize: bool) -> np.ndarray:
         ratio, prompt = self.cfg.token_mel_ratio, self.prompt_tokens.shape[1]
@@ -181,7 +183,7 @@ class CachedFlowStreamer(FlowStreamer):
             raise ValueError(f"noise has {self.noise.shape[0]} frames; this chunk needs {b}")
         noise = np.zeros((1, width, self.noise.shape[1]), np.float32)
         noise[0, : b - a] = self.noise[a:b]
-        mel, self.cache = self._run_cached(
+        mel, self.cache = _RUN_CACHED(
             self.graphdef, self.params, toks, np.array([end], np.int32), self.prompt_tokens, self.prompt_feat,
             self.embedding, finalize, width, self.cache, noise, np.int32(a),
             np.int32(b - a),
@@ -226,3 +228,6 @@ def _run_cached_chunk(
     return cached.sample_chunk(
         model.estimator, noise, mu_new, spks, cond_new, cache, offset, n_valid, cfg.cfm, max_frames
     )
+
+
+_RUN_CACHED = jax.jit(_run_cached_chunk, static_argnums=(0, 7, 8), donate_argnums=(9,))
