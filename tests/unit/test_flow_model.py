@@ -201,3 +201,21 @@ def test_config_round_trip_and_errors():
         FlowConfig(estimator=dataclasses.replace(cfg.estimator, in_channels=300))
     with pytest.raises(ValueError, match="unknown flow config keys"):
         FlowConfig.from_dict({"bogus": 1})
+
+
+def test_encoder_dropout_is_a_pure_function_of_its_key(model_state):
+    graphdef, params = model_state
+    batch = _train_batch()
+    draws = draw_training_randomness(jax.random.key(0), batch, CFG)
+
+    @jax.jit
+    def loss(params, key):
+        return nnx.merge(graphdef, params).loss_with_draws(batch, dropout_key=key, **draws)
+
+    @jax.jit
+    def loss_eval(params):
+        return nnx.merge(graphdef, params).loss_with_draws(batch, **draws)
+
+    a, b, c = (float(loss(params, jax.random.key(k))) for k in (1, 1, 2))
+    assert a == b and a != c  # same key, same masks; another key, other masks
+    assert float(loss_eval(params)) == float(loss_eval(params)) != a
