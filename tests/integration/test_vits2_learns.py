@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 from flax import nnx
 
 from sovits2_jax.audio.spectrogram import linear_spectrogram
@@ -50,10 +51,17 @@ def synthetic_batch(cfg, n: int, tokens: int, seed: int) -> dict:
     )
 
 
-def test_gpt_sovits2_layout_learns_reconstruction():
+@pytest.fixture(scope="module")
+def tiny():
     cfg = _tiny_config()
+    graphdef, params = nnx.split(SynthesizerTrn(cfg, rngs=nnx.Rngs(0)), nnx.Param)
+    return cfg, graphdef, params
+
+
+def test_gpt_sovits2_layout_learns_reconstruction(tiny):
+    cfg, g_graphdef, g_params = tiny
     assert cfg.flow == "transformer" and cfg.position == "rope" and cfg.content == "tokens"
-    g_graphdef, g_params = nnx.split(SynthesizerTrn(cfg, rngs=nnx.Rngs(0)), nnx.Param)
+    g_params = jax.tree.map(jnp.copy, g_params)  # the step donates its state
     assert len(nnx.merge(g_graphdef, g_params).flow.flows[0].enc.attn_layers) == cfg.flow_layers
     data = synthetic_batch(cfg, 8, 20, seed=0)
     init, step = make_vits_steps(cfg, g_graphdef, None, optax.adam(2e-3))
@@ -86,3 +94,23 @@ def test_gpt_sovits2_layout_learns_reconstruction():
     model = nnx.merge(g_graphdef, gstate.g_params)
     wav = model.decode(data["codes"][:1], data["text"][:1], data["spec"][:1], 0.0)
     assert wav.shape == (1, 40 * cfg.hop_length) and np.isfinite(np.asarray(wav)).all()
+
+
+def test_training_dropout_follows_the_key(tiny):
+    cfg, _, params = tiny
+    cfg = cfg.replace(p_dropout=0.1)  # same parameters, dropout switched on
+    graphdef, _ = nnx.split(nnx.eval_shape(lambda: SynthesizerTrn(cfg, rngs=nnx.Rngs(0))), nnx.Param)
+    data = synthetic_batch(cfg, 2, 20, seed=1)
+    fixed = dict(posterior_eps=jnp.zeros((2, 40, cfg.inter_channels)), slice_starts=jnp.array([0, 3]))
+
+    @jax.jit
+    def m_p(params, key):
+        out = nnx.merge(graphdef, params)(
+            data["codes"], data["spec"], data["spec_lengths"], data["text"], data["text_lengths"], key, **fixed
+        )
+        return out["m_p"]
+
+    eval_mode = np.asarray(m_p(params, None))
+    a, a_again, b = (np.asarray(m_p(params, jax.random.key(k))) for k in (1, 1, 2))
+    np.testing.assert_array_equal(a, a_again)
+    assert np.abs(a - b).max() > 1e-3 and np.abs(a - eval_mode).max() > 1e-3

@@ -16,6 +16,7 @@ from flax import nnx
 from sovits2_jax.nn.layers import Conv1d, LayerNorm, param
 from sovits2_jax.nn.rope import apply_rope, rope_cos_sin
 from sovits2_jax.nn.weight_norm import weight_norm
+from sovits2_jax.parallel.sharding import constrain
 
 MASK_FILL = -1e4
 
@@ -24,6 +25,18 @@ xavier_uniform = nnx.initializers.xavier_uniform(in_axis=(0, 1), out_axis=2)
 
 def conv1x1(cin: int, cout: int, *, rngs: nnx.Rngs, kernel_init=None, axes=("conv_in", "conv_out")) -> Conv1d:
     return Conv1d(cin, cout, 1, kernel_init=kernel_init, axes=axes, rngs=rngs)
+
+
+def dropout(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:
+    """Inverted dropout; the identity without a key (inference) or at rate 0."""
+    if key is None or rate <= 0.0:
+        return x
+    keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+    return jnp.where(keep, x / (1.0 - rate), 0.0).astype(x.dtype)
+
+
+def split_key(key: jax.Array | None, n: int) -> list:
+    return [None] * n if key is None else list(jax.random.split(key, n))
 
 
 def _relative_index(length: int, window: int) -> tuple[np.ndarray, np.ndarray]:
@@ -60,8 +73,10 @@ class MultiHeadAttention(nnx.Module):
             self.emb_rel_k = param(rngs, init, shape, (None, "relpos", "head_dim"))
             self.emb_rel_v = param(rngs, init, shape, (None, "relpos", "head_dim"))
 
-    def __call__(self, x: jax.Array, c: jax.Array, mask: jax.Array | None = None) -> jax.Array:
-        """``mask`` boolean, broadcastable to [B, 1, T, S] (True = attend)."""
+    def __call__(
+        self, x: jax.Array, c: jax.Array, mask: jax.Array | None = None, *, rate: float = 0.0, key=None
+    ) -> jax.Array:
+        """``mask`` boolean, broadcastable to [B, 1, T, S] (True = attend); ``key`` drops attention weights."""
         b, t, _ = x.shape
         s = c.shape[1]
         q = self.conv_q(x).reshape(b, t, self.n_heads, self.head_dim)
@@ -83,7 +98,7 @@ class MultiHeadAttention(nnx.Module):
             scores = scores + jnp.where(valid, local, 0.0)
         if mask is not None:
             scores = jnp.where(mask, scores, jnp.asarray(MASK_FILL, scores.dtype))
-        p = jax.nn.softmax(scores, axis=-1)
+        p = dropout(jax.nn.softmax(scores, axis=-1), rate, key)
         out = jnp.einsum("bhts,bshd->bthd", p, v)
         if self.window_size is not None:
             w = self.window_size
@@ -102,8 +117,8 @@ class FFN(nnx.Module):
         self.conv_1 = Conv1d(in_channels, filter_channels, kernel_size, padding=pad, axes=("embed", "mlp"), rngs=rngs)
         self.conv_2 = Conv1d(filter_channels, out_channels, kernel_size, padding=pad, axes=("mlp", "embed"), rngs=rngs)
 
-    def __call__(self, x: jax.Array, mask: jax.Array) -> jax.Array:
-        x = jax.nn.relu(self.conv_1(x * mask))
+    def __call__(self, x: jax.Array, mask: jax.Array, *, rate: float = 0.0, key=None) -> jax.Array:
+        x = dropout(jax.nn.relu(self.conv_1(x * mask)), rate, key)
         return self.conv_2(x * mask) * mask
 
 
@@ -131,9 +146,10 @@ class Encoder(nnx.Module):
         window_size: int | None = 4,
         rope_theta: float | None = None,
         gin_channels: int = 0,
+        p_dropout: float = 0.0,
         rngs: nnx.Rngs,
     ):
-        self.n_layers, self.hidden_channels = n_layers, hidden_channels
+        self.n_layers, self.hidden_channels, self.p_dropout = n_layers, hidden_channels, p_dropout
         self.attn_layers = nnx.List(
             [
                 MultiHeadAttention(
@@ -157,22 +173,28 @@ class Encoder(nnx.Module):
             self.cond_pre = conv1x1(hidden_channels, 2 * hidden_channels, rngs=rngs)
             self.cond_layer = weight_norm(conv1x1(gin_channels, 2 * hidden_channels * n_layers, rngs=rngs))
 
-    def __call__(self, x: jax.Array, mask: jax.Array, g: jax.Array | None = None) -> jax.Array:
-        """x [B, T, C], mask [B, T, 1] float; g [B, 1, gin] when conditioned."""
+    def __call__(
+        self, x: jax.Array, mask: jax.Array, g: jax.Array | None = None, *, dropout_key: jax.Array | None = None
+    ) -> jax.Array:
+        """x [B, T, C], mask [B, T, 1] float; g [B, 1, gin] when conditioned; ``dropout_key`` = training."""
         attn_mask = attention_mask(mask)
         x = x * mask
         if g is not None:
             g = self.cond_layer(g)
         h = self.hidden_channels
+        r = self.p_dropout
+        keys = split_key(dropout_key, 4 * self.n_layers)
         for i in range(self.n_layers):
+            k_attn, k_out, k_ffn, k_ffn_out = keys[4 * i : 4 * i + 4]
             if g is not None:
                 x = self.cond_pre(x)
                 g_l = g[..., 2 * h * i : 2 * h * (i + 1)]
                 x = gated_tanh(x, g_l, h)
-            y = self.attn_layers[i](x, x, attn_mask)
-            x = self.norm_layers_1[i](x + y)
-            y = self.ffn_layers[i](x, mask)
-            x = self.norm_layers_2[i](x + y)
+            y = self.attn_layers[i](x, x, attn_mask, rate=r, key=k_attn)
+            x = self.norm_layers_1[i](x + dropout(y, r, k_out))
+            y = self.ffn_layers[i](x, mask, rate=r, key=k_ffn)
+            x = self.norm_layers_2[i](x + dropout(y, r, k_ffn_out))
+            x = constrain(x, ("batch", "length", "embed"))
         return x * mask
 
 

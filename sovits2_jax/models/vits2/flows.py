@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from sovits2_jax.models.vits2.attention import Encoder, conv1x1
+from sovits2_jax.models.vits2.attention import Encoder, conv1x1, split_key
 from sovits2_jax.models.vits2.wavenet import WaveNet
 from sovits2_jax.nn.layers import Conv1d
 
@@ -25,10 +25,12 @@ class CouplingLayer(nnx.Module):
         self.post = Conv1d(hidden_channels, self.half, 1, kernel_init=zeros, rngs=rngs)
         self.post.bias[...] = jnp.zeros_like(self.post.bias[...])
 
-    def __call__(self, x: jax.Array, mask: jax.Array, g: jax.Array | None, reverse: bool) -> jax.Array:
+    def __call__(
+        self, x: jax.Array, mask: jax.Array, g: jax.Array | None, reverse: bool, dropout_key: jax.Array | None = None
+    ) -> jax.Array:
         x0, x1 = x[..., : self.half], x[..., self.half :]
         h = self.pre(x0) * mask
-        h = self.enc(h, mask, g)
+        h = self.enc(h, mask, g) if dropout_key is None else self.enc(h, mask, g, dropout_key=dropout_key)
         m = self.post(h) * mask
         x1 = (x1 - m) * mask if reverse else m + x1 * mask
         return jnp.concatenate([x0, x1], axis=-1)
@@ -40,13 +42,18 @@ class CouplingBlock(nnx.Module):
     def __init__(self, layers: list[CouplingLayer]):
         self.flows = nnx.List(layers)
 
-    def __call__(self, x: jax.Array, mask: jax.Array, g: jax.Array | None = None, *, reverse: bool = False):
-        order = reversed(self.flows) if reverse else self.flows
-        for flow in order:
+    def __call__(
+        self, x: jax.Array, mask: jax.Array, g: jax.Array | None = None, *, reverse: bool = False, dropout_key=None
+    ):
+        """``dropout_key`` (training) reaches transformer couplings; WaveNet couplings have no dropout."""
+        keys = split_key(dropout_key, len(self.flows))
+        order = reversed(list(zip(self.flows, keys))) if reverse else zip(self.flows, keys)
+        for flow, key in order:
+            key = key if isinstance(flow.enc, Encoder) else None
             if reverse:
-                x = flow(jnp.flip(x, axis=-1), mask, g, True)
+                x = flow(jnp.flip(x, axis=-1), mask, g, True, key)
             else:
-                x = jnp.flip(flow(x, mask, g, False), axis=-1)
+                x = jnp.flip(flow(x, mask, g, False, key), axis=-1)
         return x
 
 
@@ -85,6 +92,7 @@ def transformer_flow(
     *,
     window_size=4,
     rope_theta=None,
+    p_dropout=0.0,
     rngs,
 ) -> CouplingBlock:
     """Transformer couplings; every one of the ``n_layers`` encoder layers is built and applied."""
@@ -102,6 +110,7 @@ def transformer_flow(
                     window_size=window_size,
                     rope_theta=rope_theta,
                     gin_channels=gin_channels,
+                    p_dropout=p_dropout,
                     rngs=rngs,
                 ),
                 rngs=rngs,

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from sovits2_jax.models.vits2.attention import dropout, split_key
 from sovits2_jax.nn.layers import Conv1d, Linear
 
 
@@ -24,9 +25,9 @@ class GLUConv(nnx.Module):
         self.channels = channels
         self.conv = Conv1d(channels, 2 * channels, kernel_size, padding=kernel_size // 2, rngs=rngs)
 
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, rate: float = 0.0, key=None) -> jax.Array:
         y = self.conv(x)
-        return x + y[..., : self.channels] * jax.nn.sigmoid(y[..., self.channels :])
+        return x + dropout(y[..., : self.channels] * jax.nn.sigmoid(y[..., self.channels :]), rate, key)
 
 
 class StyleAttention(nnx.Module):
@@ -39,8 +40,9 @@ class StyleAttention(nnx.Module):
         self.w_vs = Linear(d_model, d_model, rngs=rngs)
         self.fc = Linear(d_model, d_model, rngs=rngs)
 
-    def __call__(self, x: jax.Array, valid: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, valid: jax.Array, rate: float = 0.0, key=None) -> jax.Array:
         """x [B, T, D], valid [B, T] bool (key padding)."""
+        k_p, k_out = split_key(key, 2)
         b, t, d = x.shape
         hd = d // self.n_heads
         q = self.w_qs(x).reshape(b, t, self.n_heads, hd)
@@ -49,9 +51,9 @@ class StyleAttention(nnx.Module):
         scores = jnp.einsum("bthd,bshd->bhts", q, k) / jnp.sqrt(jnp.asarray(d, x.dtype))
         # the reference fills -inf; a finite fill keeps gradients clean and only changes fully padded rows
         scores = jnp.where(valid[:, None, None, :], scores, jnp.finfo(scores.dtype).min)
-        p = jax.nn.softmax(scores, axis=-1)
+        p = dropout(jax.nn.softmax(scores, axis=-1), rate, k_p)
         out = jnp.einsum("bhts,bshd->bthd", p, v).reshape(b, t, d)
-        return self.fc(out) + x
+        return dropout(self.fc(out), rate, k_out) + x
 
 
 class MelStyleEncoder(nnx.Module):
@@ -62,27 +64,31 @@ class MelStyleEncoder(nnx.Module):
         out_channels: int = 512,
         kernel_size: int = 5,
         n_heads: int = 2,
+        dropout_rate: float = 0.1,
         *,
         rngs: nnx.Rngs,
     ):
-        self.in_channels = in_channels
+        self.in_channels, self.dropout_rate = in_channels, dropout_rate
         self.spectral = nnx.List([Linear(in_channels, hidden, rngs=rngs), Linear(hidden, hidden, rngs=rngs)])
         self.temporal = nnx.List([GLUConv(hidden, kernel_size, rngs=rngs), GLUConv(hidden, kernel_size, rngs=rngs)])
         self.slf_attn = StyleAttention(n_heads, hidden, rngs=rngs)
         self.fc = Linear(hidden, out_channels, rngs=rngs)
 
-    def __call__(self, spec: jax.Array, mask: jax.Array) -> jax.Array:
-        """spec [B, T, >= in_channels] (extra bins are dropped), mask [B, T, 1] -> ge [B, 1, out]."""
+    def __call__(self, spec: jax.Array, mask: jax.Array, *, dropout_key: jax.Array | None = None) -> jax.Array:
+        """spec [B, T, >= in_channels] (extra bins are dropped), mask [B, T, 1] -> ge [B, 1, out].
+        ``dropout_key`` applies the reference's dropout (0.1) as in training."""
+        r = self.dropout_rate
+        keys = split_key(dropout_key, 5)
         if spec.shape[-1] < self.in_channels:
             raise ValueError(f"reference spectrogram has {spec.shape[-1]} bins, the encoder needs {self.in_channels}")
         x = spec[..., : self.in_channels] * mask
         valid = mask[..., 0] > 0
-        for lin in self.spectral:
-            x = mish(lin(x))
-        for blk in self.temporal:
-            x = blk(x)
+        for lin, key in zip(self.spectral, keys[:2]):
+            x = dropout(mish(lin(x)), r, key)
+        for blk, key in zip(self.temporal, keys[2:4]):
+            x = blk(x, r, key)
         x = jnp.where(valid[..., None], x, 0.0)
-        x = self.slf_attn(x, valid)
+        x = self.slf_attn(x, valid, r, keys[4])
         x = self.fc(x)
         x = jnp.where(valid[..., None], x, 0.0)
         n = jnp.sum(valid, axis=1, keepdims=True).astype(x.dtype)

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from sovits2_jax.models.vits2.attention import split_key
 from sovits2_jax.models.vits2.config import VitsConfig
 from sovits2_jax.models.vits2.flows import transformer_flow, wavenet_flow
 from sovits2_jax.models.vits2.generator import Generator
@@ -76,6 +77,7 @@ class SynthesizerTrn(nnx.Module):
                 cfg.gin_channels,
                 window_size=None if rope else cfg.window_size,
                 rope_theta=cfg.rope_theta if rope else None,
+                p_dropout=cfg.p_dropout,
                 rngs=rngs,
             )
         self.dec = Generator(
@@ -183,25 +185,29 @@ class SynthesizerTrn(nnx.Module):
         """Training forward. spec [B, T, 1025] (T = content frames); ``refer`` defaults to spec itself (GPT-SoVITS)
         and may be another utterance of the same speaker (zero-shot training). Returns the sliced waveform
         ``y_hat`` [B, segment], slice starts (frames) and the latent statistics for the KL loss.
-        ``posterior_eps`` [B, T, inter] and ``slice_starts`` [B] replace the draws from ``key`` (reproducibility)."""
+        ``posterior_eps`` [B, T, inter] and ``slice_starts`` [B] replace the draws from ``key`` (reproducibility).
+        With a key and ``p_dropout`` > 0 the transformers and the reference encoder apply dropout as in training;
+        without a key (or with p_dropout 0) the forward is the deterministic eval-mode one."""
         if not self.cfg.with_posterior:
             raise ValueError("training forward needs the posterior encoder (config with_posterior=False)")
         b, t = spec.shape[:2]
         mask = length_mask(spec_lengths, t, b)
+        if key is None and (posterior_eps is None or slice_starts is None):
+            raise ValueError("training forward needs a PRNG key unless posterior_eps and slice_starts are given")
+        k_post, k_slice, k_drop = jax.random.split(key, 3) if key is not None else (None, None, None)
+        k_ref, k_text, k_flow = split_key(k_drop if self.cfg.p_dropout > 0 else None, 3)
         if refer is None:
-            ge = self.ref_enc(spec * mask, mask)
+            ge = self.ref_enc(spec * mask, mask, dropout_key=k_ref)
         else:
-            ge = self.style(refer, refer_lengths)
+            rmask = length_mask(refer_lengths, refer.shape[1], b)
+            ge = self.ref_enc(refer * rmask, rmask, dropout_key=k_ref)
         c = self.content(codes)
         if c.shape[1] != t:
             raise ValueError(f"content has {c.shape[1]} frames but the spectrogram has {t}")
         tmask = length_mask(text_lengths, text.shape[1], b)
-        _, m_p, logs_p = self.enc_p(c, mask, text, tmask, ge)
-        if key is None and (posterior_eps is None or slice_starts is None):
-            raise ValueError("training forward needs a PRNG key unless posterior_eps and slice_starts are given")
-        k_post, k_slice = jax.random.split(key) if key is not None else (None, None)
+        _, m_p, logs_p = self.enc_p(c, mask, text, tmask, ge, dropout_key=k_text)
         z, m_q, logs_q = self.enc_q(spec, mask, ge, k_post, eps=posterior_eps)
-        z_p = self.flow(z, mask, ge)
+        z_p = self.flow(z, mask, ge, dropout_key=k_flow)
         seg = self.cfg.segment_size // self.cfg.hop_length
         if t < seg:
             raise ValueError(f"spectrogram of {t} frames is shorter than the {seg}-frame training segment")

@@ -6,10 +6,11 @@ from __future__ import annotations
 import jax
 from flax import nnx
 
-from sovits2_jax.models.vits2.attention import Encoder, conv1x1
+from sovits2_jax.models.vits2.attention import Encoder, conv1x1, split_key
 from sovits2_jax.models.vits2.config import VitsConfig
 from sovits2_jax.models.vits2.mrte import MRTE
 from sovits2_jax.nn.layers import Embed, Linear
+from sovits2_jax.parallel.sharding import constrain
 
 
 class TextFeatureMLP(nnx.Module):
@@ -33,7 +34,16 @@ class TextEncoder(nnx.Module):
             pos = dict(window_size=None, rope_theta=cfg.rope_theta)
 
         def encoder(n_layers):
-            return Encoder(h, cfg.filter_channels, cfg.n_heads, n_layers, cfg.kernel_size, rngs=rngs, **pos)
+            return Encoder(
+                h,
+                cfg.filter_channels,
+                cfg.n_heads,
+                n_layers,
+                cfg.kernel_size,
+                p_dropout=cfg.p_dropout,
+                rngs=rngs,
+                **pos,
+            )
 
         # hubert+VQ content arrives as ssl_dim features; S3 tokens are embedded straight to `hidden`
         self.ssl_proj = conv1x1(cfg.ssl_dim, h, rngs=rngs) if cfg.content == "hubert_vq" else None
@@ -54,19 +64,24 @@ class TextEncoder(nnx.Module):
         text: jax.Array,
         text_mask: jax.Array,
         ge: jax.Array | None,
+        *,
+        dropout_key: jax.Array | None = None,
     ) -> tuple[jax.Array, jax.Array, jax.Array]:
-        """content [B, T, C], text ids [B, S] (or features [B, S, F]), masks [B, *, 1] -> (h, m, logs)."""
+        """content [B, T, C], text ids [B, S] (or features [B, S, F]), masks [B, *, 1] -> (h, m, logs).
+        ``dropout_key`` enables the transformers' dropout (training)."""
+        k_ssl, k_text, k_out = split_key(dropout_key, 3)
         y = content
         if self.ssl_proj is not None:
             y = self.ssl_proj(y * content_mask) * content_mask
-        y = self.encoder_ssl(y * content_mask, content_mask)
+        y = self.encoder_ssl(y * content_mask, content_mask, dropout_key=k_ssl)
         if self.text_input == "ids" and text.ndim != 2:
             raise ValueError(f"text ids must be [batch, tokens], got shape {text.shape}")
         if self.text_input == "features" and text.ndim != 3:
             raise ValueError(f"text features must be [batch, tokens, features], got shape {text.shape}")
         t = self.text_embedding(text)
-        t = self.encoder_text(t * text_mask, text_mask)
+        t = self.encoder_text(t * text_mask, text_mask, dropout_key=k_text)
         y = self.mrte(y, content_mask, t, text_mask, ge)
-        y = self.encoder2(y * content_mask, content_mask)
+        y = self.encoder2(y * content_mask, content_mask, dropout_key=k_out)
+        y = constrain(y, ("batch", "length", "embed"))
         stats = self.proj(y) * content_mask
         return y, stats[..., : self.out_channels], stats[..., self.out_channels :]
