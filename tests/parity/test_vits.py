@@ -69,7 +69,7 @@ def test_text_encoder_mrte_with_padding(v2):
             _t(content), torch.from_numpy(y_len), torch.from_numpy(text), torch.from_numpy(t_len), _t(ge)
         )
     cm, tm = _mask(y_len, t)[..., None], _mask(t_len, s)[..., None]
-    _, gm, glogs = ours.enc_p(
+    _, gm, glogs, _ = ours.enc_p(
         jnp.asarray(content.transpose(0, 2, 1)), cm, jnp.asarray(text), tm, jnp.asarray(ge.transpose(0, 2, 1))
     )
     _close(_bct(gm), m.numpy())
@@ -160,7 +160,7 @@ def test_multi_reference_fusion_is_the_mean_of_ge(v2):
     content = jnp.asarray(rng.standard_normal((2, 30, cfg.ssl_dim)), jnp.float32)
     text = jnp.asarray(rng.integers(0, cfg.n_symbols, (2, 11)))
     two = jnp.concatenate([ge, ours.style(ours_refs[0])])
-    _, m, _ = ours.enc_p(content, jnp.ones((2, 30, 1)), text, jnp.ones((2, 11, 1)), two)
+    _, m, _, _ = ours.enc_p(content, jnp.ones((2, 30, 1)), text, jnp.ones((2, 11, 1)), two)
     assert np.abs(np.asarray(m[0]) - np.asarray(m[1])).max() > 10 * ATOL
 
 
@@ -181,7 +181,7 @@ def test_v1_layout_reference_and_text_encoders():
         )
     got_ge = ours.style(jnp.asarray(spec.transpose(0, 2, 1)))
     _close(_bct(got_ge), ge.numpy())
-    _, got_m, _ = ours.enc_p(
+    _, got_m, _, _ = ours.enc_p(
         jnp.asarray(content.transpose(0, 2, 1)),
         jnp.ones((2, 30, 1)),
         jnp.asarray(text),
@@ -202,3 +202,20 @@ def test_parity_component_vits_passes():
     report = compare_outputs(case.run_torch(case.inputs), case.run_jax(case.inputs), case.atol, case.rtol)
     assert report["wav"]["ok"], report
     assert report["wav"]["ref_max_abs"] > 1e-3  # a silent output would pass trivially
+
+
+@pytest.mark.parametrize("speed", [1.3, 0.7])
+def test_speed_resampling_matches_torch_interpolate(v2, speed):
+    """GPT-SoVITS v2's decode(speed): linear resampling of the prior frames to int(T / speed) + 1, nearest mask."""
+    from sovits2_jax.models.vits2.quantizer import interpolate_linear, interpolate_nearest
+
+    _, _, ours = v2
+    x = np.random.default_rng(8).standard_normal((2, 7, 37)).astype(np.float32)  # torch [B, C, T]
+    size = int(37 / speed) + 1
+    want = torch.nn.functional.interpolate(_t(x), size=size, mode="linear").numpy()
+    _close(_bct(interpolate_linear(jnp.asarray(x.transpose(0, 2, 1)), size)), want, atol=1e-5)
+    mask = (np.arange(37) < 30).astype(np.float32)[None, None].repeat(2, 0)
+    want_m = torch.nn.functional.interpolate(_t(mask), size=size, mode="nearest").numpy()
+    np.testing.assert_array_equal(_bct(interpolate_nearest(jnp.asarray(mask.transpose(0, 2, 1)), size)), want_m)
+    m, _, mask_p = ours.prior(jnp.zeros((1, 1, 10), jnp.int32), jnp.ones((1, 9), jnp.int32), None, speed=speed)
+    assert m.shape[1] == mask_p.shape[1] == int(20 / speed) + 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from sovits2_jax.nn.layers import param
@@ -47,3 +48,20 @@ class _Codebook(nnx.Module):
 def upsample_nearest(x: jax.Array, factor: int) -> jax.Array:
     """[B, T, C] -> [B, T * factor, C] by repetition (F.interpolate mode='nearest', integer factor)."""
     return x if factor == 1 else jnp.repeat(x, factor, axis=1)
+
+
+def interpolate_linear(x: jax.Array, size: int) -> jax.Array:
+    """[B, T, C] -> [B, size, C] as torch ``F.interpolate(mode='linear', align_corners=False)`` (no antialias)."""
+    t = x.shape[1]
+    src = jnp.maximum((jnp.arange(size, dtype=jnp.float32) + 0.5) * (t / size) - 0.5, 0.0)
+    i0 = jnp.minimum(jnp.floor(src).astype(jnp.int32), t - 1)
+    i1 = jnp.minimum(i0 + 1, t - 1)
+    w = (src - i0)[None, :, None].astype(x.dtype)
+    return jnp.take(x, i0, axis=1) * (1 - w) + jnp.take(x, i1, axis=1) * w
+
+
+def interpolate_nearest(x: jax.Array, size: int) -> jax.Array:
+    """[B, T, C] -> [B, size, C] as torch ``F.interpolate(mode='nearest')`` (source index floor(i * T / size))."""
+    t = x.shape[1]
+    idx = np.minimum(np.floor(np.arange(size) * (t / size)).astype(np.int64), t - 1)
+    return jnp.take(x, jnp.asarray(idx), axis=1)

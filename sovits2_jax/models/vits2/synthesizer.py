@@ -129,13 +129,13 @@ class SynthesizerTrn(nnx.Module):
         """hubert features [B, T_50Hz, 768] -> codes [1, B, T_codes] (``extract_latent``)."""
         return self.quantizer.encode(self.ssl_proj(ssl))
 
-    def prior(self, codes, text, ge, code_lengths=None, text_lengths=None):
-        """(m_p, logs_p, mask) from codes + text + style."""
+    def prior(self, codes, text, ge, code_lengths=None, text_lengths=None, speed: float = 1.0):
+        """(m_p, logs_p, mask) from codes + text + style (``speed`` as GPT-SoVITS v2's decode)."""
         c = self.content(codes)
         b, t = c.shape[:2]
         mask = length_mask(None if code_lengths is None else code_lengths * self.cfg.content_upsample, t, b)
         tmask = length_mask(text_lengths, text.shape[1], b)
-        _, m_p, logs_p = self.enc_p(c, mask, text, tmask, ge)
+        _, m_p, logs_p, mask = self.enc_p(c, mask, text, tmask, ge, speed=speed)
         return m_p, logs_p, mask
 
     # -- inference --------------------------------------------------------------------------------------------
@@ -151,6 +151,7 @@ class SynthesizerTrn(nnx.Module):
         text_lengths: jax.Array | None = None,
         ge: jax.Array | None = None,
         noise: jax.Array | None = None,
+        speed: float = 1.0,
     ) -> jax.Array:
         """codes + text + reference spectrogram(s) -> waveform [B, T_codes * up * hop] (32 kHz for s2).
 
@@ -160,7 +161,7 @@ class SynthesizerTrn(nnx.Module):
         """
         if ge is None and refer is not None:
             ge = self.fused_style(refer) if isinstance(refer, (list, tuple)) else self.style(refer)
-        m_p, logs_p, mask = self.prior(codes, text, ge, code_lengths, text_lengths)
+        m_p, logs_p, mask = self.prior(codes, text, ge, code_lengths, text_lengths, speed)
         if noise is None and key is not None:
             noise = jax.random.normal(key, m_p.shape, m_p.dtype)
         z_p = m_p if noise is None else m_p + noise * jnp.exp(logs_p) * noise_scale
@@ -205,7 +206,7 @@ class SynthesizerTrn(nnx.Module):
         if c.shape[1] != t:
             raise ValueError(f"content has {c.shape[1]} frames but the spectrogram has {t}")
         tmask = length_mask(text_lengths, text.shape[1], b)
-        _, m_p, logs_p = self.enc_p(c, mask, text, tmask, ge, dropout_key=k_text)
+        _, m_p, logs_p, _ = self.enc_p(c, mask, text, tmask, ge, dropout_key=k_text)
         z, m_q, logs_q = self.enc_q(spec, mask, ge, k_post, eps=posterior_eps)
         z_p = self.flow(z, mask, ge, dropout_key=k_flow)
         seg = self.cfg.segment_size // self.cfg.hop_length

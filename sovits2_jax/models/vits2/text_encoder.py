@@ -9,6 +9,7 @@ from flax import nnx
 from sovits2_jax.models.vits2.attention import Encoder, conv1x1, split_key
 from sovits2_jax.models.vits2.config import VitsConfig
 from sovits2_jax.models.vits2.mrte import MRTE
+from sovits2_jax.models.vits2.quantizer import interpolate_linear, interpolate_nearest
 from sovits2_jax.nn.layers import Embed, Linear
 from sovits2_jax.parallel.sharding import constrain
 
@@ -66,9 +67,11 @@ class TextEncoder(nnx.Module):
         ge: jax.Array | None,
         *,
         dropout_key: jax.Array | None = None,
-    ) -> tuple[jax.Array, jax.Array, jax.Array]:
+        speed: float = 1.0,
+    ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
         """content [B, T, C], text ids [B, S] (or features [B, S, F]), masks [B, *, 1] -> (h, m, logs).
-        ``dropout_key`` enables the transformers' dropout (training)."""
+        ``dropout_key`` enables the transformers' dropout (training). ``speed`` != 1 (GPT-SoVITS v2) resamples the
+        frames linearly to int(T / speed) + 1 before the projection; the returned mask is resampled too."""
         k_ssl, k_text, k_out = split_key(dropout_key, 3)
         y = content
         if self.ssl_proj is not None:
@@ -83,5 +86,9 @@ class TextEncoder(nnx.Module):
         y = self.mrte(y, content_mask, t, text_mask, ge)
         y = self.encoder2(y * content_mask, content_mask, dropout_key=k_out)
         y = constrain(y, ("batch", "length", "embed"))
+        if speed != 1:
+            size = int(y.shape[1] / speed) + 1
+            y = interpolate_linear(y, size)
+            content_mask = interpolate_nearest(content_mask, size)
         stats = self.proj(y) * content_mask
-        return y, stats[..., : self.out_channels], stats[..., self.out_channels :]
+        return y, stats[..., : self.out_channels], stats[..., self.out_channels :], content_mask
