@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import functools
 import io
-import json
 import os
 import re
 import shutil
@@ -374,7 +373,3 @@ def load_torch_synthesizer(src: str | Path):
     if unexpected or [k for k in missing if not k.startswith("enc_q.")]:
         raise ConversionError(f"{src}: weights do not fit SynthesizerTrn: missing {missing}, unexpected {unexpected}")
     return model.eval().to(torch.float32), cfg
-
-
-def summary(meta: Mapping) -> str:
-    return json.dumps({k: meta[k] for k in ("format", "config")}, indent=1)

@@ -8,7 +8,7 @@ so our ``flow.flows.{i}`` is torch's ``flow.flows.{2i}``.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 
@@ -92,9 +92,3 @@ def to_parametrized_keys(items: Iterable[tuple[str, np.ndarray]]) -> Iterator[tu
         elif key.endswith(".weight_v"):
             key = key[: -len(".weight_v")] + ".parametrizations.weight.original1"
         yield key, value
-
-
-def ours_flat_to_torch(flat: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    from sovits2_jax.convert.mapping import ours_to_torch
-
-    return dict(ours_to_torch(flat, rules_for(flat)))

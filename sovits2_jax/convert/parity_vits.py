@@ -119,8 +119,6 @@ def build(
     src: str | None = None, *, component: str = "vits", device: str = "cpu", dtype: str = "float32", seed: int = 0
 ) -> ParityCase:
     """``src``: a GPT-SoVITS s2 .pth (v1 or v2) or None for a random released-size v2 reference."""
-    import copy
-
     import jax
     import jax.numpy as jnp
     import torch
@@ -136,7 +134,8 @@ def build(
         model, cfg = load_torch_synthesizer(src)
         graphdef, params = ours_from_torch(cfg, torch_state(model))
     if dtype == "bfloat16":
-        model = copy.deepcopy(model).to(torch.bfloat16)
+        # weight-normed modules cannot be deep-copied: rebuild the (seeded, identical) reference for the cast
+        model = (make_torch_reference(cfg, seed) if src is None else model).to(torch.bfloat16)
     model = model.to(tdev)
     jdtype = jnp.bfloat16 if dtype == "bfloat16" else jnp.float32
     params = jax.tree.map(lambda a: a.astype(jdtype), params)

@@ -114,3 +114,34 @@ def test_training_dropout_follows_the_key(tiny):
     a, a_again, b = (np.asarray(m_p(params, jax.random.key(k))) for k in (1, 1, 2))
     np.testing.assert_array_equal(a, a_again)
     assert np.abs(a - b).max() > 1e-3 and np.abs(a - eval_mode).max() > 1e-3
+
+
+def test_per_token_text_features_and_bpe_ids_shapes():
+    """GPT-SoVITS2 text input either as BPE ids (Qwen vocabulary) or per-token features (BGE-M3 style, 1024-d)."""
+    from sovits2_jax.models.vits2.config import gpt_sovits2
+
+    built = {}
+
+    def prior_shapes(cfg, text):
+        if cfg not in built:
+            built[cfg] = nnx.split(nnx.eval_shape(lambda: SynthesizerTrn(cfg, rngs=nnx.Rngs(0))))
+        graphdef, state = built[cfg]
+        model = nnx.merge(graphdef, state)
+        assert len(model.flow.flows[0].enc.attn_layers) == 6 and model.enc_p.encoder_text.n_layers == 6
+
+        def run(state, codes, text, refer):
+            m = nnx.merge(graphdef, state)
+            return m.prior(codes, text, m.style(refer))
+
+        codes = jax.ShapeDtypeStruct((2, 12), jnp.int32)
+        refer = jax.ShapeDtypeStruct((2, 30, cfg.spec_channels), jnp.float32)
+        return jax.eval_shape(run, state, codes, text, refer)
+
+    for cfg, text in (
+        (gpt_sovits2(), jax.ShapeDtypeStruct((2, 9), jnp.int32)),
+        (gpt_sovits2().replace(text_input="features"), jax.ShapeDtypeStruct((2, 9, 1024), jnp.float32)),
+    ):
+        m, _, mask = prior_shapes(cfg, text)
+        assert m.shape == (2, 24, cfg.inter_channels) and mask.shape == (2, 24, 1)
+    with pytest.raises(ValueError, match="text features must be"):
+        prior_shapes(gpt_sovits2().replace(text_input="features"), jax.ShapeDtypeStruct((2, 9), jnp.int32))
