@@ -154,3 +154,29 @@ def jax_to_torch(src: str | Path, dst: str | Path) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return dst
+
+
+def load_llm(src: str | Path, **backbone_overrides):
+    """(graphdef, params, SpeechLMConfig, SamplingConfig) of the speech LM, from our converted directory or
+    straight from a CosyVoice2 model directory (``backbone_overrides`` e.g. dtype="bfloat16")."""
+    from flax import nnx
+
+    from sovits2_jax.convert import cosyvoice2_llm
+    from sovits2_jax.convert.mapping import flatten
+    from sovits2_jax.convert.params import params_from_flat
+    from sovits2_jax.models.speech_lm import SpeechLM
+
+    src = Path(src)
+    if (src / ckpt.META).is_file():
+        if ckpt.read_meta(src).get("format") != NAME:
+            raise ConversionError(f"{src}: not a {NAME} checkpoint")
+        cfg = load_hyperpyyaml(src / YAML, overrides={"qwen_pretrain_path": str(src / ASSETS / BLANK_EN)})
+        nested, _ = ckpt.load_checkpoint(src / "llm")
+    else:
+        cfg = read_yaml(src)
+        nested = None
+    config = cosyvoice2_llm.config_from_yaml(cfg, **backbone_overrides)
+    if nested is None:
+        nested = cosyvoice2_llm.load_llm_pt(src / "llm.pt", config)
+    graphdef, params = params_from_flat(lambda: SpeechLM(config, rngs=nnx.Rngs(0)), flatten(nested))
+    return graphdef, params, config, cosyvoice2_llm.sampling_from_yaml(cfg)

@@ -254,6 +254,12 @@ def test_whole_directory_round_trip(model_dir, tmp_path):
     dst = cosyvoice2.torch_to_jax(src, tmp_path / "jax")
     assert format_of_checkpoint(dst).NAME == "cosyvoice2"
     assert (dst / "llm" / "meta.json").is_file() and not (dst / "flow").exists()
+    _, p1, c1, s1 = cosyvoice2.load_llm(dst)
+    _, p2, c2, s2 = cosyvoice2.load_llm(src)
+    assert c1 == c2 and s1 == s2 and s1.method == "ras"
+    leaves1, leaves2 = jax.tree.leaves(p1), jax.tree.leaves(p2)
+    assert len(leaves1) == len(leaves2) > 20
+    assert all(np.array_equal(a, b) for a, b in zip(leaves1, leaves2))
     params, config = cosyvoice2.load_part(dst, "llm")
     assert config.speech_token_size == parity_llm.TINY_SPEECH_TOKENS
     assert params["speech_embedding"]["embedding"].shape == (config.num_speech_rows, 64)
