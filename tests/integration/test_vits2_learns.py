@@ -145,3 +145,25 @@ def test_per_token_text_features_and_bpe_ids_shapes():
         assert m.shape == (2, 24, cfg.inter_channels) and mask.shape == (2, 24, 1)
     with pytest.raises(ValueError, match="text features must be"):
         prior_shapes(gpt_sovits2().replace(text_input="features"), jax.ShapeDtypeStruct((2, 9), jnp.int32))
+
+
+def test_gpt_sovits_optimizer_freezes_quantizer_and_slows_text(tiny):
+    from sovits2_jax.models.vits2.config import gpt_sovits_v1
+    from sovits2_jax.models.vits2.train_step import gpt_sovits_optimizer, param_labels
+
+    abstract = nnx.state(nnx.eval_shape(lambda: SynthesizerTrn(gpt_sovits_v1(), rngs=nnx.Rngs(0))), nnx.Param)
+    labels = nnx.to_pure_dict(param_labels(abstract))
+    assert labels["quantizer"]["layers"][0]["embed"] == "frozen" and labels["ssl_proj"]["kernel"] == "frozen"
+    assert (
+        labels["enc_p"]["text_embedding"]["embedding"] == "text"
+        and labels["enc_p"]["mrte"]["c_pre"]["kernel"] == "text"
+    )
+    assert labels["dec"]["conv_pre"]["kernel"] == "base"
+    # on the tiny model: frozen params do not move, text params move at 0.4x the base step
+    _, _, params = tiny
+    tx = gpt_sovits_optimizer(params, lr=1e-2, text_low_lr_rate=0.4, weight_decay=0.0)
+    grads = jax.tree.map(jnp.ones_like, params)
+    updates, _ = tx.update(grads, tx.init(params), params)
+    up = nnx.to_pure_dict(updates)
+    np.testing.assert_allclose(np.asarray(up["enc_p"]["text_embedding"]["embedding"]), -0.4e-2, rtol=1e-4)
+    np.testing.assert_allclose(np.asarray(up["dec"]["conv_pre"]["bias"]), -1e-2, rtol=1e-4)

@@ -28,12 +28,43 @@ class VitsState:
 jax.tree_util.register_dataclass(VitsState, data_fields=["g_params", "d_params", "g_opt", "d_opt"], meta_fields=[])
 
 
+FROZEN_PREFIXES = ("quantizer", "ssl_proj")  # GPT-SoVITS: frozen quantizer; its codebook is a torch buffer
+TEXT_PREFIXES = ("enc_p.text_embedding", "enc_p.encoder_text", "enc_p.mrte")  # trained at text_low_lr_rate
+
+
+def param_labels(params) -> object:
+    """Same-structure tree of "frozen" / "text" / "base" labels from each parameter's dotted path."""
+
+    def label(path, _):
+        name = ".".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
+        if name.startswith(FROZEN_PREFIXES):
+            return "frozen"
+        return "text" if name.startswith(TEXT_PREFIXES) else "base"
+
+    return jax.tree_util.tree_map_with_path(label, params)
+
+
 def gpt_sovits_optimizer(
-    lr: float = 1e-4, betas=(0.8, 0.99), eps: float = 1e-9, lr_decay: float = 0.999875, steps_per_epoch: int = 1000
+    params,
+    lr: float = 1e-4,
+    betas=(0.8, 0.99),
+    eps: float = 1e-9,
+    lr_decay: float = 0.999875,
+    steps_per_epoch: int = 1000,
+    text_low_lr_rate: float = 0.4,
+    weight_decay: float = 0.01,
 ) -> optax.GradientTransformation:
-    """AdamW(lr, betas (0.8, 0.99), eps 1e-9) with GPT-SoVITS's per-epoch exponential decay (0.999875)."""
-    schedule = optax.exponential_decay(lr, transition_steps=steps_per_epoch, decay_rate=lr_decay, staircase=True)
-    return optax.adamw(schedule, b1=betas[0], b2=betas[1], eps=eps, weight_decay=0.01)
+    """GPT-SoVITS's s2 generator optimizer: AdamW(betas (0.8, 0.99), eps 1e-9, torch's default decay 0.01) with
+    per-epoch exponential lr decay; text embedding / text encoder / MRTE at ``text_low_lr_rate`` x lr; the
+    quantizer and its input projection frozen (no update, no weight decay)."""
+
+    def adamw(scale):
+        sched = optax.exponential_decay(lr * scale, steps_per_epoch, lr_decay, staircase=True)
+        return optax.adamw(sched, b1=betas[0], b2=betas[1], eps=eps, weight_decay=weight_decay)
+
+    return optax.multi_transform(
+        {"base": adamw(1.0), "text": adamw(text_low_lr_rate), "frozen": optax.set_to_zero()}, param_labels(params)
+    )
 
 
 def make_vits_steps(
