@@ -84,8 +84,13 @@ def validate_mesh(config, num_devices: int | None = None) -> tuple[int, ...]:
 def validate(config, num_devices: int | None = None) -> None:
     """Rejects inconsistent values with a ConfigError naming the key."""
     shape = validate_mesh(config, num_devices) if "mesh" in config else None
-    if "model" in config and config.get("model_type", "qwen2") == "qwen2":
+    model_type = config.get("model_type", "qwen2")
+    if "model" in config and model_type == "qwen2":
         validate_qwen2(config.model)
+    # speech LMs (CosyVoice2 Qwen2LM, GPT-SoVITS2 AR) sit on a Qwen2 backbone
+    part = config.get("part")
+    if part in ("llm", "ar") and "backbone" in config[part].model:
+        validate_qwen2(config[part].model.backbone, prefix=f"config.{part}.model.backbone")
     if "data" in config:
         from sovits2_jax.data import pipeline
 

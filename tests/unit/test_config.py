@@ -87,3 +87,12 @@ def test_data_section_is_validated():
     config.data.kind = "video"
     with pytest.raises(ConfigError, match=r"config\.data\.kind='video'"):
         validate(config, num_devices=2)
+
+
+@pytest.mark.parametrize("spec,part", [("configs/cosyvoice2.py:llm", "llm"), ("configs/gpt_sovits2.py:ar", "ar")])
+def test_speech_lm_backbone_is_validated(spec, part):
+    config = load_config(spec)
+    validate(config, num_devices=8)
+    config[part].model.backbone.num_kv_heads = 5
+    with pytest.raises(ConfigError, match=rf"config\.{part}\.model\.backbone\.num_kv_heads=5"):
+        validate(config, num_devices=8)
