@@ -32,6 +32,39 @@ ATOL = 1e-4  # whole model, fp32 (DESIGN.md)
 TINY = HiFTConfig(base_channels=32, f0_cond_channels=32)
 
 
+_HIFT_YAML = """
+sample_rate: 24000
+hift: !new:cosyvoice.hifigan.generator.HiFTGenerator
+    in_channels: 80
+    base_channels: {base_channels}
+    nb_harmonics: 8
+    sampling_rate: !ref <sample_rate>
+    nsf_alpha: 0.1
+    nsf_sigma: 0.003
+    nsf_voiced_threshold: 10
+    upsample_rates: [8, 5, 3]
+    upsample_kernel_sizes: [16, 11, 7]
+    istft_params:
+        n_fft: 16
+        hop_len: 4
+    resblock_kernel_sizes: [3, 7, 11]
+    resblock_dilation_sizes: [[1, 3, 5], [1, 3, 5], [1, 3, 5]]
+    source_resblock_kernel_sizes: [7, 7, 11]
+    source_resblock_dilation_sizes: [[1, 3, 5], [1, 3, 5], [1, 3, 5]]
+    lrelu_slope: 0.1
+    audio_limit: 0.99
+    f0_predictor: !new:cosyvoice.hifigan.f0_predictor.ConvRNNF0Predictor
+        num_class: 1
+        in_channels: 80
+        cond_channels: {cond_channels}
+"""
+
+
+def hift_yaml(base_channels: int = 512, cond_channels: int = 512) -> str:
+    """The ``hift`` section of the released cosyvoice2.yaml (HyperPyYAML), optionally with other widths."""
+    return _HIFT_YAML.format(base_channels=base_channels, cond_channels=cond_channels)
+
+
 def reference_config(size: str) -> HiFTConfig:
     if size == "real":
         return cosyvoice2_hift.default_config()
@@ -166,7 +199,11 @@ def build(
     else:
         config, items = load_reference_weights(src)
         ref = build_reference(config, seed, perturb=False)
-        ref.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in items})
+        # Normalise key style / prefix (legacy weight_g/v, HiFiGan's generator.*) to what the reference loads.
+        nested = cosyvoice2_hift.torch_to_params(items, config, source=str(src))
+        nested.pop(cosyvoice2_hift.DISCRIMINATOR_KEY, None)
+        state = {k: torch.from_numpy(np.array(v)) for k, v in cosyvoice2_hift.params_to_torch(nested, config)}
+        ref.load_state_dict(state)
     tdev = torch_device(device)
     ref = ref.to(tdev)
     jax_device = jax.devices("gpu" if device == "gpu" else "cpu")[0]
