@@ -1,6 +1,7 @@
 """CosyVoice2 configs, one ConfigDict per model part: ``--config=configs/cosyvoice2.py:ARG``.
 
-ARG is ``<part>`` or ``<part>_<size>``: ``llm`` (CosyVoice2-0.5B's Qwen2LM), ``llm_tiny`` (tests and demos).
+ARG is ``<part>`` or ``<part>_<size>``: ``llm`` (CosyVoice2-0.5B's Qwen2LM), ``llm_tiny`` (tests and demos),
+``hift`` / ``hift_tiny`` (vocoder and its GAN training).
 ``PARTS`` maps a part name to the function building its section; flow / hift sections are added beside it.
 The chosen part's section is ``config.<part>`` and ``config.part`` names it.
 """
@@ -13,12 +14,22 @@ import ml_collections
 from sovits2_jax.parallel.rules import mesh_config, sharding_config
 
 
-def qwen2_model_config(size: str) -> ml_collections.ConfigDict:
-    """The backbone section of configs/qwen2.py (loaded by path: config files are not a package)."""
-    spec = importlib.util.spec_from_file_location("_configs_qwen2", Path(__file__).with_name("qwen2.py"))
+def sibling_config(name: str):
+    """Another file of configs/ as a module (loaded by path: config files are not a package)."""
+    spec = importlib.util.spec_from_file_location(f"_configs_{name}", Path(__file__).with_name(f"{name}.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.model_config(size)
+    return module
+
+
+def qwen2_model_config(size: str) -> ml_collections.ConfigDict:
+    """The backbone section of configs/qwen2.py."""
+    return sibling_config("qwen2").model_config(size)
+
+
+def hift_config(size: str = "") -> ml_collections.ConfigDict:
+    """HiFT vocoder + GAN training section of configs/hift.py."""
+    return sibling_config("hift").hift_config(size)
 
 
 def sampling_config() -> ml_collections.ConfigDict:
@@ -63,7 +74,7 @@ def llm_config(size: str = "") -> ml_collections.ConfigDict:
     )
 
 
-PARTS = {"llm": llm_config}
+PARTS = {"llm": llm_config, "hift": hift_config}
 
 
 def get_config(arg: str = "llm") -> ml_collections.ConfigDict:
