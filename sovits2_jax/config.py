@@ -91,6 +91,13 @@ def validate(config, num_devices: int | None = None) -> None:
     part = config.get("part")
     if part in ("llm", "ar") and "backbone" in config[part].model:
         validate_qwen2(config[part].model.backbone, prefix=f"config.{part}.model.backbone")
+    if part == "hift":
+        from sovits2_jax.models.hift import HiFTConfig
+
+        try:
+            HiFTConfig.from_dict(config.hift.model.to_dict())
+        except (ValueError, TypeError) as e:
+            raise ConfigError(f"config.hift.model: {e}") from None
     if "data" in config:
         from sovits2_jax.data import pipeline
 

@@ -96,3 +96,11 @@ def test_speech_lm_backbone_is_validated(spec, part):
     config[part].model.backbone.num_kv_heads = 5
     with pytest.raises(ConfigError, match=rf"config\.{part}\.model\.backbone\.num_kv_heads=5"):
         validate(config, num_devices=8)
+
+
+def test_hift_model_is_validated():
+    config = load_config("configs/cosyvoice2.py:hift")
+    validate(config, num_devices=8)
+    config.hift.model.sampling_rate = 22050
+    with pytest.raises(ConfigError, match=r"config\.hift\.model"):
+        validate(config, num_devices=8)
