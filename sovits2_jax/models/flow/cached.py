@@ -3,7 +3,7 @@
 In streaming mode (chunk attention masks, causal convs) a frame never depends on later frames, so for a new block
 of frames the estimator needs from the past only (a) the keys/values of every attention layer and (b) the last
 kernel-1 inputs of every causal conv, at every Euler step and for both CFG branches. Those are kept in a fixed-size
-cache (``max_frames`` positions, static shapes) and updated in place with ``dynamic_update_slice``.
+cache (``max_frames`` positions, static shapes); the new frames' K/V are written once per chunk.
 """
 
 from __future__ import annotations
@@ -69,18 +69,24 @@ def _block(block: CausalBlock, x, m, state, n_valid):
 
 
 def _attention(tb: TransformerBlock, x, state: _State, offset, n_valid, chunk_size):
+    """Self-attention of the new frames over cached frames [0, offset) and themselves; the cache is only read here
+    (the new K/V are returned and written once per chunk, not once per Euler step)."""
     b, t, _ = x.shape
     h = tb.norm1(x)
     split = lambda y: y.reshape(b, t, tb.heads, tb.head_dim)
     q, k, v = split(tb.query(h)), split(tb.key(h)), split(tb.value(h))
     k_cache, v_cache = state.kv(tb.heads, tb.head_dim)
-    k_cache = jax.lax.dynamic_update_slice_in_dim(k_cache, k.astype(k_cache.dtype), offset, axis=1)
-    v_cache = jax.lax.dynamic_update_slice_in_dim(v_cache, v.astype(v_cache.dtype), offset, axis=1)
-    state.kvs.append((k_cache, v_cache))
+    state.kvs.append((k, v))
+    keys = jnp.concatenate([k_cache.astype(q.dtype), k], axis=1)
+    values = jnp.concatenate([v_cache.astype(q.dtype), v], axis=1)
     q_pos = offset + jnp.arange(t)[:, None]
-    k_pos = jnp.arange(k_cache.shape[1])[None, :]
-    mask = (k_pos < (q_pos // chunk_size + 1) * chunk_size) & (k_pos < offset + n_valid)
-    y = dot_product_attention(q, k_cache.astype(q.dtype), v_cache.astype(q.dtype), mask=mask[None, None])
+    cached_pos = jnp.arange(k_cache.shape[1])[None, :]
+    new_pos = offset + jnp.arange(t)[None, :]
+    visible = lambda pos: pos < (q_pos // chunk_size + 1) * chunk_size
+    mask = jnp.concatenate(
+        [(cached_pos < offset) & visible(cached_pos), (new_pos < offset + n_valid) & visible(new_pos)], axis=1
+    )
+    y = dot_product_attention(q, keys, values, mask=mask[None, None])
     x = x + tb.out(y.reshape(b, t, -1))
     return x + tb.ff_out(jax.nn.gelu(tb.ff_in(tb.norm3(x)), approximate=False))
 
@@ -118,20 +124,24 @@ def estimator_step(est: CausalConditionalDecoder, x, mu, t, spks, cond, cache, o
 
 
 def empty_cache(est: CausalConditionalDecoder, batch: int, frames: int, max_frames: int, n_steps: int, dtype):
-    """Zero caches for ``n_steps`` Euler steps of a 2*batch (CFG) estimator, stacked on a leading axis."""
+    """Zero caches for ``n_steps`` Euler steps of a 2*batch (CFG) estimator, stacked on a leading axis:
+    {"conv": [tail [n, 2B, k-1, C]], "kv": [(K, V) [n, 2B, max_frames, H, D]]}."""
     m, c = est.cfg.out_channels, est.cfg.in_channels // 4
+    b2 = 2 * batch
     shapes = jax.eval_shape(
         lambda: estimator_step(
-            est, jnp.zeros((2 * batch, frames, m), dtype), jnp.zeros((2 * batch, frames, m), dtype),
-            jnp.zeros((2 * batch,)), jnp.zeros((2 * batch, c), dtype), jnp.zeros((2 * batch, frames, m), dtype),
-            None, 0, frames, max_frames,
+            est, jnp.zeros((b2, frames, m), dtype), jnp.zeros((b2, frames, m), dtype), jnp.zeros((b2,)),
+            jnp.zeros((b2, c), dtype), jnp.zeros((b2, frames, m), dtype), None, 0, frames, max_frames,
         )[1]
     )  # fmt: skip
-    return jax.tree.map(lambda s: jnp.zeros((n_steps, *s.shape), s.dtype), shapes)
+    conv = [jnp.zeros((n_steps, *s.shape), s.dtype) for s in shapes["conv"]]
+    kv = [tuple(jnp.zeros((n_steps, b2, max_frames, *s.shape[2:]), s.dtype) for s in pair) for pair in shapes["kv"]]
+    return {"conv": conv, "kv": kv}
 
 
 def sample_chunk(est, noise, mu, spks, cond, cache, offset, n_valid, cfg, max_frames):
-    """Euler + CFG over the new frames only (as ``cfm.sample`` in streaming mode), updating the per-step caches."""
+    """Euler + CFG over the new frames only (as ``cfm.sample`` in streaming mode); returns (mel, updated cache)."""
+    del max_frames  # implied by the cache
     ts, dts = cfm.time_schedule(cfg.n_timesteps, cfg.t_scheduler)
     rate = cfg.inference_cfg_rate
     b = noise.shape[0]
@@ -141,12 +151,17 @@ def sample_chunk(est, noise, mu, spks, cond, cache, offset, n_valid, cfg, max_fr
 
     def step(x, inputs):
         t, dt, step_cache = inputs
-        v, new_cache = estimator_step(
+        v, new = estimator_step(
             est, jnp.concatenate([x, x], axis=0), mu2, jnp.full((2 * b,), t, x.dtype), spks2, cond2, step_cache,
-            offset, n_valid, max_frames,
+            offset, n_valid, None,
         )  # fmt: skip
         v = (1.0 + rate) * v[:b] - rate * v[b:]
-        return x + dt.astype(x.dtype) * v, new_cache
+        return x + dt.astype(x.dtype) * v, new
 
-    x, caches = jax.lax.scan(step, noise.astype(mu.dtype), (jnp.asarray(ts), jnp.asarray(dts), cache))
-    return x.astype(jnp.float32), caches
+    x, new = jax.lax.scan(step, noise.astype(mu.dtype), (jnp.asarray(ts), jnp.asarray(dts), cache))
+    # write each layer's new K/V (all steps at once) at offset; frames past n_valid are overwritten next chunk
+    kv = [
+        tuple(jax.lax.dynamic_update_slice_in_dim(c, n.astype(c.dtype), offset, axis=2) for c, n in zip(cp, np_))
+        for cp, np_ in zip(cache["kv"], new["kv"])
+    ]
+    return x.astype(jnp.float32), {"conv": new["conv"], "kv": kv}
