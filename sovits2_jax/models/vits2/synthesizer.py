@@ -107,7 +107,7 @@ class SynthesizerTrn(nnx.Module):
     def style(self, refer: jax.Array, refer_lengths: jax.Array | None = None) -> jax.Array:
         """Style vector ge [B, 1, gin] of a reference linear spectrogram [B, T, 1025]."""
         mask = length_mask(refer_lengths, refer.shape[1], refer.shape[0])
-        return self.ref_enc(refer * mask[..., :1], mask)
+        return self.ref_enc(refer * mask, mask)
 
     def fused_style(self, refers: Sequence[jax.Array], weights: jax.Array | None = None) -> jax.Array:
         """Multi-reference fusion: mean (or weighted mean) of each reference's ge (shapes may differ)."""
@@ -157,7 +157,8 @@ class SynthesizerTrn(nnx.Module):
 
         ``refer`` may be a list of spectrograms: their style vectors are averaged (multi-reference fusion).
         ``noise_scale`` 0 (or no key) is deterministic; ``noise`` [B, T, inter] replaces the draw from ``key``.
-        A precomputed ``ge`` skips the reference encoder.
+        A precomputed ``ge`` skips the reference encoder. ``speed`` (static) != 1 resamples the prior frames
+        to int(T / speed) + 1 as GPT-SoVITS v2's decode does (> 1 speaks faster).
         """
         if ge is None and refer is not None:
             ge = self.fused_style(refer) if isinstance(refer, (list, tuple)) else self.style(refer)
