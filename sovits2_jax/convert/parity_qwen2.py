@@ -45,8 +45,10 @@ def build(
     seed=0,
     batch=2,
     seq_len=SEQ_LEN,
+    with_reference: bool = True,
     **overrides,
 ) -> ParityCase:
+    """The qwen2 case; ``with_reference=False`` skips loading the torch model (for callers that ran it already)."""
     import jax
     import torch
     import transformers
@@ -67,19 +69,18 @@ def build(
         flat = stack_layers(flat, "model.layers")
     with jax.default_device(jax_device):
         graphdef, params = params_from_flat(make, flat)
+    del flat  # the host copy; params now hold the weights
 
     tdev = torch_device(device)
     tdtype = getattr(torch, dtype)
-    ref = transformers.Qwen2ForCausalLM.from_pretrained(src, dtype=tdtype, attn_implementation="eager").to(
-        tdev
-    )
-    ref.eval()
+    ref = None
+    if with_reference:
+        ref = transformers.Qwen2ForCausalLM.from_pretrained(src, dtype=tdtype, attn_implementation="eager").to(tdev)
+        ref.eval()
 
     @jax.jit
     def forward(params, ids, mask):
-        logits, _, hidden = nnx.merge(graphdef, params)(
-            ids, attention_mask=mask.astype(bool), return_hidden=True
-        )
+        logits, _, hidden = nnx.merge(graphdef, params)(ids, attention_mask=mask.astype(bool), return_hidden=True)
         return logits, hidden[-1]
 
     def run_torch(inputs):
@@ -100,6 +101,4 @@ def build(
         return {"logits": np.asarray(logits, np.float32), "last_hidden": np.asarray(hidden, np.float32)}
 
     inputs = make_inputs(config.vocab_size, batch, seq_len, seed)
-    return ParityCase(
-        inputs, run_torch, run_jax, atol=1e-4, info={"config": config.to_dict(), "src": str(src)}
-    )
+    return ParityCase(inputs, run_torch, run_jax, atol=1e-4, info={"config": config.to_dict(), "src": str(src)})

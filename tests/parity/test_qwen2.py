@@ -55,13 +55,33 @@ def test_scan_and_remat_match_reference(switches, tmp_path, torch_available):
 
 
 def test_real_qwen2_0_5b_shape(tmp_path, torch_available):
-    """One forward at the real Qwen2-0.5B shape (24 layers, hidden 896, 14 heads, 2 KV heads, FFN 4864)."""
+    """One forward at the real Qwen2-0.5B shape (24 layers, hidden 896, 14 heads, 2 KV heads, FFN 4864).
+
+    The reference runs and is freed before our model is built, so the two 2 GB copies never coexist.
+    """
+    import gc
+
+    import torch
+    import transformers
+
     from sovits2_jax.convert import parity_qwen2
 
     config = Qwen2Config()  # defaults are Qwen2-0.5B
     src = save_random_hf_qwen2(tmp_path / "hf", config, seed=0)
-    case = parity_qwen2.build(str(src), batch=1, seq_len=320)
-    report = parity.compare_outputs(case.run_torch(case.inputs), case.run_jax(case.inputs), case.atol, None)
+    inputs = parity_qwen2.make_inputs(config.vocab_size, 1, 320, seed=0)
+    ref = transformers.Qwen2ForCausalLM.from_pretrained(src, dtype=torch.float32, attn_implementation="eager")
+    with torch.no_grad():
+        out = ref(
+            input_ids=torch.from_numpy(inputs["input_ids"]),
+            attention_mask=torch.from_numpy(inputs["attention_mask"]),
+            output_hidden_states=True,
+        )
+    expected = {"logits": out.logits.numpy(), "last_hidden": out.hidden_states[-1].numpy()}
+    del ref, out
+    gc.collect()
+
+    case = parity_qwen2.build(str(src), batch=1, seq_len=320, with_reference=False)
     assert case.info["config"]["num_layers"] == 24 and case.info["config"]["vocab_size"] == 151936
+    report = parity.compare_outputs(expected, case.run_jax(inputs), case.atol, None)
     for key, out in report.items():
         assert out["ok"], f"{key}: max abs {out['max_abs']:.3e}"
