@@ -14,38 +14,44 @@ def _fail(e: Exception) -> int:
     return 2
 
 
-def torch_to_jax_main(argv=None) -> int:
-    p = argparse.ArgumentParser(
-        description="Convert a PyTorch checkpoint (HF Qwen2 dir, CosyVoice2 dir, .pth) to Orbax"
-    )
-    p.add_argument("--src", required=True, help="PyTorch checkpoint file or directory")
-    p.add_argument("--dst", required=True, help="output Orbax checkpoint directory")
+def _convert_main(argv, description: str, src_help: str, dst_help: str, pick_format, direction: str) -> int:
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--src", required=True, help=src_help)
+    p.add_argument("--dst", required=True, help=dst_help)
     args = p.parse_args(argv)
-    from sovits2_jax.convert.formats import detect_torch_format
-
     try:
-        fmt = detect_torch_format(args.src)
-        fmt.torch_to_jax(args.src, args.dst)
+        fmt = pick_format(args.src)
+        getattr(fmt, direction)(args.src, args.dst)
     except (ConversionError, OSError) as e:
         return _fail(e)
-    print(f"converted {args.src} ({fmt.NAME}) -> {args.dst}")
+    print(f"{args.src} -> {args.dst} ({fmt.NAME}, {direction})")
     return 0
+
+
+def torch_to_jax_main(argv=None) -> int:
+    from sovits2_jax.convert.formats import detect_torch_format
+
+    return _convert_main(
+        argv,
+        "Convert a PyTorch checkpoint (HF Qwen2 dir, CosyVoice2 dir, GPT-SoVITS .pth) to an Orbax checkpoint",
+        "PyTorch checkpoint file or directory",
+        "output Orbax checkpoint directory",
+        detect_torch_format,
+        "torch_to_jax",
+    )
 
 
 def jax_to_torch_main(argv=None) -> int:
-    p = argparse.ArgumentParser(description="Write an Orbax checkpoint of ours back in its PyTorch format")
-    p.add_argument("--src", required=True, help="Orbax checkpoint directory written by torch_to_jax")
-    p.add_argument("--dst", required=True, help="output PyTorch file or directory")
-    args = p.parse_args(argv)
     from sovits2_jax.convert.formats import format_of_checkpoint
 
-    try:
-        fmt = format_of_checkpoint(args.src)
-        fmt.jax_to_torch(args.src, args.dst)
-    except (ConversionError, OSError) as e:
-        return _fail(e)
-    print(f"wrote {args.dst} ({fmt.NAME}) from {args.src}")
-    return 0
+    return _convert_main(
+        argv,
+        "Write an Orbax checkpoint of ours back in its PyTorch format",
+        "Orbax checkpoint directory written by torch_to_jax",
+        "output PyTorch file or directory",
+        format_of_checkpoint,
+        "jax_to_torch",
+    )
 
 
 DEFAULT_COMPONENT = {"hf_qwen2": "qwen2", "cosyvoice2": "llm", "gpt_sovits": "vits"}
