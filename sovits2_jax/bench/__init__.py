@@ -1,0 +1,1 @@
+"""Benchmarks printing our time against the PyTorch reference measured in the same process."""
