@@ -1,7 +1,7 @@
 """CosyVoice2 configs, one ConfigDict per model part: ``--config=configs/cosyvoice2.py:ARG``.
 
 ARG is ``<part>`` or ``<part>_<size>``: ``llm`` (CosyVoice2-0.5B's Qwen2LM), ``llm_tiny`` (tests and demos),
-``hift`` / ``hift_tiny`` (vocoder and its GAN training).
+``flow`` / ``flow_tiny`` (flow-matching mel decoder), ``hift`` / ``hift_tiny`` (vocoder and its GAN training).
 ``PARTS`` maps a part name to the function building its section; flow / hift sections are added beside it.
 The chosen part's section is ``config.<part>`` and ``config.part`` names it.
 """
@@ -74,7 +74,12 @@ def llm_config(size: str = "") -> ml_collections.ConfigDict:
     )
 
 
-PARTS = {"llm": llm_config, "hift": hift_config}
+def flow_config(size: str = "") -> ml_collections.ConfigDict:
+    """Flow-matching decoder section of configs/flow.py ('' = CosyVoice2 size, 'tiny')."""
+    return sibling_config("flow").flow_config(size)
+
+
+PARTS = {"llm": llm_config, "flow": flow_config, "hift": hift_config}
 
 
 def get_config(arg: str = "llm") -> ml_collections.ConfigDict:

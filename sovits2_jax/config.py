@@ -91,6 +91,15 @@ def validate(config, num_devices: int | None = None) -> None:
     part = config.get("part")
     if part in ("llm", "ar") and "backbone" in config[part].model:
         validate_qwen2(config[part].model.backbone, prefix=f"config.{part}.model.backbone")
+    flow_model = config.flow.model if part == "flow" else config.model if model_type == "flow" else None
+    if flow_model is not None:
+        from sovits2_jax.models.flow.config import FlowConfig
+
+        where = "config.flow.model" if part == "flow" else "config.model"
+        try:
+            FlowConfig.from_dict(flow_model.to_dict())
+        except (ValueError, TypeError, KeyError) as e:
+            raise ConfigError(f"{where}: {e}") from None
     if part == "hift":
         from sovits2_jax.models.hift import HiFTConfig
 

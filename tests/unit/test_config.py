@@ -104,3 +104,15 @@ def test_hift_model_is_validated():
     config.hift.model.sampling_rate = 22050
     with pytest.raises(ConfigError, match=r"config\.hift\.model"):
         validate(config, num_devices=8)
+
+
+@pytest.mark.parametrize(
+    "spec", ["configs/cosyvoice2.py:flow", "configs/cosyvoice2.py:flow_tiny", "configs/flow.py:real"]
+)
+def test_flow_model_is_validated(spec):
+    config = load_config(spec)
+    validate(config, num_devices=8)
+    model = config.flow.model if "flow" in config else config.model
+    model.estimator.in_channels = 300
+    with pytest.raises(ConfigError, match=r"config\.(flow\.)?model: estimator\.in_channels=300"):
+        validate(config, num_devices=8)
