@@ -13,7 +13,7 @@ lint: setup
 	$(PY) -m ruff check .
 
 test: setup lint
-	$(PY) -m pytest -q -n 2 tests
+	$(PY) -m pytest -q -n 2 --durations=25 tests
 
 bench: setup
 	$(PY) -m sovits2_jax.bench.qwen2
