@@ -40,6 +40,26 @@ HPARAMS_MODULES = ("utils", "GPT_SoVITS.utils", "gpt_sovits.utils", "module.util
 
 
 # --------------------------------------------------------------------------------------------------- file level
+# SynthesizerTrn hyper-parameters read from / written to the .pth's config['model']
+MODEL_HPARAMS = (
+    "inter_channels",
+    "hidden_channels",
+    "filter_channels",
+    "n_heads",
+    "n_layers",
+    "kernel_size",
+    "p_dropout",
+    "resblock",
+    "resblock_kernel_sizes",
+    "resblock_dilation_sizes",
+    "upsample_rates",
+    "upsample_initial_channel",
+    "upsample_kernel_sizes",
+    "gin_channels",
+    "semantic_frame_rate",
+)
+
+
 def _hparams_standins() -> list[type]:
     """Classes named ``<module>.HParams`` for torch's weights-only allow-list; they rebuild as plain objects."""
     out = []
@@ -145,23 +165,7 @@ def config_from_pth(hps: Mapping, weight: Mapping[str, Any]):
     ref_channels = int(np.shape(weight["ref_enc.spectral.0.fc.weight"])[1])
     version = {322: "v1", 732: "v2"}.get(n_symbols, str(model.get("version", "v2")))
     kw: dict[str, Any] = dict(version=version, n_symbols=n_symbols, ref_channels=ref_channels)
-    for k in (
-        "inter_channels",
-        "hidden_channels",
-        "filter_channels",
-        "n_heads",
-        "n_layers",
-        "kernel_size",
-        "p_dropout",
-        "resblock",
-        "resblock_kernel_sizes",
-        "resblock_dilation_sizes",
-        "upsample_rates",
-        "upsample_initial_channel",
-        "upsample_kernel_sizes",
-        "gin_channels",
-        "semantic_frame_rate",
-    ):
+    for k in MODEL_HPARAMS:
         if k in model:
             kw[k] = model[k]
     kw["semantic_frame_rate"] = kw.get("semantic_frame_rate") or "25hz"
@@ -335,26 +339,7 @@ def _default_hparams(config: Mapping[str, Any]) -> dict:
             "add_blank": True,
         },
         "train": {"segment_size": config["segment_size"], "c_mel": config["c_mel"], "c_kl": config["c_kl"]},
-        "model": {
-            k: config[k]
-            for k in (
-                "inter_channels",
-                "hidden_channels",
-                "filter_channels",
-                "n_heads",
-                "n_layers",
-                "kernel_size",
-                "p_dropout",
-                "resblock",
-                "resblock_kernel_sizes",
-                "resblock_dilation_sizes",
-                "upsample_rates",
-                "upsample_initial_channel",
-                "upsample_kernel_sizes",
-                "gin_channels",
-                "semantic_frame_rate",
-            )
-        }
+        "model": {k: config[k] for k in MODEL_HPARAMS}
         | {"version": config["version"], "freeze_quantizer": True, "use_spectral_norm": False},
     }
 
