@@ -8,12 +8,9 @@ from pathlib import Path
 import ml_collections
 
 from sovits2_jax.parallel.mesh import MESH_AXES, resolve_mesh_shape
+from sovits2_jax.validation import ConfigError, check
 
 DTYPES = ("float32", "bfloat16", "float16")
-
-
-class ConfigError(ValueError):
-    """An inconsistent config value; the message names the key."""
 
 
 def load_config(spec: str) -> ml_collections.ConfigDict:
@@ -27,41 +24,36 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
     return module.get_config(arg) if arg else module.get_config()
 
 
-def _check(cond: bool, message: str) -> None:
-    if not cond:
-        raise ConfigError(message)
-
-
 def validate_qwen2(m, prefix: str = "config.model") -> None:
     """Checks a Qwen2 model section (heads, dims, switches)."""
     for key in ("hidden_size", "num_heads", "num_kv_heads", "num_layers", "vocab_size", "intermediate_size"):
-        _check(int(m[key]) > 0, f"{prefix}.{key}={m[key]} must be positive")
+        check(int(m[key]) > 0, f"{prefix}.{key}={m[key]} must be positive")
     head_dim = m.get("head_dim") or 0
     if not head_dim:
-        _check(
+        check(
             m.hidden_size % m.num_heads == 0,
             f"{prefix}.num_heads={m.num_heads} does not divide {prefix}.hidden_size={m.hidden_size}",
         )
         head_dim = m.hidden_size // m.num_heads
-    _check(head_dim % 2 == 0, f"{prefix}.head_dim={head_dim} must be even for rotary embeddings")
-    _check(
+    check(head_dim % 2 == 0, f"{prefix}.head_dim={head_dim} must be even for rotary embeddings")
+    check(
         m.num_heads % m.num_kv_heads == 0,
         f"{prefix}.num_kv_heads={m.num_kv_heads} does not divide {prefix}.num_heads={m.num_heads}",
     )
     from sovits2_jax.models.qwen2 import REMAT_POLICIES
     from sovits2_jax.nn.attention import IMPLEMENTATIONS
 
-    _check(
+    check(
         m.remat_policy in REMAT_POLICIES,
         f"{prefix}.remat_policy={m.remat_policy!r} not in {sorted(REMAT_POLICIES)}",
     )
-    _check(
+    check(
         m.get("attention_impl") in IMPLEMENTATIONS,
         f"{prefix}.attention_impl={m.get('attention_impl')!r} not in {IMPLEMENTATIONS}",
     )
     for key in ("dtype", "param_dtype"):
-        _check(m[key] in DTYPES, f"{prefix}.{key}={m[key]!r} not in {DTYPES}")
-    _check(m.rope_theta > 0, f"{prefix}.rope_theta={m.rope_theta} must be positive")
+        check(m[key] in DTYPES, f"{prefix}.{key}={m[key]!r} not in {DTYPES}")
+    check(m.rope_theta > 0, f"{prefix}.rope_theta={m.rope_theta} must be positive")
 
 
 def validate_mesh(config, num_devices: int | None = None) -> tuple[int, ...]:
@@ -74,10 +66,10 @@ def validate_mesh(config, num_devices: int | None = None) -> tuple[int, ...]:
     except ValueError as e:
         raise ConfigError(f"config.{e}") from None
     for i, rule in enumerate(config.sharding.rules):
-        _check(len(rule) == 2, f"config.sharding.rules[{i}]={rule!r} must be (logical_name, mesh_axes)")
+        check(len(rule) == 2, f"config.sharding.rules[{i}]={rule!r} must be (logical_name, mesh_axes)")
         axes = rule[1] if isinstance(rule[1], (tuple, list)) else (rule[1],)
         for a in axes:
-            _check(a is None or a in MESH_AXES, f"config.sharding.rules[{i}]: unknown mesh axis {a!r}")
+            check(a is None or a in MESH_AXES, f"config.sharding.rules[{i}]: unknown mesh axis {a!r}")
     return shape
 
 
@@ -115,14 +107,14 @@ def validate(config, num_devices: int | None = None) -> None:
             import jax
 
             local_ways = max(1, shape[0] * shape[1] // jax.process_count())
-            _check(
+            check(
                 config.data.batch_multiple % local_ways == 0,
                 f"config.data.batch_multiple={config.data.batch_multiple} is not a multiple of the "
                 f"{local_ways} data-parallel devices per process (mesh data*fsdp / processes)",
             )
     if "train" in config and shape is not None and "batch_size" in config.train:
         data_ways = shape[0] * shape[1]
-        _check(
+        check(
             config.train.batch_size % data_ways == 0,
             f"config.train.batch_size={config.train.batch_size} is not divisible by mesh data*fsdp={data_ways}",
         )

@@ -47,7 +47,7 @@ META_KEYS = ("_skipped", "_utts", "_step", "_epoch")
 
 def validate(cfg) -> None:
     """Rejects inconsistent data settings with a message naming the key."""
-    from sovits2_jax.config import ConfigError
+    from sovits2_jax.validation import ConfigError
 
     def check(ok, msg):
         if not ok:
@@ -591,7 +591,7 @@ def main(argv) -> int:
 
     from absl import flags
 
-    from sovits2_jax.config import ConfigError
+    from sovits2_jax.validation import ConfigError
 
     f = flags.FLAGS
     cfg = f.config.data if "data" in f.config else f.config
