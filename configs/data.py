@@ -1,31 +1,19 @@
-"""Input pipeline configs: ``--config=configs/data.py:KIND`` with KIND in llm, flow, hift, gpt_sovits2.
+"""Input pipeline configs: ``--config=configs/data.py:KIND`` with KIND a module of ``sovits2_jax/data/tasks/``
+(llm, flow, hift, gpt_sovits2).
 
 Other config files embed ``pipeline_config(kind)`` as their ``data`` section. Values follow CosyVoice2's
-``cosyvoice2.yaml`` (filter, resample, Matcha mel, truncate, f0, max_frames_in_batch 2000, shuffle/sort).
+``cosyvoice2.yaml`` (filter, resample, Matcha mel, truncate, f0, max_frames_in_batch 2000, shuffle/sort); each
+family's bucket lengths and frame budget are its task's ``defaults``.
 """
 
 import ml_collections
 
-from sovits2_jax.parallel.rules import mesh_config, sharding_config
-
-KINDS = ("llm", "flow", "hift", "gpt_sovits2")
-
-# Bucket lengths in the unit each pipeline batches by: speech tokens (llm), 50 Hz mel frames (flow),
-# packed positions (gpt_sovits2); hift crops to one fixed length. Up to 40 s, as CosyVoice2's 2000-frame budget
-# admits; longer utterances are skipped and counted. data.num_buckets=N fits N lengths to the corpus instead.
-BUCKETS = {
-    "llm": [25, 32, 40, 50, 64, 80, 100, 128, 160, 200, 250, 320, 400, 500, 640, 800, 1000],
-    "flow": [100, 128, 160, 200, 256, 320, 400, 500, 640, 800, 1000, 1280, 1600, 2000],
-    "hift": [51],
-    "gpt_sovits2": [2048],
-}
-# CosyVoice2 batches 2000 mel frames (50 Hz); the LM counts 25 Hz speech tokens, so 1000 is the same budget.
-BUDGET = {"llm": 1000, "flow": 2000, "hift": 2000, "gpt_sovits2": 16384}
+from configs.common import mesh_config, sharding_config
+from sovits2_jax.data import tasks
 
 
 def pipeline_config(kind: str) -> ml_collections.ConfigDict:
-    if kind not in KINDS:
-        raise ValueError(f"unknown data pipeline {kind!r}; choose one of {', '.join(KINDS)}")
+    defaults = tasks.get(kind).defaults  # ValueError naming the kinds for an unknown one
     c = ml_collections.ConfigDict()
     c.kind = kind
     c.data_list = ""  # path of a data.list (one parquet per line); the CLI's --data_list overrides it
@@ -34,10 +22,12 @@ def pipeline_config(kind: str) -> ml_collections.ConfigDict:
     # parquet row groups shuffled together per process (0 = all of them: only when cache_mb holds them all,
     # since a row costs its whole row group on a cache miss)
     c.window_groups = 4
-    c.drop_remainder = kind == "hift"  # GAN crops: full batches only (no all-zero rows shown to the discriminator)
-    # batching: (batch, length) buckets with batch * length <= max_frames_in_batch (per process)
-    c.bucket_lengths = list(BUCKETS[kind])
-    c.max_frames_in_batch = BUDGET[kind]
+    # full batches only (hift: no all-zero rows shown to the discriminator)
+    c.drop_remainder = defaults.get("drop_remainder", False)
+    # batching: (batch, length) buckets with batch * length <= max_frames_in_batch (per process), lengths in the
+    # unit the family batches by; longer utterances are skipped and counted
+    c.bucket_lengths = list(defaults["bucket_lengths"])
+    c.max_frames_in_batch = defaults["max_frames_in_batch"]
     # > 0 (llm, flow): ignore bucket_lengths and fit this many lengths to the corpus (least padding)
     c.num_buckets = 0
     c.batch_multiple = 1  # local batch sizes are rounded down to a multiple (the local data-parallel devices)
@@ -66,7 +56,8 @@ def pipeline_config(kind: str) -> ml_collections.ConfigDict:
     c.online_tokenization = False  # True: add whisper log-mel (128 bins, 16 kHz) for the S3 tokenizer
     c.whisper_mels = 128
     c.truncate_length = 24480  # hift: samples per random crop (51 mel frames)
-    c.flow_prompt = kind == "flow"  # host-drawn condition prefix lengths (cond_len) as the reference draws them
+    # flow: host-drawn condition prefix lengths (cond_len) as the reference draws them
+    c.flow_prompt = defaults.get("flow_prompt", False)
     c.min_prompts = 1  # gpt_sovits2: same-speaker references per target
     c.max_prompts = 3
     c.speech_token_size = 6561

@@ -1,19 +1,49 @@
-"""CosyVoice2 flow (token -> mel) configs: ``--config=configs/flow.py:ARG`` with ARG in real, tiny.
+"""CosyVoice2 flow (token -> mel) configs: ``--config=configs/flow.py:ARG`` with ARG in real (= release), small, tiny.
 
-``real`` is CosyVoice2-0.5B's flow (examples/libritts/cosyvoice2/conf/cosyvoice2.yaml); ``tiny`` the test size.
+``real`` is CosyVoice2-0.5B's flow (examples/libritts/cosyvoice2/conf/cosyvoice2.yaml), ``small`` the CPU-scale
+quality configuration, ``tiny`` the test size; ``PRESETS`` is the one table of them (``named_config``).
 ``config.model`` converts with ``FlowConfig.from_dict(config.model.to_dict())``. ``flow_config(size)`` is the
-section configs/cosyvoice2.py can mount as its ``flow`` part ("" = real).
+section configs/cosyvoice2.py mounts as its ``flow`` part ("" = real).
 """
 
 import ml_collections
 
-from sovits2_jax.models.flow.config import named_config
-from sovits2_jax.parallel.rules import mesh_config, sharding_config
+from configs.common import base_config, lookup
+from sovits2_jax.models.flow.config import EncoderConfig, EstimatorConfig, FlowConfig
+
+
+def tiny_config() -> FlowConfig:
+    """A small flow for tests. The torch reference hard-codes a 512-wide encoder (pre-lookahead, upsample), 4
+    up-blocks, a look-ahead of 3 and 80 mel channels, so those stay; everything else shrinks."""
+    return FlowConfig(
+        vocab_size=64,
+        spk_embed_dim=16,
+        encoder=EncoderConfig(num_blocks=1, linear_units=256, attention_heads=8),
+        estimator=EstimatorConfig(channels=(64,), attention_head_dim=32, n_blocks=1, num_mid_blocks=2, num_heads=2),
+    )
+
+
+def small_config() -> FlowConfig:
+    """CosyVoice2's flow at a quarter of its widths (encoder 128, estimator 64 channels / 2 heads), same depth, on
+    the real 6561 speech tokens and 192-d x-vectors."""
+    return FlowConfig(
+        input_size=128,
+        encoder=EncoderConfig(input_size=128, output_size=128, attention_heads=2, linear_units=512),
+        estimator=EstimatorConfig(channels=(64,), num_heads=2),
+    )
+
+
+PRESETS = {"tiny": tiny_config, "small": small_config, "release": FlowConfig}
+ALIASES = {"": "release", "real": "release"}
+
+
+def named_config(size: str) -> FlowConfig:
+    """The preset as a FlowConfig: tiny, small, release (= real)."""
+    return lookup(PRESETS, size, "flow size", ALIASES)()
 
 
 def flow_config(size: str = "") -> ml_collections.ConfigDict:
     """model (FlowConfig fields), mel frontend, LibriTTS-recipe training, inference / streaming settings."""
-    size = size or "real"
     return ml_collections.ConfigDict(
         dict(
             model=named_config(size).to_dict(),
@@ -36,16 +66,6 @@ def flow_config(size: str = "") -> ml_collections.ConfigDict:
 
 def get_config(arg: str = "real") -> ml_collections.ConfigDict:
     size = arg or "real"
-    section = flow_config(size)
-    config = ml_collections.ConfigDict()
-    config.model_type = "flow"
-    config.model = section.model
-    config.mel = section.mel
-    config.train = section.train
-    config.inference = section.inference
-    config.mesh = mesh_config()
-    config.sharding = sharding_config()
-    config.seed = 0
-    config.workdir = f"out/flow_{size}"
+    config = base_config("flow", f"out/flow_{size}", **flow_config(size))
     config.parity = ml_collections.ConfigDict(dict(device="cpu", dtype="float32", size=size, tokens=100, batch=2))
     return config

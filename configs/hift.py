@@ -1,51 +1,34 @@
-"""CosyVoice2 HiFT vocoder + GAN training: ``--config=configs/hift.py[:tiny]``.
+"""CosyVoice2 HiFT vocoder + GAN training: ``--config=configs/hift.py[:SIZE]``, SIZE in small, tiny ("" = release).
 
-``config.hift.model`` holds ``HiFTConfig`` fields (``sovits2_jax.models.hift``); ``config.hift.mel`` the GAN
-mel-loss transform (Matcha mel with fmax None); ``discriminator``, ``loss`` and ``train`` follow cosyvoice2.yaml's
-``hifigan`` / ``train_conf_gan`` (Adam 2e-4 for G and D, clip 5, 24480-sample segments). ``hift_config(size)`` is
-the section itself, for configs/cosyvoice2.py to include.
+``config.hift.model`` holds ``HiFTConfig`` fields (``sovits2_jax.models.hift``; ``PRESETS`` is the one table of its
+sizes); ``config.hift.mel`` the GAN mel-loss transform (Matcha mel with fmax None); ``discriminator``, ``loss`` and
+``train`` follow cosyvoice2.yaml's ``hifigan`` / ``train_conf_gan`` (Adam 2e-4 for G and D, clip 5, 24480-sample
+segments). ``hift_config(size)`` is the section itself, for configs/cosyvoice2.py to include.
 """
 
 import ml_collections
 
-from sovits2_jax.parallel.rules import mesh_config, sharding_config
+from configs.common import base_config, lookup
+from sovits2_jax.models.hift import HiFTConfig
+
+# HiFTGenerator sizes: CosyVoice2-0.5B's hift (the HiFTConfig defaults); small and tiny keep the 480x structure with
+# fewer channels
+PRESETS = {
+    "tiny": lambda: HiFTConfig(base_channels=32, f0_cond_channels=32),
+    "small": lambda: HiFTConfig(base_channels=128, f0_cond_channels=128),
+    "release": HiFTConfig,
+}
 
 
-def model_config(size: str = "") -> ml_collections.ConfigDict:
-    """HiFTGenerator hyper-parameters (CosyVoice2-0.5B's hift; ``tiny`` keeps the 480x structure, fewer channels)."""
-    if size not in ("", "tiny"):
-        raise ValueError(f"unknown hift size {size!r}; choose '' (CosyVoice2) or 'tiny'")
-    tiny = size == "tiny"
-    return ml_collections.ConfigDict(
-        dict(
-            in_channels=80,
-            base_channels=32 if tiny else 512,
-            nb_harmonics=8,
-            sampling_rate=24000,
-            nsf_alpha=0.1,
-            nsf_sigma=0.003,
-            nsf_voiced_threshold=10.0,
-            upsample_rates=(8, 5, 3),
-            upsample_kernel_sizes=(16, 11, 7),
-            n_fft=16,
-            hop_len=4,
-            resblock_kernel_sizes=(3, 7, 11),
-            resblock_dilation_sizes=((1, 3, 5), (1, 3, 5), (1, 3, 5)),
-            source_resblock_kernel_sizes=(7, 7, 11),
-            source_resblock_dilation_sizes=((1, 3, 5), (1, 3, 5), (1, 3, 5)),
-            lrelu_slope=0.1,
-            audio_limit=0.99,
-            f0_cond_channels=32 if tiny else 512,
-            f0_num_layers=5,
-            dtype="float32",
-        )
-    )
+def named_config(size: str = "") -> HiFTConfig:
+    """The preset as a HiFTConfig: tiny, small, release ("")."""
+    return lookup(PRESETS, size, "hift size", {"": "release"})()
 
 
 def hift_config(size: str = "") -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(
         dict(
-            model=model_config(size),
+            model=named_config(size).to_dict(),
             # mel_spec_transform1 of cosyvoice2.yaml (matcha mel_spectrogram, fmax None, center False)
             mel=dict(n_fft=1920, num_mels=80, sampling_rate=24000, hop_size=480, win_size=1920, fmin=0.0, fmax=None),
             # F0 targets: pyworld harvest + stonemask at one mel hop (20 ms)
@@ -58,7 +41,7 @@ def hift_config(size: str = "") -> ml_collections.ConfigDict:
             ),
             loss=dict(mel=45.0, feat_match=2.0, tpr=1.0, tpr_tau=0.04, f0=1.0),
             train=dict(
-                batch_size=2 if size == "tiny" else 16,
+                batch_size={"tiny": 2, "small": 8}.get(size, 16),
                 segment_samples=24480,  # processor.truncate: a multiple of 480
                 lr_g=2e-4,
                 lr_d=2e-4,
@@ -70,12 +53,4 @@ def hift_config(size: str = "") -> ml_collections.ConfigDict:
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
-    config = ml_collections.ConfigDict()
-    config.model_type = "cosyvoice2.hift"
-    config.part = "hift"
-    config.hift = hift_config(arg or "")
-    config.mesh = mesh_config()
-    config.sharding = sharding_config()
-    config.seed = 0
-    config.workdir = "out/cosyvoice2_hift"
-    return config
+    return base_config("cosyvoice2.hift", "out/cosyvoice2_hift", part="hift", hift=hift_config(arg or ""))

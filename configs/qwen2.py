@@ -1,23 +1,29 @@
-"""Qwen2 decoder configs: ``--config=configs/qwen2.py:ARG`` with ARG in tiny, 50m, 100m, 0.5b."""
+"""Qwen2 decoder configs: ``--config=configs/qwen2.py:ARG`` with ARG in tiny, small, 50m, 100m, 0.5b (= release).
+
+``PRESETS`` is the one table of Qwen2 sizes; the speech LMs of configs/cosyvoice2.py and configs/gpt_sovits2.py
+take their backbones from it (``model_config``).
+"""
 
 import ml_collections
 
-from sovits2_jax.parallel.rules import mesh_config, sharding_config
+from configs.common import base_config, lookup
 
-SIZES = {
+PRESETS = {
     # name: (vocab, hidden, ffn, layers, heads, kv_heads, tied)
     "tiny": (512, 64, 160, 2, 4, 2, False),
+    # CPU-scale quality runs: the Qwen2 tokenizer's vocabulary, 6 layers of width 384
+    "small": (151936, 384, 1536, 6, 6, 2, True),
     "50m": (32000, 512, 2048, 8, 8, 2, True),
     "100m": (32000, 768, 2048, 10, 12, 2, True),
     "0.5b": (151936, 896, 4864, 24, 14, 2, True),
 }
+ALIASES = {"release": "0.5b"}
 
 
-def model_config(size: str) -> ml_collections.ConfigDict:
-    if size not in SIZES:
-        raise ValueError(f"unknown qwen2 size {size!r}; choose one of {', '.join(SIZES)}")
-    vocab, hidden, ffn, layers, heads, kv, tied = SIZES[size]
-    return ml_collections.ConfigDict(
+def model_config(size: str, **overrides) -> ml_collections.ConfigDict:
+    """The model section (Qwen2Config fields; head_dim 0 = hidden_size // num_heads) of a preset."""
+    vocab, hidden, ffn, layers, heads, kv, tied = lookup(PRESETS, size, "qwen2 size", ALIASES)
+    section = ml_collections.ConfigDict(
         dict(
             vocab_size=vocab,
             hidden_size=hidden,
@@ -38,16 +44,19 @@ def model_config(size: str) -> ml_collections.ConfigDict:
             scan_layers=False,
         )
     )
+    section.update(overrides)
+    return section
+
+
+def preset(size: str):
+    """The preset as a Qwen2Config."""
+    from sovits2_jax.models.qwen2 import Qwen2Config
+
+    return Qwen2Config.from_dict(model_config(size))
 
 
 def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
-    config = ml_collections.ConfigDict()
-    config.model_type = "qwen2"
-    config.model = model_config(arg or "tiny")
-    config.mesh = mesh_config()
-    config.sharding = sharding_config()
-    config.seed = 0
-    config.workdir = "out/qwen2"
+    config = base_config("qwen2", "out/qwen2", model=model_config(arg or "tiny"))
     config.train = ml_collections.ConfigDict(dict(batch_size=8, seq_len=320))
     config.parity = ml_collections.ConfigDict(dict(device="cpu", dtype="float32", batch=2, seq_len=320))
     return config

@@ -1,8 +1,8 @@
-"""CLI: see `python convert/parity.py --help`. Logic lives in sovits2_jax.convert.cli."""
+"""CLI: see `python convert/parity.py --help`. Logic lives in sovits2_jax.parity.cli."""
 
 import sys
 
-from sovits2_jax.convert.cli import parity_main
+from sovits2_jax.parity.cli import main
 
 if __name__ == "__main__":
-    sys.exit(parity_main())
+    sys.exit(main())

@@ -1,4 +1,8 @@
-"""Config loading and validation for ml_collections configs (``configs/*.py`` with ``get_config(arg)``)."""
+"""Config loading and validation for ml_collections configs (``configs/*.py`` with ``get_config(arg)``).
+
+``validate`` only dispatches: each section is checked by the module that owns it (mesh and sharding rules:
+``parallel``; model sections: their model modules; sampling: ``infer.sampling``; data: ``data.pipeline``).
+"""
 
 from __future__ import annotations
 
@@ -7,10 +11,9 @@ from pathlib import Path
 
 import ml_collections
 
-from sovits2_jax.parallel.mesh import MESH_AXES, resolve_mesh_shape
-from sovits2_jax.validation import ConfigError, check
+from sovits2_jax.validation import ConfigError
 
-DTYPES = ("float32", "bfloat16", "float16")
+__all__ = ["ConfigError", "load_config", "validate"]
 
 
 def load_config(spec: str) -> ml_collections.ConfigDict:
@@ -24,97 +27,44 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
     return module.get_config(arg) if arg else module.get_config()
 
 
-def validate_qwen2(m, prefix: str = "config.model") -> None:
-    """Checks a Qwen2 model section (heads, dims, switches)."""
-    for key in ("hidden_size", "num_heads", "num_kv_heads", "num_layers", "vocab_size", "intermediate_size"):
-        check(int(m[key]) > 0, f"{prefix}.{key}={m[key]} must be positive")
-    head_dim = m.get("head_dim") or 0
-    if not head_dim:
-        check(
-            m.hidden_size % m.num_heads == 0,
-            f"{prefix}.num_heads={m.num_heads} does not divide {prefix}.hidden_size={m.hidden_size}",
-        )
-        head_dim = m.hidden_size // m.num_heads
-    check(head_dim % 2 == 0, f"{prefix}.head_dim={head_dim} must be even for rotary embeddings")
-    check(
-        m.num_heads % m.num_kv_heads == 0,
-        f"{prefix}.num_kv_heads={m.num_kv_heads} does not divide {prefix}.num_heads={m.num_heads}",
-    )
-    from sovits2_jax.models.qwen2 import REMAT_POLICIES
-    from sovits2_jax.nn.attention import IMPLEMENTATIONS
-
-    check(
-        m.remat_policy in REMAT_POLICIES,
-        f"{prefix}.remat_policy={m.remat_policy!r} not in {sorted(REMAT_POLICIES)}",
-    )
-    check(
-        m.get("attention_impl") in IMPLEMENTATIONS,
-        f"{prefix}.attention_impl={m.get('attention_impl')!r} not in {IMPLEMENTATIONS}",
-    )
-    for key in ("dtype", "param_dtype"):
-        check(m[key] in DTYPES, f"{prefix}.{key}={m[key]!r} not in {DTYPES}")
-    check(m.rope_theta > 0, f"{prefix}.rope_theta={m.rope_theta} must be positive")
-
-
-def validate_mesh(config, num_devices: int | None = None) -> tuple[int, ...]:
-    """Checks config.mesh against the device count and config.sharding.rules against the mesh axes."""
-    import jax
-
-    num_devices = jax.device_count() if num_devices is None else num_devices
-    try:
-        shape = resolve_mesh_shape(dict(config.mesh), num_devices)
-    except ValueError as e:
-        raise ConfigError(f"config.{e}") from None
-    for i, rule in enumerate(config.sharding.rules):
-        check(len(rule) == 2, f"config.sharding.rules[{i}]={rule!r} must be (logical_name, mesh_axes)")
-        axes = rule[1] if isinstance(rule[1], (tuple, list)) else (rule[1],)
-        for a in axes:
-            check(a is None or a in MESH_AXES, f"config.sharding.rules[{i}]: unknown mesh axis {a!r}")
-    return shape
-
-
 def validate(config, num_devices: int | None = None) -> None:
     """Rejects inconsistent values with a ConfigError naming the key."""
-    shape = validate_mesh(config, num_devices) if "mesh" in config else None
+    from sovits2_jax.parallel import mesh, rules
+
+    shape = mesh.validate_mesh(config.mesh, num_devices) if "mesh" in config else None
+    if "sharding" in config:
+        rules.validate_rules(config.sharding.rules)
     model_type = config.get("model_type", "qwen2")
-    if "model" in config and model_type == "qwen2":
-        validate_qwen2(config.model)
-    # speech LMs (CosyVoice2 Qwen2LM, GPT-SoVITS2 AR) sit on a Qwen2 backbone
     part = config.get("part")
-    if part in ("llm", "ar") and "backbone" in config[part].model:
-        validate_qwen2(config[part].model.backbone, prefix=f"config.{part}.model.backbone")
-    flow_model = config.flow.model if part == "flow" else config.model if model_type == "flow" else None
-    if flow_model is not None:
-        from sovits2_jax.models.flow.config import FlowConfig
+    if "model" in config and model_type == "qwen2":
+        from sovits2_jax.models import qwen2
 
-        where = "config.flow.model" if part == "flow" else "config.model"
-        try:
-            FlowConfig.from_dict(flow_model.to_dict())
-        except (ValueError, TypeError, KeyError) as e:
-            raise ConfigError(f"{where}: {e}") from None
+        qwen2.validate(config.model)
+    if part in ("llm", "ar"):  # speech LMs (CosyVoice2 Qwen2LM, GPT-SoVITS2 AR) on a Qwen2 backbone
+        from sovits2_jax.infer import sampling
+        from sovits2_jax.models import speech_lm
+
+        speech_lm.validate(config[part].model, prefix=f"config.{part}.model")
+        if "sampling" in config[part]:
+            sampling.validate(config[part].sampling, prefix=f"config.{part}.sampling")
+    if part == "flow" or model_type == "flow":
+        from sovits2_jax.models.flow import config as flow_config
+
+        if part == "flow":
+            flow_config.validate(config.flow.model, prefix="config.flow.model")
+        else:
+            flow_config.validate(config.model)
     if part == "hift":
-        from sovits2_jax.models.hift import HiFTConfig
+        from sovits2_jax.models import hift
 
-        try:
-            HiFTConfig.from_dict(config.hift.model.to_dict())
-        except (ValueError, TypeError) as e:
-            raise ConfigError(f"config.hift.model: {e}") from None
+        hift.validate(config.hift.model)
+    if model_type == "vits2":
+        from sovits2_jax.models.vits2 import config as vits_config
+
+        vits_config.validate(config.vits.model)
     if "data" in config:
         from sovits2_jax.data import pipeline
 
         pipeline.validate(config.data)
-        if shape is not None:
-            import jax
-
-            local_ways = max(1, shape[0] * shape[1] // jax.process_count())
-            check(
-                config.data.batch_multiple % local_ways == 0,
-                f"config.data.batch_multiple={config.data.batch_multiple} is not a multiple of the "
-                f"{local_ways} data-parallel devices per process (mesh data*fsdp / processes)",
-            )
-    if "train" in config and shape is not None and "batch_size" in config.train:
-        data_ways = shape[0] * shape[1]
-        check(
-            config.train.batch_size % data_ways == 0,
-            f"config.train.batch_size={config.train.batch_size} is not divisible by mesh data*fsdp={data_ways}",
-        )
+    if shape is not None:
+        mesh.validate_batch_sizes(config, shape)

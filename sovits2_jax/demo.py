@@ -8,14 +8,14 @@ Prints the parameter sharding on the configured mesh, the parity report and the 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
-from absl import app, flags
-from ml_collections import config_flags
+from absl import flags
 
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/qwen2.py:tiny", "ml_collections config file[:arg]")
+from sovits2_jax import cli
+
+_CONFIG = cli.config_flag("configs/qwen2.py:tiny")
 _WORKDIR = flags.DEFINE_string("workdir", "out/demo", "where the checkpoints and report.json are written")
 
 
@@ -37,15 +37,14 @@ def main(argv) -> int:
     import jax
     from flax import nnx
 
-    from sovits2_jax.config import validate
-    from sovits2_jax.convert import hf_qwen2, parity
-    from sovits2_jax.convert.random_reference import save_random_hf_qwen2
+    from sovits2_jax import parity
+    from sovits2_jax.convert import hf_qwen2
     from sovits2_jax.models.qwen2 import Qwen2Config, Qwen2ForCausalLM
     from sovits2_jax.parallel.mesh import make_mesh
     from sovits2_jax.parallel.sharding import describe, sharded_init
+    from sovits2_jax.parity.random_reference import save_random_hf_qwen2
 
-    config = _CONFIG.value
-    validate(config)
+    config = cli.validated(_CONFIG)
     workdir = Path(_WORKDIR.value)
     model_config = Qwen2Config.from_dict(config.model.to_dict())
 
@@ -82,4 +81,4 @@ def main(argv) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(app.run(main))
+    cli.run(main)

@@ -8,7 +8,7 @@
 #          0 Kaldi files (wav.scp, text, utt2spk, spk2utt), 1 speaker embeddings, 2 speech tokens, 3 Parquet.
 # --corpus: a LibriTTS-layout directory: either real LibriTTS (subsets such as train-clean-100 and dev-clean
 # inside it) or one set (SPEAKER/CHAPTER/*.wav directly inside). Without --campplus / --speech_tokenizer the
-# offline stand-ins are fitted on the first training set (see sovits2_jax/data/offline_models.py);
+# offline stand-ins are fitted on the first training set (see sovits2_jax/data/prep/offline_models.py);
 # --offline_speaker resemblyzer uses resemblyzer's pretrained encoder instead (256-d, needs the package).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -79,9 +79,9 @@ for x in "${sets[@]}"; do case "$x" in train*) fit_set=$x; break ;; esac; done
 if [ "$stage" -le -1 ] && [ "$stop_stage" -ge -1 ]; then
   if [ "$builtin" = 1 ]; then
     echo "stage -1: built-in corpus ($hours h, $speakers speakers, $languages) -> $corpus/{train,dev}"
-    $py -m sovits2_jax.data.corpus --out "$corpus/train" --split train --hours "$hours" --speakers "$speakers" \
+    $py -m sovits2_jax.data.prep.corpus --out "$corpus/train" --split train --hours "$hours" --speakers "$speakers" \
       --languages "$languages" --seed "$seed" --workers "$num_workers"
-    $py -m sovits2_jax.data.corpus --out "$corpus/dev" --split dev --utterances "$((speakers * dev_per_speaker))" \
+    $py -m sovits2_jax.data.prep.corpus --out "$corpus/dev" --split dev --utterances "$((speakers * dev_per_speaker))" \
       --speakers "$speakers" --languages "$languages" --seed "$seed" --workers "$num_workers"
   else
     echo "stage -1: using the corpus at $corpus (nothing to build)"
@@ -91,7 +91,7 @@ fi
 if [ "$stage" -le 0 ] && [ "$stop_stage" -ge 0 ]; then
   for x in "${sets[@]}"; do
     echo "stage 0: Kaldi files for $x"
-    $py -m sovits2_jax.data.kaldi --src_dir "$(set_dir "$x")" --des_dir "$data/$x"
+    $py -m sovits2_jax.data.prep.kaldi --src_dir "$(set_dir "$x")" --des_dir "$data/$x"
   done
 fi
 
@@ -99,15 +99,15 @@ if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
   if [ -z "$campplus" ] && [ "$offline_speaker" = resemblyzer ]; then
     campplus=$offline/resemblyzer.onnx
     echo "stage 1: no --campplus; exporting resemblyzer's encoder (256-d) -> $campplus"
-    $py -m sovits2_jax.data.offline_models resemblyzer --out "$campplus"
+    $py -m sovits2_jax.data.prep.offline_models resemblyzer --out "$campplus"
   elif [ -z "$campplus" ]; then
     campplus=$offline/speaker_encoder.onnx
     echo "stage 1: no --campplus; fitting the offline speaker encoder on $fit_set -> $campplus"
-    $py -m sovits2_jax.data.offline_models speaker --dir "$data/$fit_set" --out "$campplus"
+    $py -m sovits2_jax.data.prep.offline_models speaker --dir "$data/$fit_set" --out "$campplus"
   fi
   for x in "${sets[@]}"; do
     echo "stage 1: speaker embeddings for $x"
-    $py -m sovits2_jax.data.onnx_extract embedding --dir "$data/$x" --onnx_path "$campplus" --num_workers "$num_workers"
+    $py -m sovits2_jax.data.prep.onnx_extract embedding --dir "$data/$x" --onnx_path "$campplus" --num_workers "$num_workers"
   done
 fi
 
@@ -115,19 +115,19 @@ if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
   if [ -z "$speech_tokenizer" ]; then
     speech_tokenizer=$offline/speech_tokenizer.onnx
     echo "stage 2: no --speech_tokenizer; fitting the offline tokenizer on $fit_set -> $speech_tokenizer"
-    $py -m sovits2_jax.data.offline_models tokenizer --dir "$data/$fit_set" --out "$speech_tokenizer" \
+    $py -m sovits2_jax.data.prep.offline_models tokenizer --dir "$data/$fit_set" --out "$speech_tokenizer" \
       --codebook_size "$codebook_size" --seed "$seed"
   fi
   for x in "${sets[@]}"; do
     echo "stage 2: speech tokens for $x"
-    $py -m sovits2_jax.data.onnx_extract token --dir "$data/$x" --onnx_path "$speech_tokenizer" --num_workers "$num_workers"
+    $py -m sovits2_jax.data.prep.onnx_extract token --dir "$data/$x" --onnx_path "$speech_tokenizer" --num_workers "$num_workers"
   done
 fi
 
 if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
   for x in "${sets[@]}"; do
     echo "stage 3: Parquet for $x"
-    $py -m sovits2_jax.data.parquet_writer --src_dir "$data/$x" --des_dir "$data/$x/parquet" \
+    $py -m sovits2_jax.data.prep.parquet_writer --src_dir "$data/$x" --des_dir "$data/$x/parquet" \
       --num_utts_per_parquet "$num_utts_per_parquet" --num_processes "$num_workers"
   done
 fi

@@ -55,16 +55,9 @@ def frame_signal(wav: np.ndarray, frame_length: int, frame_shift: int) -> np.nda
 
 
 def fbank(
-    wav: np.ndarray,
-    *,
-    sample_rate: int = 16000,
-    num_mel_bins: int = 80,
-    frame_length_ms: float = 25.0,
-    frame_shift_ms: float = 10.0,
-    preemph: float = 0.97,
-    low_freq: float = 20.0,
-    high_freq: float = 0.0,
-) -> np.ndarray:
+    wav: np.ndarray, *, sample_rate: int = 16000, num_mel_bins: int = 80, frame_length_ms: float = 25.0,
+    frame_shift_ms: float = 10.0, preemph: float = 0.97, low_freq: float = 20.0, high_freq: float = 0.0,
+) -> np.ndarray:  # fmt: skip
     """Log mel filterbank [num_frames, num_mel_bins] float32 of a mono waveform (any scale, used as given)."""
     wav = np.asarray(wav, dtype=np.float64)
     if wav.ndim != 1:

@@ -60,14 +60,9 @@ def mel_basis(sampling_rate: int, n_fft: int, num_mels: int, fmin: float, fmax: 
 
 
 def spec_to_mel(
-    spec: jax.Array,
-    *,
-    sampling_rate: int = 32000,
-    n_fft: int = 2048,
-    num_mels: int = 128,
-    fmin: float = 0.0,
+    spec: jax.Array, *, sampling_rate: int = 32000, n_fft: int = 2048, num_mels: int = 128, fmin: float = 0.0,
     fmax: float | None = None,
-) -> jax.Array:
+) -> jax.Array:  # fmt: skip
     """log(clamp(mel @ spec, 1e-5)) for spec [B, frames, bins] -> [B, frames, num_mels]."""
     basis = jnp.asarray(mel_basis(sampling_rate, n_fft, num_mels, fmin, fmax))
     if spec.shape[-1] != basis.shape[1]:
@@ -77,16 +72,9 @@ def spec_to_mel(
 
 
 def mel_spectrogram(
-    wav: jax.Array,
-    *,
-    sampling_rate: int = 32000,
-    n_fft: int = 2048,
-    hop_size: int = 640,
-    win_size: int = 2048,
-    num_mels: int = 128,
-    fmin: float = 0.0,
-    fmax: float | None = None,
-) -> jax.Array:
+    wav: jax.Array, *, sampling_rate: int = 32000, n_fft: int = 2048, hop_size: int = 640, win_size: int = 2048,
+    num_mels: int = 128, fmin: float = 0.0, fmax: float | None = None,
+) -> jax.Array:  # fmt: skip
     """Log-mel of wav [B, N] -> [B, frames, num_mels] (``mel_spectrogram_torch``)."""
     spec = linear_spectrogram(wav, n_fft=n_fft, hop_size=hop_size, win_size=win_size)
     return spec_to_mel(spec, sampling_rate=sampling_rate, n_fft=n_fft, num_mels=num_mels, fmin=fmin, fmax=fmax)

@@ -45,15 +45,9 @@ def num_frames(num_samples: int, n_fft: int, hop_length: int, *, center: bool = 
 
 
 def stft(
-    x: jax.Array,
-    n_fft: int,
-    hop_length: int,
-    win_length: int | None = None,
-    window=None,
-    *,
-    center: bool = True,
+    x: jax.Array, n_fft: int, hop_length: int, win_length: int | None = None, window=None, *, center: bool = True,
     pad_mode: str = "reflect",
-) -> jax.Array:
+) -> jax.Array:  # fmt: skip
     """Complex one-sided STFT of x [..., T] -> [..., frames, n_fft // 2 + 1] (torch.stft, normalized=False)."""
     x = jnp.asarray(x)
     win = jnp.asarray(_full_window(n_fft, win_length, window), x.dtype)

@@ -8,17 +8,26 @@
    pandas). The S3 model is a random-init S3TokenizerV2 at its real size (or small with --small); the embedding
    model is the small campplus-signature network (campplus itself is not shipped).
 
-python -m sovits2_jax.bench.data_prep [--utterances 64] [--workers 2] [--batch_size 4] [--small]
+python -m sovits2_jax.bench.data_prep [--utterances=64] [--workers=2] [--batch_size=4] [--small]
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import tempfile
 import time
 
 import numpy as np
+from absl import flags
+
+from sovits2_jax import cli
+from sovits2_jax.bench.timing import report
+
+flags.DEFINE_integer("utterances", 64, "utterances in the built-in corpus")
+flags.DEFINE_integer("speakers", 8, "speakers in the built-in corpus")
+flags.DEFINE_integer("workers", 2, "our worker processes")
+flags.DEFINE_integer("batch_size", 4, "speech-token extraction batch size")
+flags.DEFINE_bool("small", False, "small S3 encoder instead of the real size")
 
 
 def _ms(fn, repeats: int = 3) -> float:
@@ -30,40 +39,35 @@ def _ms(fn, repeats: int = 3) -> float:
     return best * 1e3
 
 
-def _line(what: str, ours_ms: float, ref_ms: float, unit: str = "ms") -> None:
-    print(
-        f"bench data_prep {what}: ours {ours_ms:.1f} {unit}, torch {ref_ms:.1f} {unit}, "
-        f"ratio torch/ours {ref_ms / ours_ms:.2f}",
-        flush=True,
-    )
+def _knf_fbank(wav: np.ndarray) -> np.ndarray:
+    """80-bin Kaldi fbank of a 16 kHz waveform with kaldi-native-fbank, without dither (CosyVoice's tools)."""
+    import kaldi_native_fbank as knf
+
+    opts = knf.FbankOptions()
+    opts.frame_opts.dither = 0.0
+    opts.mel_opts.num_bins = 80
+    f = knf.OnlineFbank(opts)
+    f.accept_waveform(16000, wav.tolist())
+    f.input_finished()
+    return np.stack([f.get_frame(i) for i in range(f.num_frames_ready)])
 
 
 def bench_frontends(wavs16k: list[np.ndarray]) -> None:
-    import kaldi_native_fbank as knf
     import torch
 
     from sovits2_jax.audio.fbank import fbank
     from sovits2_jax.audio.whisper_mel import log_mel_spectrogram
-    from sovits2_jax.convert.torch_refs import stub_torchaudio
+    from sovits2_jax.parity.torch_refs import stub_torchaudio
 
     stub_torchaudio()
     import s3tokenizer
 
-    def knf_all():
-        for w in wavs16k:
-            opts = knf.FbankOptions()
-            opts.frame_opts.dither = 0.0
-            opts.mel_opts.num_bins = 80
-            f = knf.OnlineFbank(opts)
-            f.accept_waveform(16000, w.tolist())
-            f.input_finished()
-            np.stack([f.get_frame(i) for i in range(f.num_frames_ready)])
-
     torch.set_num_threads(1)
     n = len(wavs16k)
-    _line(f"fbank per utterance ({n} utts, vs kaldi-native-fbank)", _ms(lambda: [fbank(w) for w in wavs16k]) / n,
-          _ms(knf_all) / n)  # fmt: skip
-    _line(
+    report("data_prep", f"fbank per utterance ({n} utts, vs kaldi-native-fbank)",
+           _ms(lambda: [fbank(w) for w in wavs16k]) / n, _ms(lambda: [_knf_fbank(w) for w in wavs16k]) / n)  # fmt: skip
+    report(
+        "data_prep",
         f"whisper log-mel per utterance ({n} utts, vs s3tokenizer torch)",
         _ms(lambda: [log_mel_spectrogram(w) for w in wavs16k]) / n,
         _ms(lambda: [s3tokenizer.log_mel_spectrogram(torch.from_numpy(w)) for w in wavs16k]) / n,
@@ -72,14 +76,13 @@ def bench_frontends(wavs16k: list[np.ndarray]) -> None:
 
 def reference_stages(data_dir: str, campplus: str, tokenizer: str, out_dir: str) -> dict[str, float]:
     """CosyVoice's tools, one process: per utterance load, knf fbank / torch mel, onnxruntime; pandas Parquet."""
-    import kaldi_native_fbank as knf
     import pandas as pd
     import s3tokenizer  # stubbed torchaudio already in place
     import torch
 
     from sovits2_jax.audio.io import load_audio
-    from sovits2_jax.data.kaldi import read_kaldi_dir
-    from sovits2_jax.data.onnx_extract import make_session
+    from sovits2_jax.data.prep.kaldi import read_kaldi_dir
+    from sovits2_jax.data.prep.onnx_extract import make_session
 
     data = read_kaldi_dir(data_dir)
     times = {}
@@ -88,13 +91,7 @@ def reference_stages(data_dir: str, campplus: str, tokenizer: str, out_dir: str)
     utt2emb, spk2embs = {}, {}
     for utt, path in data.utt2wav.items():
         wav, _ = load_audio(path, target_sr=16000)
-        opts = knf.FbankOptions()
-        opts.frame_opts.dither = 0.0
-        opts.mel_opts.num_bins = 80
-        f = knf.OnlineFbank(opts)
-        f.accept_waveform(16000, wav.tolist())
-        f.input_finished()
-        feat = np.stack([f.get_frame(i) for i in range(f.num_frames_ready)])
+        feat = _knf_fbank(wav)
         feat = feat - feat.mean(0, keepdims=True)
         emb = sess.run(None, {sess.get_inputs()[0].name: feat[None]})[0].flatten().tolist()
         utt2emb[utt] = emb
@@ -129,8 +126,8 @@ def reference_stages(data_dir: str, campplus: str, tokenizer: str, out_dir: str)
 
 
 def our_stages(data_dir: str, campplus: str, tokenizer: str, out_dir: str, workers: int, batch_size: int):
-    from sovits2_jax.data import onnx_extract, parquet_writer
-    from sovits2_jax.data.kaldi import read_kaldi_dir
+    from sovits2_jax.data.prep import onnx_extract, parquet_writer
+    from sovits2_jax.data.prep.kaldi import read_kaldi_dir
 
     times = {}
     t = time.perf_counter()
@@ -146,20 +143,15 @@ def our_stages(data_dir: str, campplus: str, tokenizer: str, out_dir: str, worke
     return times
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--utterances", type=int, default=64)
-    p.add_argument("--speakers", type=int, default=8)
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--batch_size", type=int, default=4)
-    p.add_argument("--small", action="store_true", help="small S3 encoder instead of the real size")
-    a = p.parse_args(argv)
+def main(argv) -> None:
+    del argv
+    a = flags.FLAGS
     import logging
 
     logging.basicConfig(level=logging.ERROR)
     from sovits2_jax.audio.io import load_audio
-    from sovits2_jax.data import corpus, kaldi
-    from sovits2_jax.data.reference_models import export_campplus_like, export_s3_tokenizer
+    from sovits2_jax.data.prep import corpus, kaldi
+    from sovits2_jax.data.prep.reference_models import export_campplus_like, export_s3_tokenizer
 
     with tempfile.TemporaryDirectory() as tmp:
         stats = corpus.build_corpus(os.path.join(tmp, "corpus"), utterances=a.utterances, num_speakers=a.speakers,
@@ -178,8 +170,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"bench data_prep corpus: {n} utterances, {hours * 3600:.0f} s of audio, S3TokenizerV2 {size} random-init, "
           f"campplus-signature small net", flush=True)  # fmt: skip
     for stage in ("embedding", "speech token", "parquet"):
-        _line(f"stage {stage} ({a.workers} workers vs 1 process)", ours[stage] * 1e3 / n, ref[stage] * 1e3 / n,
-              "ms/utt")  # fmt: skip
+        report("data_prep", f"stage {stage} ({a.workers} workers vs 1 process)", ours[stage] * 1e3 / n,
+               ref[stage] * 1e3 / n, "ms/utt")  # fmt: skip
     total_ours, total_ref = sum(ours.values()), sum(ref.values())
     split = ", ".join(f"{k} {100 * v / total_ours:.0f}%" for k, v in ours.items())
     print(
@@ -191,4 +183,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

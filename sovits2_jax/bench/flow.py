@@ -4,15 +4,25 @@
 2. Full inference: tokens + prompt -> mel, encoder + 10 Euler steps with CFG (the reference runs batch 1).
 On a CUDA machine with ``--dtype bfloat16`` both run in bf16 (ours: bf16 params and activations; torch: autocast).
 
-python -m sovits2_jax.bench.flow [--size real|tiny] [--frames 200] [--batch 2] [--tokens 100] [--dtype float32]
+python -m sovits2_jax.bench.flow [--size=real|tiny] [--frames=200] [--batch=2] [--tokens=100] [--dtype=float32]
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 
 import numpy as np
+from absl import flags
+
+from sovits2_jax import cli
+
+flags.DEFINE_enum("size", "real", ["real", "tiny"], "model size")
+flags.DEFINE_integer("frames", 200, "mel frames of the estimator step")
+flags.DEFINE_integer("batch", 2, "batch of the estimator step")
+flags.DEFINE_integer("tokens", 100, "generated tokens of the inference (prompt = 25)")
+flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "compute dtype of both sides")
+flags.DEFINE_integer("repeats", 3, "timed repeats (median)")
+flags.DEFINE_integer("torch_threads", 0, "0 = all cores (JAX uses all cores too)")
 
 
 def _sync_torch(device: str) -> None:
@@ -22,16 +32,9 @@ def _sync_torch(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--size", default="real", choices=["real", "tiny"])
-    p.add_argument("--frames", type=int, default=200, help="mel frames of the estimator step")
-    p.add_argument("--batch", type=int, default=2, help="batch of the estimator step")
-    p.add_argument("--tokens", type=int, default=100, help="generated tokens of the inference (prompt = 25)")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--torch_threads", type=int, default=0, help="0 = all cores (JAX uses all cores too)")
-    args = p.parse_args(argv)
+def main(argv) -> None:
+    del argv
+    args = flags.FLAGS
 
     import jax
     import jax.numpy as jnp
@@ -39,12 +42,12 @@ def main(argv=None) -> None:
     from flax import nnx
 
     from sovits2_jax.bench.timing import median_ms, report
-    from sovits2_jax.convert import parity_flow as pf
-    from sovits2_jax.convert.torch_refs import to_torch
+    from sovits2_jax.parity.references import flow as pf
+    from sovits2_jax.parity.torch_refs import to_torch
 
     gpu = jax.default_backend() == "gpu" and torch.cuda.is_available()
     if args.dtype == "bfloat16" and not gpu:
-        raise SystemExit("--dtype bfloat16 needs a CUDA GPU for both frameworks")
+        raise cli.Error("--dtype=bfloat16 needs a CUDA GPU for both frameworks")
     tdev = "cuda" if gpu else "cpu"
     torch.set_num_threads(args.torch_threads or os.cpu_count() or 1)
     config, ref, _, graphdef, params, _, _ = pf._setup(None, size=args.size, device="gpu" if gpu else "cpu", seed=0)
@@ -122,8 +125,8 @@ def bench_streaming(args, config, ref, graphdef, params, inputs, tdev, tag) -> N
     import torch
 
     from sovits2_jax.bench.timing import report
-    from sovits2_jax.convert.torch_refs import to_torch
-    from sovits2_jax.models.flow.streaming import CachedFlowStreamer, FlowStreamer, chunk_plan, stream_all
+    from sovits2_jax.infer.flow_streaming import CachedFlowStreamer, FlowStreamer, chunk_plan, stream_all
+    from sovits2_jax.parity.torch_refs import to_torch
 
     prompt = inputs["prompt_token"].shape[1]
     noise = inputs["noise"][0].T
@@ -160,4 +163,4 @@ def bench_streaming(args, config, ref, graphdef, params, inputs, tdev, tag) -> N
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

@@ -14,7 +14,9 @@ import dataclasses
 import functools
 import sys
 
-from absl import app, flags
+from absl import flags
+
+from sovits2_jax import cli
 
 _FRAMES = flags.DEFINE_integer("frames", 250, "mel frames for the inference RTF (50 per second of audio)")
 _BATCH = flags.DEFINE_integer("batch", 1, "inference batch size")
@@ -28,7 +30,7 @@ _SKIP_GAN = flags.DEFINE_bool("skip_gan", False, "only measure inference")
 def _torch_discriminator():
     import types
 
-    from sovits2_jax.convert.torch_refs import import_cosyvoice
+    from sovits2_jax.parity.torch_refs import import_cosyvoice
 
     import_cosyvoice("matcha.hifigan.models")
     if "torchaudio.transforms" not in sys.modules:  # DiscriminatorR's import; unused by CosyVoice2
@@ -50,11 +52,12 @@ def main(argv) -> int:
     from flax import nnx
 
     from sovits2_jax.bench.timing import median_ms, report
-    from sovits2_jax.convert import cosyvoice2_hift, parity_hift
+    from sovits2_jax.convert import cosyvoice2_hift
     from sovits2_jax.convert.mapping import flatten
     from sovits2_jax.convert.params import params_from_flat
     from sovits2_jax.models.discriminators import MultipleDiscriminator
     from sovits2_jax.models.hift import HiFTGenerator
+    from sovits2_jax.parity.references import hift as parity_hift
 
     platform = jax.devices()[0].platform
     tdev = "cuda" if platform == "gpu" and torch.cuda.is_available() else "cpu"
@@ -155,4 +158,4 @@ def main(argv) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(app.run(main))
+    cli.run(main)

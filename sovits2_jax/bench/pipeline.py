@@ -1,6 +1,6 @@
 """Input pipeline throughput and padding: ours vs cosyvoice-minicpmo's processor chain on the same Parquet files.
 
-    python -m sovits2_jax.bench.pipeline [--rows 300] [--rows_per_file 100] [--max_seconds 8]
+    python -m sovits2_jax.bench.pipeline [--rows=300] [--rows_per_file=100] [--max_seconds=8] [--workers=2]
 
 Synthetic 24 kHz utterances (no resampling on either side) in CosyVoice's Parquet schema. The reference chain is
 CosyVoice2's flow data pipeline: parquet_opener -> tokenize -> filter -> compute_fbank (Matcha mel, token_mel_ratio
@@ -12,12 +12,20 @@ Padding waste = padded mel frames / all frames of the batched [B, T] speech_feat
 
 from __future__ import annotations
 
-import argparse
 import io
 import os
 import sys
 import tempfile
 import time
+
+from absl import flags
+
+from sovits2_jax import cli
+
+flags.DEFINE_integer("rows", 300, "synthetic utterances")
+flags.DEFINE_integer("rows_per_file", 100, "utterances per Parquet file")
+flags.DEFINE_float("max_seconds", 8.0, "longest utterance")
+flags.DEFINE_integer("workers", 2, "also time ours with this many mp_prefetch workers")
 
 
 def _torchaudio_load(source):
@@ -42,7 +50,7 @@ def run_reference(data_list: str) -> tuple[int, float, int, int]:
 
     import torch
 
-    from sovits2_jax.convert.torch_refs import import_cosyvoice
+    from sovits2_jax.parity.torch_refs import import_cosyvoice
     from sovits2_jax.text.tokenizer import get_tokenizer
 
     proc = import_cosyvoice("cosyvoice.dataset.processor")
@@ -109,15 +117,11 @@ def run_ours(data_list: str, *, worker_count: int = 0, read_threads: int = 1, nu
     return n, end - t0, real, total, len(shapes), 100 * (1 - full_real / max(full_total, 1)), first - t0, steady
 
 
-def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--rows", type=int, default=300)
-    p.add_argument("--rows_per_file", type=int, default=100)
-    p.add_argument("--max_seconds", type=float, default=8.0)
-    p.add_argument("--workers", type=int, default=2, help="also time ours with this many mp_prefetch workers")
-    a = p.parse_args(argv)
+def main(argv) -> None:
+    del argv
+    a = flags.FLAGS
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    from sovits2_jax.data import synthetic
+    from sovits2_jax.data.prep import synthetic
 
     with tempfile.TemporaryDirectory() as tmp:
         rows = synthetic.make_rows(a.rows, num_speakers=8, min_seconds=1.0, max_seconds=a.max_seconds, seed=0)
@@ -156,4 +160,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

@@ -5,13 +5,13 @@ python -m sovits2_jax.bench.qwen2 [--config=configs/qwen2.py:50m] [--batch=4] [-
 
 from __future__ import annotations
 
-import sys
 import tempfile
 
-from absl import app, flags
-from ml_collections import config_flags
+from absl import flags
 
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/qwen2.py:50m", "Qwen2 config file[:arg]")
+from sovits2_jax import cli
+
+_CONFIG = cli.config_flag("configs/qwen2.py:50m", help="Qwen2 config file[:arg]")
 _BATCH = flags.DEFINE_integer("batch", 4, "batch size")
 _SEQ = flags.DEFINE_integer("seq_len", 256, "sequence length")
 _REPEATS = flags.DEFINE_integer("repeats", 5, "timed steps (median)")
@@ -29,10 +29,10 @@ def main(argv) -> int:
     from sovits2_jax.bench.timing import median_ms, report
     from sovits2_jax.convert import hf_qwen2
     from sovits2_jax.convert.params import params_from_flat
-    from sovits2_jax.convert.random_reference import save_random_hf_qwen2
     from sovits2_jax.models.qwen2 import Qwen2Config, Qwen2ForCausalLM
+    from sovits2_jax.parity.random_reference import save_random_hf_qwen2
 
-    config = Qwen2Config.from_dict(_CONFIG.value.model.to_dict())
+    config = Qwen2Config.from_dict(cli.validated(_CONFIG).model.to_dict())
     src = save_random_hf_qwen2(tempfile.mkdtemp(prefix="bench-qwen2-"), config)
     graphdef, params = params_from_flat(
         lambda: Qwen2ForCausalLM(config, rngs=nnx.Rngs(0)), hf_qwen2.load_hf_params(src, config)
@@ -67,4 +67,4 @@ def main(argv) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(app.run(main))
+    cli.run(main)

@@ -9,13 +9,13 @@ python -m sovits2_jax.bench.speech_lm [--config=configs/qwen2.py:100m] [--prompt
 
 from __future__ import annotations
 
-import sys
 import tempfile
 
-from absl import app, flags
-from ml_collections import config_flags
+from absl import flags
 
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/qwen2.py:100m", "Qwen2 backbone config file[:arg]")
+from sovits2_jax import cli
+
+_CONFIG = cli.config_flag("configs/qwen2.py:100m", help="Qwen2 backbone config file[:arg]")
 _PROMPT = flags.DEFINE_integer("prompt", 64, "prompt tokens")
 _NEW = flags.DEFINE_integer("new", 128, "new tokens per row")
 _BATCHES = flags.DEFINE_list("batches", ["1", "16"], "batch sizes for the plain LM comparison")
@@ -43,9 +43,9 @@ def bench_plain_lm(config, src, batches, prompt_len: int, new: int, repeats: int
     from sovits2_jax.bench.timing import median_ms
     from sovits2_jax.convert import hf_qwen2
     from sovits2_jax.convert.params import params_from_flat
-    from sovits2_jax.models import generate as gen
+    from sovits2_jax.infer import generate as gen
+    from sovits2_jax.infer.sampling import SamplingConfig
     from sovits2_jax.models.qwen2 import Qwen2ForCausalLM
-    from sovits2_jax.models.sampling import SamplingConfig
 
     graphdef, params = params_from_flat(
         lambda: Qwen2ForCausalLM(config, rngs=nnx.Rngs(0)), hf_qwen2.load_hf_params(src, config)
@@ -94,12 +94,13 @@ def bench_cosyvoice2(backbone, directory, new: int, repeats: int) -> None:
     from flax import nnx
 
     from sovits2_jax.bench.timing import median_ms
-    from sovits2_jax.convert import cosyvoice2_llm, parity_llm
+    from sovits2_jax.convert import cosyvoice2_llm
     from sovits2_jax.convert.mapping import flatten
     from sovits2_jax.convert.params import params_from_flat
-    from sovits2_jax.models import generate as gen
-    from sovits2_jax.models.sampling import SamplingConfig
+    from sovits2_jax.infer import generate as gen
+    from sovits2_jax.infer.sampling import SamplingConfig
     from sovits2_jax.models.speech_lm import SpeechLM
+    from sovits2_jax.parity.references import llm as parity_llm
 
     src = parity_llm.write_tiny_model_dir(directory, backbone=backbone, speech_token_size=6561)
     config = parity_llm.read_model_dir(src)
@@ -161,14 +162,14 @@ def bench_cosyvoice2(backbone, directory, new: int, repeats: int) -> None:
 
 def main(argv) -> int:
     del argv
-    from sovits2_jax.convert.random_reference import save_random_hf_qwen2
     from sovits2_jax.models.qwen2 import Qwen2Config
+    from sovits2_jax.parity.random_reference import save_random_hf_qwen2
 
     if _TORCH_THREADS.value:
         import torch
 
         torch.set_num_threads(_TORCH_THREADS.value)
-    config = Qwen2Config.from_dict(_CONFIG.value.model.to_dict())
+    config = Qwen2Config.from_dict(cli.validated(_CONFIG).model.to_dict())
     src = save_random_hf_qwen2(tempfile.mkdtemp(prefix="bench-speech-lm-"), config)
     bench_plain_lm(config, src, [int(b) for b in _BATCHES.value], _PROMPT.value, _NEW.value, _REPEATS.value)
     if _SPEECH.value:
@@ -177,4 +178,4 @@ def main(argv) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(app.run(main))
+    cli.run(main)

@@ -2,32 +2,33 @@
 our jitted decode vs gpt-sovits-infer's ``SynthesizerTrn.decode`` on the same weights, same process, CPU.
 Also the linear-spectrogram frontend vs ``spectrogram_torch``. Real-time factor = decode time / audio seconds.
 
-python -m sovits2_jax.bench.vits [--seconds 5] [--repeats 3] [--threads N]
+python -m sovits2_jax.bench.vits [--seconds=5] [--repeats=3] [--threads=N]
 """
 
 from __future__ import annotations
 
-import argparse
-
 import numpy as np
+from absl import flags
 
+from sovits2_jax import cli
 from sovits2_jax.bench.timing import median_ms, report
 
+flags.DEFINE_float("seconds", 5.0, "audio length to synthesise")
+flags.DEFINE_integer("repeats", 3, "timed repeats (median)")
+flags.DEFINE_integer("threads", 0, "torch intra-op threads (0 = torch default)")
 
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--seconds", type=float, default=5.0, help="audio length to synthesise")
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = torch default)")
-    args = ap.parse_args(argv)
+
+def main(argv) -> None:
+    del argv
+    args = flags.FLAGS
 
     import jax
     import jax.numpy as jnp
     import torch
 
     from sovits2_jax.audio.spectrogram import linear_spectrogram
-    from sovits2_jax.convert import parity_vits
-    from sovits2_jax.convert.torch_refs import import_gpt_sovits
+    from sovits2_jax.parity.references import vits as parity_vits
+    from sovits2_jax.parity.torch_refs import import_gpt_sovits
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -76,4 +77,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

@@ -1,9 +1,9 @@
-"""Implementations of the thin CLIs in ``convert/`` (torch_to_jax, jax_to_torch, parity)."""
+"""Implementations of the thin conversion CLIs ``convert/torch_to_jax.py`` and ``convert/jax_to_torch.py``
+(``convert/parity.py`` is backed by ``sovits2_jax.parity.cli``)."""
 
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
 from sovits2_jax.convert.mapping import ConversionError
@@ -52,49 +52,3 @@ def jax_to_torch_main(argv=None) -> int:
         format_of_checkpoint,
         "jax_to_torch",
     )
-
-
-DEFAULT_COMPONENT = {"hf_qwen2": "qwen2", "cosyvoice2": "llm", "gpt_sovits": "vits"}
-
-
-def parity_main(argv=None) -> int:
-    from sovits2_jax.convert import parity
-
-    p = argparse.ArgumentParser(description="Compare our converted model with the PyTorch reference")
-    p.add_argument("--src", default=None, help="PyTorch checkpoint (default: a random-init reference)")
-    p.add_argument("--component", default=None, choices=sorted(parity.COMPONENTS))
-    p.add_argument("--device", default="cpu", choices=("cpu", "gpu"))
-    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--dump", default=None, help="directory for inputs.npz, torch.npz, jax.npz")
-    p.add_argument("--report", default="report.json", help="where to write the JSON report")
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
-    component = args.component
-    try:
-        if component is None:
-            if args.src is None:
-                component = "qwen2"
-            else:
-                from sovits2_jax.convert.formats import detect_torch_format
-
-                component = DEFAULT_COMPONENT[detect_torch_format(args.src).NAME]
-        if args.device == "gpu":
-            import jax
-
-            if not any(d.platform == "gpu" for d in jax.devices()):
-                raise ConversionError("--device gpu: no CUDA device visible to JAX")
-        report = parity.run(
-            component,
-            args.src,
-            device=args.device,
-            dtype=args.dtype,
-            seed=args.seed,
-            dump=args.dump,
-            report_path=args.report,
-        )
-    except (ConversionError, OSError, ValueError) as e:
-        return _fail(e)
-    print(parity.format_report(report))
-    print(f"report: {args.report}")
-    return 0 if report["ok"] else 1

@@ -342,19 +342,3 @@ def _default_hparams(config: Mapping[str, Any]) -> dict:
         "model": {k: config[k] for k in MODEL_HPARAMS}
         | {"version": config["version"], "freeze_quantizer": True, "use_spectral_norm": False},
     }
-
-
-def load_torch_synthesizer(src: str | Path):
-    """(gpt-sovits-infer SynthesizerTrn in eval mode with the .pth weights in fp32, our VitsConfig)."""
-    import torch
-
-    from sovits2_jax.convert.parity_vits import make_torch_reference
-
-    obj, _ = load_pth(src)
-    weight = normalize_dict({k: v for k, v in obj["weight"].items()})
-    cfg = config_from_pth(obj["config"], weight)
-    model = make_torch_reference(cfg)
-    missing, unexpected = model.load_state_dict({k: v.float() for k, v in weight.items()}, strict=False)
-    if unexpected or [k for k in missing if not k.startswith("enc_q.")]:
-        raise ConversionError(f"{src}: weights do not fit SynthesizerTrn: missing {missing}, unexpected {unexpected}")
-    return model.eval().to(torch.float32), cfg

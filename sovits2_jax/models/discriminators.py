@@ -56,18 +56,24 @@ def _check_wave(y: jax.Array, who: str) -> None:
         raise ValueError(f"{who}: expected a mono waveform batch [B, T], got shape {tuple(y.shape)}")
 
 
+def _conv_stack(x: jax.Array, convs, post) -> tuple[jax.Array, list[jax.Array]]:
+    """Leaky-ReLU convs then ``post``: (flattened score [B, N], every layer's output as feature maps)."""
+    fmap = []
+    for conv in convs:
+        x = jax.nn.leaky_relu(conv(x), LRELU_SLOPE)
+        fmap.append(x)
+    x = post(x)
+    fmap.append(x)
+    return x.reshape(x.shape[0], -1), fmap
+
+
 class DiscriminatorP(nnx.Module):
     """Period discriminator: the waveform folded to [T / period, period], 2-D convs along time."""
 
     def __init__(
-        self,
-        period: int,
-        *,
-        kernel_size: int = 5,
-        stride: int = 3,
-        channels: Sequence[int] = (32, 128, 512, 1024, 1024),
-        rngs: nnx.Rngs,
-    ):
+        self, period: int, *, kernel_size: int = 5, stride: int = 3,
+        channels: Sequence[int] = (32, 128, 512, 1024, 1024), rngs: nnx.Rngs,
+    ):  # fmt: skip
         self.period = period
         pad = (kernel_size - 1) // 2
         convs, cin = [], 1
@@ -86,14 +92,7 @@ class DiscriminatorP(nnx.Module):
             n_pad = self.period - t % self.period
             y = jnp.pad(y, ((0, 0), (0, n_pad)), mode="reflect")
             t += n_pad
-        x = y.reshape(b, t // self.period, self.period, 1)
-        fmap = []
-        for conv in self.convs:
-            x = jax.nn.leaky_relu(conv(x), LRELU_SLOPE)
-            fmap.append(x)
-        x = self.conv_post(x)
-        fmap.append(x)
-        return x.reshape(b, -1), fmap
+        return _conv_stack(y.reshape(b, t // self.period, self.period, 1), self.convs, self.conv_post)
 
 
 class DiscriminatorS(nnx.Module):
@@ -102,24 +101,12 @@ class DiscriminatorS(nnx.Module):
     def __init__(self, layers: Sequence[Sequence[int]] = HIFIGAN_S_LAYERS, *, rngs: nnx.Rngs):
         if len(layers) < 2 or layers[-1][1] != 1:
             raise ValueError("DiscriminatorS: layers must end with a conv_post row producing 1 channel")
-        convs = [
-            WeightNorm(Conv1d(cin, cout, k, stride=s, groups=g, padding=p, rngs=rngs))
-            for cin, cout, k, s, g, p in layers[:-1]
-        ]
-        self.convs = nnx.List(convs)
-        cin, cout, k, s, g, p = layers[-1]
-        self.conv_post = WeightNorm(Conv1d(cin, cout, k, stride=s, groups=g, padding=p, rngs=rngs))
+        convs = [WeightNorm(Conv1d(i, o, k, stride=s, groups=g, padding=p, rngs=rngs)) for i, o, k, s, g, p in layers]
+        self.convs, self.conv_post = nnx.List(convs[:-1]), convs[-1]
 
     def __call__(self, y: jax.Array) -> tuple[jax.Array, list[jax.Array]]:
         _check_wave(y, "DiscriminatorS")
-        x = y[..., None]
-        fmap = []
-        for conv in self.convs:
-            x = jax.nn.leaky_relu(conv(x), LRELU_SLOPE)
-            fmap.append(x)
-        x = self.conv_post(x)
-        fmap.append(x)
-        return x.reshape(x.shape[0], -1), fmap
+        return _conv_stack(y[..., None], self.convs, self.conv_post)
 
 
 class SpecDiscriminator(nnx.Module):
@@ -138,13 +125,7 @@ class SpecDiscriminator(nnx.Module):
         _check_wave(y, "SpecDiscriminator")
         window = hann_window(self.win_length)
         x = magnitude(stft(y, self.fft_size, self.hop_size, self.win_length, window))[..., None]
-        fmap = []
-        for conv in self.discriminators:
-            x = jax.nn.leaky_relu(conv(x), LRELU_SLOPE)
-            fmap.append(x)
-        x = self.out(x)
-        fmap.append(x)
-        return x.reshape(x.shape[0], -1), fmap
+        return _conv_stack(x, self.discriminators, self.out)
 
 
 def _run_pair(discriminators, y: jax.Array, y_hat: jax.Array) -> tuple[Scores, Scores, FeatureMaps, FeatureMaps]:

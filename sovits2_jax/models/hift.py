@@ -17,7 +17,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from sovits2_jax.audio.stft import hann_window, istft, stft
-from sovits2_jax.models.hift_source import F0Predictor, SourceModule
+from sovits2_jax.models.config_base import ConfigBase
+from sovits2_jax.models.hift_source import F0Predictor, SineGen, SourceModule
 from sovits2_jax.nn.conv_transpose import ConvTranspose1d
 from sovits2_jax.nn.layers import Conv1d
 from sovits2_jax.nn.snake import Snake
@@ -28,7 +29,7 @@ _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.floa
 
 
 @dataclasses.dataclass(frozen=True)
-class HiFTConfig:
+class HiFTConfig(ConfigBase):
     """HiFTGenerator hyper-parameters; defaults are CosyVoice2's (24 kHz, 480 samples per mel frame)."""
 
     in_channels: int = 80
@@ -79,23 +80,10 @@ class HiFTConfig:
     def compute_dtype(self):
         return _DTYPES[self.dtype]
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
 
-    @classmethod
-    def from_dict(cls, d: dict) -> HiFTConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"HiFTConfig: unknown keys {unknown}")
-        d = dict(d)
-        for key in ("upsample_rates", "upsample_kernel_sizes", "resblock_kernel_sizes", "source_resblock_kernel_sizes"):
-            if key in d:
-                d[key] = tuple(int(v) for v in d[key])
-        for key in ("resblock_dilation_sizes", "source_resblock_dilation_sizes"):
-            if key in d:
-                d[key] = tuple(tuple(int(v) for v in row) for row in d[key])
-        return cls(**d)
+def validate(section, prefix: str = "config.hift.model") -> None:
+    """Checks a HiFT model section (HiFTConfig fields); ConfigError starting with ``prefix``."""
+    HiFTConfig.from_section(section, prefix)
 
 
 class ResBlock(nnx.Module):
@@ -126,15 +114,10 @@ class HiFTGenerator(nnx.Module):
         self.f0_predictor = F0Predictor(
             c.in_channels, c.f0_cond_channels, num_layers=c.f0_num_layers, dtype=dt, rngs=rngs
         )
-        self.source = SourceModule(
-            sampling_rate=c.sampling_rate,
-            upsample_scale=c.upsample_scale,
-            harmonic_num=c.nb_harmonics,
-            sine_amp=c.nsf_alpha,
-            noise_std=c.nsf_sigma,
-            voiced_threshold=c.nsf_voiced_threshold,
-            rngs=rngs,
+        sine = SineGen(
+            c.sampling_rate, c.upsample_scale, c.nb_harmonics, c.nsf_alpha, c.nsf_sigma, c.nsf_voiced_threshold
         )
+        self.source = SourceModule(sine, rngs=rngs)
         self.conv_pre = WeightNorm(Conv1d(c.in_channels, c.base_channels, 7, padding=3, dtype=dt, rngs=rngs))
         ups = []
         for i, (u, k) in enumerate(zip(c.upsample_rates, c.upsample_kernel_sizes)):

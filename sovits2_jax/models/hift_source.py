@@ -10,6 +10,7 @@ sum as exact as torch's double-accumulated ``cumsum``, and the fused multiply-ad
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import jax
@@ -136,36 +137,32 @@ def sine_gen2(
     return sines * uv + noise, uv
 
 
+@dataclasses.dataclass(frozen=True)
+class SineGen:
+    """SineGen2's settings (CosyVoice2's nb_harmonics, nsf_alpha, nsf_sigma, nsf_voiced_threshold); calling it runs
+    ``sine_gen2`` with them."""
+
+    sampling_rate: int
+    upsample_scale: int
+    harmonic_num: int = 8
+    sine_amp: float = 0.1
+    noise_std: float = 0.003
+    voiced_threshold: float = 10.0
+
+    def __call__(self, f0: jax.Array, rng: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+        return sine_gen2(f0, **dataclasses.asdict(self), rng=rng)
+
+
 class SourceModule(nnx.Module):
     """SourceModuleHnNSF2: SineGen2 harmonics merged by Linear(H+1 -> 1) + tanh into one excitation."""
 
-    def __init__(
-        self,
-        *,
-        sampling_rate: int,
-        upsample_scale: int,
-        harmonic_num: int = 8,
-        sine_amp: float = 0.1,
-        noise_std: float = 0.003,
-        voiced_threshold: float = 10.0,
-        rngs: nnx.Rngs,
-    ):
-        self.sampling_rate, self.upsample_scale, self.harmonic_num = sampling_rate, upsample_scale, harmonic_num
-        self.sine_amp, self.noise_std, self.voiced_threshold = sine_amp, noise_std, voiced_threshold
-        self.merge = Linear(harmonic_num + 1, 1, axes=("harmonics", None), rngs=rngs)
+    def __init__(self, sine: SineGen, *, rngs: nnx.Rngs):
+        self.sine = sine
+        self.merge = Linear(sine.harmonic_num + 1, 1, axes=("harmonics", None), rngs=rngs)
 
     def __call__(self, f0: jax.Array, rng: jax.Array | None = None) -> jax.Array:
         """Sample-rate F0 [B, L] -> excitation [B, L]."""
-        sines, _ = sine_gen2(
-            f0,
-            sampling_rate=self.sampling_rate,
-            upsample_scale=self.upsample_scale,
-            harmonic_num=self.harmonic_num,
-            sine_amp=self.sine_amp,
-            noise_std=self.noise_std,
-            voiced_threshold=self.voiced_threshold,
-            rng=rng,
-        )
+        sines, _ = self.sine(f0, rng)
         sines = jax.lax.stop_gradient(sines)  # the reference builds them under no_grad
         return jnp.tanh(self.merge(sines))[..., 0]
 

@@ -15,10 +15,12 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from sovits2_jax.models.config_base import ConfigBase
 from sovits2_jax.nn import attention as attn
 from sovits2_jax.nn.layers import Embed, Linear, RMSNorm
 from sovits2_jax.nn.rope import apply_rope, rope_cos_sin
 from sovits2_jax.parallel.sharding import constrain
+from sovits2_jax.validation import check
 
 REMAT_POLICIES = {
     "none": None,
@@ -29,7 +31,7 @@ REMAT_POLICIES = {
 
 
 @dataclasses.dataclass(frozen=True)
-class Qwen2Config:
+class Qwen2Config(ConfigBase):
     """Architecture and execution switches of a Qwen2 decoder (defaults: Qwen2-0.5B)."""
 
     vocab_size: int = 151936
@@ -50,22 +52,13 @@ class Qwen2Config:
     remat_policy: str = "none"
     scan_layers: bool = False
 
+    def __post_init__(self):
+        if not self.head_dim:  # configs write 0 for "hidden_size // num_heads"
+            object.__setattr__(self, "head_dim", None)
+
     @property
     def head_size(self) -> int:
         return self.head_dim or self.hidden_size // self.num_heads
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Qwen2Config:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"unknown Qwen2Config keys: {sorted(unknown)}")
-        d = dict(d)
-        d["head_dim"] = d.get("head_dim") or None  # configs write 0 for "hidden_size // num_heads"
-        return cls(**d)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
     @classmethod
     def from_hf(cls, hf: dict[str, Any], **overrides) -> Qwen2Config:
@@ -108,6 +101,38 @@ class Qwen2Config:
             hidden_act="silu",
             torch_dtype=self.param_dtype,
         )
+
+
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def validate(m, prefix: str = "config.model") -> None:
+    """Checks a Qwen2 model section (heads, dims, switches); ConfigError names the key."""
+    for key in ("hidden_size", "num_heads", "num_kv_heads", "num_layers", "vocab_size", "intermediate_size"):
+        check(int(m[key]) > 0, f"{prefix}.{key}={m[key]} must be positive")
+    head_dim = m.get("head_dim") or 0
+    if not head_dim:
+        check(
+            m.hidden_size % m.num_heads == 0,
+            f"{prefix}.num_heads={m.num_heads} does not divide {prefix}.hidden_size={m.hidden_size}",
+        )
+        head_dim = m.hidden_size // m.num_heads
+    check(head_dim % 2 == 0, f"{prefix}.head_dim={head_dim} must be even for rotary embeddings")
+    check(
+        m.num_heads % m.num_kv_heads == 0,
+        f"{prefix}.num_kv_heads={m.num_kv_heads} does not divide {prefix}.num_heads={m.num_heads}",
+    )
+    check(
+        m.remat_policy in REMAT_POLICIES,
+        f"{prefix}.remat_policy={m.remat_policy!r} not in {sorted(REMAT_POLICIES)}",
+    )
+    check(
+        m.get("attention_impl") in attn.IMPLEMENTATIONS,
+        f"{prefix}.attention_impl={m.get('attention_impl')!r} not in {attn.IMPLEMENTATIONS}",
+    )
+    for key in ("dtype", "param_dtype"):
+        check(m[key] in DTYPES, f"{prefix}.{key}={m[key]!r} not in {DTYPES}")
+    check(m.rope_theta > 0, f"{prefix}.rope_theta={m.rope_theta} must be positive")
 
 
 @jax.tree_util.register_dataclass

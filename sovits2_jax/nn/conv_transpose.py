@@ -6,19 +6,13 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from sovits2_jax.nn.layers import Axes, param
+from sovits2_jax.nn.layers import Axes, TorchConv
 
 
 def conv_transpose1d(
-    x: jax.Array,
-    kernel: jax.Array,
-    *,
-    stride: int = 1,
-    padding: int = 0,
-    output_padding: int = 0,
-    dilation: int = 1,
+    x: jax.Array, kernel: jax.Array, *, stride: int = 1, padding: int = 0, output_padding: int = 0, dilation: int = 1,
     groups: int = 1,
-) -> jax.Array:
+) -> jax.Array:  # fmt: skip
     """Transposed convolution of x [B, T, I] with kernel [K, I, O/groups] (torch's [I, O/groups, K] transposed).
 
     Output length is torch's ``(T - 1) * stride - 2 * padding + dilation * (K - 1) + output_padding + 1``.
@@ -49,62 +43,30 @@ def conv_transpose1d(
     )
 
 
-class ConvTranspose1d(nnx.Module):
+class ConvTranspose1d(TorchConv):
     """torch.nn.ConvTranspose1d on (batch, time, channels); kernel stored [k, in, out/groups]."""
 
     def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: int,
-        *,
-        stride: int = 1,
-        padding: int = 0,
-        output_padding: int = 0,
-        dilation: int = 1,
-        groups: int = 1,
-        use_bias: bool = True,
-        axes: Axes = ("conv_in", "conv_out"),
-        dtype=None,
-        param_dtype=jnp.float32,
-        kernel_init=None,
-        rngs: nnx.Rngs,
-    ):
-        if in_channels % groups or out_channels % groups:
-            raise ValueError(
-                f"ConvTranspose1d: groups={groups} must divide in_channels={in_channels} and "
-                f"out_channels={out_channels}"
-            )
+        self, in_channels: int, out_channels: int, kernel_size: int, *, stride: int = 1, padding: int = 0,
+        output_padding: int = 0, dilation: int = 1, groups: int = 1, use_bias: bool = True,
+        axes: Axes = ("conv_in", "conv_out"), dtype=None, param_dtype=jnp.float32, kernel_init=None, rngs: nnx.Rngs,
+    ):  # fmt: skip
         if padding < 0 or output_padding < 0:
             raise ValueError(f"ConvTranspose1d: padding={padding} and output_padding={output_padding} must be >= 0")
-        self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, kernel_size
-        self.stride, self.padding, self.output_padding = stride, padding, output_padding
-        self.dilation, self.groups, self.dtype = dilation, groups, dtype
         # torch initialises from the fan-in of its [in, out/groups, k] weight, i.e. (out/groups) * k.
-        bound = 1.0 / (out_channels // groups * kernel_size) ** 0.5
-        uniform = lambda key, shape, dt: jax.random.uniform(key, shape, dt, -bound, bound)
-        self.kernel = param(
-            rngs,
-            kernel_init or uniform,
-            (kernel_size, in_channels, out_channels // groups),
-            ("conv_k", *axes),
-            param_dtype,
-        )
-        self.bias = param(rngs, uniform, (out_channels,), axes[-1:], param_dtype) if use_bias else None
+        self._init_conv(
+            "ConvTranspose1d", in_channels, out_channels, groups, (kernel_size, in_channels, out_channels // groups),
+            ("conv_k", *axes), out_channels // groups * kernel_size,
+            use_bias=use_bias, dtype=dtype, param_dtype=param_dtype, kernel_init=kernel_init, rngs=rngs,
+        )  # fmt: skip
+        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
+        self.output_padding, self.dilation = output_padding, dilation
 
     def __call__(self, x: jax.Array, kernel: jax.Array | None = None) -> jax.Array:
         """x [B, T, in] -> [B, T', out]; ``kernel`` overrides the stored one (weight norm passes its own)."""
-        kernel = self.kernel[...] if kernel is None else kernel
-        dtype = self.dtype or jnp.result_type(x.dtype, kernel.dtype)
+        x, kernel = self._operands(x, kernel)
         y = conv_transpose1d(
-            x.astype(dtype),
-            kernel.astype(dtype),
-            stride=self.stride,
-            padding=self.padding,
-            output_padding=self.output_padding,
-            dilation=self.dilation,
-            groups=self.groups,
-        )
-        if self.bias is not None:
-            y = y + self.bias[...].astype(y.dtype)
-        return y
+            x, kernel, stride=self.stride, padding=self.padding, output_padding=self.output_padding,
+            dilation=self.dilation, groups=self.groups,
+        )  # fmt: skip
+        return self._add_bias(y)

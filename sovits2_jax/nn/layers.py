@@ -152,53 +152,56 @@ def _pad_time(x: jax.Array, left: int, right: int, mode: str) -> jax.Array:
     raise ValueError(f"unknown padding_mode {mode!r} (expected zeros, reflect or replicate)")
 
 
-class Conv1d(nnx.Module):
+class TorchConv(nnx.Module):
+    """Shared by Conv1d, Conv2d and ConvTranspose1d: torch's default init, operand casting and the bias add."""
+
+    def _init_conv(
+        self, name: str, in_channels: int, out_channels: int, groups: int, kernel_shape: Sequence[int],
+        kernel_axes: Axes, fan_in: int, *, use_bias: bool, dtype, param_dtype, kernel_init, rngs: nnx.Rngs,
+    ) -> None:  # fmt: skip
+        """Creates ``kernel`` (``kernel_init`` or torch's default) and ``bias`` [out] on the last kernel axis.
+
+        torch initialises both from U(-1/sqrt(fan_in), 1/sqrt(fan_in)); ``fan_in`` is that of torch's weight.
+        """
+        if in_channels % groups or out_channels % groups:
+            raise ValueError(
+                f"{name}: groups={groups} must divide in_channels={in_channels} and out_channels={out_channels}"
+            )
+        self.in_channels, self.out_channels, self.groups, self.dtype = in_channels, out_channels, groups, dtype
+        bound = 1.0 / fan_in**0.5
+        uniform = lambda key, shape, dt: jax.random.uniform(key, shape, dt, -bound, bound)
+        self.kernel = param(rngs, kernel_init or uniform, kernel_shape, kernel_axes, param_dtype)
+        self.bias = param(rngs, uniform, (out_channels,), kernel_axes[-1:], param_dtype) if use_bias else None
+
+    def _operands(self, x: jax.Array, kernel: jax.Array | None) -> tuple[jax.Array, jax.Array]:
+        """x and the kernel (the stored one unless given: weight norm passes its own) in the compute dtype."""
+        return _compute(x, self.kernel[...] if kernel is None else kernel, self.dtype)
+
+    def _add_bias(self, y: jax.Array) -> jax.Array:
+        return y if self.bias is None else y + self.bias[...].astype(y.dtype)
+
+
+class Conv1d(TorchConv):
     """torch.nn.Conv1d semantics on (batch, time, channels); kernel stored [k, in/groups, out]."""
 
     def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: int,
-        *,
-        stride: int = 1,
-        padding: int | tuple[int, int] = 0,
-        dilation: int = 1,
-        groups: int = 1,
-        use_bias: bool = True,
-        padding_mode: str = "zeros",
-        axes: Axes = ("conv_in", "conv_out"),
-        dtype=None,
-        param_dtype=jnp.float32,
-        kernel_init=None,
-        rngs: nnx.Rngs,
-    ):
-        if in_channels % groups or out_channels % groups:
-            raise ValueError(
-                f"groups={groups} must divide in_channels={in_channels} and out_channels={out_channels}"
-            )
-        self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, kernel_size
-        self.stride, self.dilation, self.groups, self.dtype = stride, dilation, groups, dtype
+        self, in_channels: int, out_channels: int, kernel_size: int, *, stride: int = 1,
+        padding: int | tuple[int, int] = 0, dilation: int = 1, padding_mode: str = "zeros", groups: int = 1,
+        use_bias: bool = True, axes: Axes = ("conv_in", "conv_out"), dtype=None, param_dtype=jnp.float32,
+        kernel_init=None, rngs: nnx.Rngs,
+    ):  # fmt: skip
+        self._init_conv(
+            "Conv1d", in_channels, out_channels, groups, (kernel_size, in_channels // groups, out_channels),
+            ("conv_k", *axes), in_channels // groups * kernel_size,
+            use_bias=use_bias, dtype=dtype, param_dtype=param_dtype, kernel_init=kernel_init, rngs=rngs,
+        )  # fmt: skip
+        self.kernel_size, self.stride, self.dilation = kernel_size, stride, dilation
         self.padding = (padding, padding) if isinstance(padding, int) else tuple(padding)
         self.padding_mode = padding_mode
-        fan_in = in_channels // groups * kernel_size
-        bound = 1.0 / fan_in**0.5
-        uniform = lambda key, shape, dt: jax.random.uniform(
-            key, shape, dt, -bound, bound
-        )  # torch's default init
-        self.kernel = param(
-            rngs,
-            kernel_init or uniform,
-            (kernel_size, in_channels // groups, out_channels),
-            ("conv_k", *axes),
-            param_dtype,
-        )
-        self.bias = param(rngs, uniform, (out_channels,), axes[-1:], param_dtype) if use_bias else None
 
     def __call__(self, x: jax.Array, kernel: jax.Array | None = None) -> jax.Array:
         """Convolves x [B, T, C_in]; ``kernel`` overrides the stored one (weight norm passes its folded kernel)."""
-        kernel = self.kernel[...] if kernel is None else kernel
-        x, kernel = _compute(x, kernel, self.dtype)
+        x, kernel = self._operands(x, kernel)
         x = _pad_time(x, *self.padding, self.padding_mode)
         y = jax.lax.conv_general_dilated(
             x,
@@ -209,6 +212,4 @@ class Conv1d(nnx.Module):
             dimension_numbers=("NWC", "WIO", "NWC"),
             feature_group_count=self.groups,
         )
-        if self.bias is not None:
-            y = y + self.bias[...].astype(y.dtype)
-        return y
+        return self._add_bias(y)

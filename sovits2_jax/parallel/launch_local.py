@@ -1,6 +1,7 @@
 """Runs N copies of a command on this machine as one multi-process JAX job (CPU devices), for tests and debugging.
 
     python -m sovits2_jax.parallel.launch_local --num_processes=2 --devices_per_process=4 -- python -m MODULE ARGS
+    python -m sovits2_jax.parallel.launch_local -n 2 -- python -m MODULE ARGS
 
 Each process gets SOVITS2_COORDINATOR / SOVITS2_NUM_PROCESSES / SOVITS2_PROCESS_ID (read by
 ``sovits2_jax.parallel.distributed.initialize``) and its own simulated device count. Output lines are prefixed
@@ -9,13 +10,20 @@ with the process index; if one process fails the others are stopped and the laun
 
 from __future__ import annotations
 
-import argparse
 import os
 import socket
 import subprocess
 import sys
 import threading
 import time
+
+from absl import flags
+
+from sovits2_jax import cli
+
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", 2, "processes to start", short_name="n", lower_bound=1)
+_DEVICES = flags.DEFINE_integer("devices_per_process", 4, "simulated CPU devices per process", lower_bound=1)
+_TIMEOUT = flags.DEFINE_float("timeout_s", 600, "stop every process after this many seconds (exit 124)")
 
 
 def free_port() -> int:
@@ -62,18 +70,13 @@ def launch(command: list[str], num_processes: int, devices_per_process: int, tim
     return code or next((p.returncode for p in procs if p.returncode), 0)
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--num_processes", "-n", type=int, default=2)
-    parser.add_argument("--devices_per_process", type=int, default=4)
-    parser.add_argument("--timeout_s", type=float, default=600)
-    parser.add_argument("command", nargs=argparse.REMAINDER, help="-- followed by the command to run")
-    args = parser.parse_args(argv)
-    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+def main(argv: list[str]) -> int:
+    command = argv[1:]  # absl leaves what follows `--` as positional arguments
     if not command:
-        parser.error("give the command to run after --")
-    return launch(command, args.num_processes, args.devices_per_process, args.timeout_s)
+        raise cli.Error("give the command to run after --")
+    return launch(command, _NUM_PROCESSES.value, _DEVICES.value, _TIMEOUT.value)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    flags.FLAGS.set_gnu_getopt(False)  # flags end at the command, with or without `--`
+    cli.run(main)

@@ -9,6 +9,8 @@ import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh
 
+from sovits2_jax.validation import ConfigError, check
+
 MESH_AXES = ("data", "fsdp", "tensor")
 
 
@@ -37,6 +39,33 @@ def resolve_mesh_shape(axes: Mapping[str, int], num_devices: int) -> tuple[int, 
             f"(set one of mesh.data/mesh.fsdp/mesh.tensor to -1 to fill)"
         )
     return tuple(sizes)
+
+
+def validate_mesh(mesh, num_devices: int | None = None) -> tuple[int, ...]:
+    """Checks a config's mesh section against the device count (default: all); the shape, or a ConfigError."""
+    num_devices = jax.device_count() if num_devices is None else num_devices
+    try:
+        return resolve_mesh_shape(dict(mesh), num_devices)
+    except ValueError as e:
+        raise ConfigError(f"config.{e}") from None
+
+
+def validate_batch_sizes(config, shape: tuple[int, ...]) -> None:
+    """Batch sizes against the resolved mesh: config.train.batch_size over data*fsdp, config.data.batch_multiple
+    over the data-parallel devices of one process."""
+    data_ways = shape[0] * shape[1]
+    if "data" in config:
+        local_ways = max(1, data_ways // jax.process_count())
+        check(
+            config.data.batch_multiple % local_ways == 0,
+            f"config.data.batch_multiple={config.data.batch_multiple} is not a multiple of the "
+            f"{local_ways} data-parallel devices per process (mesh data*fsdp / processes)",
+        )
+    if "train" in config and "batch_size" in config.train:
+        check(
+            config.train.batch_size % data_ways == 0,
+            f"config.train.batch_size={config.train.batch_size} is not divisible by mesh data*fsdp={data_ways}",
+        )
 
 
 def make_mesh(axes: Mapping[str, int], devices: Sequence[jax.Device] | None = None) -> Mesh:

@@ -1,6 +1,7 @@
-"""Default mesh and the ordered logical-axis -> mesh-axis rules table used by the config files."""
+"""The ordered logical-axis -> mesh-axis rules table the config files use (configs/common.py), and its check."""
 
-import ml_collections
+from sovits2_jax.parallel.mesh import MESH_AXES
+from sovits2_jax.validation import check
 
 # Ordered: for each array dimension the first rule whose mesh axes are free and divide it wins.
 SHARDING_RULES = (
@@ -26,9 +27,10 @@ SHARDING_RULES = (
 )
 
 
-def mesh_config(data: int = -1, fsdp: int = 1, tensor: int = 1) -> ml_collections.ConfigDict:
-    return ml_collections.ConfigDict(dict(data=data, fsdp=fsdp, tensor=tensor))
-
-
-def sharding_config() -> ml_collections.ConfigDict:
-    return ml_collections.ConfigDict(dict(rules=SHARDING_RULES))
+def validate_rules(rules, prefix: str = "config.sharding.rules") -> None:
+    """Checks a rules table: (logical_name, mesh_axes) pairs over MESH_AXES; ConfigError names the rule."""
+    for i, rule in enumerate(rules):
+        check(len(rule) == 2, f"{prefix}[{i}]={rule!r} must be (logical_name, mesh_axes)")
+        axes = rule[1] if isinstance(rule[1], (tuple, list)) else (rule[1],)
+        for a in axes:
+            check(a is None or a in MESH_AXES, f"{prefix}[{i}]: unknown mesh axis {a!r}")

@@ -7,12 +7,12 @@ forward+backward step on a global batch fed per process, print the loss and grad
 from __future__ import annotations
 
 import json
-import sys
 
-from absl import app, flags
-from ml_collections import config_flags
+from absl import flags
 
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/qwen2.py:tiny", "config file[:arg]")
+from sovits2_jax import cli
+
+_CONFIG = cli.config_flag("configs/qwen2.py:tiny")
 _SEQ = flags.DEFINE_integer("seq_len", 32, "sequence length of the test batch")
 
 
@@ -23,18 +23,17 @@ def global_batch(batch: int, seq_len: int, vocab: int, seed: int = 0):
 
 
 def step_result(config, seq_len: int) -> dict:
-    """Loss and gradient norm of one step on the mesh described by ``config`` (whatever the process layout)."""
+    """Loss and gradient norm of one step on the mesh described by the (validated) ``config``, whatever the
+    process layout."""
     import jax
     import optax
     from flax import nnx
     from jax.sharding import NamedSharding, PartitionSpec
 
-    from sovits2_jax.config import validate
     from sovits2_jax.models.qwen2 import Qwen2Config, Qwen2ForCausalLM
     from sovits2_jax.parallel.mesh import make_mesh
     from sovits2_jax.parallel.sharding import activation_rules, sharded_init
 
-    validate(config)
     model_config = Qwen2Config.from_dict(config.model.to_dict())
     mesh = make_mesh(dict(config.mesh))
     rules = config.sharding.rules
@@ -69,11 +68,11 @@ def main(argv) -> int:
     from sovits2_jax.parallel.distributed import initialize
 
     initialize()
-    result = step_result(_CONFIG.value, _SEQ.value)
+    result = step_result(cli.validated(_CONFIG), _SEQ.value)
     result.update(process=jax.process_index(), processes=jax.process_count(), devices=jax.device_count())
     print("SELFTEST " + json.dumps(result), flush=True)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(app.run(main))
+    cli.run(main)

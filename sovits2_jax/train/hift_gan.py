@@ -42,6 +42,13 @@ def gan_mel_fns(mel: dict | None = None) -> list[Callable]:
     return [functools.partial(mel_spectrogram, cfg=cfg)]
 
 
+def _update(tx: optax.GradientTransformation, loss_fn: Callable, params, opt_state):
+    """One optimizer step on ``loss_fn(params) -> (loss, terms)``: (new params, new opt state, terms)."""
+    (_, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, terms
+
+
 def make_gan_steps(
     g_graphdef: nnx.GraphDef,
     d_graphdef: nnx.GraphDef,
@@ -65,9 +72,7 @@ def make_gan_steps(
             terms = hift_discriminator_loss(nnx.merge(d_graphdef, d_params)(batch["speech"], fake), weights)
             return terms["loss"], terms
 
-        (_, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.d_params)
-        updates, d_opt = d_tx.update(grads, state.d_opt, state.d_params)
-        d_params = optax.apply_updates(state.d_params, updates)
+        d_params, d_opt, terms = _update(d_tx, loss_fn, state.d_params, state.d_opt)
         return dataclasses.replace(state, d_params=d_params, d_opt=d_opt), terms
 
     def generator_step(state: GanState, batch, rng):
@@ -77,9 +82,7 @@ def make_gan_steps(
             terms = hift_generator_loss(batch["speech"], fake, f0, batch["pitch_feat"], disc_out, mel_fns, weights)
             return terms["loss"], terms
 
-        (_, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.g_params)
-        updates, g_opt = g_tx.update(grads, state.g_opt, state.g_params)
-        g_params = optax.apply_updates(state.g_params, updates)
+        g_params, g_opt, terms = _update(g_tx, loss_fn, state.g_params, state.g_opt)
         return dataclasses.replace(state, g_params=g_params, g_opt=g_opt), terms
 
     def train_step(state: GanState, batch, rng):

@@ -2,7 +2,8 @@
 
 import pytest
 
-from sovits2_jax.convert import parity, parity_qwen2
+from sovits2_jax import parity
+from sovits2_jax.parity.references import qwen2 as parity_qwen2
 
 pytestmark = [pytest.mark.gpu, pytest.mark.parity]
 

@@ -11,7 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from configs import data as data_configs
-from sovits2_jax.data import pipeline, synthetic
+from sovits2_jax.data import pipeline
+from sovits2_jax.data.prep import synthetic
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 NUM_ROWS = 36
@@ -384,8 +385,8 @@ def test_sample_longer_than_its_bucket_is_skipped_not_fatal(corpus):
 
     ds = pipeline.build_dataset(config("flow"), data_list=corpus, process_index=0, process_count=1)
     fits = {"speech_feat": np.zeros((100, 80)), "speech_token": np.zeros(50), "embedding": np.zeros(192), "cond_len": 7}
-    ds._check_fits(fits, batching.Bucket(2, 100))
+    ds.task.check_fits(fits, batching.Bucket(2, 100))
     with pytest.raises(steps.SkipSample, match="longer than its bucket"):
-        ds._check_fits({**fits, "speech_token": np.zeros(51)}, batching.Bucket(2, 100))
-    batch = ds._assemble([fits, None], batching.Bucket(2, 100))
+        ds.task.check_fits({**fits, "speech_token": np.zeros(51)}, batching.Bucket(2, 100))
+    batch = ds.task.assemble([fits, None], batching.Bucket(2, 100))
     assert batch["speech_feat_len"].tolist() == [100, 0] and batch["speech_token_len"].tolist() == [50, 0]

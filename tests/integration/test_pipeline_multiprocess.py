@@ -10,7 +10,8 @@ import textwrap
 import numpy as np
 
 from configs import data as data_configs
-from sovits2_jax.data import pipeline, synthetic
+from sovits2_jax.data import pipeline
+from sovits2_jax.data.prep import synthetic
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from configs import data as data_configs
-from sovits2_jax.data import pipeline, synthetic
+from sovits2_jax.data import pipeline
+from sovits2_jax.data.prep import synthetic
 
 pytestmark = pytest.mark.parity
 
@@ -33,7 +34,7 @@ class _Tok:
 def reference_samples(data_list):
     import functools
 
-    from sovits2_jax.convert.torch_refs import import_cosyvoice, to_numpy
+    from sovits2_jax.parity.torch_refs import import_cosyvoice, to_numpy
     from sovits2_jax.text.tokenizer import get_tokenizer
 
     proc = import_cosyvoice("cosyvoice.dataset.processor")
@@ -86,3 +87,63 @@ def test_flow_pipeline_matches_cosyvoice_processor(tmp_path, torch_available):
         assert o["speech_token_len"] == len(r["speech_token"])
         np.testing.assert_array_equal(o["speech_token"][: o["speech_token_len"]], r["speech_token"])
         np.testing.assert_allclose(o["embedding"], r["utt_embedding"], atol=1e-6)
+
+
+# (audio samples at 16 kHz = 160 per 10 ms frame, text tokens, speech tokens, extra keys, kept): rows on both sides
+# of every rule of cosyvoice's ``filter`` under FILTER, one sample (1/160 frame) from each threshold
+FILTER = dict(max_length=200, min_length=50, token_max_length=20, token_min_length=3,
+              min_output_input_ratio=0.02, max_output_input_ratio=0.15)  # fmt: skip
+FILTER_ROWS = {
+    "passes all": (16000, 8, 25, {}, True),
+    "no audio": (0, 5, 12, {}, False),
+    "below min_length": (8000 - 1, 5, 12, {}, False),
+    "above min_length": (8000 + 1, 5, 12, {}, True),
+    "above max_length": (32000 + 1, 5, 50, {}, False),
+    "below max_length": (32000 - 1, 5, 50, {}, True),
+    "below token_min_length": (16000, 2, 25, {}, False),
+    "at token_min_length": (16000, 3, 25, {}, True),
+    "above token_max_length": (30400, 21, 47, {}, False),
+    "at token_max_length": (30400, 20, 47, {}, True),
+    "below min_output_input_ratio": (24000 + 1, 3, 37, {}, False),
+    "above min_output_input_ratio": (24000 - 1, 3, 37, {}, True),
+    "above max_output_input_ratio": (9600 - 1, 9, 15, {}, False),
+    "below max_output_input_ratio": (9600 + 1, 9, 15, {}, True),
+    "no speech tokens": (16000, 8, 0, {}, False),
+    "no rejected speech tokens": (16000, 8, 25, {"reject_speech_token": []}, False),
+    "rejected speech tokens": (16000, 8, 25, {"reject_speech_token": [1, 2]}, True),
+}
+
+
+def _filter_rows():
+    rng = np.random.default_rng(0)
+    rows = []
+    for utt, (samples, n_text, n_speech, extra, _) in FILTER_ROWS.items():
+        wav = (0.1 * rng.standard_normal(samples)).astype(np.float32)
+        rows.append(dict(utt=utt, audio_data=synthetic.wav_bytes(wav, 16000), text_token=list(range(n_text)),
+                         speech_token=list(range(n_speech)), **extra))  # fmt: skip
+    return rows
+
+
+def test_length_filter_keeps_and_drops_as_cosyvoice(torch_available):
+    from sovits2_jax.data import steps, tasks
+    from sovits2_jax.parity.torch_refs import import_cosyvoice
+
+    proc = import_cosyvoice("cosyvoice.dataset.processor")
+    sys.modules["torchaudio"].load = _torchaudio_load
+    proc.torchaudio = sys.modules["torchaudio"]
+    theirs = {s["utt"] for s in proc.filter(iter(_filter_rows()), **FILTER)}
+    assert theirs == {utt for utt, row in FILTER_ROWS.items() if row[-1]}, "the rows must sit where FILTER_ROWS says"
+
+    cfg = data_configs.get_config("llm").data
+    cfg.filter.update(FILTER)
+    task = tasks.get("llm")(cfg, None)
+    ours = set()
+    for s in _filter_rows():
+        try:
+            s = steps.check_tokens(s, need_speech_token=True)
+            if "reject_speech_token" in s:
+                s = task.rejected_tokens(s)
+            ours.add(task.filter(steps.decode_audio(s))["utt"])
+        except steps.SkipSample:
+            pass
+    assert ours == theirs

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from configs import data as data_configs
-from sovits2_jax.data import iterator_state, pipeline, synthetic
+from sovits2_jax.data import iterator_state, pipeline
+from sovits2_jax.data.prep import synthetic
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SMALL = {

@@ -9,7 +9,7 @@ import pytest
 from sovits2_jax.audio.fbank import campplus_features
 from sovits2_jax.audio.io import load_audio
 from sovits2_jax.audio.whisper_mel import log_mel_spectrogram
-from sovits2_jax.data import corpus, feature_store, kaldi, offline_models, onnx_extract
+from sovits2_jax.data.prep import corpus, feature_store, kaldi, offline_models, onnx_extract
 
 
 @pytest.fixture(scope="module")

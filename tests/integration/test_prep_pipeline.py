@@ -13,12 +13,12 @@ import soundfile as sf
 from sovits2_jax.audio.fbank import campplus_features
 from sovits2_jax.audio.io import load_audio
 from sovits2_jax.audio.whisper_mel import log_mel_spectrogram
-from sovits2_jax.data import corpus, feature_store, kaldi, onnx_extract, parquet_writer
+from sovits2_jax.data.prep import corpus, feature_store, kaldi, onnx_extract, parquet_writer
 
 
 @pytest.fixture(scope="session")
 def onnx_models(tmp_path_factory, torch_available):
-    from sovits2_jax.data.reference_models import export_campplus_like, export_s3_tokenizer
+    from sovits2_jax.data.prep.reference_models import export_campplus_like, export_s3_tokenizer
 
     root = tmp_path_factory.mktemp("onnx_models")
     return {
@@ -127,7 +127,7 @@ def test_v1_tokenizer_signature_runs_at_50hz(prepared, onnx_models, tmp_path):
 def test_exported_tokenizer_equals_torch_s3tokenizer(onnx_models):
     import torch
 
-    from sovits2_jax.convert.torch_refs import stub_torchaudio
+    from sovits2_jax.parity.torch_refs import stub_torchaudio
 
     stub_torchaudio()
     import s3tokenizer.model_v2 as s3v2
@@ -170,7 +170,7 @@ def test_parquet_is_read_by_cosyvoice_and_resumes_identically(prepared, monkeypa
     assert len(parquets) == 4  # 16 complete utterances, 5 per shard
     assert (full / "data.list").read_text().splitlines() == parquets
 
-    from sovits2_jax.convert.torch_refs import import_cosyvoice
+    from sovits2_jax.parity.torch_refs import import_cosyvoice
 
     processor = import_cosyvoice("cosyvoice.dataset.processor")
     data = kaldi.read_kaldi_dir(data_dir)

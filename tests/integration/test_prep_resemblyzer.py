@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from sovits2_jax.audio.io import load_audio
-from sovits2_jax.data import corpus, feature_store, kaldi, onnx_extract
-from sovits2_jax.data import resemblyzer_encoder as rz
+from sovits2_jax.data.prep import corpus, feature_store, kaldi, onnx_extract
+from sovits2_jax.data.prep import resemblyzer_encoder as rz
 
 pytest.importorskip("resemblyzer")
 

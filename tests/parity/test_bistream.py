@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from sovits2_jax.convert import cosyvoice2_llm, parity_llm
+from sovits2_jax.convert import cosyvoice2_llm
 from sovits2_jax.convert.mapping import flatten
 from sovits2_jax.convert.params import params_from_flat
+from sovits2_jax.infer.bistream import bistream_generate
+from sovits2_jax.infer.sampling import SamplingConfig
 from sovits2_jax.models import speech_lm as slm
-from sovits2_jax.models.bistream import bistream_generate
-from sovits2_jax.models.sampling import SamplingConfig
+from sovits2_jax.parity.references import llm as parity_llm
 
 torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.parity

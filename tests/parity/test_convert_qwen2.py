@@ -11,9 +11,9 @@ import pytest
 from sovits2_jax.convert import hf_qwen2
 from sovits2_jax.convert.checkpoint import load_checkpoint
 from sovits2_jax.convert.mapping import ConversionError, flatten
-from sovits2_jax.convert.random_reference import save_random_hf_qwen2
 from sovits2_jax.convert.torch_io import iter_hf_weights, load_torch_state_dict, save_hf_weights, save_torch_state_dict
 from sovits2_jax.models.qwen2 import Qwen2Config
+from sovits2_jax.parity.random_reference import save_random_hf_qwen2
 
 pytestmark = pytest.mark.parity
 

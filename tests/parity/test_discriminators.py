@@ -46,7 +46,7 @@ def _convert(module, make_model, rules):
 
 
 def _cosyvoice_discriminator():
-    from sovits2_jax.convert.torch_refs import import_cosyvoice
+    from sovits2_jax.parity.torch_refs import import_cosyvoice
 
     import_cosyvoice("matcha.hifigan.models")
     if "torchaudio.transforms" not in sys.modules:  # DiscriminatorR's Spectrogram; unused by CosyVoice2
@@ -141,7 +141,7 @@ def test_tpr_loss_uses_lower_median_and_masked_mean():
 
 
 def test_vits_style_mpd_matches_gpt_sovits():
-    from sovits2_jax.convert.torch_refs import import_gpt_sovits
+    from sovits2_jax.parity.torch_refs import import_gpt_sovits
 
     models = import_gpt_sovits()
     torch.manual_seed(0)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from configs.flow import tiny_config
 from sovits2_jax.convert import cosyvoice2_flow
 from sovits2_jax.convert.mapping import ConversionError
-from sovits2_jax.models.flow.config import FlowConfig, tiny_config
+from sovits2_jax.models.flow.config import FlowConfig
 
 pytestmark = pytest.mark.parity
 
@@ -16,7 +17,7 @@ pytestmark = pytest.mark.parity
 def flow_pt(tmp_path_factory):
     import torch
 
-    from sovits2_jax.convert.parity_flow import build_reference
+    from sovits2_jax.parity.references.flow import build_reference
 
     state = build_reference(tiny_config(), seed=1).state_dict()
     path = tmp_path_factory.mktemp("flow") / "flow.pt"

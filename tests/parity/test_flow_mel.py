@@ -28,7 +28,7 @@ def _real_speech_24k() -> np.ndarray:
 def _matcha(wav: np.ndarray) -> np.ndarray:
     import torch
 
-    from sovits2_jax.convert.torch_refs import import_cosyvoice
+    from sovits2_jax.parity.torch_refs import import_cosyvoice
 
     import_cosyvoice()
     from matcha.utils.audio import mel_spectrogram

@@ -8,8 +8,8 @@ import random
 import numpy as np
 import pytest
 
-from sovits2_jax.convert import parity
-from sovits2_jax.convert import parity_flow as pf
+from sovits2_jax import parity
+from sovits2_jax.parity.references import flow as pf
 
 pytestmark = pytest.mark.parity
 

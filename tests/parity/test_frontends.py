@@ -26,7 +26,7 @@ def _waveforms():
     assets = _s3_assets()
     waves = [load_audio(os.path.join(assets, f"BAC009S0764W012{i}.wav"))[0] for i in (1, 2)]
     from sovits2_jax.audio.resample import resample
-    from sovits2_jax.data.espeak import Espeak
+    from sovits2_jax.data.prep.espeak import Espeak
 
     engine = Espeak()
     speech = engine.synthesize("The wind carried the smell of pine trees down into the valley.", "en-us+f3")
@@ -72,7 +72,7 @@ def test_fbank_short_input_gives_no_frames():
 
 
 def _s3_reference(wav, dtype):
-    from sovits2_jax.convert.torch_refs import stub_torchaudio
+    from sovits2_jax.parity.torch_refs import stub_torchaudio
 
     stub_torchaudio()
     import s3tokenizer.utils as s3u

@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from sovits2_jax.models import generate as gen
+from sovits2_jax.infer import generate as gen
+from sovits2_jax.infer.sampling import SamplingConfig
+from sovits2_jax.models.layouts import PAD, SPEECH
 from sovits2_jax.models.qwen2 import Qwen2Config, Qwen2ForCausalLM
-from sovits2_jax.models.sampling import SamplingConfig
-from sovits2_jax.models.speech_lm import PAD, SPEECH, SpeechLM, SpeechLMConfig
+from sovits2_jax.models.speech_lm import SpeechLM, SpeechLMConfig
 
 pytestmark = pytest.mark.parity
 
@@ -171,7 +172,7 @@ def test_greedy_equals_transformers_generate(tmp_path):
 
     from sovits2_jax.convert import hf_qwen2
     from sovits2_jax.convert.params import params_from_flat
-    from sovits2_jax.convert.random_reference import save_random_hf_qwen2
+    from sovits2_jax.parity.random_reference import save_random_hf_qwen2
 
     cfg = Qwen2Config(
         vocab_size=256,

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from sovits2_jax.convert import parity_hift
 from sovits2_jax.convert.mapping import expected_shapes
 from sovits2_jax.convert.params import params_from_flat
 from sovits2_jax.models.hift import HiFTConfig, HiFTGenerator
 from sovits2_jax.nn.weight_norm import fold_weight_norm
+from sovits2_jax.parity.references import hift as parity_hift
 
 torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.parity

@@ -10,9 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sovits2_jax.convert import cosyvoice2_hift, parity_hift
+from sovits2_jax.convert import cosyvoice2_hift
 from sovits2_jax.convert.mapping import ConversionError
 from sovits2_jax.models.hift import HiFTConfig
+from sovits2_jax.parity.references import hift as parity_hift
 
 torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.parity
@@ -64,7 +65,7 @@ def test_round_trip_of_legacy_weight_g_v_keys(state_dict):
 
 
 def test_hifigan_checkpoint_with_prefix_discriminator_and_counters(state_dict):
-    from sovits2_jax.convert.torch_refs import import_cosyvoice
+    from sovits2_jax.parity.torch_refs import import_cosyvoice
 
     import_cosyvoice("matcha.hifigan.models")
     if "torchaudio.transforms" not in sys.modules:

@@ -23,7 +23,7 @@ def _voice(seconds=1.2, sr=24000, seed=0):
 
 
 def test_extract_f0_matches_cosyvoice_compute_f0():
-    from sovits2_jax.convert.torch_refs import import_cosyvoice
+    from sovits2_jax.parity.torch_refs import import_cosyvoice
 
     processor = import_cosyvoice("cosyvoice.dataset.processor")
     wav = _voice()

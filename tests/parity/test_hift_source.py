@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from sovits2_jax.convert import parity, parity_hift
+from sovits2_jax import parity
+from sovits2_jax.parity.references import hift as parity_hift
 
 torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.parity

@@ -5,9 +5,9 @@ import dataclasses
 import numpy as np
 import pytest
 
-from sovits2_jax.convert import parity
-from sovits2_jax.convert.random_reference import save_random_hf_qwen2
+from sovits2_jax import parity
 from sovits2_jax.models.qwen2 import Qwen2Config
+from sovits2_jax.parity.random_reference import save_random_hf_qwen2
 
 pytestmark = pytest.mark.parity
 
@@ -45,7 +45,7 @@ def test_tiny_shapes(name, tmp_path, torch_available):
 def test_scan_and_remat_match_reference(switches, tmp_path, torch_available):
     src = save_random_hf_qwen2(tmp_path / "hf", BASE, seed=4)
     case = parity.build_case("qwen2", str(src))
-    from sovits2_jax.convert import parity_qwen2
+    from sovits2_jax.parity.references import qwen2 as parity_qwen2
 
     scanned = parity_qwen2.build(str(src), **switches)
     ref = case.run_torch(case.inputs)
@@ -64,7 +64,7 @@ def test_real_qwen2_0_5b_shape(tmp_path, torch_available):
     import torch
     import transformers
 
-    from sovits2_jax.convert import parity_qwen2
+    from sovits2_jax.parity.references import qwen2 as parity_qwen2
 
     config = Qwen2Config()  # defaults are Qwen2-0.5B
     src = save_random_hf_qwen2(tmp_path / "hf", config, seed=0)

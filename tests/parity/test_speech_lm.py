@@ -11,11 +11,13 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from sovits2_jax.convert import cosyvoice2, cosyvoice2_llm, parity, parity_llm
+from sovits2_jax import parity
+from sovits2_jax.convert import cosyvoice2, cosyvoice2_llm
 from sovits2_jax.convert.mapping import ConversionError, flatten
 from sovits2_jax.convert.params import params_from_flat
-from sovits2_jax.models import generate as gen
+from sovits2_jax.infer import generate as gen
 from sovits2_jax.models import speech_lm as slm
+from sovits2_jax.parity.references import llm as parity_llm
 
 torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.parity
@@ -278,11 +280,12 @@ def test_whole_directory_round_trip(model_dir, tmp_path):
 
 def test_clis_on_a_model_directory(model_dir, tmp_path, capsys):
     from sovits2_jax.convert import cli
+    from sovits2_jax.parity import cli as parity_cli
 
     assert cli.torch_to_jax_main(["--src", str(model_dir), "--dst", str(tmp_path / "j")]) == 0
     assert cli.jax_to_torch_main(["--src", str(tmp_path / "j"), "--dst", str(tmp_path / "t")]) == 0
     assert (tmp_path / "t" / "llm.pt").is_file()
     report = tmp_path / "report.json"
-    assert cli.parity_main(["--src", str(tmp_path / "t"), "--report", str(report)]) == 0
+    assert parity_cli.main(["--src", str(tmp_path / "t"), "--report", str(report)]) == 0
     out = capsys.readouterr().out
     assert "parity llm" in out and "PASS" in out

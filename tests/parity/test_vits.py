@@ -10,8 +10,8 @@ from flax import nnx
 
 torch = pytest.importorskip("torch")
 
-from sovits2_jax.convert import parity_vits  # noqa: E402
-from sovits2_jax.models.vits2.config import gpt_sovits_v1, gpt_sovits_v2  # noqa: E402
+from configs.vits2 import gpt_sovits_v1, gpt_sovits_v2  # noqa: E402
+from sovits2_jax.parity.references import vits as parity_vits  # noqa: E402
 
 pytestmark = pytest.mark.parity
 ATOL = 1e-4
@@ -42,6 +42,16 @@ def v2():
     cfg, ref, graphdef, params = parity_vits.reference_pair("v2", 0)
     assert cfg == gpt_sovits_v2()
     return cfg, ref, nnx.merge(graphdef, params)
+
+
+def test_every_reference_tensor_is_perturbed(v2):
+    """Every parameter and buffer differs from its fresh-init value, LayerNorm gammas and the codebook included."""
+    cfg, ref, _ = v2
+    fresh = parity_vits.make_torch_reference(cfg, 0, perturb=False)
+    keys = list(fresh.state_dict())
+    assert [k for k in keys if k.endswith(".gamma")] and [k for k in keys if "_codebook.embed" in k]
+    # the codebook's ``inited`` is a flag, not a weight: 1 in both, as in released files
+    assert parity_vits.unperturbed(ref, fresh) == [k for k in keys if k.endswith("._codebook.inited")]
 
 
 def test_reference_encoder_with_padding(v2):
@@ -196,7 +206,7 @@ def test_v1_layout_reference_and_text_encoders():
 
 
 def test_parity_component_vits_passes():
-    from sovits2_jax.convert.parity import compare_outputs
+    from sovits2_jax.parity.compare import compare_outputs
 
     case = parity_vits.build(None, component="vits", seed=0)
     report = compare_outputs(case.run_torch(case.inputs), case.run_jax(case.inputs), case.atol, case.rtol)

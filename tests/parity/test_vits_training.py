@@ -11,11 +11,11 @@ from flax import nnx
 
 torch = pytest.importorskip("torch")
 
-from sovits2_jax.convert import parity_vits  # noqa: E402
 from sovits2_jax.convert.gpt_sovits_keys import rules_for  # noqa: E402
 from sovits2_jax.convert.mapping import expected_shapes, torch_to_ours  # noqa: E402
 from sovits2_jax.convert.params import params_from_flat  # noqa: E402
 from sovits2_jax.models.vits2 import losses  # noqa: E402
+from sovits2_jax.parity.references import vits as parity_vits  # noqa: E402
 
 pytestmark = pytest.mark.parity
 ATOL = 1e-4
@@ -37,14 +37,7 @@ def _close(got, want, atol=ATOL):
 
 
 def _perturb(module, seed):
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in module.named_parameters():
-            if name.endswith("weight_g"):
-                p.mul_(0.5 + torch.rand(p.shape, generator=gen))
-            elif name.endswith("bias") or not p.any():
-                p.copy_(0.1 * torch.randn(p.shape, generator=gen))
-    return module.eval()
+    return parity_vits.perturb_(module, seed).eval()
 
 
 def test_training_forward_and_losses(monkeypatch):
@@ -112,6 +105,8 @@ def test_mpd_with_scale_discriminator_and_gan_losses():
 
     torch.manual_seed(0)
     ref = _perturb(TorchMPD(), 1)
+    torch.manual_seed(0)
+    assert parity_vits.unperturbed(ref, TorchMPD()) == []
     make = lambda: MultiPeriodDiscriminator(scale_layers=VITS_S_LAYERS, rngs=nnx.Rngs(0))
     flat = torch_to_ours(
         ((k, v.numpy()) for k, v in ref.state_dict().items()), mpd_rules(with_scale=True), expected_shapes(make)
@@ -144,8 +139,13 @@ def test_transformer_coupling_layer_applies_every_layer():
     from sovits2_jax.models.vits2.flows import CouplingLayer
 
     channels, hidden, filt, heads, layers, kernel, gin = 16, 32, 64, 2, 3, 5, 24
+    make_ref = lambda: TorchTCL(channels, hidden, kernel, layers, heads, 0.0, filt, mean_only=True, gin_channels=gin)
     torch.manual_seed(0)
-    ref = _perturb(TorchTCL(channels, hidden, kernel, layers, heads, 0.0, filt, mean_only=True, gin_channels=gin), 3)
+    ref = _perturb(make_ref(), 3)
+    torch.manual_seed(0)
+    fresh = make_ref()
+    assert parity_vits.unperturbed(ref, fresh) == []
+    assert any(k.endswith(".gamma") for k in fresh.state_dict())
     assert len(ref.enc.attn_layers) == layers
 
     def make():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from sovits2_jax.data import corpus
+from sovits2_jax.data.prep import corpus
 
 
 def _files(root):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from sovits2_jax.data.kaldi import prepare, read_kaldi_dir
+from sovits2_jax.data.prep.kaldi import prepare, read_kaldi_dir
 
 
 def _utt(root, utt, text="hello there", seconds=0.5):

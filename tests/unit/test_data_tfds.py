@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from sovits2_jax.data import tfds_source
+from sovits2_jax.data.prep import tfds_source
 
 
 def test_utterance_ids_follow_libritts():
@@ -25,7 +25,7 @@ def test_unknown_split_is_named(tmp_path):
 def test_mock_libritts_becomes_a_prepared_corpus(tmp_path):
     tfds = pytest.importorskip("tensorflow_datasets")
     pytest.importorskip("tensorflow")
-    from sovits2_jax.data.kaldi import prepare
+    from sovits2_jax.data.prep.kaldi import prepare
 
     with tfds.testing.mock_data(num_examples=6):
         counts = tfds_source.export_libritts(

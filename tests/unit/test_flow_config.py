@@ -2,8 +2,9 @@
 
 import pytest
 
+from configs.flow import named_config
 from sovits2_jax.config import load_config, validate
-from sovits2_jax.models.flow.config import FlowConfig, named_config
+from sovits2_jax.models.flow.config import FlowConfig
 
 
 @pytest.mark.parametrize("size", ["real", "tiny"])

@@ -12,9 +12,10 @@ import pytest
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
+from configs.flow import tiny_config
 from sovits2_jax.convert.params import params_from_flat, params_to_flat
 from sovits2_jax.models.flow import CausalMaskedDiffWithXvec
-from sovits2_jax.models.flow.config import EncoderConfig, EstimatorConfig, FlowConfig, tiny_config
+from sovits2_jax.models.flow.config import EncoderConfig, EstimatorConfig, FlowConfig
 from sovits2_jax.models.flow.flow import draw_training_randomness
 from sovits2_jax.parallel.mesh import make_mesh
 from sovits2_jax.parallel.rules import SHARDING_RULES

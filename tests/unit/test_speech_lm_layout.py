@@ -7,21 +7,22 @@ import pytest
 from flax import nnx
 
 from sovits2_jax.config import load_config
-from sovits2_jax.models import generate as gen
+from sovits2_jax.infer import generate as gen
+from sovits2_jax.models import layouts
 from sovits2_jax.models import speech_lm as slm
 from sovits2_jax.models.qwen2 import Qwen2Config
 
-S, T, SP, PAD = slm.SPECIAL, slm.TEXT, slm.SPEECH, slm.PAD
+S, T, SP, PAD = layouts.SPECIAL, layouts.TEXT, layouts.SPEECH, layouts.PAD
 TINY = Qwen2Config(vocab_size=64, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4, num_kv_heads=2)
 
 
 def test_gpt_sovits2_packing_by_hand():
-    seq = slm.gpt_sovits2_sequence([[1, 2], [3]], [[10, 11], [12, 13, 14]], speech_token_size=50)
+    seq = layouts.gpt_sovits2_sequence([[1, 2], [3]], [[10, 11], [12, 13, 14]], speech_token_size=50)
     assert seq["kinds"].tolist() == [S, T, T, S, SP, SP, SP, T, S, SP, SP, SP]
     assert seq["ids"].tolist() == [0, 1, 2, 1, 10, 11, 50, 3, 1, 12, 13, 14]
     assert seq["targets"].tolist() == [-1] * 8 + [12, 13, 14, 50]
     assert seq["text_segments"].tolist() == [0, 1, 1, 0, 0, 0, 0, 2, 0, 0, 0, 0]
-    ref = slm.gpt_sovits2_sequence(
+    ref = layouts.gpt_sovits2_sequence(
         [[1, 2], [3]], [[10, 11], [12, 13, 14]], speech_token_size=50, loss_on_references=True
     )
     assert ref["targets"].tolist() == [-1, -1, -1, 10, 11, 50, -1, -1, 12, 13, 14, 50]
@@ -29,16 +30,16 @@ def test_gpt_sovits2_packing_by_hand():
 
 def test_gpt_sovits2_inference_prompt_is_the_training_prefix():
     texts, speeches = [[1, 2], [3, 4, 5], [6]], [[10], [11, 12], [13, 14]]
-    train = slm.gpt_sovits2_sequence(texts, speeches, speech_token_size=50)
-    prompt = slm.gpt_sovits2_sequence(texts, speeches[:-1], speech_token_size=50)
+    train = layouts.gpt_sovits2_sequence(texts, speeches, speech_token_size=50)
+    prompt = layouts.gpt_sovits2_sequence(texts, speeches[:-1], speech_token_size=50)
     n = len(prompt["kinds"])
-    assert prompt["kinds"][-1] == S and prompt["ids"][-1] == slm.TASK_ID
+    assert prompt["kinds"][-1] == S and prompt["ids"][-1] == layouts.TASK_ID
     for key in ("kinds", "ids", "text_segments"):
         np.testing.assert_array_equal(prompt[key], train[key][:n])
     assert (prompt["targets"] == -1).all()
     assert train["targets"][n - 1] == 13  # the last task_id predicts the first target speech token
     with pytest.raises(ValueError, match="speech blocks"):
-        slm.gpt_sovits2_sequence(texts, speeches[:1], speech_token_size=50)
+        layouts.gpt_sovits2_sequence(texts, speeches[:1], speech_token_size=50)
 
 
 def test_text_features_enter_only_at_text_positions_and_causally():
@@ -46,8 +47,8 @@ def test_text_features_enter_only_at_text_positions_and_causally():
     model = slm.SpeechLM(config, rngs=nnx.Rngs(0))
     rng = np.random.default_rng(0)
     feats = [rng.normal(size=(2, 8)), rng.normal(size=(3, 8))]
-    seq = slm.gpt_sovits2_sequence([[1, 2], [3, 4, 5]], [[10, 11], [12]], speech_token_size=20, text_features=feats)
-    batch = slm.pad_batch([seq])
+    seq = layouts.gpt_sovits2_sequence([[1, 2], [3, 4, 5]], [[10, 11], [12]], speech_token_size=20, text_features=feats)
+    batch = layouts.pad_batch([seq])
     assert batch["text_features"].shape == (1, len(seq["kinds"]), 8)
 
     def run(f):
@@ -96,9 +97,9 @@ def test_label_smoothing_loss_matches_numpy():
 def test_padding_does_not_change_loss():
     config = slm.SpeechLMConfig(backbone=TINY, speech_token_size=20, layout="gpt_sovits2")
     model = slm.SpeechLM(config, rngs=nnx.Rngs(1))
-    seq = slm.gpt_sovits2_sequence([[1, 2, 3], [4]], [[5, 6], [7, 8, 9]], speech_token_size=20)
-    short = slm.lm_loss(model, slm.pad_batch([seq]))
-    long = slm.lm_loss(model, slm.pad_batch([seq], length=len(seq["kinds"]) + 9))
+    seq = layouts.gpt_sovits2_sequence([[1, 2, 3], [4]], [[5, 6], [7, 8, 9]], speech_token_size=20)
+    short = slm.lm_loss(model, layouts.pad_batch([seq]))
+    long = slm.lm_loss(model, layouts.pad_batch([seq], length=len(seq["kinds"]) + 9))
     np.testing.assert_allclose(short["loss"], long["loss"], rtol=1e-6)
 
 
@@ -107,20 +108,20 @@ def test_generation_from_packed_prompt_with_features():
     graphdef, params = nnx.split(slm.SpeechLM(config, rngs=nnx.Rngs(2)), nnx.Param)
     rng = np.random.default_rng(2)
     prompts = [
-        slm.gpt_sovits2_sequence(
+        layouts.gpt_sovits2_sequence(
             [[1, 2], [3]],
             [[10, 11]],
             speech_token_size=20,
             text_features=[rng.normal(size=(2, 4)), rng.normal(size=(1, 4))],
         ),
-        slm.gpt_sovits2_sequence(
+        layouts.gpt_sovits2_sequence(
             [[4], [5, 6, 7]],
             [[12]],
             speech_token_size=20,
             text_features=[rng.normal(size=(1, 4)), rng.normal(size=(3, 4))],
         ),
     ]
-    batch = slm.pad_batch(prompts)
+    batch = layouts.pad_batch(prompts)
     prompt = {k: batch[k] for k in ("kinds", "ids", "text_features")}
     out = gen.generate(
         graphdef,
@@ -157,8 +158,8 @@ def test_configs_build_model_configs():
 
 def test_bidirectional_text_blocks():
     texts, speeches = [[1, 2, 3], [4, 5]], [[10, 11], [12, 13]]
-    seq = slm.gpt_sovits2_sequence(texts, speeches, speech_token_size=20)
-    batch = slm.pad_batch([seq])
+    seq = layouts.gpt_sovits2_sequence(texts, speeches, speech_token_size=20)
+    batch = layouts.pad_batch([seq])
     changed = dict(batch)
     changed["ids"] = batch["ids"].copy()
     changed["ids"][0, 3] = 7  # last token of text block 1 (positions 1..3)
@@ -184,8 +185,8 @@ def test_bidirectional_cached_decode_equals_full_forward():
     )
     graphdef, params = nnx.split(slm.SpeechLM(config, rngs=nnx.Rngs(5)), nnx.Param)
     texts, speeches = [[1, 2, 3], [4, 5, 6, 7]], [[10, 11, 12], [13, 14, 15, 16]]
-    train = slm.pad_batch([slm.gpt_sovits2_sequence(texts, speeches, speech_token_size=20)])
-    prompt = slm.pad_batch([slm.gpt_sovits2_sequence(texts, speeches[:1], speech_token_size=20)])
+    train = layouts.pad_batch([layouts.gpt_sovits2_sequence(texts, speeches, speech_token_size=20)])
+    prompt = layouts.pad_batch([layouts.gpt_sovits2_sequence(texts, speeches[:1], speech_token_size=20)])
     p = int(prompt["lengths"][0])
     fed = train["ids"][:, p:]
     cached = gen.decode_logits(
@@ -202,8 +203,8 @@ def test_bidirectional_cached_decode_equals_full_forward():
 def test_packed_row_equals_separate_rows():
     config = slm.SpeechLMConfig(backbone=TINY, speech_token_size=20, layout="gpt_sovits2")
     model = slm.SpeechLM(config, rngs=nnx.Rngs(6))
-    a = slm.gpt_sovits2_sequence([[1, 2], [3]], [[10], [11, 12]], speech_token_size=20)
-    b = slm.gpt_sovits2_sequence([[4, 5, 6], [7]], [[13, 14], [15]], speech_token_size=20)
+    a = layouts.gpt_sovits2_sequence([[1, 2], [3]], [[10], [11, 12]], speech_token_size=20)
+    b = layouts.gpt_sovits2_sequence([[4, 5, 6], [7]], [[13, 14], [15]], speech_token_size=20)
     na, nb = len(a["kinds"]), len(b["kinds"])
     kinds = np.concatenate([a["kinds"], b["kinds"]])[None]
     ids = np.concatenate([a["ids"], b["ids"]])[None]

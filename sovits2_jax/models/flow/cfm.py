@@ -50,11 +50,14 @@ def sample(
     streaming=False,
     temperature: float = 1.0,
     n_timesteps: int | None = None,
-) -> jax.Array:
+    step_state=None,
+):
     """Integrates dx/dt = v from ``noise * temperature`` at t=0 to t=1; returns the mel [B, T, M] (float32).
 
     Guidance: the conditional and the unconditional (mu, spks, cond zeroed) velocities come from one estimator call
-    on a doubled batch; v = (1 + rate) v_cond - rate v_uncond.
+    on a doubled batch; v = (1 + rate) v_cond - rate v_uncond. ``step_state`` (a pytree stacked over the Euler
+    steps, e.g. a streaming cache) goes to the estimator as ``step_state=`` at each step; the estimator then returns
+    (velocity, new state) and ``sample`` returns (mel, new states stacked over the steps).
     """
     n = cfg.n_timesteps if n_timesteps is None else n_timesteps
     ts, dts = time_schedule(n, cfg.t_scheduler)
@@ -65,9 +68,10 @@ def sample(
     spks2 = jnp.concatenate([spks, jnp.zeros_like(spks)], axis=0)
     cond2 = jnp.concatenate([cond, jnp.zeros_like(cond)], axis=0)
 
-    def step(x, t_dt):
-        t, dt = t_dt
-        v = estimator(
+    def step(x, inputs):
+        t, dt, state = inputs
+        extra = {} if step_state is None else {"step_state": state}
+        out = estimator(
             jnp.concatenate([x, x], axis=0),
             mask2,
             mu2,
@@ -75,13 +79,15 @@ def sample(
             spks2,
             cond2,
             streaming=streaming,
+            **extra,
         )
+        v, new_state = (out, None) if step_state is None else out
         v = (1.0 + rate) * v[:b] - rate * v[b:]
-        return x + dt.astype(x.dtype) * v, None
+        return x + dt.astype(x.dtype) * v, new_state
 
     x0 = noise.astype(mu.dtype) * temperature
-    x, _ = jax.lax.scan(step, x0, (jnp.asarray(ts), jnp.asarray(dts)))
-    return x.astype(jnp.float32)
+    x, new_states = jax.lax.scan(step, x0, (jnp.asarray(ts), jnp.asarray(dts), step_state))
+    return x.astype(jnp.float32) if step_state is None else (x.astype(jnp.float32), new_states)
 
 
 def draw_loss_randomness(key: jax.Array, shape: tuple[int, int, int], cfg: CFMConfig) -> dict[str, jax.Array]:

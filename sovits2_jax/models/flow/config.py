@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+
+from sovits2_jax.models.config_base import ConfigBase
 
 
 def _check_positive(owner: str, **values: int) -> None:
@@ -14,8 +14,10 @@ def _check_positive(owner: str, **values: int) -> None:
 
 
 @dataclass(frozen=True)
-class EncoderConfig:
+class EncoderConfig(ConfigBase):
     """UpsampleConformerEncoder: linear input layer, ESPnet rel-pos conformer blocks (no conv module, no macaron)."""
+
+    config_name = "encoder config"
 
     input_size: int = 512
     output_size: int = 512
@@ -50,8 +52,10 @@ class EncoderConfig:
 
 
 @dataclass(frozen=True)
-class EstimatorConfig:
+class EstimatorConfig(ConfigBase):
     """CausalConditionalDecoder (causal 1-D U-Net with transformer blocks)."""
+
+    config_name = "estimator config"
 
     in_channels: int = 320
     out_channels: int = 80
@@ -80,8 +84,10 @@ class EstimatorConfig:
 
 
 @dataclass(frozen=True)
-class CFMConfig:
+class CFMConfig(ConfigBase):
     """CausalConditionalCFM: Euler sampling with classifier-free guidance; flow-matching loss."""
+
+    config_name = "cfm config"
 
     sigma_min: float = 1e-6
     t_scheduler: str = "cosine"
@@ -96,8 +102,10 @@ class CFMConfig:
 
 
 @dataclass(frozen=True)
-class FlowConfig:
+class FlowConfig(ConfigBase):
     """CausalMaskedDiffWithXvec: token embedding + x-vector projection + encoder + CFM decoder."""
+
+    config_name = "flow config"
 
     vocab_size: int = 6561
     input_size: int = 512
@@ -112,7 +120,7 @@ class FlowConfig:
         for name, cls in (("encoder", EncoderConfig), ("estimator", EstimatorConfig), ("cfm", CFMConfig)):
             value = getattr(self, name)
             if isinstance(value, dict):
-                object.__setattr__(self, name, _build(cls, value, name))
+                object.__setattr__(self, name, cls.from_dict(value))
         if self.encoder.input_size != self.input_size:
             raise ValueError(f"encoder.input_size={self.encoder.input_size} must equal input_size={self.input_size}")
         if self.token_mel_ratio != self.encoder.upsample_stride:
@@ -131,39 +139,7 @@ class FlowConfig:
                 f"estimator.out_channels={self.estimator.out_channels} must equal output_size={self.output_size}"
             )
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> FlowConfig:
-        return _build(cls, d, "flow")
 
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["estimator"]["channels"] = list(d["estimator"]["channels"])
-        return d
-
-
-def _build(cls, d: dict[str, Any], where: str):
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(d) - names)
-    if unknown:
-        raise ValueError(f"unknown {where} config keys: {unknown}")
-    return cls(**dict(d))
-
-
-def tiny_config() -> FlowConfig:
-    """A small flow for tests. The torch reference hard-codes a 512-wide encoder (pre-lookahead, upsample), 4
-    up-blocks, a look-ahead of 3 and 80 mel channels, so those stay; everything else shrinks."""
-    return FlowConfig(
-        vocab_size=64,
-        spk_embed_dim=16,
-        encoder=EncoderConfig(num_blocks=1, linear_units=256, attention_heads=8),
-        estimator=EstimatorConfig(channels=(64,), attention_head_dim=32, n_blocks=1, num_mid_blocks=2, num_heads=2),
-    )
-
-
-def named_config(size: str) -> FlowConfig:
-    """ "real" = CosyVoice2-0.5B's flow, "tiny" = the test size."""
-    if size == "real":
-        return FlowConfig()
-    if size == "tiny":
-        return tiny_config()
-    raise ValueError(f"unknown flow size {size!r} (expected 'real' or 'tiny')")
+def validate(section, prefix: str = "config.model") -> None:
+    """Checks a flow model section (a FlowConfig as a dict); ConfigError starting with ``prefix``."""
+    FlowConfig.from_section(section, prefix)

@@ -1,9 +1,10 @@
-"""Configuration of the VITS decoder: GPT-SoVITS s2 (v1 / v2) and the GPT-SoVITS2 variant."""
+"""Configuration of the VITS decoder: GPT-SoVITS s2 (v1 / v2) and GPT-SoVITS2's VITS2 (presets: configs/vits2.py)."""
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+
+from sovits2_jax.models.config_base import ConfigBase
 
 CONTENT_KINDS = ("hubert_vq", "tokens")
 TEXT_INPUTS = ("ids", "features")
@@ -12,8 +13,10 @@ POSITIONS = ("relative", "rope")
 
 
 @dataclasses.dataclass(frozen=True)
-class VitsConfig:
+class VitsConfig(ConfigBase):
     """Every size of ``SynthesizerTrn``; defaults are the released GPT-SoVITS s2 v2 model (32 kHz, hop 640)."""
+
+    config_name = "vits config"
 
     version: str = "v2"
     # audio frontend (linear spectrogram at 50 frames/s)
@@ -142,57 +145,10 @@ class VitsConfig:
         need(self.segment_size % self.hop_length == 0, "segment_size", "must be a multiple of hop_length")
         need(self.n_layers >= 2, "n_layers", "the content encoders use n_layers // 2 >= 1 layers")
 
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        return {
-            k: [list(x) for x in v] if k == "resblock_dilation_sizes" else (list(v) if isinstance(v, tuple) else v)
-            for k, v in d.items()
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> VitsConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"vits config: unknown keys {unknown}")
-        d = dict(d)
-        for k in ("resblock_kernel_sizes", "upsample_rates", "upsample_kernel_sizes"):
-            if k in d:
-                d[k] = tuple(int(x) for x in d[k])
-        if "resblock_dilation_sizes" in d:
-            d["resblock_dilation_sizes"] = tuple(tuple(int(y) for y in x) for x in d["resblock_dilation_sizes"])
-        return cls(**d)
-
     def replace(self, **kw) -> VitsConfig:
         return dataclasses.replace(self, **kw)
 
 
-def gpt_sovits_v1() -> VitsConfig:
-    """Released GPT-SoVITS s2 v1 (322 phoneme symbols, reference encoder over all 1025 bins)."""
-    return VitsConfig(version="v1", n_symbols=322, ref_channels=1025)
-
-
-def gpt_sovits_v2() -> VitsConfig:
-    """Released GPT-SoVITS s2 v2 (732 symbols, reference encoder over the first 704 bins)."""
-    return VitsConfig(version="v2", n_symbols=732, ref_channels=704)
-
-
-def gpt_sovits2() -> VitsConfig:
-    """GPT-SoVITS2's VITS2 decoder: S3 tokens, BPE text, RoPE, hidden 256 / 4 heads / filter 1024 / 6 layers,
-    transformer coupling flow (mean-only, 4 flows, all 6 layers applied)."""
-    return VitsConfig(
-        version="sovits2",
-        inter_channels=192,
-        hidden_channels=256,
-        filter_channels=1024,
-        n_heads=4,
-        n_layers=6,
-        position="rope",
-        content="tokens",
-        speech_vocab_size=4096 + 3,
-        text_input="ids",
-        n_symbols=151936,
-        flow="transformer",
-        flow_layers=6,
-        ref_channels=704,
-    )
+def validate(section, prefix: str = "config.vits.model") -> None:
+    """Checks a VITS model section (VitsConfig fields); ConfigError starting with ``prefix``."""
+    VitsConfig.from_section(section, prefix)

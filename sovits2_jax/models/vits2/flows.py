@@ -102,16 +102,8 @@ def transformer_flow(
                 channels,
                 hidden_channels,
                 Encoder(
-                    hidden_channels,
-                    filter_channels,
-                    n_heads,
-                    n_layers,
-                    kernel_size,
-                    window_size=window_size,
-                    rope_theta=rope_theta,
-                    gin_channels=gin_channels,
-                    p_dropout=p_dropout,
-                    rngs=rngs,
+                    hidden_channels, filter_channels, n_heads, n_layers, kernel_size, window_size=window_size,
+                    rope_theta=rope_theta, gin_channels=gin_channels, p_dropout=p_dropout, rngs=rngs,
                 ),
                 rngs=rngs,
             )

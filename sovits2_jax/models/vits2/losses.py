@@ -35,13 +35,9 @@ def segment_targets(cfg, wav: jax.Array, spec: jax.Array, starts: jax.Array) -> 
 
 def generated_mel(cfg, y_hat: jax.Array) -> jax.Array:
     return mel_spectrogram(
-        y_hat,
-        sampling_rate=cfg.sampling_rate,
-        n_fft=cfg.n_fft,
-        hop_size=cfg.hop_length,
-        win_size=cfg.win_length,
+        y_hat, sampling_rate=cfg.sampling_rate, n_fft=cfg.n_fft, hop_size=cfg.hop_length, win_size=cfg.win_length,
         num_mels=cfg.n_mel_channels,
-    )
+    )  # fmt: skip
 
 
 def generator_losses(cfg, out: dict, y_mel: jax.Array, disc_out=None) -> dict[str, jax.Array]:

@@ -26,12 +26,7 @@ class MRTE(nnx.Module):
         self.c_post = conv1x1(hidden, out_channels, rngs=rngs)
 
     def __call__(
-        self,
-        content: jax.Array,
-        content_mask: jax.Array,
-        text: jax.Array,
-        text_mask: jax.Array,
-        ge: jax.Array | None,
+        self, content: jax.Array, content_mask: jax.Array, text: jax.Array, text_mask: jax.Array, ge: jax.Array | None
     ) -> jax.Array:
         mask = attention_mask(content_mask, text_mask)
         c = self.c_pre(content * content_mask)

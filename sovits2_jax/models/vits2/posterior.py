@@ -12,17 +12,9 @@ from sovits2_jax.models.vits2.wavenet import WaveNet
 
 class PosteriorEncoder(nnx.Module):
     def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        hidden_channels: int,
-        kernel_size: int,
-        dilation_rate: int,
-        n_layers: int,
-        *,
-        gin_channels: int = 0,
-        rngs: nnx.Rngs,
-    ):
+        self, in_channels: int, out_channels: int, hidden_channels: int, kernel_size: int, dilation_rate: int,
+        n_layers: int, *, gin_channels: int = 0, rngs: nnx.Rngs,
+    ):  # fmt: skip
         self.out_channels = out_channels
         self.pre = conv1x1(in_channels, hidden_channels, rngs=rngs)
         self.enc = WaveNet(hidden_channels, kernel_size, dilation_rate, n_layers, gin_channels=gin_channels, rngs=rngs)

@@ -46,62 +46,30 @@ class SynthesizerTrn(nnx.Module):
             self.token_embedding = Embed(cfg.speech_vocab_size, cfg.hidden_channels, rngs=rngs)
         self.enc_p = TextEncoder(cfg, rngs=rngs)
         self.ref_enc = MelStyleEncoder(
-            cfg.ref_channels,
-            cfg.style_hidden,
-            cfg.gin_channels,
-            cfg.style_kernel_size,
-            cfg.style_heads,
-            rngs=rngs,
+            cfg.ref_channels, cfg.style_hidden, cfg.gin_channels, cfg.style_kernel_size, cfg.style_heads, rngs=rngs
         )
         if cfg.flow == "wavenet":
             self.flow = wavenet_flow(
-                cfg.inter_channels,
-                cfg.hidden_channels,
-                cfg.flow_kernel_size,
-                cfg.flow_dilation_rate,
-                cfg.flow_layers,
-                cfg.n_flows,
-                cfg.gin_channels,
-                rngs=rngs,
-            )
+                cfg.inter_channels, cfg.hidden_channels, cfg.flow_kernel_size, cfg.flow_dilation_rate, cfg.flow_layers,
+                cfg.n_flows, cfg.gin_channels, rngs=rngs,
+            )  # fmt: skip
         else:
             rope = cfg.position == "rope"
             self.flow = transformer_flow(
-                cfg.inter_channels,
-                cfg.hidden_channels,
-                cfg.filter_channels,
-                cfg.n_heads,
-                cfg.flow_layers,
-                cfg.flow_kernel_size,
-                cfg.n_flows,
-                cfg.gin_channels,
-                window_size=None if rope else cfg.window_size,
-                rope_theta=cfg.rope_theta if rope else None,
-                p_dropout=cfg.p_dropout,
-                rngs=rngs,
-            )
+                cfg.inter_channels, cfg.hidden_channels, cfg.filter_channels, cfg.n_heads, cfg.flow_layers,
+                cfg.flow_kernel_size, cfg.n_flows, cfg.gin_channels, window_size=None if rope else cfg.window_size,
+                rope_theta=cfg.rope_theta if rope else None, p_dropout=cfg.p_dropout, rngs=rngs,
+            )  # fmt: skip
         self.dec = Generator(
-            cfg.inter_channels,
-            cfg.resblock,
-            cfg.resblock_kernel_sizes,
-            cfg.resblock_dilation_sizes,
-            cfg.upsample_rates,
-            cfg.upsample_initial_channel,
-            cfg.upsample_kernel_sizes,
-            gin_channels=cfg.gin_channels,
+            cfg.inter_channels, cfg.resblock, cfg.resblock_kernel_sizes, cfg.resblock_dilation_sizes,
+            cfg.upsample_rates, cfg.upsample_initial_channel, cfg.upsample_kernel_sizes, gin_channels=cfg.gin_channels,
             rngs=rngs,
-        )
+        )  # fmt: skip
         if cfg.with_posterior:
             self.enc_q = PosteriorEncoder(
-                cfg.spec_channels,
-                cfg.inter_channels,
-                cfg.hidden_channels,
-                cfg.posterior_kernel_size,
-                cfg.posterior_dilation_rate,
-                cfg.posterior_layers,
-                gin_channels=cfg.gin_channels,
-                rngs=rngs,
-            )
+                cfg.spec_channels, cfg.inter_channels, cfg.hidden_channels, cfg.posterior_kernel_size,
+                cfg.posterior_dilation_rate, cfg.posterior_layers, gin_channels=cfg.gin_channels, rngs=rngs,
+            )  # fmt: skip
 
     # -- pieces -----------------------------------------------------------------------------------------------
     def style(self, refer: jax.Array, refer_lengths: jax.Array | None = None) -> jax.Array:
@@ -219,13 +187,5 @@ class SynthesizerTrn(nnx.Module):
         starts = jnp.asarray(slice_starts, jnp.int32)
         y_hat = self.dec(slice_segments(z, starts, seg), ge)[..., 0]
         return dict(
-            y_hat=y_hat,
-            ids_slice=starts,
-            mask=mask,
-            z=z,
-            z_p=z_p,
-            m_p=m_p,
-            logs_p=logs_p,
-            m_q=m_q,
-            logs_q=logs_q,
+            y_hat=y_hat, ids_slice=starts, mask=mask, z=z, z_p=z_p, m_p=m_p, logs_p=logs_p, m_q=m_q, logs_q=logs_q
         )

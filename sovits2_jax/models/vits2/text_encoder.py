@@ -59,16 +59,9 @@ class TextEncoder(nnx.Module):
         self.proj = conv1x1(h, 2 * cfg.inter_channels, rngs=rngs)
 
     def __call__(
-        self,
-        content: jax.Array,
-        content_mask: jax.Array,
-        text: jax.Array,
-        text_mask: jax.Array,
-        ge: jax.Array | None,
-        *,
-        dropout_key: jax.Array | None = None,
-        speed: float = 1.0,
-    ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+        self, content: jax.Array, content_mask: jax.Array, text: jax.Array, text_mask: jax.Array, ge: jax.Array | None,
+        *, dropout_key: jax.Array | None = None, speed: float = 1.0,
+    ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:  # fmt: skip
         """content [B, T, C], text ids [B, S] (or features [B, S, F]), masks [B, *, 1] -> (h, m, logs).
         ``dropout_key`` enables the transformers' dropout (training). ``speed`` != 1 (GPT-SoVITS v2) resamples the
         frames linearly to int(T / speed) + 1 before the projection; the returned mask is resampled too."""

@@ -14,15 +14,9 @@ from sovits2_jax.nn.weight_norm import weight_norm
 
 class WaveNet(nnx.Module):
     def __init__(
-        self,
-        hidden_channels: int,
-        kernel_size: int,
-        dilation_rate: int,
-        n_layers: int,
-        *,
-        gin_channels: int = 0,
+        self, hidden_channels: int, kernel_size: int, dilation_rate: int, n_layers: int, *, gin_channels: int = 0,
         rngs: nnx.Rngs,
-    ):
+    ):  # fmt: skip
         if kernel_size % 2 != 1:
             raise ValueError(f"WaveNet kernel_size must be odd, got {kernel_size}")
         self.hidden_channels, self.n_layers = hidden_channels, n_layers

@@ -1,7 +1,7 @@
 """Offline stand-ins for campplus.onnx and speech_tokenizer_v2.onnx, fitted on the user's own data.
 
-    python -m sovits2_jax.data.offline_models tokenizer --dir data/train --out exp/offline_tokenizer.onnx
-    python -m sovits2_jax.data.offline_models speaker --dir data/train --out exp/offline_speaker.onnx
+    python -m sovits2_jax.data.prep.offline_models tokenizer --dir data/train --out exp/offline_tokenizer.onnx
+    python -m sovits2_jax.data.prep.offline_models speaker --dir data/train --out exp/offline_speaker.onnx
 
 * Speech tokenizer: k-means over whisper log-mel frames stacked 4 at a time (25 Hz, the S3 v2 token rate),
   saved as ONNX with the S3 signature (``feats`` [B, 128, T] float32, ``feats_length`` [B] int32 ->
@@ -17,17 +17,18 @@ All are weaker than the real models; use the real ONNX files whenever you have t
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 
 import numpy as np
+from absl import app, flags
 from tqdm import tqdm
 
 from sovits2_jax.audio.fbank import campplus_features
 from sovits2_jax.audio.io import AudioError, load_audio
 from sovits2_jax.audio.whisper_mel import log_mel_spectrogram
-from sovits2_jax.data.kaldi import read_kaldi_dir
+from sovits2_jax.data.prep import command, run
+from sovits2_jax.data.prep.kaldi import read_kaldi_dir
 
 log = logging.getLogger(__name__)
 
@@ -291,28 +292,27 @@ def fit_speaker_encoder(data_dir: str, out_path: str, *, dim: int = 192) -> str:
     return out_path
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description="Fit offline speech-tokenizer / speaker-encoder ONNX models")
-    p.add_argument("what", choices=["tokenizer", "speaker", "resemblyzer"])
-    p.add_argument("--dir", help="Kaldi data dir to fit on (tokenizer, speaker)")
-    p.add_argument("--out", required=True, help="output .onnx path")
-    p.add_argument("--codebook_size", type=int, default=512)
-    p.add_argument("--dim", type=int, default=192)
-    p.add_argument("--seed", type=int, default=0)
-    a = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    if a.what == "resemblyzer":
-        from sovits2_jax.data.resemblyzer_encoder import export_resemblyzer
+def main(argv: list[str]) -> None:
+    """CLI: fit ``tokenizer`` / ``speaker`` on ``--dir``, or export ``resemblyzer``, to ``--out``."""
+    what = command(argv, ("tokenizer", "speaker", "resemblyzer"))
+    f = flags.FLAGS
+    if what == "resemblyzer":
+        from sovits2_jax.data.prep.resemblyzer_encoder import export_resemblyzer
 
-        export_resemblyzer(a.out)
-    elif not a.dir:
-        p.error(f"{a.what} needs --dir")
-    elif a.what == "tokenizer":
-        fit_tokenizer(a.dir, a.out, codebook_size=a.codebook_size, seed=a.seed)
+        export_resemblyzer(f.out)
+    elif not f.dir:
+        raise app.UsageError(f"{what} needs --dir")
+    elif what == "tokenizer":
+        fit_tokenizer(f.dir, f.out, codebook_size=f.codebook_size, seed=f.seed)
     else:
-        fit_speaker_encoder(a.dir, a.out, dim=a.dim)
-    print(f"wrote {a.out}")
+        fit_speaker_encoder(f.dir, f.out, dim=f.dim)
+    print(f"wrote {f.out}")
 
 
 if __name__ == "__main__":
-    main()
+    flags.DEFINE_string("dir", None, "Kaldi data dir to fit on (tokenizer, speaker)")
+    flags.DEFINE_string("out", None, "output .onnx path", required=True)
+    flags.DEFINE_integer("codebook_size", 512, "tokenizer: k-means codebook size")
+    flags.DEFINE_integer("dim", 192, "speaker: embedding size")
+    flags.DEFINE_integer("seed", 0, "tokenizer: k-means seed")
+    run(main)

@@ -19,9 +19,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from .qwen2 import KVCache, Qwen2ForCausalLM, init_cache
-from .sampling import SamplingConfig, sample_tokens
-from .speech_lm import PAD, SpeechLM, cosyvoice2_prompt
+from sovits2_jax.infer.sampling import SamplingConfig, sample_tokens
+from sovits2_jax.models.layouts import PAD, cosyvoice2_prompt
+from sovits2_jax.models.qwen2 import KVCache, Qwen2ForCausalLM, init_cache
+from sovits2_jax.models.speech_lm import SpeechLM
 
 RECENT = 16  # decoded tokens kept visible to RAS (>= its window)
 
@@ -199,7 +200,8 @@ def _teacher_forced_jit(graphdef, params, prompt, prompt_len, tokens, *, cache_l
 # ------------------------------------------------------------------------------------------- front end
 
 
-def _prepare(prompt, prompt_len, key, min_len, max_len, *, sampling, eos_id, forbid_from, prompt_bucket):
+def _prepare(prompt, prompt_len, key, min_len, max_len, sampling, eos_id, forbid_from, prompt_bucket):
+    """Pads the prompt to its bucket and checks lengths and keys; returns the jit inputs and the DecodeSpec."""
     prompt = {k: np.asarray(v) for k, v in prompt.items()}
     b, p = prompt["ids"].shape
     prompt_len = np.asarray(prompt_len, np.int32).reshape(b)
@@ -240,15 +242,7 @@ def generate(
     Qwen2ForCausalLM, [B, P] right-padded, with ``prompt_len`` [B]. ``key``: one typed key or [B] per-row keys.
     """
     prompt, prompt_len, keys, min_len, max_len, spec = _prepare(
-        prompt,
-        prompt_len,
-        key,
-        min_len,
-        max_len,
-        sampling=sampling,
-        eos_id=eos_id,
-        forbid_from=forbid_from,
-        prompt_bucket=prompt_bucket,
+        prompt, prompt_len, key, min_len, max_len, sampling, eos_id, forbid_from, prompt_bucket
     )
     tokens, lengths, hit = _generate_jit(graphdef, params, prompt, prompt_len, keys, min_len, max_len, spec=spec)
     return Generation(np.asarray(tokens), np.asarray(lengths), np.asarray(hit))
@@ -273,15 +267,7 @@ def stream(
     if chunk < 1:
         raise ValueError(f"chunk must be >= 1, got {chunk}")
     prompt, prompt_len, keys, min_len, max_len, spec = _prepare(
-        prompt,
-        prompt_len,
-        key,
-        min_len,
-        max_len,
-        sampling=sampling,
-        eos_id=eos_id,
-        forbid_from=forbid_from,
-        prompt_bucket=prompt_bucket,
+        prompt, prompt_len, key, min_len, max_len, sampling, eos_id, forbid_from, prompt_bucket
     )
     state = _prefill_jit(graphdef, params, prompt, prompt_len, max_len, spec=spec)
     sent = np.zeros(len(prompt_len), np.int64)

@@ -1,6 +1,6 @@
 """Built-in multi-speaker corpus: espeak-ng speech in the LibriTTS layout, at 24 kHz, deterministic for a seed.
 
-    python -m sovits2_jax.data.corpus --out DIR --hours 0.5 --speakers 8 --languages en,fr,de,es --seed 0
+    python -m sovits2_jax.data.prep.corpus --out DIR --hours 0.5 --speakers 8 --languages en,fr,de,es --seed 0
 
 Speakers are espeak-ng voice variants with their own rate, pitch and pitch range, each reading sentences of one
 language. The sentences in ``sentences/*.txt`` were written for this project and are dedicated to the public
@@ -10,7 +10,6 @@ domain. Layout: ``DIR/SPEAKER/CHAPTER/SPEAKER_CHAPTER_PARA_SENT.{wav,normalized.
 
 from __future__ import annotations
 
-import argparse
 import collections
 import concurrent.futures
 import dataclasses
@@ -21,11 +20,13 @@ from collections.abc import Iterator
 from importlib import resources
 
 import numpy as np
+from absl import flags
 from tqdm import tqdm
 
 from sovits2_jax.audio.io import write_wav
 from sovits2_jax.audio.loudness import TARGET_LUFS, normalize_loudness
 from sovits2_jax.audio.resample import resample
+from sovits2_jax.data.prep import command, run
 
 SAMPLE_RATE = 24000
 ESPEAK_VOICE = {"en": "en-us", "fr": "fr", "de": "de", "es": "es"}
@@ -66,14 +67,14 @@ class Job:
 def load_sentences(language: str) -> list[str]:
     """The built-in sentences of a language (one per line)."""
     try:
-        text = resources.files("sovits2_jax.data").joinpath("sentences", f"{language}.txt").read_text("utf-8")
+        text = resources.files("sovits2_jax.data.prep").joinpath("sentences", f"{language}.txt").read_text("utf-8")
     except FileNotFoundError:
         raise ValueError(f"corpus: no built-in sentences for language {language!r}; have {languages()}") from None
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 
 def languages() -> list[str]:
-    files = resources.files("sovits2_jax.data").joinpath("sentences").iterdir()
+    files = resources.files("sovits2_jax.data.prep").joinpath("sentences").iterdir()
     return sorted(f.name[:-4] for f in files if f.name.endswith(".txt") and f.name[:-4] in ESPEAK_VOICE)
 
 
@@ -136,7 +137,7 @@ def plan(speakers: list[Speaker], seed: int, split: str = "all") -> Iterator[Job
 
 
 def _synthesize_chunk(jobs: list[Job], loudness_lufs: float | None = None) -> list[np.ndarray]:
-    from sovits2_jax.data.espeak import Espeak
+    from sovits2_jax.data.prep.espeak import Espeak
 
     engine = Espeak()
     out = []
@@ -194,7 +195,7 @@ def build_corpus(
     # forkserver + one task per child: each chunk runs in a fresh process forked from one that never
     # synthesised, so the audio is reproducible (see Espeak's docstring).
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["sovits2_jax.data.corpus"])  # numpy etc. imported once; espeak-ng not loaded
+    ctx.set_forkserver_preload(["sovits2_jax.data.prep.corpus"])  # numpy etc. imported once; espeak-ng not loaded
     chunks = _chunks(plan(speakers, seed, split))
     pending: collections.deque = collections.deque()
     with concurrent.futures.ProcessPoolExecutor(max(1, workers), mp_context=ctx, max_tasks_per_child=1) as pool:
@@ -230,26 +231,26 @@ def _write_utterance(root: str, job: Job, wav: np.ndarray) -> None:
             f.write(job.text)
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", required=True, help="output directory (LibriTTS layout)")
-    p.add_argument("--hours", type=float, default=0.5, help="stop once this much audio exists")
-    p.add_argument("--utterances", type=int, default=None, help="exact number of utterances (overrides --hours)")
-    p.add_argument("--speakers", type=int, default=8)
-    p.add_argument("--languages", default="en", help=f"comma-separated, from {sorted(ESPEAK_VOICE)}")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--loudness", type=float, default=TARGET_LUFS, help="LUFS per utterance (nan: no change)")
-    p.add_argument("--split", default="all", choices=["all", "train", "dev"], help="disjoint sentence sets")
-    a = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+def main(argv: list[str]) -> None:
+    """CLI: the built-in corpus in ``--out``."""
+    command(argv)
+    f = flags.FLAGS
     stats = build_corpus(
-        a.out, hours=a.hours, utterances=a.utterances, num_speakers=a.speakers,
-        langs=[s.strip() for s in a.languages.split(",") if s.strip()], seed=a.seed, workers=a.workers,
-        split=a.split, loudness_lufs=None if np.isnan(a.loudness) else a.loudness,
+        f.out, hours=f.hours, utterances=f.utterances, num_speakers=f.speakers,
+        langs=[s.strip() for s in f.languages.split(",") if s.strip()], seed=f.seed, workers=f.workers,
+        split=f.split, loudness_lufs=None if np.isnan(f.loudness) else f.loudness,
     )  # fmt: skip
-    print(f"corpus: {stats['utterances']} utterances, {stats['hours']:.3f} h, {stats['speakers']} speakers -> {a.out}")
+    print(f"corpus: {stats['utterances']} utterances, {stats['hours']:.3f} h, {stats['speakers']} speakers -> {f.out}")
 
 
 if __name__ == "__main__":
-    main()
+    flags.DEFINE_string("out", None, "output directory (LibriTTS layout)", required=True)
+    flags.DEFINE_float("hours", 0.5, "stop once this much audio exists")
+    flags.DEFINE_integer("utterances", None, "exact number of utterances (overrides --hours)")
+    flags.DEFINE_integer("speakers", 8, "number of speakers")
+    flags.DEFINE_string("languages", "en", f"comma-separated, from {sorted(ESPEAK_VOICE)}")
+    flags.DEFINE_integer("seed", 0, "seed of speakers and sentence order")
+    flags.DEFINE_integer("workers", 2, "synthesis processes")
+    flags.DEFINE_float("loudness", TARGET_LUFS, "LUFS per utterance (nan: no change)")
+    flags.DEFINE_enum("split", "all", ["all", "train", "dev"], "disjoint sentence sets")
+    run(main)

@@ -21,10 +21,11 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from .generate import RECENT, bucket
-from .qwen2 import KVCache, init_cache
-from .sampling import SamplingConfig, sample_tokens
-from .speech_lm import PAD, SOS, SPECIAL, SPEECH, TASK_ID, TEXT, SpeechLMConfig
+from sovits2_jax.infer.generate import RECENT, bucket
+from sovits2_jax.infer.sampling import SamplingConfig, sample_tokens
+from sovits2_jax.models.layouts import PAD, SOS, SPECIAL, SPEECH, TASK_ID, TEXT
+from sovits2_jax.models.qwen2 import KVCache, init_cache
+from sovits2_jax.models.speech_lm import SpeechLMConfig
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef",))

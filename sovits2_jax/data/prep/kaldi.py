@@ -1,6 +1,6 @@
 """Kaldi-style data files (wav.scp, text, utt2spk, spk2utt) from a LibriTTS-layout directory.
 
-    python -m sovits2_jax.data.kaldi --src_dir CORPUS/train-clean-100 --des_dir data/train-clean-100
+    python -m sovits2_jax.data.prep.kaldi --src_dir CORPUS/train-clean-100 --des_dir data/train-clean-100
 
 Like CosyVoice's LibriTTS ``prepare_data.py``: audio ``SPEAKER/CHAPTER/UTT.wav`` with its ``UTT.normalized.txt``;
 the speaker is the part of the utterance id before the first underscore. Unusable inputs (missing, empty or
@@ -10,16 +10,17 @@ in ``DES/skipped_kaldi.tsv``.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import glob
 import logging
 import os
 
+from absl import flags
 from tqdm import tqdm
 
 from sovits2_jax.audio.io import AudioError, audio_info
-from sovits2_jax.data.skiplog import SkipLog
+from sovits2_jax.data.prep import command, run
+from sovits2_jax.data.prep.skiplog import SkipLog
 
 log = logging.getLogger(__name__)
 
@@ -141,15 +142,15 @@ def prepare(src_dir: str, des_dir: str) -> tuple[KaldiData, SkipLog]:
     return data, skips
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description="Kaldi data files from a LibriTTS-layout directory")
-    p.add_argument("--src_dir", required=True)
-    p.add_argument("--des_dir", required=True)
-    a = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    data, skips = prepare(a.src_dir, a.des_dir)
-    print(f"kaldi: {len(data)} utterances, {len(data.spk2utt)} speakers -> {a.des_dir}; {skips.summary()}")
+def main(argv: list[str]) -> None:
+    """CLI: Kaldi files in ``--des_dir`` from the LibriTTS-layout ``--src_dir``."""
+    command(argv)
+    f = flags.FLAGS
+    data, skips = prepare(f.src_dir, f.des_dir)
+    print(f"kaldi: {len(data)} utterances, {len(data.spk2utt)} speakers -> {f.des_dir}; {skips.summary()}")
 
 
 if __name__ == "__main__":
-    main()
+    flags.DEFINE_string("src_dir", None, "LibriTTS-layout directory", required=True)
+    flags.DEFINE_string("des_dir", None, "output Kaldi data dir", required=True)
+    run(main)

@@ -13,9 +13,10 @@ Two streamers. ``FlowStreamer`` re-runs the flow over prompt + all tokens so far
 reference) and keeps the new frames: a whole utterance costs O(chunks x length). ``CachedFlowStreamer`` gives the
 same frames without recomputing the prefix in the estimator (~95% of the work): nothing in completed chunks ever
 changes, so it keeps, per Euler step and CFG branch, the K/V of the 56 attention layers and the tails of the causal
-convs (``cached.py``), and runs the estimator only on the new frames. The price is memory: 56 * 10 * 2 * 2 * 512
-floats = 4.6 MB per mel frame in float32 (about 3.7 GB for 16 s with its prompt; half in bf16), bounded by
-``max_frames``. The encoder (~5%) is still re-run over all tokens; its cache would be small but is not written.
+convs (``flow_cached_streaming.py``), and runs the estimator only on the new frames. The price is memory:
+56 * 10 * 2 * 2 * 512 floats = 4.6 MB per mel frame in float32 (about 3.7 GB for 16 s with its prompt; half in
+bf16), bounded by ``max_frames``. The encoder (~5%) is still re-run over all tokens; its cache would be small
+but is not written.
 Both streamers bucket shapes (tokens to multiples of ``bucket``, new frames to multiples of ``frame_bucket``;
 padded frames are masked and, the model being causal, cannot affect valid ones), so a stream compiles a handful
 of shapes, not one per chunk.
@@ -31,6 +32,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+
+from sovits2_jax.infer import flow_cached_streaming as cached
+from sovits2_jax.models.flow.flow import concat_padded
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,8 +165,6 @@ class CachedFlowStreamer(FlowStreamer):
 
     def __init__(self, *args, max_frames: int = 1000, frame_bucket: int = 100, **kwargs):
         super().__init__(*args, **kwargs)
-        from sovits2_jax.models.flow import cached
-
         model = nnx.merge(self.graphdef, self.params)
         self.max_frames, self.frame_bucket = max_frames, frame_bucket
         self.cache = cached.empty_cache(
@@ -208,9 +210,6 @@ def _run_cached_chunk(
     offset,
     n_valid,
 ):
-    from sovits2_jax.models.flow import cached
-    from sovits2_jax.models.flow.flow import concat_padded
-
     model = nnx.merge(graphdef, params)
     cfg = model.cfg
     p = prompt_tokens.shape[1]
@@ -224,10 +223,7 @@ def _run_cached_chunk(
     mu_new = jax.lax.dynamic_slice_in_dim(pad(mu), offset, width, axis=1)
     cond_new = jax.lax.dynamic_slice_in_dim(pad(cond), offset, width, axis=1)
     spks = model.project_speaker(embedding)
-    max_frames = jax.tree.leaves(cache["kv"])[0].shape[2]
-    return cached.sample_chunk(
-        model.estimator, noise, mu_new, spks, cond_new, cache, offset, n_valid, cfg.cfm, max_frames
-    )
+    return cached.sample_chunk(model.estimator, noise, mu_new, spks, cond_new, cache, offset, n_valid, cfg.cfm)
 
 
 _RUN_CACHED = jax.jit(_run_cached_chunk, static_argnums=(0, 7, 8), donate_argnums=(9,))

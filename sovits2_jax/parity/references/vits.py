@@ -1,50 +1,42 @@
 """Parity component ``vits``: GPT-SoVITS ``SynthesizerTrn.decode(codes, text, refer, noise_scale)`` (PyTorch,
 gpt-sovits-infer) against ours on identical weights. Also the shared helpers the sub-module parity tests use:
-a random reference at the released s2 sizes with every parameter perturbed (zero-initialised flow outputs and
-weight-norm gains would otherwise hide bugs), and its conversion into our model."""
+a random reference at the released s2 sizes with every parameter and buffer perturbed (``perturb_``), and its
+conversion into our model."""
 
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 
 import jax
 import numpy as np
 
-from sovits2_jax.convert.parity import ParityCase
-
-WHOLE_MODEL_ATOL = 1e-4
+from sovits2_jax.parity.compare import MODEL_ATOL, ParityCase
 
 
 def torch_kwargs(cfg) -> dict:
     """SynthesizerTrn constructor arguments for a VitsConfig (hps.model-style)."""
+    from sovits2_jax.parity.torch_refs import config_kwargs
+
     return dict(
-        spec_channels=cfg.spec_channels,
+        **config_kwargs(
+            cfg,
+            "spec_channels inter_channels hidden_channels filter_channels n_heads n_layers kernel_size p_dropout "
+            "resblock resblock_kernel_sizes resblock_dilation_sizes upsample_rates upsample_initial_channel "
+            "upsample_kernel_sizes gin_channels semantic_frame_rate",
+        ),
         segment_size=cfg.segment_size // cfg.hop_length,
-        inter_channels=cfg.inter_channels,
-        hidden_channels=cfg.hidden_channels,
-        filter_channels=cfg.filter_channels,
-        n_heads=cfg.n_heads,
-        n_layers=cfg.n_layers,
-        kernel_size=cfg.kernel_size,
-        p_dropout=cfg.p_dropout,
-        resblock=cfg.resblock,
-        resblock_kernel_sizes=list(cfg.resblock_kernel_sizes),
-        resblock_dilation_sizes=[list(d) for d in cfg.resblock_dilation_sizes],
-        upsample_rates=list(cfg.upsample_rates),
-        upsample_initial_channel=cfg.upsample_initial_channel,
-        upsample_kernel_sizes=list(cfg.upsample_kernel_sizes),
-        gin_channels=cfg.gin_channels,
-        semantic_frame_rate=cfg.semantic_frame_rate,
         freeze_quantizer=True,
     )
 
 
-def make_torch_reference(cfg, seed: int = 0):
+def make_torch_reference(cfg, seed: int = 0, *, perturb: bool = True):
     """A random-init gpt-sovits-infer SynthesizerTrn at ``cfg``'s sizes (v2 text table / 704-bin reference
-    encoder swapped in as GPT-SoVITS v2 has them), eval mode, every parameter perturbed."""
+    encoder swapped in as GPT-SoVITS v2 has them), eval mode; ``perturb``: every state-dict tensor perturbed
+    (``perturb_``). The same ``seed`` with ``perturb=False`` gives the fresh-init model."""
     import torch
 
-    from sovits2_jax.convert.torch_refs import import_gpt_sovits
+    from sovits2_jax.parity.torch_refs import import_gpt_sovits
 
     models = import_gpt_sovits()
     modules = import_gpt_sovits("gpt_sovits.module.modules")
@@ -59,16 +51,55 @@ def make_torch_reference(cfg, seed: int = 0):
         model.ref_enc.forward = lambda x, mask=None: full(x[:, : cfg.ref_channels], mask)
     if not cfg.with_posterior:
         del model.enc_q
+    if perturb:
+        perturb_(model, seed + 1)
     for layer in model.quantizer.vq.layers:  # as in released files; 0 would k-means re-init on the first forward
         layer._codebook.inited.fill_(1.0)
-    gen = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("weight_g"):
-                p.mul_(0.5 + torch.rand(p.shape, generator=gen))
-            elif not p.any():
-                p.copy_(0.05 * torch.randn(p.shape, generator=gen))
     return model.eval()
+
+
+def perturb_(module, seed: int):
+    """Perturbs every floating tensor of ``module.state_dict()`` in place, parameters and buffers alike: all-zero
+    ones become 0.05 N(0, 1), the others are scaled elementwise by U(0.5, 1.5). Zero-initialised flow outputs,
+    LayerNorm gammas of 1, weight-norm gains and the codebook would otherwise keep values that hide a dropped,
+    swapped or misapplied tensor. Returns ``module``."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for t in module.state_dict(keep_vars=True).values():
+            if not t.is_floating_point():
+                continue
+            if t.any():
+                t.mul_(0.5 + torch.rand(t.shape, generator=gen))
+            else:
+                t.copy_(0.05 * torch.randn(t.shape, generator=gen))
+    return module
+
+
+def unperturbed(module, fresh) -> list[str]:
+    """The state-dict keys where ``module`` still equals ``fresh`` (the same construction, not perturbed)."""
+    import torch
+
+    current, initial = module.state_dict(), fresh.state_dict()
+    return sorted(k for k, v in current.items() if torch.equal(v.cpu(), initial[k].cpu()))
+
+
+def load_torch_synthesizer(src: str | Path):
+    """(gpt-sovits-infer SynthesizerTrn in eval mode with the .pth weights in fp32, our VitsConfig)."""
+    import torch
+
+    from sovits2_jax.convert.gpt_sovits import config_from_pth, load_pth, normalize_dict
+    from sovits2_jax.convert.mapping import ConversionError
+
+    obj, _ = load_pth(src)
+    weight = normalize_dict({k: v for k, v in obj["weight"].items()})
+    cfg = config_from_pth(obj["config"], weight)
+    model = make_torch_reference(cfg, perturb=False)
+    missing, unexpected = model.load_state_dict({k: v.float() for k, v in weight.items()}, strict=False)
+    if unexpected or [k for k in missing if not k.startswith("enc_q.")]:
+        raise ConversionError(f"{src}: weights do not fit SynthesizerTrn: missing {missing}, unexpected {unexpected}")
+    return model.eval().to(torch.float32), cfg
 
 
 def torch_state(model) -> dict[str, np.ndarray]:
@@ -86,7 +117,7 @@ def ours_from_torch(cfg, state: dict[str, np.ndarray]):
 @functools.lru_cache(maxsize=2)
 def reference_pair(version: str = "v2", seed: int = 0):
     """(torch SynthesizerTrn, our graphdef, our params) at the released s2 sizes, cached per (version, seed)."""
-    from sovits2_jax.models.vits2.config import gpt_sovits_v1, gpt_sovits_v2
+    from configs.vits2 import gpt_sovits_v1, gpt_sovits_v2
 
     cfg = {"v1": gpt_sovits_v1, "v2": gpt_sovits_v2}[version]()
     model = make_torch_reference(cfg, seed)
@@ -123,14 +154,12 @@ def build(
     import jax.numpy as jnp
     import torch
 
-    from sovits2_jax.convert.torch_refs import to_numpy, to_torch, torch_device
+    from sovits2_jax.parity.torch_refs import to_numpy, to_torch, torch_device
 
     tdev = torch_device(device)
     if src is None:
         cfg, model, graphdef, params = reference_pair("v2", seed)
     else:
-        from sovits2_jax.convert.gpt_sovits import load_torch_synthesizer
-
         model, cfg = load_torch_synthesizer(src)
         graphdef, params = ours_from_torch(cfg, torch_state(model))
     if dtype == "bfloat16":
@@ -167,6 +196,6 @@ def build(
         inputs=inputs,
         run_torch=run_torch,
         run_jax=run_jax,
-        atol=WHOLE_MODEL_ATOL,
+        atol=MODEL_ATOL,
         info=dict(version=cfg.version, n_symbols=cfg.n_symbols, ref_channels=cfg.ref_channels),
     )

@@ -21,15 +21,15 @@ from pathlib import Path
 import numpy as np
 from flax import nnx
 
+from configs import hift as hift_configs
 from sovits2_jax.convert import cosyvoice2_hift
 from sovits2_jax.convert.mapping import flatten
 from sovits2_jax.convert.params import params_from_flat
-from sovits2_jax.convert.parity import ParityCase
-from sovits2_jax.convert.torch_refs import import_cosyvoice, to_numpy, to_torch, torch_device
 from sovits2_jax.models.hift import HiFTConfig, HiFTGenerator
+from sovits2_jax.parity.compare import MODEL_ATOL, ParityCase
+from sovits2_jax.parity.torch_refs import config_kwargs, import_cosyvoice, to_numpy, to_torch, torch_device
 
-ATOL = 1e-4  # whole model, fp32 (DESIGN.md)
-TINY = HiFTConfig(base_channels=32, f0_cond_channels=32)
+TINY = hift_configs.named_config("tiny")
 
 
 _HIFT_YAML = """
@@ -86,22 +86,13 @@ def build_reference(config: HiFTConfig, seed: int = 0, *, perturb: bool = True):
         raise ValueError("the torch ConvRNNF0Predictor hard-codes 5 conv layers")
     torch.manual_seed(seed)
     model = TorchHiFT(
-        in_channels=c.in_channels,
-        base_channels=c.base_channels,
-        nb_harmonics=c.nb_harmonics,
-        sampling_rate=c.sampling_rate,
-        nsf_alpha=c.nsf_alpha,
-        nsf_sigma=c.nsf_sigma,
-        nsf_voiced_threshold=c.nsf_voiced_threshold,
-        upsample_rates=list(c.upsample_rates),
-        upsample_kernel_sizes=list(c.upsample_kernel_sizes),
+        **config_kwargs(
+            c,
+            "in_channels base_channels nb_harmonics sampling_rate nsf_alpha nsf_sigma nsf_voiced_threshold "
+            "upsample_rates upsample_kernel_sizes resblock_kernel_sizes resblock_dilation_sizes "
+            "source_resblock_kernel_sizes source_resblock_dilation_sizes lrelu_slope audio_limit",
+        ),
         istft_params={"n_fft": c.n_fft, "hop_len": c.hop_len},
-        resblock_kernel_sizes=list(c.resblock_kernel_sizes),
-        resblock_dilation_sizes=[list(d) for d in c.resblock_dilation_sizes],
-        source_resblock_kernel_sizes=list(c.source_resblock_kernel_sizes),
-        source_resblock_dilation_sizes=[list(d) for d in c.source_resblock_dilation_sizes],
-        lrelu_slope=c.lrelu_slope,
-        audio_limit=c.audio_limit,
         f0_predictor=ConvRNNF0Predictor(num_class=1, in_channels=c.in_channels, cond_channels=c.f0_cond_channels),
     )
     if perturb:
@@ -238,7 +229,7 @@ def build(
                 mel = jnp.asarray(inp["x"].transpose(0, 2, 1))
                 return {"wav": np.asarray(jax_decode(params, mel, jnp.asarray(inp["s"][:, 0])), np.float32)}
 
-        return ParityCase(inputs, run_torch, run_jax, atol=ATOL, info=info)
+        return ParityCase(inputs, run_torch, run_jax, atol=MODEL_ATOL, info=info)
 
     def run_torch(inp):
         x = to_torch(inp["x"], tdev)
@@ -259,4 +250,4 @@ def build(
         }
 
     # F0 is in Hz (hundreds): compared relative; waveforms and sources are within [-1, 1].
-    return ParityCase(inputs, run_torch, run_jax, atol=ATOL, rtol=1e-5, info=info)
+    return ParityCase(inputs, run_torch, run_jax, atol=MODEL_ATOL, rtol=1e-5, info=info)

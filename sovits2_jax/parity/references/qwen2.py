@@ -7,22 +7,15 @@ import tempfile
 import numpy as np
 from flax import nnx
 
+from configs import qwen2 as qwen2_configs
 from sovits2_jax.convert import hf_qwen2
 from sovits2_jax.convert.params import params_from_flat
-from sovits2_jax.convert.parity import ParityCase
-from sovits2_jax.convert.random_reference import save_random_hf_qwen2
-from sovits2_jax.convert.torch_refs import to_numpy, to_torch, torch_device
 from sovits2_jax.models.qwen2 import Qwen2Config, Qwen2ForCausalLM
+from sovits2_jax.parity.compare import MODEL_ATOL, ParityCase
+from sovits2_jax.parity.random_reference import save_random_hf_qwen2
+from sovits2_jax.parity.torch_refs import to_numpy, to_torch, torch_device
 
-TINY = Qwen2Config(
-    vocab_size=512,
-    hidden_size=64,
-    intermediate_size=160,
-    num_layers=2,
-    num_heads=4,
-    num_kv_heads=2,
-    tie_word_embeddings=False,
-)
+TINY = qwen2_configs.preset("tiny")
 SEQ_LEN = 320  # RoPE errors hide in short prompts (REFERENCE.md): compare over >= 300 positions.
 
 
@@ -101,4 +94,4 @@ def build(
         return {"logits": np.asarray(logits, np.float32), "last_hidden": np.asarray(hidden, np.float32)}
 
     inputs = make_inputs(config.vocab_size, batch, seq_len, seed)
-    return ParityCase(inputs, run_torch, run_jax, atol=1e-4, info={"config": config.to_dict(), "src": str(src)})
+    return ParityCase(inputs, run_torch, run_jax, atol=MODEL_ATOL, info={"config": config.to_dict(), "src": str(src)})

@@ -15,16 +15,17 @@ most, then one draw from the distribution with the forbidden tokens removed).
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 import jax
 import jax.numpy as jnp
+
+from sovits2_jax.models.config_base import ConfigBase
 
 METHODS = ("ras", "nucleus", "random", "greedy")
 
 
 @dataclasses.dataclass(frozen=True)
-class SamplingConfig:
+class SamplingConfig(ConfigBase):
     """How the next token is picked; defaults are CosyVoice2's RAS settings."""
 
     method: str = "ras"
@@ -45,12 +46,10 @@ class SamplingConfig:
         if self.top_k < 0 or self.win_size < 1 or self.max_trials < 1:
             raise ValueError("SamplingConfig.top_k must be >= 0, win_size and max_trials >= 1")
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> SamplingConfig:
-        return cls(**d)
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+def validate(section, prefix: str = "config.sampling") -> None:
+    """Checks a sampling section (SamplingConfig fields); ConfigError starting with ``prefix``."""
+    SamplingConfig.from_section(section, prefix)
 
 
 def _cumsum(x: jax.Array) -> jax.Array:

@@ -12,12 +12,13 @@ from pathlib import Path
 import numpy as np
 from flax import nnx
 
+from configs.flow import named_config
 from sovits2_jax.convert import cosyvoice2_flow
 from sovits2_jax.convert.mapping import flatten
 from sovits2_jax.convert.params import params_from_flat
-from sovits2_jax.convert.parity import ParityCase
-from sovits2_jax.convert.torch_refs import import_cosyvoice, to_numpy, to_torch, torch_device
-from sovits2_jax.models.flow.config import FlowConfig, named_config
+from sovits2_jax.models.flow.config import FlowConfig
+from sovits2_jax.parity.compare import MODEL_ATOL, ParityCase
+from sovits2_jax.parity.torch_refs import config_kwargs, import_cosyvoice, to_numpy, to_torch, torch_device
 
 
 def reference_config(size: str) -> FlowConfig:
@@ -40,35 +41,26 @@ def build_reference(config: FlowConfig, seed: int = 0):
         raise ValueError("the torch reference hard-codes a 512-wide encoder, 4 up-blocks, lookahead 3 and 80 mels")
     torch.manual_seed(seed)
     encoder = UpsampleConformerEncoder(
-        input_size=enc.input_size,
-        output_size=enc.output_size,
-        attention_heads=enc.attention_heads,
-        linear_units=enc.linear_units,
-        num_blocks=enc.num_blocks,
-        dropout_rate=enc.dropout_rate,
-        positional_dropout_rate=enc.positional_dropout_rate,
-        attention_dropout_rate=enc.attention_dropout_rate,
+        **config_kwargs(
+            enc,
+            "input_size output_size attention_heads linear_units num_blocks dropout_rate positional_dropout_rate "
+            "attention_dropout_rate static_chunk_size key_bias",
+        ),
         normalize_before=True,
         input_layer="linear",
         pos_enc_layer_type="rel_pos_espnet",
         selfattention_layer_type="rel_selfattn",
         use_cnn_module=False,
         macaron_style=False,
-        static_chunk_size=enc.static_chunk_size,
-        key_bias=enc.key_bias,
     )
     estimator = CausalConditionalDecoder(
-        in_channels=est.in_channels,
-        out_channels=est.out_channels,
-        channels=list(est.channels),
+        **config_kwargs(
+            est,
+            "in_channels out_channels channels attention_head_dim n_blocks num_mid_blocks num_heads "
+            "static_chunk_size num_decoding_left_chunks",
+        ),
         dropout=0.0,
-        attention_head_dim=est.attention_head_dim,
-        n_blocks=est.n_blocks,
-        num_mid_blocks=est.num_mid_blocks,
-        num_heads=est.num_heads,
         act_fn="gelu",
-        static_chunk_size=est.static_chunk_size,
-        num_decoding_left_chunks=est.num_decoding_left_chunks,
     )
     cfm_params = DictConfig(
         {
@@ -84,12 +76,8 @@ def build_reference(config: FlowConfig, seed: int = 0):
         in_channels=240, cfm_params=cfm_params, n_spks=1, spk_emb_dim=config.output_size, estimator=estimator
     )
     flow = CausalMaskedDiffWithXvec(
-        input_size=config.input_size,
-        output_size=config.output_size,
-        spk_embed_dim=config.spk_embed_dim,
-        vocab_size=config.vocab_size,
+        **config_kwargs(config, "input_size output_size spk_embed_dim vocab_size token_mel_ratio"),
         input_frame_rate=25,
-        token_mel_ratio=config.token_mel_ratio,
         pre_lookahead_len=enc.pre_lookahead_len,
         encoder=encoder,
         decoder=decoder,
@@ -169,41 +157,23 @@ def _lengths(batch: int, length: int, step: int) -> np.ndarray:
 
 
 def build(
-    src: str | None,
-    *,
-    component: str = "flow",
-    device: str = "cpu",
-    dtype: str = "float32",
-    seed: int = 0,
-    size: str = "real",
-    batch: int = 2,
-    tokens: int = 100,
-    streaming: bool = True,
-    finalize: bool = True,
+    src: str | None, *, component: str = "flow", device: str = "cpu", dtype: str = "float32", seed: int = 0, **kw
 ) -> ParityCase:
+    """The case of ``component``; ``kw``: ``size`` ("real" or "tiny"), ``batch``, ``tokens``, ``streaming``, and
+    ``finalize`` (``flow`` only)."""
     if dtype != "float32":
         raise ValueError(f"flow parity runs in float32 only (got dtype={dtype!r})")
     builders = {"flow.encoder": _encoder_case, "flow.estimator": _estimator_case, "flow": _flow_case}
     if component not in builders:
         raise ValueError(f"unknown flow parity component {component!r}")
-    return builders[component](
-        src,
-        device=device,
-        seed=seed,
-        size=size,
-        batch=batch,
-        tokens=tokens,
-        streaming=streaming,
-        finalize=finalize,
-    )
+    return builders[component](src, device=device, seed=seed, **kw)
 
 
-def _encoder_case(src, *, device, seed, size, batch, tokens, streaming, finalize) -> ParityCase:
+def _encoder_case(src, *, device, seed, size="real", batch=2, tokens=100, streaming=True) -> ParityCase:
     """UpsampleConformerEncoder on a padded batch (reference padding semantics: no zeroing before lookahead)."""
     import jax
     import torch
 
-    del finalize
     config, ref, tdev, graphdef, params, jax_device, fns = _setup(
         src, size=size, device=device, seed=seed, config_overrides={"zero_padding_before_lookahead": False}
     )
@@ -231,7 +201,7 @@ def _encoder_case(src, *, device, seed, size, batch, tokens, streaming, finalize
             h, valid = forward(params, x["xs"], x["xs_lens"], bool(x["streaming"]))
         return {"xs": np.asarray(h), "masks": np.asarray(valid, np.float32)}
 
-    return ParityCase(inputs, run_torch, run_jax, atol=1e-4, rtol=1e-4, info={"config": config.to_dict()})
+    return ParityCase(inputs, run_torch, run_jax, atol=MODEL_ATOL, rtol=1e-4, info={"config": config.to_dict()})
 
 
 def estimator_inputs(config: FlowConfig, batch: int, frames: int, seed: int) -> dict[str, np.ndarray]:
@@ -251,12 +221,11 @@ def estimator_inputs(config: FlowConfig, batch: int, frames: int, seed: int) -> 
     }
 
 
-def _estimator_case(src, *, device, seed, size, batch, tokens, streaming, finalize) -> ParityCase:
+def _estimator_case(src, *, device, seed, size="real", batch=2, tokens=100, streaming=True) -> ParityCase:
     """CausalConditionalDecoder on torch-layout inputs (x, mask, mu, t, spks, cond, streaming)."""
     import jax
     import torch
 
-    del finalize
     config, ref, tdev, graphdef, params, jax_device, fns = _setup(src, size=size, device=device, seed=seed)
     inputs = estimator_inputs(config, batch, config.token_mel_ratio * tokens, seed)
     inputs["streaming"] = np.array(streaming)
@@ -279,7 +248,7 @@ def _estimator_case(src, *, device, seed, size, batch, tokens, streaming, finali
             out = forward(params, *(x[k] for k in ("x", "mask", "mu", "t", "spks", "cond")), bool(x["streaming"]))
         return {"output": np.asarray(out)}
 
-    return ParityCase(inputs, run_torch, run_jax, atol=1e-4, rtol=1e-4, info={"config": config.to_dict()})
+    return ParityCase(inputs, run_torch, run_jax, atol=MODEL_ATOL, rtol=1e-4, info={"config": config.to_dict()})
 
 
 def flow_inputs(config: FlowConfig, tokens: int, prompt_tokens: int, seed: int) -> dict[str, np.ndarray]:
@@ -298,12 +267,11 @@ def flow_inputs(config: FlowConfig, tokens: int, prompt_tokens: int, seed: int) 
     }
 
 
-def _flow_case(src, *, device, seed, size, batch, tokens, streaming, finalize) -> ParityCase:
+def _flow_case(src, *, device, seed, size="real", tokens=100, streaming=True, finalize=True) -> ParityCase:
     """Full 10-step CFG inference (batch 1, as the reference) with the given noise as the fixed initial sample."""
     import jax
     import torch
 
-    del batch
     config, ref, tdev, graphdef, params, jax_device, fns = _setup(src, size=size, device=device, seed=seed)
     prompt = max(tokens // 4, 4)
     inputs = flow_inputs(config, tokens, prompt, seed)
@@ -353,7 +321,7 @@ def _flow_case(src, *, device, seed, size, batch, tokens, streaming, finalize) -
         n = int(lengths[0])
         return {"feat": np.asarray(mel)[:, :, :n]}
 
-    return ParityCase(inputs, run_torch, run_jax, atol=1e-4, rtol=1e-4, info={"config": config.to_dict()})
+    return ParityCase(inputs, run_torch, run_jax, atol=MODEL_ATOL, rtol=1e-4, info={"config": config.to_dict()})
 
 
 def loss_case(

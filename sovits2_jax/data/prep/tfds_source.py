@@ -1,6 +1,6 @@
 """TFDS's LibriTTS as a source: writes the LibriTTS layout that the rest of data prep reads.
 
-    python -m sovits2_jax.data.tfds_source --out DIR --splits train_clean100,dev_clean [--data_dir TFDS_DIR]
+    python -m sovits2_jax.data.prep.tfds_source --out DIR --splits train_clean100,dev_clean [--data_dir TFDS_DIR]
 
 Needs the ``tfds`` extra (tensorflow-datasets, and tensorflow for its Audio feature). The dataset must already be
 prepared in ``--data_dir`` (nothing is downloaded). Split ``train_clean100`` goes to ``DIR/train-clean-100``;
@@ -9,15 +9,16 @@ each example becomes ``SPEAKER/CHAPTER/UTT.wav`` (24 kHz, 16-bit) with ``.normal
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import re
 
 import numpy as np
+from absl import flags
 from tqdm import tqdm
 
 from sovits2_jax.audio.io import write_wav
+from sovits2_jax.data.prep import command, run
 
 SAMPLE_RATE = 24000
 SPLIT_DIRS = {
@@ -81,18 +82,18 @@ def export_libritts(
     return counts
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description="Write TFDS LibriTTS splits in the LibriTTS directory layout")
-    p.add_argument("--out", required=True)
-    p.add_argument("--splits", default="train_clean100,dev_clean")
-    p.add_argument("--data_dir", default=None, help="TFDS data dir holding the prepared libritts dataset")
-    p.add_argument("--max_examples", type=int, default=None)
-    a = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    counts = export_libritts(a.out, [s.strip() for s in a.splits.split(",") if s.strip()], data_dir=a.data_dir,
-                             max_examples=a.max_examples)  # fmt: skip
-    print("tfds source: " + ", ".join(f"{k} {v}" for k, v in counts.items()) + f" -> {a.out}")
+def main(argv: list[str]) -> None:
+    """CLI: TFDS LibriTTS ``--splits`` written to ``--out`` in the LibriTTS layout."""
+    command(argv)
+    f = flags.FLAGS
+    counts = export_libritts(f.out, [s.strip() for s in f.splits.split(",") if s.strip()], data_dir=f.data_dir,
+                             max_examples=f.max_examples)  # fmt: skip
+    print("tfds source: " + ", ".join(f"{k} {v}" for k, v in counts.items()) + f" -> {f.out}")
 
 
 if __name__ == "__main__":
-    main()
+    flags.DEFINE_string("out", None, "output directory (LibriTTS layout)", required=True)
+    flags.DEFINE_string("splits", "train_clean100,dev_clean", "comma-separated TFDS splits")
+    flags.DEFINE_string("data_dir", None, "TFDS data dir holding the prepared libritts dataset")
+    flags.DEFINE_integer("max_examples", None, "at most this many examples per split")
+    run(main)

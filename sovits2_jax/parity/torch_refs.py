@@ -45,6 +45,16 @@ def to_torch(a, device: str = "cpu"):
     return numpy_to_tensor(np.asarray(a)).to(device)
 
 
+def config_kwargs(config, names: str) -> dict:
+    """``{name: config.name}`` for the space-separated ``names``, tuples as (nested) lists: the reference
+    constructors take hparams-style lists."""
+
+    def plain(v):
+        return [plain(x) for x in v] if isinstance(v, (tuple, list)) else v
+
+    return {name: plain(getattr(config, name)) for name in names.split()}
+
+
 def torch_device(device: str) -> str:
     """'cpu' or 'cuda' for the parity harness's --device cpu|gpu."""
     return "cuda" if device == "gpu" else "cpu"

@@ -1,6 +1,6 @@
 """Parquet shards in CosyVoice's schema, with data.list / utt2data.list / spk2data.list.
 
-    python -m sovits2_jax.data.parquet_writer --src_dir data/train --des_dir data/train/parquet \
+    python -m sovits2_jax.data.prep.parquet_writer --src_dir data/train --des_dir data/train/parquet \
         --num_utts_per_parquet 1000 --num_processes 2
 
 Columns: utt, wav, audio_data (the audio file's bytes), text, spk, utt_embedding (list<double>), spk_embedding
@@ -15,7 +15,6 @@ Utterances without audio, text, embedding or speech tokens are skipped, counted 
 
 from __future__ import annotations
 
-import argparse
 import concurrent.futures
 import json
 import logging
@@ -25,11 +24,12 @@ import os
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from absl import flags
 from tqdm import tqdm
 
-from sovits2_jax.data import feature_store
-from sovits2_jax.data.kaldi import read_kaldi_dir
-from sovits2_jax.data.skiplog import SkipLog
+from sovits2_jax.data.prep import command, feature_store, run
+from sovits2_jax.data.prep.kaldi import read_kaldi_dir
+from sovits2_jax.data.prep.skiplog import SkipLog
 
 log = logging.getLogger(__name__)
 
@@ -172,19 +172,19 @@ def make_parquet_list(
     return parquets, skips
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description="Parquet shards in CosyVoice's schema from a prepared Kaldi dir")
-    p.add_argument("--src_dir", required=True)
-    p.add_argument("--des_dir", required=True)
-    p.add_argument("--num_utts_per_parquet", type=int, default=1000)
-    p.add_argument("--num_processes", type=int, default=2)
-    a = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+def main(argv: list[str]) -> None:
+    """CLI: Parquet shards and list files in ``--des_dir`` from the Kaldi dir ``--src_dir``."""
+    command(argv)
+    f = flags.FLAGS
     parquets, skips = make_parquet_list(
-        a.src_dir, a.des_dir, num_utts_per_parquet=a.num_utts_per_parquet, num_processes=a.num_processes
+        f.src_dir, f.des_dir, num_utts_per_parquet=f.num_utts_per_parquet, num_processes=f.num_processes
     )
-    print(f"parquet: {len(parquets)} shards -> {a.des_dir}; {skips.summary()}")
+    print(f"parquet: {len(parquets)} shards -> {f.des_dir}; {skips.summary()}")
 
 
 if __name__ == "__main__":
-    main()
+    flags.DEFINE_string("src_dir", None, "prepared Kaldi data dir (with embeddings and tokens)", required=True)
+    flags.DEFINE_string("des_dir", None, "output directory of the shards and list files", required=True)
+    flags.DEFINE_integer("num_utts_per_parquet", 1000, "utterances per shard")
+    flags.DEFINE_integer("num_processes", 2, "writer processes")
+    run(main)

@@ -1,7 +1,7 @@
 """Speaker embeddings and speech tokens from ONNX models with CosyVoice2's signatures (onnxruntime).
 
-    python -m sovits2_jax.data.onnx_extract embedding --dir data/train --onnx_path campplus.onnx
-    python -m sovits2_jax.data.onnx_extract token --dir data/train --onnx_path speech_tokenizer_v2.onnx
+    python -m sovits2_jax.data.prep.onnx_extract embedding --dir data/train --onnx_path campplus.onnx
+    python -m sovits2_jax.data.prep.onnx_extract token --dir data/train --onnx_path speech_tokenizer_v2.onnx
 
 Embedding model (campplus-compatible): first input = Kaldi fbank [1, T, 80] with the time mean removed, output
 [1, D] -> ``utt2embedding.npz`` and ``spk2embedding.npz`` (speaker mean); or resemblyzer's encoder exported by
@@ -13,7 +13,6 @@ into chunks over worker processes; tokens may be batched (padded; the S3 encoder
 
 from __future__ import annotations
 
-import argparse
 import concurrent.futures
 import logging
 import math
@@ -22,14 +21,15 @@ import os
 from collections.abc import Callable
 
 import numpy as np
+from absl import flags
 from tqdm import tqdm
 
 from sovits2_jax.audio.fbank import campplus_features
 from sovits2_jax.audio.io import AudioError, load_audio
 from sovits2_jax.audio.whisper_mel import log_mel_spectrogram
-from sovits2_jax.data import feature_store, resemblyzer_encoder
-from sovits2_jax.data.kaldi import read_kaldi_dir
-from sovits2_jax.data.skiplog import SkipLog
+from sovits2_jax.data.prep import command, feature_store, resemblyzer_encoder, run
+from sovits2_jax.data.prep.kaldi import read_kaldi_dir
+from sovits2_jax.data.prep.skiplog import SkipLog
 
 log = logging.getLogger(__name__)
 
@@ -105,18 +105,20 @@ def _init_worker(kind: str, onnx_path: str, batch_size: int) -> None:
     _WORKER["resemblyzer"] = resemblyzer_encoder.is_resemblyzer(session)
 
 
-def _load16k(path: str) -> np.ndarray:
-    wav, _ = load_audio(path, target_sr=SAMPLE_RATE)
-    return wav
+def _load16k(items: list[tuple[str, str]]):
+    """(utt, 16 kHz audio or None, skip reason or None) per item."""
+    for utt, path in items:
+        try:
+            yield utt, load_audio(path, target_sr=SAMPLE_RATE)[0], None
+        except AudioError as exc:
+            yield utt, None, "unreadable audio: " + str(exc).split(": ", 1)[-1]
 
 
 def _embedding_chunk(items: list[tuple[str, str]]) -> list[tuple[str, np.ndarray | None, str | None]]:
     out = []
-    for utt, path in items:
-        try:
-            wav = _load16k(path)
-        except AudioError as exc:
-            out.append((utt, None, "unreadable audio: " + str(exc).split(": ", 1)[-1]))
+    for utt, wav, reason in _load16k(items):
+        if reason:
+            out.append((utt, None, reason))
             continue
         if _WORKER["resemblyzer"]:
             out.append((utt, resemblyzer_encoder.embed(_WORKER["session"], wav), None))
@@ -131,11 +133,9 @@ def _embedding_chunk(items: list[tuple[str, str]]) -> list[tuple[str, np.ndarray
 
 def _token_chunk(items: list[tuple[str, str]]) -> list[tuple[str, np.ndarray | None, str | None]]:
     out, ready = [], []
-    for utt, path in items:
-        try:
-            wav = _load16k(path)
-        except AudioError as exc:
-            out.append((utt, None, "unreadable audio: " + str(exc).split(": ", 1)[-1]))
+    for utt, wav, reason in _load16k(items):
+        if reason:
+            out.append((utt, None, reason))
             continue
         seconds = len(wav) / SAMPLE_RATE
         if seconds > MAX_TOKEN_SECONDS:
@@ -167,7 +167,7 @@ def _run(kind: str, items: list[tuple[str, str]], onnx_path: str, workers: int, 
                 bar.update(len(chunk))
         else:
             ctx = multiprocessing.get_context("forkserver")
-            ctx.set_forkserver_preload(["sovits2_jax.data.onnx_extract", "onnxruntime"])
+            ctx.set_forkserver_preload(["sovits2_jax.data.prep.onnx_extract", "onnxruntime"])
             with concurrent.futures.ProcessPoolExecutor(
                 workers, mp_context=ctx, initializer=_init_worker, initargs=(kind, onnx_path, batch_size)
             ) as pool:
@@ -237,24 +237,23 @@ def extract_speech_tokens(
     return skips
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description="ONNX speaker embeddings / speech tokens for a Kaldi data dir")
-    p.add_argument("what", choices=["embedding", "token"])
-    p.add_argument("--dir", required=True, help="Kaldi data dir (wav.scp, utt2spk)")
-    p.add_argument("--onnx_path", required=True)
-    p.add_argument("--num_workers", type=int, default=2)
-    p.add_argument("--batch_size", type=int, default=1, help="token model batch (padded)")
-    p.add_argument("--torch_pt", action="store_true", help="also write CosyVoice's .pt files (needs torch)")
-    a = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    if a.what == "embedding":
-        skips = extract_embeddings(a.dir, a.onnx_path, workers=a.num_workers, torch_pt=a.torch_pt)
+def main(argv: list[str]) -> None:
+    """CLI: ``embedding`` or ``token`` for the Kaldi data dir ``--dir``."""
+    what = command(argv, ("embedding", "token"))
+    f = flags.FLAGS
+    if what == "embedding":
+        skips = extract_embeddings(f.dir, f.onnx_path, workers=f.num_workers, torch_pt=f.torch_pt)
     else:
         skips = extract_speech_tokens(
-            a.dir, a.onnx_path, workers=a.num_workers, batch_size=a.batch_size, torch_pt=a.torch_pt
+            f.dir, f.onnx_path, workers=f.num_workers, batch_size=f.batch_size, torch_pt=f.torch_pt
         )
     print(skips.summary())
 
 
 if __name__ == "__main__":
-    main()
+    flags.DEFINE_string("dir", None, "Kaldi data dir (wav.scp, utt2spk)", required=True)
+    flags.DEFINE_string("onnx_path", None, "speaker or speech-tokenizer ONNX model", required=True)
+    flags.DEFINE_integer("num_workers", 2, "extraction processes")
+    flags.DEFINE_integer("batch_size", 1, "token model batch (padded)")
+    flags.DEFINE_bool("torch_pt", False, "also write CosyVoice's .pt files (needs torch)")
+    run(main)

@@ -12,6 +12,7 @@ random-init reference written to a temp directory (``write_tiny_model_dir``).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import tempfile
 from pathlib import Path
 
@@ -20,25 +21,18 @@ import numpy as np
 from sovits2_jax.convert import cosyvoice2_llm
 from sovits2_jax.convert.hyperpyyaml import load_hyperpyyaml
 from sovits2_jax.convert.mapping import flatten
-from sovits2_jax.convert.parity import ParityCase
-from sovits2_jax.convert.random_reference import save_random_hf_qwen2
-from sovits2_jax.convert.torch_refs import import_cosyvoice, to_numpy, to_torch, torch_device
 from sovits2_jax.models.qwen2 import Qwen2Config
 from sovits2_jax.models.speech_lm import SpeechLMConfig
+from sovits2_jax.parity.compare import MODEL_ATOL, ParityCase
+from sovits2_jax.parity.random_reference import save_random_hf_qwen2
+from sovits2_jax.parity.references.qwen2 import TINY
+from sovits2_jax.parity.torch_refs import import_cosyvoice, to_numpy, to_torch, torch_device
 
-TINY_BACKBONE = Qwen2Config(
-    vocab_size=512,
-    hidden_size=64,
-    intermediate_size=160,
-    num_layers=2,
-    num_heads=4,
-    num_kv_heads=2,
-    tie_word_embeddings=True,
-)
+TINY_BACKBONE = dataclasses.replace(TINY, tie_word_embeddings=True)
 TINY_SPEECH_TOKENS = 100
 BLANK_EN = "CosyVoice-BlankEN"
 
-TINY_YAML = """# tiny CosyVoice2-style config written by sovits2_jax.convert.parity_llm
+TINY_YAML = """# tiny CosyVoice2-style config written by sovits2_jax.parity.references.llm
 __set_seed1: !apply:random.seed [1986]
 llm_input_size: {hidden}
 llm_output_size: {hidden}
@@ -265,6 +259,6 @@ def build(src: str | None, *, component: str = "llm", device="cpu", dtype="float
         inputs,
         lambda inputs: reference_outputs(ref, inputs, tdev),
         run_jax,
-        atol=1e-4,
+        atol=MODEL_ATOL,
         info={"config": config.to_dict(), "src": str(src)},
     )

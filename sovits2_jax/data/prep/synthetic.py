@@ -80,7 +80,7 @@ def write_parquet(rows: list[dict], path: str, layout: str = "ours") -> None:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        from sovits2_jax.data.parquet_writer import SCHEMA
+        from sovits2_jax.data.prep.parquet_writer import SCHEMA
 
         cols = {name: [r[name] for r in rows] for name in SCHEMA.names}
         table = pa.table({n: pa.array(cols[n], type=SCHEMA.field(n).type) for n in SCHEMA.names})

@@ -29,7 +29,7 @@ def _torch_export(module, args, path: str, input_names, output_names, dynamic_ax
 def export_s3_tokenizer(path: str, *, version: str = "v2", small: bool = True, seed: int = 0) -> str:
     import torch
 
-    from sovits2_jax.convert.torch_refs import stub_torchaudio
+    from sovits2_jax.parity.torch_refs import stub_torchaudio
 
     stub_torchaudio()
     import s3tokenizer.model as s3v1

@@ -1,0 +1,92 @@
+"""What every config file shares: the mesh and sharding sections, the top-level layout and preset lookup."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import ml_collections
+
+from sovits2_jax.parallel.rules import SHARDING_RULES
+
+SIZES = ("tiny", "small", "release")  # the presets every model file defines
+
+
+def mesh_config(data: int = -1, fsdp: int = 1, tensor: int = 1) -> ml_collections.ConfigDict:
+    """The device mesh section (-1: the devices left over)."""
+    return ml_collections.ConfigDict(dict(data=data, fsdp=fsdp, tensor=tensor))
+
+
+def sharding_config() -> ml_collections.ConfigDict:
+    """The logical-axis -> mesh-axis rules section."""
+    return ml_collections.ConfigDict(dict(rules=SHARDING_RULES))
+
+
+def lookup(presets: Mapping[str, Any], name: str, what: str, aliases: Mapping[str, str] | None = None) -> Any:
+    """``presets[name]`` (after ``aliases``), or a ValueError listing the choices."""
+    key = (aliases or {}).get(name, name)
+    if key not in presets:
+        choices = sorted({*presets, *(aliases or {})} - {""})
+        raise ValueError(f"unknown {what} {name!r}; choose one of {', '.join(choices)}")
+    return presets[key]
+
+
+def base_config(model_type: str, workdir: str, *, part: str | None = None, **sections) -> ml_collections.ConfigDict:
+    """model_type [, part], the sections, mesh, sharding, seed 0 and workdir."""
+    config = ml_collections.ConfigDict()
+    config.model_type = model_type
+    if part is not None:
+        config.part = part
+    for name, section in sections.items():
+        config[name] = section
+    config.mesh = mesh_config()
+    config.sharding = sharding_config()
+    config.seed = 0
+    config.workdir = workdir
+    return config
+
+
+def part_config(
+    family: str, arg: str, parts: Mapping[str, Callable[[str], ml_collections.ConfigDict]], default: str
+) -> ml_collections.ConfigDict:
+    """``<part>[_<size>]`` -> the part's section as ``config.<part>``, ``config.part`` naming it."""
+    part, _, size = (arg or default).partition("_")
+    build = lookup(parts, part, f"{family} part")
+    return base_config(f"{family}.{part}", f"out/{family}_{part}", part=part, **{part: build(size)})
+
+
+def speech_lm_config(
+    backbone: ml_collections.ConfigDict, *, layout: str, speech_token_size: int, text_feature_dim: int, train: dict
+) -> ml_collections.ConfigDict:
+    """A speech-LM part: model (SpeechLMConfig fields), sampling, generation and train sections."""
+    return ml_collections.ConfigDict(
+        dict(
+            model=dict(
+                backbone=backbone,
+                speech_token_size=speech_token_size,
+                layout=layout,
+                mix_ratio=(5, 15),
+                lsm_weight=0.0,
+                length_normalized_loss=True,
+                text_feature_dim=text_feature_dim,
+                loss_on_references=False,
+            ),
+            sampling=sampling_config(),
+            generation=generation_config(),
+            train=train,
+        )
+    )
+
+
+def sampling_config() -> ml_collections.ConfigDict:
+    """SamplingConfig's defaults: CosyVoice2's RAS (ras_sampling: top_p 0.8, top_k 25, window 10, tau_r 0.1)."""
+    from sovits2_jax.infer.sampling import SamplingConfig
+
+    return ml_collections.ConfigDict(SamplingConfig().to_dict())
+
+
+def generation_config() -> ml_collections.ConfigDict:
+    """Speech-LM decoding: min / max speech tokens = ratio x text tokens (Qwen2LM.inference), prompt buckets."""
+    return ml_collections.ConfigDict(
+        dict(min_token_text_ratio=2.0, max_token_text_ratio=20.0, prompt_bucket=16, chunk=25)
+    )

@@ -1,0 +1,74 @@
+"""The one command-line style of the package's ``python -m sovits2_jax...`` entry points: absl flags, and for
+config-driven ones an ``ml_collections`` config flag (locked: unknown keys are rejected).
+
+    _CONFIG = cli.config_flag("configs/qwen2.py:tiny")
+
+    def main(argv) -> int:
+        config = cli.validated(_CONFIG)
+        ...
+
+    if __name__ == "__main__":
+        cli.run(main)
+
+A ``ConfigError`` (or ``cli.Error``) raised by ``main``, and an override of a key the config does not have, is
+printed as one ``error: ...`` line on stderr and the command exits 1; absl itself rejects unknown flags.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from sovits2_jax.validation import ConfigError
+
+ERROR_EXIT = 1
+
+
+class Error(Exception):
+    """A bad input the user can fix; printed as one line and the command exits ERROR_EXIT."""
+
+
+def config_flag(default: str | None = None, name: str = "config", help: str = "ml_collections config file[:arg]"):
+    """Defines the locked ``--config`` flag (with ``--config.a.b=v`` overrides); returns its holder."""
+    return config_flags.DEFINE_config_file(name, default, help, lock_config=True)
+
+
+def validated(holder: flags.FlagHolder, validate: Callable | None = None):
+    """The config of ``holder`` after ``validate`` (default: ``sovits2_jax.config.validate``)."""
+    if validate is None:
+        from sovits2_jax.config import validate
+    config = holder.value
+    if config is None:
+        raise Error(f"give --{holder.name}=FILE[:ARG]")
+    validate(config)
+    return config
+
+
+def _fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return ERROR_EXIT
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+    try:
+        return app.parse_flags_with_usage(argv)
+    except (AttributeError, KeyError) as e:  # a locked config rejecting an unknown --config.a.b key
+        detail = e
+        while isinstance(detail, BaseException) and detail.args:  # ml_collections nests KeyError in AttributeError
+            detail = detail.args[0]
+        sys.exit(_fail(f"unknown config key in the overrides: {str(detail).replace(chr(10), '; ')}"))
+
+
+def run(main: Callable[[list[str]], int | None]) -> None:
+    """``absl.app.run(main)`` where a ConfigError or cli.Error becomes one ``error: ...`` line and exit 1."""
+
+    def guarded(argv: list[str]) -> int:
+        try:
+            return main(argv) or 0
+        except (ConfigError, Error) as e:
+            return _fail(str(e))
+
+    app.run(guarded, flags_parser=_parse_flags)

@@ -1,0 +1,108 @@
+"""GPT-SoVITS2 zero-shot LM: same-speaker ``x1 + y1 + ... + xn -> yn`` examples packed into rows of one length.
+
+Batch (packed): kinds / ids / targets / text_segments / segment_ids / positions [B, L], lengths and
+num_segments [B], valid [B]; pass ``segment_ids`` to the Speech LM so no position sees another example.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import ClassVar
+
+import numpy as np
+
+from sovits2_jax.data import batching, order, packing, prompts, steps
+from sovits2_jax.data.tasks import base
+
+
+class GptSovits2Task(base.Task):
+    # packed positions per row
+    defaults: ClassVar[dict] = dict(bucket_lengths=[2048], max_frames_in_batch=16384)
+    primary = "kinds"
+
+    @staticmethod
+    def validate(cfg, check) -> None:
+        check(len(cfg.bucket_lengths) == 1, "config.data.bucket_lengths: gpt_sovits2 packs into one row length")
+        ok = 1 <= cfg.min_prompts <= cfg.max_prompts
+        check(ok, "config.data.min_prompts must be in [1, config.data.max_prompts]")
+
+    def __init__(self, cfg, index):
+        super().__init__(cfg, index)
+        usable = (index.speech_token_len > 0) & (index.text_token_len != 0)
+        self.speakers = prompts.SpeakerRows(index.spk, index.group, usable=usable)
+
+    def plan(self, rows, epoch, process, skips, buckets):
+        """Each target with same-speaker references drawn per (seed, epoch, process), dropping references before
+        the target when the example is longer than the row."""
+        c, ix = self.cfg, self.index
+        rnd = random.Random(int(order.epoch_rng(c["seed"], epoch, 2, process).integers(2**63)))
+        limit = buckets[0].length
+        # a (text, speech) block costs text + speech + 2 positions (task_id, and sos or the previous eos)
+        block = np.maximum(ix.text_token_len, 0).astype(np.int64) + ix.speech_token_len + 2
+        examples, lengths = [], []
+        for r in rows.tolist():
+            if ix.speech_token_len[r] <= 0:
+                skips["empty speech tokens"] += 1
+                continue
+            if ix.text_token_len[r] == 0:
+                skips["too few text tokens"] += 1
+                continue
+            refs = self.speakers.draw(rnd, r, min_prompts=c["min_prompts"], max_prompts=c["max_prompts"])
+            if refs is None:
+                skips["no same-speaker prompt"] += 1
+                continue
+            ex = (*refs, r)
+            n = int(block[list(ex)].sum())
+            while n > limit and len(ex) - 1 > c["min_prompts"]:
+                n -= int(block[ex[0]])
+                ex = ex[1:]  # fewer references rather than losing the target
+            if n > limit:
+                skips["longer than the pack length"] += 1
+                continue
+            examples.append(ex)
+            lengths.append(n)
+        lengths = np.asarray(lengths, np.int64)
+        return batching.pack_plan(examples, lengths, buckets[0], drop_remainder=c["drop_remainder"])
+
+    def steps(self):
+        return [self.read_tokens, self.nonempty_text]
+
+    def read_tokens(self, s, rng=None):
+        return steps.check_tokens(steps.tokenize(s, self.tokenizer()), need_speech_token=True)
+
+    @staticmethod
+    def nonempty_text(s, rng=None):
+        if len(s["text_token"]) == 0:
+            raise steps.SkipSample("too few text tokens")
+        return s
+
+    def load(self, reader, step, bucket, slots, skipped):
+        rows, utts = [], []
+        for slot in slots:
+            loaded = [(ex, base.guarded(skipped, lambda ex=ex: f"example {[self.index.utt[r] for r in ex]}",
+                                        self._example, reader, ex, bucket, skipped)) for ex in slot]  # fmt: skip
+            rows.append([seq for _, seq in loaded])
+            utts.append([self.index.utt[ex[-1]] for ex, seq in loaded if seq is not None])  # segment order
+        batch = packing.pack_rows(rows, bucket.length)
+        batch["valid"] = batch["num_segments"] > 0
+        return batch, utts
+
+    def _example(self, reader, ex, bucket, skipped):
+        samples = [self.process(reader.read(r), None) for r in ex]
+        out = packing.gpt_sovits2_example(
+            [s["text_token"] for s in samples], [s["speech_token"] for s in samples],
+            speech_token_size=self.cfg["speech_token_size"],
+        )  # fmt: skip
+        if len(out["kinds"]) > bucket.length:  # text lengths changed since indexing
+            skipped["longer than the pack length"] += 1
+            return None
+        return out
+
+    def num_samples(self, batch):
+        return int(batch["num_segments"].sum())
+
+    def padding(self, batch):
+        return int(batch["lengths"].sum()), int(batch["kinds"].size)
+
+
+TASK = GptSovits2Task

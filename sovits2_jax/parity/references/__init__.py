@@ -1,0 +1,1 @@
+"""PyTorch reference builders and parity cases, one module per model family (qwen2, llm, flow, hift, vits)."""

@@ -1,0 +1,63 @@
+"""The parity components: each maps to a reference module whose ``build(src, *, component, device, dtype, seed)``
+returns a ``ParityCase``. ``run`` builds one, runs both sides, compares, and writes ``report.json`` and optional
+dumps (inputs.npz, torch.npz, jax.npz, all in torch layout with the reference forward's argument names).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+
+import numpy as np
+
+from sovits2_jax.parity.compare import ParityCase, case_report
+
+_REFERENCES = "sovits2_jax.parity.references"
+COMPONENTS = {
+    "qwen2": f"{_REFERENCES}.qwen2",
+    "llm": f"{_REFERENCES}.llm",
+    "flow.encoder": f"{_REFERENCES}.flow",
+    "flow.estimator": f"{_REFERENCES}.flow",
+    "flow": f"{_REFERENCES}.flow",
+    "hift": f"{_REFERENCES}.hift",
+    "hift.decode": f"{_REFERENCES}.hift",
+    "vits": f"{_REFERENCES}.vits",
+}
+
+
+def build_case(
+    component: str, src: str | None = None, *, device="cpu", dtype="float32", seed=0
+) -> ParityCase:
+    """The ``ParityCase`` of ``component`` (reference from ``src``, or a random-init one when None)."""
+    if component not in COMPONENTS:
+        raise ValueError(f"unknown parity component {component!r}; known: {', '.join(sorted(COMPONENTS))}")
+    module = importlib.import_module(COMPONENTS[component])
+    return module.build(src, component=component, device=device, dtype=dtype, seed=seed)
+
+
+def run(
+    component: str,
+    src: str | None = None,
+    *,
+    device: str = "cpu",
+    dtype: str = "float32",
+    seed: int = 0,
+    dump: str | Path | None = None,
+    report_path: str | Path | None = "report.json",
+) -> dict:
+    """Builds the case, runs both sides, compares; returns the report (``report["ok"]`` is the verdict)."""
+    case = build_case(component, src, device=device, dtype=dtype, seed=seed)
+    ref = {k: np.asarray(v) for k, v in case.run_torch(case.inputs).items()}
+    ours = {k: np.asarray(v) for k, v in case.run_jax(case.inputs).items()}
+    report = case_report(case, ref, ours, dtype=dtype, component=component, src=src, device=device, seed=seed)
+    if dump is not None:
+        dump = Path(dump)
+        dump.mkdir(parents=True, exist_ok=True)
+        np.savez(dump / "inputs.npz", **case.inputs)
+        np.savez(dump / "torch.npz", **ref)
+        np.savez(dump / "jax.npz", **ours)
+    if report_path is not None:
+        Path(report_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(report_path).write_text(json.dumps(report, indent=2))
+    return report
