@@ -10,8 +10,9 @@ config-driven ones an ``ml_collections`` config flag (locked: unknown keys are r
     if __name__ == "__main__":
         cli.run(main)
 
-A ``ConfigError`` (or ``cli.Error``) raised by ``main``, and an override of a key the config does not have, is
-printed as one ``error: ...`` line on stderr and the command exits 1; absl itself rejects unknown flags.
+A ``ConfigError``, ``cli.Error`` or ``RendezvousError`` raised by ``main``, and an override of a key the config
+does not have, is printed as one ``error: ...`` line on stderr and the command exits 1; absl itself rejects unknown
+flags.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from collections.abc import Callable
 from absl import app, flags
 from ml_collections import config_flags
 
+from sovits2_jax.parallel.rendezvous import RendezvousError
 from sovits2_jax.validation import ConfigError
 
 ERROR_EXIT = 1
@@ -68,7 +70,7 @@ def run(main: Callable[[list[str]], int | None]) -> None:
     def guarded(argv: list[str]) -> int:
         try:
             return main(argv) or 0
-        except (ConfigError, Error) as e:
+        except (ConfigError, Error, RendezvousError) as e:
             return _fail(str(e))
 
     app.run(guarded, flags_parser=_parse_flags)

@@ -3,6 +3,10 @@
 Sources, in order: explicit variables (SOVITS2_COORDINATOR=host:port, SOVITS2_NUM_PROCESSES, SOVITS2_PROCESS_ID,
 optional SOVITS2_LOCAL_DEVICE_IDS), then SLURM or Cloud TPU (JAX's own cluster detection). A single process with
 none of these set runs without initialising.
+
+Timeouts (seconds, from the environment): SOVITS2_INIT_TIMEOUT (300) for every process to arrive: with explicit
+variables a roll call names the processes that never did (``rendezvous``); SOVITS2_HEARTBEAT_TIMEOUT (100) after
+which the survivors of a process that died are stopped by JAX's coordination service instead of hanging.
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ import logging
 import os
 
 import jax
+
+from sovits2_jax.parallel import rendezvous
 
 log = logging.getLogger(__name__)
 
@@ -26,12 +32,16 @@ def cluster_kind(env=os.environ) -> str | None:
     return None
 
 
-def initialize(timeout_s: int = 300, env=os.environ) -> None:
+def initialize(timeout_s: int | None = None, env=os.environ) -> None:
     """Joins the multi-process job described by the environment (no-op for a single process)."""
     kind = cluster_kind(env)
     if kind is None:
         return
-    kwargs = {"initialization_timeout": timeout_s}
+    timeout_s = int(env.get("SOVITS2_INIT_TIMEOUT", 300)) if timeout_s is None else timeout_s
+    kwargs = {
+        "initialization_timeout": timeout_s,
+        "heartbeat_timeout_seconds": int(env.get("SOVITS2_HEARTBEAT_TIMEOUT", 100)),
+    }
     if kind == "explicit":
         missing = [k for k in ("SOVITS2_NUM_PROCESSES", "SOVITS2_PROCESS_ID") if k not in env]
         if missing:
@@ -43,6 +53,14 @@ def initialize(timeout_s: int = 300, env=os.environ) -> None:
         )
         if env.get("SOVITS2_LOCAL_DEVICE_IDS"):
             kwargs["local_device_ids"] = [int(i) for i in env["SOVITS2_LOCAL_DEVICE_IDS"].split(",")]
+        host, _, port = env["SOVITS2_COORDINATOR"].rpartition(":")
+        rendezvous.roll_call(
+            host,
+            int(env.get("SOVITS2_RENDEZVOUS_PORT", int(port) + 1)),
+            kwargs["num_processes"],
+            kwargs["process_id"],
+            timeout_s,
+        )
     try:
         jax.distributed.initialize(**kwargs)
     except Exception as e:
