@@ -47,9 +47,14 @@ def run(
     report_path: str | Path | None = "report.json",
 ) -> dict:
     """Builds the case, runs both sides, compares; returns the report (``report["ok"]`` is the verdict)."""
-    case = build_case(component, src, device=device, dtype=dtype, seed=seed)
-    ref = {k: np.asarray(v) for k, v in case.run_torch(case.inputs).items()}
-    ours = {k: np.asarray(v) for k, v in case.run_jax(case.inputs).items()}
+    import jax
+
+    # fp32 on a GPU: full-precision matmuls (XLA would otherwise use TF32 on Ampere and later)
+    precision = "highest" if dtype == "float32" else "default"
+    with jax.default_matmul_precision(precision):
+        case = build_case(component, src, device=device, dtype=dtype, seed=seed)
+        ref = {k: np.asarray(v) for k, v in case.run_torch(case.inputs).items()}
+        ours = {k: np.asarray(v) for k, v in case.run_jax(case.inputs).items()}
     report = case_report(case, ref, ours, dtype=dtype, component=component, src=src, device=device, seed=seed)
     if dump is not None:
         dump = Path(dump)

@@ -56,5 +56,12 @@ def config_kwargs(config, names: str) -> dict:
 
 
 def torch_device(device: str) -> str:
-    """'cpu' or 'cuda' for the parity harness's --device cpu|gpu."""
-    return "cuda" if device == "gpu" else "cpu"
+    """'cpu' or 'cuda' for the parity harness's --device cpu|gpu; on CUDA, TF32 is switched off (fp32 parity
+    compares true fp32 matmuls on both sides: see ``registry.run``'s matmul precision for ours)."""
+    if device != "gpu":
+        return "cpu"
+    import torch
+
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    return "cuda"
