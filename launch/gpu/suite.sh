@@ -26,7 +26,8 @@ else
   if [ ! -x "$py" ]; then
     [ -d "$wheels" ] || { echo "error: no wheel folder $wheels (run launch/gpu/fetch_wheels.sh where PyPI is reachable)" >&2; exit 2; }
     "${PYTHON:-python3}" -m venv --system-site-packages .venv-gpu
-    "$py" -m pip install -q --no-index --find-links "$wheels" -r "$wheels/requirements.txt"
+    # the list is the complete closure from fetch_wheels.sh: no resolution (the references declare CUDA pins)
+    "$py" -m pip install -q --no-index --no-deps --find-links "$wheels" -r "$wheels/requirements.txt"
     "$py" -m pip install -q --no-index --no-deps --no-build-isolation -e .
   fi
   "$py" -c "import jax, torch; assert jax.devices('gpu') and torch.cuda.is_available(), 'no CUDA device visible'"
