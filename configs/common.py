@@ -10,6 +10,7 @@ import ml_collections
 from sovits2_jax.parallel.rules import SHARDING_RULES
 
 SIZES = ("tiny", "small", "release")  # the presets every model file defines
+RECIPE_DEVICES = 8  # data-parallel devices per process the release / small presets are sized for
 
 
 def mesh_config(data: int = -1, fsdp: int = 1, tensor: int = 1) -> ml_collections.ConfigDict:
@@ -90,3 +91,65 @@ def generation_config() -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(
         dict(min_token_text_ratio=2.0, max_token_text_ratio=20.0, prompt_bucket=16, chunk=25)
     )
+
+
+def optimizer_config(**overrides) -> ml_collections.ConfigDict:
+    """One player's optimizer section (see sovits2_jax/train/optim.py): Adam, constant lr after a linear warm-up."""
+    section = ml_collections.ConfigDict(
+        dict(
+            name="adam",  # adam | adamw
+            lr=1e-3,
+            b1=0.9,
+            b2=0.999,
+            eps=1e-8,
+            weight_decay=0.0,  # adamw only
+            schedule="constant_warmup",  # constant_warmup | warmup_lr | cosine
+            warmup_steps=0,
+            decay_steps=0,  # cosine: 0 = config.train.num_steps
+            end_lr_fraction=0.0,  # cosine: final lr / lr
+            grad_clip=0.0,  # global-norm clipping; 0 = off
+            lr_scale={},  # param group label (Player.param_labels) -> lr multiplier
+        )
+    )
+    section.update(overrides)
+    return section
+
+
+def training_sections(family: str, data_kind: str | None, optimizer: dict | None = None, **train) -> dict:
+    """The trainer's sections: ``family``, ``train`` (loop, checkpoints, optimizer), ``data`` (the Grain pipeline
+    of ``data_kind`` with train_list / dev_list; None: the family makes its own batches) and ``init``."""
+    section = ml_collections.ConfigDict(
+        dict(
+            num_steps=1000,
+            log_every=10,
+            eval_every=500,  # 0 = never
+            eval_batches=0,  # 0 = one pass over data.dev_list
+            checkpoint_every=500,
+            keep_last=3,
+            keep_best=0,  # best N by eval loss; 0 = off
+            accum_steps=1,
+            optimizer=optimizer_config(**(optimizer or {})),
+            skip_nonfinite=True,
+            spike_factor=0.0,  # > 0: skip a step whose loss exceeds this x the running mean
+            spike_warmup=20,
+            profile_steps="",  # "a,b": jax.profiler trace of steps a..b
+            dtype="float32",  # compute dtype (params stay float32)
+            remat="",  # "" = the model config's remat policy
+            prefetch=2,
+            peak_flops=0.0,  # 0 = by device kind (sovits2_jax/train/mfu.py)
+        )
+    )
+    section.update(train)
+    out = dict(family=family, train=section, init=ml_collections.ConfigDict({"from": "", "player": ""}))
+    if data_kind is not None:
+        from configs.data import pipeline_config
+
+        data = pipeline_config(data_kind)
+        for key, value in list(data.items()):
+            if isinstance(value, list):  # command-line overrides take tuples, not lists: --config.data.k='(1, 2)'
+                del data[key]
+                data[key] = tuple(value)
+        data.train_list = ""
+        data.dev_list = ""
+        out["data"] = data
+    return out

@@ -2,7 +2,8 @@
 
 ARG is ``<part>`` or ``<part>_<size>``: ``llm`` (CosyVoice2-0.5B's Qwen2LM), ``llm_small`` (CPU-scale quality runs),
 ``llm_tiny`` (tests and demos), ``flow`` / ``flow_small`` / ``flow_tiny`` (flow-matching mel decoder), ``hift`` /
-``hift_small`` / ``hift_tiny`` (vocoder and its GAN training). ``PARTS`` maps a part name to the function building
+``hift_small`` / ``hift_tiny`` (vocoder and its GAN training), ``dpo`` / ``dpo_small`` / ``dpo_tiny`` (the llm
+fine-tuned by DPO against a frozen reference, family ``dpo``). ``PARTS`` maps a part name to the function building
 its section; flow / hift sections come from configs/flow.py and configs/hift.py. The chosen part's section is
 ``config.<part>`` and ``config.part`` names it.
 """
@@ -10,11 +11,11 @@ its section; flow / hift sections come from configs/flow.py and configs/hift.py.
 import ml_collections
 
 from configs import flow, hift, qwen2
-from configs.common import lookup, part_config, speech_lm_config
+from configs.common import RECIPE_DEVICES, lookup, part_config, speech_lm_config, training_sections
 
 # size: (qwen2 backbone preset, speech tokens, batch size); "" = release
 LLM_PRESETS = {
-    "tiny": ("tiny", 100, 8),
+    "tiny": ("tiny", 6561, 8),  # the real S3 vocabulary: the data carries its tokens
     "small": ("small", 6561, 8),
     "release": ("0.5b", 6561, 32),
 }
@@ -23,8 +24,9 @@ LLM_PRESETS = {
 def llm_config(size: str = "") -> ml_collections.ConfigDict:
     """Qwen2LM: Qwen2 backbone, 6561 speech tokens (+ eos, unused, fill), mix ratio 5:15."""
     backbone, speech_tokens, batch_size = lookup(LLM_PRESETS, size, "cosyvoice2 llm size", {"": "release"})
+    # every size embeds the whole Qwen2 vocabulary: the data task tokenizes text with CosyVoice2's tokenizer
     return speech_lm_config(
-        qwen2.model_config(backbone, tie_word_embeddings=True),
+        qwen2.model_config(backbone, tie_word_embeddings=True, vocab_size=151936),
         layout="cosyvoice2",
         speech_token_size=speech_tokens,
         text_feature_dim=0,
@@ -41,8 +43,56 @@ def llm_config(size: str = "") -> ml_collections.ConfigDict:
     )
 
 
-PARTS = {"llm": llm_config, "flow": flow.flow_config, "hift": hift.hift_config}
+PARTS = {"llm": llm_config, "dpo": llm_config, "flow": flow.flow_config, "hift": hift.hift_config}
+
+# tiny: seconds per step on CPU, short utterances (the built-in synthetic corpora)
+LLM_TINY_TRAIN = dict(num_steps=200, log_every=10, eval_every=50, checkpoint_every=50)
+LLM_TINY_DATA = dict(bucket_lengths=(32, 48, 64, 80), max_frames_in_batch=256, worker_count=0)
+
+
+def llm_training(config: ml_collections.ConfigDict, size: str, part: str = "llm") -> None:
+    """config.family / train / data / init of the llm part (family ``part``: llm or dpo), from the recipe values
+    in ``config.<part>.train``."""
+    recipe = config[part].train
+    tiny = size == "tiny"
+    sections = training_sections(
+        part,
+        "llm",
+        optimizer=dict(lr=1e-3 if tiny else recipe.lr, warmup_steps=0 if tiny else recipe.warmup_steps,
+                       grad_clip=recipe.grad_clip),
+        accum_steps=1 if tiny else recipe.accum_grad,
+        bistream_probability=recipe.bistream_probability,
+        **(LLM_TINY_TRAIN if tiny else {}),
+    )  # fmt: skip
+    data, accum = sections["data"], sections["train"].accum_steps
+    if tiny:
+        data.update(LLM_TINY_DATA, batch_multiple=accum)
+    else:
+        # one 8-device host, as the recipe: CosyVoice accumulates accum_grad batches of 2000 mel frames (1000 tokens,
+        # the llm task's default) per GPU; we split one process batch of devices x accum x 1000 tokens into accum
+        # microbatches, each device's share 1000 tokens (other device counts: scale both keys)
+        data.max_frames_in_batch *= RECIPE_DEVICES * accum
+        data.batch_multiple = RECIPE_DEVICES * accum
+    del config[part]["train"]  # its values now live in config.train / config.data
+    for name, section in sections.items():
+        config[name] = section
+
+
+def dpo_training(config: ml_collections.ConfigDict) -> None:
+    """The dpo family's additions: the rejected speech tokens in the batches, and cosyvoice's train.py
+    ``DPOLoss(beta=0.01)`` against a reference loaded from ``ref_from`` ("" = the policy's init.from)."""
+    config.data.dpo = True
+    config.train.dpo = ml_collections.ConfigDict(dict(beta=0.01, label_smoothing=0.0, ipo=False, ref_from=""))
 
 
 def get_config(arg: str = "llm") -> ml_collections.ConfigDict:
-    return part_config("cosyvoice2", arg, PARTS, "llm")
+    config = part_config("cosyvoice2", arg, PARTS, "llm")
+    if config.part in ("llm", "dpo"):
+        llm_training(config, (arg or "llm").partition("_")[2] or "release", config.part)
+    if config.part == "dpo":
+        dpo_training(config)
+    if config.part == "flow":  # the trainer's sections of the flow family
+        config.update(flow.training(config.flow, (arg or "").partition("_")[2]))
+    if config.part == "hift":  # the trainer's sections of the hift family
+        config.update(hift.training((arg or "").partition("_")[2]))
+    return config

@@ -6,6 +6,8 @@ Other config files embed ``pipeline_config(kind)`` as their ``data`` section. Va
 family's bucket lengths and frame budget are its task's ``defaults``.
 """
 
+import copy
+
 import ml_collections
 
 from configs.common import mesh_config, sharding_config
@@ -68,6 +70,8 @@ def pipeline_config(kind: str) -> ml_collections.ConfigDict:
     c.prefetch_batches = 4
     c.cache_mb = 1024.0
     c.batch_axes = ("data", "fsdp")
+    for key, value in defaults.items():  # the family's own keys, and its values of the shared ones
+        c[key] = copy.deepcopy(value)
     return c
 
 

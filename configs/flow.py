@@ -8,7 +8,7 @@ section configs/cosyvoice2.py mounts as its ``flow`` part ("" = real).
 
 import ml_collections
 
-from configs.common import base_config, lookup
+from configs.common import RECIPE_DEVICES, base_config, lookup, training_sections
 from sovits2_jax.models.flow.config import EncoderConfig, EstimatorConfig, FlowConfig
 
 
@@ -62,6 +62,43 @@ def flow_config(size: str = "") -> ml_collections.ConfigDict:
             inference=dict(n_timesteps=10, token_hop_len=25, streaming_bucket=50, streaming_cache=True),
         )
     )
+
+
+# tiny: seconds per step on CPU; the built-in synthetic corpora hold 1-3 s utterances (50-150 frames)
+TINY_TRAIN = dict(num_steps=200, log_every=10, eval_every=50, checkpoint_every=50)
+# batches of a multiple of 8 rows: valid on 1 device and on the 8 simulated ones of the tests
+TINY_DATA = dict(bucket_lengths=(64, 96, 128, 160), max_frames_in_batch=1280, batch_multiple=8, worker_count=0)
+
+
+def training(section: ml_collections.ConfigDict, size: str) -> dict:
+    """The trainer's sections of the ``flow`` family (configs.common.training_sections) from the recipe values in
+    ``section.train`` (which they replace): data task ``flow`` with the model's token/mel ratio and x-vector size
+    and ``section.mel``. ``tiny`` takes the recipe's vocabularies (6561 S3 tokens, 192-d x-vectors) so it trains
+    on the recipe's lists, lr 1e-3 without warm-up and small buckets."""
+    recipe, model, tiny = section.train, section.model, size == "tiny"
+    if tiny:
+        model.vocab_size, model.spk_embed_dim = 6561, 192
+    sections = training_sections(
+        "flow",
+        "flow",
+        optimizer=dict(lr=1e-3 if tiny else recipe.lr, warmup_steps=0 if tiny else recipe.warmup_steps,
+                       grad_clip=recipe.grad_clip),
+        accum_steps=1 if tiny else recipe.accum_grad,
+        **(TINY_TRAIN if tiny else {}),
+    )  # fmt: skip
+    data, accum = sections["data"], sections["train"].accum_steps
+    data.token_mel_ratio, data.embedding_dim = model.token_mel_ratio, model.spk_embed_dim
+    mel = section.mel.to_dict()
+    data.sample_rate = mel.pop("sampling_rate")
+    data.mel.update(mel)
+    if tiny:
+        data.update(TINY_DATA)
+    else:
+        # one 8-device host, as the recipe: per device accum_steps microbatches of the recipe's 2000 frames per step
+        data.max_frames_in_batch = recipe.max_frames_in_batch * RECIPE_DEVICES * accum
+        data.batch_multiple = RECIPE_DEVICES * accum
+    del section["train"]
+    return sections
 
 
 def get_config(arg: str = "real") -> ml_collections.ConfigDict:

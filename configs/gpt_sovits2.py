@@ -1,28 +1,32 @@
-"""GPT-SoVITS2 configs (AR part): ``--config=configs/gpt_sovits2.py:ARG`` with ARG ``ar``, ``ar_small`` or
-``ar_tiny``.
+"""GPT-SoVITS2 configs: ``--config=configs/gpt_sovits2.py:ARG`` with ARG ``ar``, ``ar_small``, ``ar_tiny`` (the AR
+part, family ``gpt_sovits2``) or ``vits``, ``vits_small``, ``vits_tiny`` (the VITS2 decoder and its GAN training,
+family ``vits``).
 
 The AR model is our SpeechLM in the ``gpt_sovits2`` layout: ``x1 + y1 + ... + xn -> yn`` under one RoPE,
-S3 speech tokens (4096, speech tokenizer v1), Qwen2 BPE text with optional per-token BGE-M3-sized features
-(1024-d) through an MLP. Backbone from GPT-SoVITS2's own config: hidden 768, 16 heads, 20 layers, FFN 4096.
+S3 speech tokens (6561: the recipe's speech tokenizer v2, as the vits part reads), Qwen2 BPE text (the whole
+151936-id vocabulary at every size) with optional per-token BGE-M3-sized features (1024-d) through an MLP.
+Backbone from GPT-SoVITS2's own config: hidden 768, 16 heads, 20 layers, FFN 4096.
 """
 
 import ml_collections
 
-from configs import qwen2
-from configs.common import lookup, part_config, speech_lm_config
+from configs import qwen2, vits2
+from configs.common import RECIPE_DEVICES, lookup, part_config, speech_lm_config, training_sections
 
 # size: (qwen2 backbone preset, its overrides, speech tokens, text feature dim, batch size)
 AR_PRESETS = {
-    "tiny": ("tiny", {}, 100, 32, 8),
-    "small": ("small", {}, 4096, 1024, 8),
+    "tiny": ("tiny", {}, 6561, 32, 8),
+    "small": ("small", {}, 6561, 1024, 8),
     "release": (
         "0.5b",
         dict(hidden_size=768, intermediate_size=4096, num_layers=20, num_heads=16, num_kv_heads=16),
-        4096,
+        6561,
         1024,
         32,
     ),
 }
+# size: row length of the packed examples (a batch holds batch_size rows); tiny: the built-in corpora's 1-3 s
+AR_ROW_LENGTH = {"tiny": 256, "small": 1024, "release": 2048}
 
 
 def ar_config(size: str = "") -> ml_collections.ConfigDict:
@@ -30,7 +34,8 @@ def ar_config(size: str = "") -> ml_collections.ConfigDict:
         AR_PRESETS, size, "gpt_sovits2 ar size", {"": "release"}
     )
     return speech_lm_config(
-        qwen2.model_config(backbone, **overrides, tie_word_embeddings=True),  # the text LM head is never used
+        # the text LM head is never used
+        qwen2.model_config(backbone, **{**overrides, "vocab_size": 151936}, tie_word_embeddings=True),
         layout="gpt_sovits2",
         speech_token_size=speech_tokens,
         text_feature_dim=feature_dim,
@@ -38,8 +43,61 @@ def ar_config(size: str = "") -> ml_collections.ConfigDict:
     )
 
 
-PARTS = {"ar": ar_config}
+AR_TINY_TRAIN = dict(num_steps=200, log_every=10, eval_every=50, checkpoint_every=50)
+
+
+def ar_training(config: ml_collections.ConfigDict, size: str) -> None:
+    """config.family / train / data / init of the AR (family ``gpt_sovits2``, data task ``gpt_sovits2``: each
+    target with 1..max_references same-speaker references, packed) from the recipe values in ``config.ar.train``;
+    tiny: lr 1e-3 without warm-up."""
+    recipe, tiny = config.ar.train, size == "tiny"
+    row = lookup(AR_ROW_LENGTH, size, "gpt_sovits2 ar size", {"": "release"})
+    sections = training_sections(
+        "gpt_sovits2",
+        "gpt_sovits2",
+        optimizer=dict(lr=1e-3 if tiny else recipe.lr, warmup_steps=0 if tiny else recipe.warmup_steps,
+                       grad_clip=recipe.grad_clip),
+        **(AR_TINY_TRAIN if tiny else {}),
+    )  # fmt: skip
+    data = sections["data"]
+    data.update(bucket_lengths=[row], max_frames_in_batch=row * recipe.batch_size, max_prompts=recipe.max_references)
+    data.speech_token_size = config.ar.model.speech_token_size
+    if tiny:
+        data.worker_count = 0
+    else:  # batch_size rows on one 8-device host, as the recipe
+        data.batch_multiple = RECIPE_DEVICES
+    del config.ar["train"]  # its values now live in config.train / config.data
+    for name, section in sections.items():
+        config[name] = section
+
+
+# size: (configs/vits2.py preset, batch size, crop frames, reference frames); every size takes BPE ids (151936
+# rows) and the recipe's 6561 S3 tokens
+VITS_PRESETS = {"tiny": ("tiny", 4, 40, 100), "small": ("small", 8, 150, 300), "release": ("sovits2", 32, 200, 300)}
+
+
+def vits_model(size: str = ""):
+    """GPT-SoVITS2's VITS2 (configs/vits2.py's presets) reading BPE text and S3 v2 (6561) tokens."""
+    preset = lookup(VITS_PRESETS, size, "gpt_sovits2 vits size", {"": "release"})[0]
+    return vits2.model_config(preset).replace(n_symbols=151936, speech_vocab_size=6561 + 3)
+
+
+def vits_config(size: str = "") -> ml_collections.ConfigDict:
+    preset = lookup(VITS_PRESETS, size, "gpt_sovits2 vits size", {"": "release"})[0]
+    model = vits_model(size)
+    return ml_collections.ConfigDict(dict(model=model.to_dict(), discriminator=vits2.discriminator_section(preset)))
+
+
+PARTS = {"ar": ar_config, "vits": vits_config}
 
 
 def get_config(arg: str = "ar") -> ml_collections.ConfigDict:
-    return part_config("gpt_sovits2", arg, PARTS, "ar")
+    config = part_config("gpt_sovits2", arg, PARTS, "ar")
+    if config.part == "ar":
+        ar_training(config, (arg or "").partition("_")[2])
+    if config.part == "vits":  # the trainer's sections: same-speaker references, zero-shot as GPT-SoVITS2 trains
+        size = (arg or "").partition("_")[2]
+        _, batch, crop, ref = lookup(VITS_PRESETS, size, "gpt_sovits2 vits size", {"": "release"})
+        model = vits_model(size)
+        config.update(vits2.training(model, batch_size=batch, crop_frames=crop, reference="speaker", ref_frames=ref))
+    return config

@@ -6,7 +6,7 @@ take their backbones from it (``model_config``).
 
 import ml_collections
 
-from configs.common import base_config, lookup
+from configs.common import base_config, lookup, training_sections
 
 PRESETS = {
     # name: (vocab, hidden, ffn, layers, heads, kv_heads, tied)
@@ -57,6 +57,8 @@ def preset(size: str):
 
 def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
     config = base_config("qwen2", "out/qwen2", model=model_config(arg or "tiny"))
-    config.train = ml_collections.ConfigDict(dict(batch_size=8, seq_len=320))
+    # the qwen2 family trains on synthetic token batches of batch_size x seq_len (no config.data)
+    for name, section in training_sections("qwen2", None, batch_size=8, seq_len=320).items():
+        config[name] = section
     config.parity = ml_collections.ConfigDict(dict(device="cpu", dtype="float32", batch=2, seq_len=320))
     return config

@@ -1,16 +1,17 @@
 """VITS decoder configs: ``--config=configs/vits2.py[:ARG]``, ARG in ``v2`` (default, released GPT-SoVITS s2 v2),
 ``v1``, ``sovits2`` (= release: GPT-SoVITS2's VITS2: S3 tokens, BPE text, RoPE, hidden 256 / 4 heads / filter 1024,
 6-layer transformer couplings), ``small`` (the sovits2 layout at 24 kHz and about half width, for CPU-scale quality
-runs) or ``tiny`` (the sovits2 layout shrunk for tests, 8 kHz).
+runs), ``tiny`` (the sovits2 layout shrunk for tests, 8 kHz) or ``v2_tiny`` (v2's SSL layout at that size).
 
 ``PRESETS`` is the one table of VitsConfig sizes. ``config.vits.model`` holds ``VitsConfig`` fields
-(``sovits2_jax.models.vits2.config``); ``train`` follows GPT-SoVITS's s2.json (AdamW lr 1e-4, betas 0.8/0.99,
-eps 1e-9, decay 0.999875, c_mel 45, c_kl 1).
+(``sovits2_jax.models.vits2.config``), ``config.vits.discriminator`` the MPD; the trainer's sections (family
+``vits``, data task ``vits``) follow GPT-SoVITS's s2.json (``training``). v1 / v2 train on a Parquet carrying
+SSL features (``ssl_feature``) and GPT-SoVITS phoneme ids (``phone_ids``), referencing themselves.
 """
 
 import ml_collections
 
-from configs.common import base_config, lookup
+from configs.common import base_config, lookup, optimizer_config, training_sections
 from sovits2_jax.models.vits2.config import VitsConfig
 
 
@@ -103,7 +104,17 @@ def tiny() -> VitsConfig:
     )
 
 
-PRESETS = {"v2": gpt_sovits_v2, "v1": gpt_sovits_v1, "sovits2": gpt_sovits2, "small": small, "tiny": tiny}
+def v2_tiny() -> VitsConfig:
+    """GPT-SoVITS v2's layout (SSL features through the frozen codebook, WaveNet flow, relative attention) at the
+    tiny size, for tests on a Parquet with an SSL column (8-d features, 64 phoneme ids)."""
+    return tiny().replace(
+        version="v2", content="hubert_vq", ssl_dim=8, codebook_size=16, flow="wavenet", position="relative",
+        flow_layers=2, n_symbols=64,
+    )  # fmt: skip
+
+
+PRESETS = {"v2": gpt_sovits_v2, "v1": gpt_sovits_v1, "sovits2": gpt_sovits2, "small": small, "tiny": tiny,
+           "v2_tiny": v2_tiny}  # fmt: skip
 ALIASES = {"": "v2", "release": "sovits2"}
 
 
@@ -112,24 +123,51 @@ def model_config(arg: str = "") -> VitsConfig:
     return lookup(PRESETS, arg, "vits2 config", ALIASES)()
 
 
+def discriminator_section(size: str = "") -> dict:
+    """GPT-SoVITS's MultiPeriodDiscriminator (scale discriminator + periods 2..11); tiny: two small periods."""
+    if size.endswith("tiny"):
+        return dict(periods=(2, 3), scale_layers="none", channels=(8, 16, 32, 64, 64))
+    return dict(periods=(2, 3, 5, 7, 11), scale_layers="vits", channels=(32, 128, 512, 1024, 1024))
+
+
+def training(model: VitsConfig, *, batch_size: int, crop_frames: int, reference: str, ref_frames: int = 300) -> dict:
+    """The trainer's sections for the ``vits`` family (configs.common.training_sections) on this model.
+
+    GPT-SoVITS's s2.json: AdamW lr 1e-4, betas (0.8, 0.99), eps 1e-9, torch's decay 0.01, text at 0.4x lr, for
+    G and D (its per-epoch lr decay of 0.999875 is left out: constant lr). Data: the model's audio frontend,
+    ``crop_frames`` crops, ``batch_size`` of them per batch; v1/v2 read SSL features and GPT-SoVITS phoneme ids."""
+    opt = dict(name="adamw", lr=1e-4, b1=0.8, b2=0.99, eps=1e-9, weight_decay=0.01)
+    sections = training_sections("vits", "vits", optimizer=dict(opt, lr_scale={"text": 0.4}))
+    sections["train"].optimizer_d = optimizer_config(**opt)
+    data = sections["data"]
+    data.sample_rate = model.sampling_rate
+    data.spectrogram = dict(n_fft=model.n_fft, hop_size=model.hop_length, win_size=model.win_length)
+    data.unit_frames = model.content_upsample
+    data.bucket_lengths = [crop_frames]
+    data.max_frames_in_batch = batch_size * crop_frames
+    data.reference = reference
+    data.ref_frames = ref_frames
+    data.text_vocab_size = model.n_symbols
+    if model.content == "tokens":
+        data.speech_token_size = model.speech_vocab_size - 3
+    else:
+        data.ssl_dim = model.ssl_dim
+        data.text_ids_column = "phone_ids"
+    return sections
+
+
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
     name = arg or "v2"
-    vits = ml_collections.ConfigDict(
-        dict(
-            model=model_config(name).to_dict(),
-            discriminator=dict(periods=(2, 3, 5, 7, 11), scale_layers="vits"),
-            train=dict(
-                batch_size={"tiny": 4, "small": 8}.get(name, 32),
-                learning_rate=1e-4,
-                betas=(0.8, 0.99),
-                eps=1e-9,
-                lr_decay=0.999875,
-                fp16_run=False,  # GPT-SoVITS2: fp32
-                epochs=100,
-            ),
-        )
-    )
-    return base_config("vits2", f"out/vits2_{name}", vits=vits)
+    model = model_config(name)
+    vits = ml_collections.ConfigDict(dict(model=model.to_dict(), discriminator=discriminator_section(name)))
+    config = base_config("vits2", f"out/vits2_{name}", vits=vits)
+    batch = {"tiny": 4, "v2_tiny": 4, "small": 8}.get(name, 32)
+    tiny_size = name.endswith("tiny")
+    crop = 40 if tiny_size else max(200, 2 * model.segment_size // model.hop_length)
+    reference = "speaker" if model.content == "tokens" else "self"
+    ref_frames = 100 if tiny_size else 300
+    config.update(training(model, batch_size=batch, crop_frames=crop, reference=reference, ref_frames=ref_frames))
+    return config
 
 
 def vits_config(config: ml_collections.ConfigDict) -> VitsConfig:

@@ -17,6 +17,7 @@ flags.
 
 from __future__ import annotations
 
+import keyword
 import sys
 from collections.abc import Callable
 
@@ -54,9 +55,38 @@ def _fail(message: str) -> int:
     return ERROR_EXIT
 
 
+def _keyword_overrides(argv: list[str]) -> tuple[list[str], list[tuple[str, list[str], str]]]:
+    """Splits off ``--config.a.from=v`` style overrides whose path has a Python keyword (ml_collections parses
+    the path as an expression and fails on ``from``): (other args, [(flag name, key path, value)])."""
+    rest, held = [], []
+    for arg in argv:
+        name, eq, value = arg.partition("=")
+        parts = name.lstrip("-").split(".")
+        if arg.startswith("--") and eq and len(parts) > 1 and any(keyword.iskeyword(p) for p in parts[1:]):
+            held.append((parts[0], parts[1:], value))
+        else:
+            rest.append(arg)
+    return rest, held
+
+
+def _apply(held) -> None:
+    for flag, path, value in held:
+        node = flags.FLAGS[flag].value
+        for key in path[:-1]:
+            node = node[key]
+        if path[-1] not in node:
+            sys.exit(_fail(f"unknown config key in the overrides: {flag}.{'.'.join(path)}"))
+        current = node[path[-1]]
+        node[path[-1]] = type(current)(value) if isinstance(current, (int, float, str)) else value
+
+
 def _parse_flags(argv: list[str]) -> list[str]:
+    argv, held = _keyword_overrides(argv)
+    sys.argv[:] = argv  # config_flags reads its overrides from sys.argv itself
     try:
-        return app.parse_flags_with_usage(argv)
+        rest = app.parse_flags_with_usage(argv)
+        _apply(held)
+        return rest
     except (AttributeError, KeyError) as e:  # a locked config rejecting an unknown --config.a.b key
         detail = e
         while isinstance(detail, BaseException) and detail.args:  # ml_collections nests KeyError in AttributeError

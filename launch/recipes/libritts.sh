@@ -1,11 +1,18 @@
 #!/usr/bin/env bash
 # Staged LibriTTS recipe, mirroring CosyVoice's examples/libritts/cosyvoice2/run.sh.
 #
-#   launch/recipes/libritts.sh --stage -1 --stop_stage 3 [--corpus DIR] [--work DIR] \
-#       [--campplus campplus.onnx] [--speech_tokenizer speech_tokenizer_v2.onnx]
+#   launch/recipes/libritts.sh --stage -1 --stop_stage 7 [--corpus DIR] [--work DIR] \
+#       [--campplus campplus.onnx] [--speech_tokenizer speech_tokenizer_v2.onnx] \
+#       [--size tiny|small|""] [--num_steps N] [--pretrained_dir CosyVoice2-0.5B] [--average_num 5]
 #
 # Stages: -1 build the built-in espeak-ng corpus, train/ and dev/ (only without --corpus; nothing is downloaded),
-#          0 Kaldi files (wav.scp, text, utt2spk, spk2utt), 1 speaker embeddings, 2 speech tokens, 3 Parquet.
+#          0 Kaldi files (wav.scp, text, utt2spk, spk2utt), 1 speaker embeddings, 2 speech tokens, 3 Parquet,
+#          4 inference of tts_text.json (--infer_mode sft|zero_shot, --infer_model_dir, --tts_text),
+#          5 train llm, flow, hift (configs/cosyvoice2.py:<part>[_<size>], workdirs WORK/exp/<part>; a rerun
+#          resumes), 6 average each part's checkpoints (--average_by dev_loss|latest), 7 export WORK/CosyVoice2
+#          (llm.pt, flow.pt, hift.pt, cosyvoice2.yaml, CosyVoice-BlankEN, the ONNX front-end models).
+# --pretrained_dir: a CosyVoice2 model directory to fine-tune from (--config.init.from) and to take the yaml and
+# assets of the export from. --size "" trains the release sizes (the default is tiny, seconds per step on CPU).
 # --corpus: a LibriTTS-layout directory: either real LibriTTS (subsets such as train-clean-100 and dev-clean
 # inside it) or one set (SPEAKER/CHAPTER/*.wav directly inside). Without --campplus / --speech_tokenizer the
 # offline stand-ins are fitted on the first training set (see sovits2_jax/data/prep/offline_models.py);
@@ -28,6 +35,14 @@ num_utts_per_parquet=1000
 codebook_size=512
 dev_per_speaker=4
 offline_speaker=stats
+size=tiny
+num_steps=
+pretrained_dir=
+average_num=5
+average_by=dev_loss
+infer_mode=zero_shot
+infer_model_dir=
+tts_text=
 
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -45,13 +60,25 @@ while [ $# -gt 0 ]; do
     --num_utts_per_parquet) num_utts_per_parquet=$2; shift 2 ;;
     --codebook_size) codebook_size=$2; shift 2 ;;
     --offline_speaker) offline_speaker=$2; shift 2 ;;
-    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    --size) size=$2; shift 2 ;;
+    --num_steps) num_steps=$2; shift 2 ;;
+    --pretrained_dir) pretrained_dir=$2; shift 2 ;;
+    --average_num) average_num=$2; shift 2 ;;
+    --average_by) average_by=$2; shift 2 ;;
+    --infer_mode) infer_mode=$2; shift 2 ;;
+    --infer_model_dir) infer_model_dir=$2; shift 2 ;;
+    --tts_text) tts_text=$2; shift 2 ;;
+    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
     *) echo "libritts.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
 
 if [ -n "${PYTHON:-}" ]; then py=$PYTHON; elif [ -x .venv/bin/python ]; then py=.venv/bin/python; else py=python3; fi
 case "$offline_speaker" in stats|resemblyzer) ;; *) echo "libritts.sh: --offline_speaker stats|resemblyzer" >&2; exit 2 ;; esac
+case "$average_by" in dev_loss|latest) ;; *) echo "libritts.sh: --average_by dev_loss|latest" >&2; exit 2 ;; esac
+if [ -n "$pretrained_dir" ] && [ ! -f "$pretrained_dir/cosyvoice2.yaml" ]; then
+  echo "libritts.sh: --pretrained_dir $pretrained_dir is not a CosyVoice2 model directory (no cosyvoice2.yaml)" >&2; exit 2
+fi
 for f in "$campplus" "$speech_tokenizer"; do
   if [ -n "$f" ] && [ ! -f "$f" ]; then echo "libritts.sh: ONNX model $f does not exist" >&2; exit 2; fi
 done
@@ -130,4 +157,63 @@ if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
     $py -m sovits2_jax.data.prep.parquet_writer --src_dir "$data/$x" --des_dir "$data/$x/parquet" \
       --num_utts_per_parquet "$num_utts_per_parquet" --num_processes "$num_workers"
   done
+fi
+
+# Stage 4: synthesise the test set's tts_text.json (made from its first utterances when absent) with
+# --infer_model_dir (default: --pretrained_dir, else stage 7's export) -> WORK/result/<mode>/{utt}_{i}.wav, wav.scp.
+if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
+  test_set=
+  for x in test-clean dev-clean dev; do [ -f "$data/$x/parquet/data.list" ] && { test_set=$x; break; }; done
+  [ -n "$test_set" ] || { echo "libritts.sh: stage 4 needs a test set's Parquet (run stages 0-3)" >&2; exit 2; }
+  infer_dir=${infer_model_dir:-${pretrained_dir:-$work/CosyVoice2}}
+  tts_text=${tts_text:-$work/tts_text.json}
+  echo "stage 4: $infer_mode inference on $test_set with $infer_dir -> $work/result/$infer_mode"
+  $py -m sovits2_jax.infer.recipe --model_dir "$infer_dir" --data_list "$data/$test_set/parquet/data.list" \
+    --tts_text "$tts_text" --num_utts 4 --mode "$infer_mode" --result_dir "$work/result/$infer_mode"
+fi
+
+# Stages 5-7: CosyVoice2's llm, flow and hift trained on the Parquet lists, averaged, exported.
+exp=$work/exp
+parts=(llm flow hift)
+train_sets=(); dev_sets=()
+for x in "${sets[@]}"; do case "$x" in train*) train_sets+=("$x") ;; dev*) dev_sets+=("$x") ;; esac; done
+train_list=$data/train.data.list
+dev_list=$data/dev.data.list
+
+if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
+  [ ${#train_sets[@]} -gt 0 ] || { echo "libritts.sh: stage 5 needs a training set" >&2; exit 2; }
+  for x in "${train_sets[@]}"; do cat "$data/$x/parquet/data.list"; done > "$train_list"
+  for x in "${dev_sets[@]}"; do cat "$data/$x/parquet/data.list"; done > "$dev_list"
+  dev_arg=$dev_list; [ -s "$dev_list" ] || dev_arg=
+  for model in "${parts[@]}"; do
+    echo "stage 5: train $model (configs/cosyvoice2.py:$model${size:+_$size}) -> $exp/$model"
+    args=(--config="configs/cosyvoice2.py:$model${size:+_$size}" --workdir="$exp/$model"
+          --config.data.train_list="$train_list" --config.data.dev_list="$dev_arg")
+    [ -n "$num_steps" ] && args+=(--config.train.num_steps="$num_steps")
+    [ -n "$pretrained_dir" ] && args+=(--config.init.from="$pretrained_dir")
+    $py -m sovits2_jax.train "${args[@]}"
+  done
+fi
+
+if [ "$stage" -le 6 ] && [ "$stop_stage" -ge 6 ]; then
+  by=$average_by
+  if [ "$by" = dev_loss ] && [ ! -s "$dev_list" ]; then by=latest; fi
+  for model in "${parts[@]}"; do
+    echo "stage 6: average $average_num $model checkpoints by $by -> $exp/$model/average"
+    $py -m sovits2_jax.train.average --workdir="$exp/$model" --num="$average_num" --by="$by" --dst="$exp/$model/average"
+  done
+fi
+
+if [ "$stage" -le 7 ] && [ "$stop_stage" -ge 7 ]; then
+  model_dir=$work/CosyVoice2
+  echo "stage 7: export -> $model_dir"
+  args=(); for model in "${parts[@]}"; do args+=(--"$model"="$exp/$model/average"); done
+  [ -n "$pretrained_dir" ] && args+=(--pretrained="$pretrained_dir")
+  $py -m sovits2_jax.convert.cosyvoice2_export "${args[@]}" --dst="$model_dir"
+  if [ -z "$pretrained_dir" ]; then  # the front-end models the data was prepared with
+    spk_default=$offline/speaker_encoder.onnx; [ "$offline_speaker" = resemblyzer ] && spk_default=$offline/resemblyzer.onnx
+    spk=${campplus:-$spk_default}; tok=${speech_tokenizer:-$offline/speech_tokenizer.onnx}
+    [ -f "$spk" ] && cp "$spk" "$model_dir/campplus.onnx"
+    [ -f "$tok" ] && cp "$tok" "$model_dir/speech_tokenizer_v2.onnx"
+  fi
 fi

@@ -14,6 +14,9 @@ from sovits2_jax.convert.mapping import ConversionError, flatten, unflatten
 
 META = "meta.json"
 PARAMS = "params"
+PLAYER = "player"  # meta.json key: the trainer player whose params are the model
+META_ITEM = "meta"  # a trainer step keeps meta.json in this Orbax item
+CHECKPOINTS = "checkpoints"  # a trainer workdir's CheckpointManager directory
 
 
 def _stringify(tree: Mapping) -> dict:
@@ -66,26 +69,78 @@ def save_checkpoint(dst: str | Path, params: Mapping, meta: Mapping, overwrite: 
     return Path(dst)
 
 
+def meta_path(directory: str | Path) -> Path | None:
+    """``directory/meta.json``, or a trainer step's ``directory/meta/meta.json`` (an Orbax item); None if neither."""
+    for path in (Path(directory) / META, Path(directory) / META_ITEM / META):
+        if path.is_file():
+            return path
+    return None
+
+
 def read_meta(directory: str | Path) -> dict:
-    path = Path(directory) / META
-    if not path.is_file():
+    path = meta_path(directory)
+    if path is None:
         raise ConversionError(f"{directory}: not a sovits2-jax checkpoint (no {META})")
     return json.loads(path.read_text())
 
 
 def load_checkpoint(directory: str | Path) -> tuple[dict, dict]:
-    """(nested params of numpy arrays with int keys for layer lists, meta)."""
+    """(nested params of numpy arrays with int keys for layer lists, meta).
+
+    A trainer checkpoint's params item holds every player (``{"generator": ..., "discriminator": ...}``); its
+    meta.json names the exported one as ``"player"``, and only that player's params are returned.
+    """
     import orbax.checkpoint as ocp
 
     directory = Path(directory).absolute()
     meta = read_meta(directory)
+    if not (directory / PARAMS).is_dir():
+        raise ConversionError(f"{directory}: has {META} but no {PARAMS}/ item")
+    player = meta.get(PLAYER)
     with ocp.StandardCheckpointer() as ckptr:
         metadata = ckptr.metadata(directory / PARAMS)
         tree = getattr(metadata, "item_metadata", metadata)
-        target = _numpy_target(tree)
-        restored = ckptr.restore(directory / PARAMS, target)
+        if player is None:
+            restored = ckptr.restore(directory / PARAMS, _numpy_target(tree))
+        elif player not in tree:
+            raise ConversionError(f"{directory}: meta.json names player {player!r}, params hold {sorted(tree)}")
+    if player is not None:
+        restored = _restore_player(directory / PARAMS, tree, player)
     flat = {k: np.asarray(v) for k, v in flatten(restored).items()}
     return unflatten(flat), meta
+
+
+def _restore_player(path: Path, tree, player: str) -> dict:
+    """Only ``tree[player]`` as numpy (a trainer's other players, e.g. a GAN discriminator, stay on disk)."""
+    import jax
+    import orbax.checkpoint as ocp
+
+    sub = {player: tree[player]}
+    is_leaf = lambda x: hasattr(x, "shape") and hasattr(x, "dtype")
+    restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), sub, is_leaf=is_leaf)
+    with ocp.PyTreeCheckpointer() as ckptr:
+        args = ocp.args.PyTreeRestore(item=sub, restore_args=restore_args, partial_restore=True)
+        return ckptr.restore(path, args=args)[player]
+
+
+def step_dirs(checkpoints: str | Path) -> list[Path]:
+    """The finished step directories (named by their integer step) under a CheckpointManager directory, by step."""
+    checkpoints = Path(checkpoints)
+    if not checkpoints.is_dir():
+        return []
+    dirs = [d for d in checkpoints.iterdir() if d.is_dir() and d.name.isdigit() and meta_path(d)]
+    return sorted(dirs, key=lambda d: int(d.name))
+
+
+def resolve_checkpoint_dir(src: str | Path) -> Path:
+    """A trainer workdir or its ``checkpoints/`` folder -> its latest step directory; any other path unchanged."""
+    src = Path(src)
+    for candidate in (src / CHECKPOINTS, src):
+        if candidate.is_dir() and meta_path(candidate) is None:
+            steps = step_dirs(candidate)
+            if steps:
+                return steps[-1]
+    return src
 
 
 def _numpy_target(tree):

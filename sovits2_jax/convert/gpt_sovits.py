@@ -309,6 +309,8 @@ def jax_to_torch(src_dir: str | Path, dst: str | Path) -> Path:
     if buffers_path.is_file():
         with np.load(buffers_path) as z:
             items.update({k: z[k] for k in z.files})
+    else:  # trained here: no EMA state travelled with the params
+        items.update(_codebook_buffers(items))
     if tmeta.get("parametrized_weight_norm"):
         items = dict(to_parametrized_keys(items.items()))
     dtypes = tmeta.get("dtypes", "float16")
@@ -324,6 +326,19 @@ def jax_to_torch(src_dir: str | Path, dst: str | Path) -> Path:
     header = tmeta.get("header")
     save_pth(obj, dst, None if header is None else header.encode())
     return Path(dst)
+
+
+def _codebook_buffers(items: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """EuclideanCodebook's EMA buffers for codebooks that have none: initialised (no k-means on load), unit cluster
+    sizes and ``embed_avg = embed``, the EMA state whose normalised average is the codebook itself."""
+    out = {}
+    for key, embed in items.items():
+        if key.startswith("quantizer.") and key.endswith("._codebook.embed"):
+            prefix = key[: -len("embed")]
+            out[prefix + "inited"] = np.ones((1,), np.float32)
+            out[prefix + "cluster_size"] = np.ones((embed.shape[0],), np.float32)
+            out[prefix + "embed_avg"] = np.array(embed, np.float32)
+    return out
 
 
 def _default_hparams(config: Mapping[str, Any]) -> dict:

@@ -1,4 +1,5 @@
-"""Pure HiFT GAN training steps (CosyVoice2's alternating discriminator / generator turns on one batch).
+"""Pure HiFT GAN training steps (CosyVoice2's alternating discriminator / generator turns on one batch), outside
+the trainer (tests, ``bench.hift``); the losses are the ``hift`` family's (``train/hift.py``).
 
 ``make_gan_steps`` returns jit-able functions of explicit state: ``(g_params, d_params, g_opt, d_opt)``, a batch
 ``{"speech": [B, T*480], "speech_feat": [B, T, 80], "pitch_feat": [B, T]}`` and an rng key. ``train_step`` runs the
@@ -9,15 +10,14 @@ reference's two forward passes with the same noise would).
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Callable, Sequence
 
 import jax
 import optax
 from flax import nnx
 
-from sovits2_jax.audio.mel import MelConfig, mel_spectrogram
-from sovits2_jax.train.gan_losses import GanLossWeights, hift_discriminator_loss, hift_generator_loss
+from sovits2_jax.train.gan_losses import GanLossWeights
+from sovits2_jax.train.hift import discriminator_terms, gan_mel_fns, generator_terms
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,12 +34,6 @@ jax.tree_util.register_dataclass(GanState, data_fields=["g_params", "d_params", 
 def adam_with_clip(lr: float, grad_clip: float) -> optax.GradientTransformation:
     """Adam (CosyVoice2's optim for G and D) after global-norm clipping (grad_clip 5)."""
     return optax.chain(optax.clip_by_global_norm(grad_clip), optax.adam(lr))
-
-
-def gan_mel_fns(mel: dict | None = None) -> list[Callable]:
-    """The GAN mel-loss transforms (CosyVoice2: one Matcha mel, fmax None)."""
-    cfg = MelConfig(**(mel or {"fmax": None}))
-    return [functools.partial(mel_spectrogram, cfg=cfg)]
 
 
 def _update(tx: optax.GradientTransformation, loss_fn: Callable, params, opt_state):
@@ -65,11 +59,10 @@ def make_gan_steps(
         return GanState(g_params, d_params, g_tx.init(g_params), d_tx.init(d_params))
 
     def discriminator_step(state: GanState, batch, rng):
-        fake, _ = nnx.merge(g_graphdef, state.g_params)(batch["speech_feat"], rng)
-        fake = jax.lax.stop_gradient(fake)
+        generator = nnx.merge(g_graphdef, state.g_params)
 
         def loss_fn(d_params):
-            terms = hift_discriminator_loss(nnx.merge(d_graphdef, d_params)(batch["speech"], fake), weights)
+            terms = discriminator_terms(generator, nnx.merge(d_graphdef, d_params), batch, rng, weights)
             return terms["loss"], terms
 
         d_params, d_opt, terms = _update(d_tx, loss_fn, state.d_params, state.d_opt)
@@ -77,9 +70,8 @@ def make_gan_steps(
 
     def generator_step(state: GanState, batch, rng):
         def loss_fn(g_params):
-            fake, f0 = nnx.merge(g_graphdef, g_params)(batch["speech_feat"], rng)
-            disc_out = nnx.merge(d_graphdef, state.d_params)(batch["speech"], fake)
-            terms = hift_generator_loss(batch["speech"], fake, f0, batch["pitch_feat"], disc_out, mel_fns, weights)
+            generator, discriminator = nnx.merge(g_graphdef, g_params), nnx.merge(d_graphdef, state.d_params)
+            terms = generator_terms(generator, discriminator, batch, rng, mel_fns, weights)
             return terms["loss"], terms
 
         g_params, g_opt, terms = _update(g_tx, loss_fn, state.g_params, state.g_opt)

@@ -17,7 +17,7 @@ from flax import nnx
 from sovits2_jax.audio.spectrogram import linear_spectrogram
 from sovits2_jax.models.discriminators import MultiPeriodDiscriminator
 from sovits2_jax.models.vits2.synthesizer import SynthesizerTrn
-from sovits2_jax.models.vits2.train_step import make_vits_steps
+from sovits2_jax.train.vits import make_vits_steps, param_labels
 
 STEPS = 100
 
@@ -44,10 +44,11 @@ def synthetic_batch(cfg, n: int, tokens: int, seed: int) -> dict:
     return dict(
         codes=jnp.asarray(codes, jnp.int32),
         spec=spec,
-        spec_lengths=jnp.full((n,), frames, jnp.int32),
+        spec_len=jnp.full((n,), frames, jnp.int32),
         wav=jnp.asarray(wav),
         text=jnp.asarray(text, jnp.int32),
-        text_lengths=jnp.full((n,), text.shape[1], jnp.int32),
+        text_len=jnp.full((n,), text.shape[1], jnp.int32),
+        valid=jnp.ones((n,), bool),
     )
 
 
@@ -64,7 +65,7 @@ def test_gpt_sovits2_layout_learns_reconstruction(tiny):
     g_params = jax.tree.map(jnp.copy, g_params)  # the step donates its state
     assert len(nnx.merge(g_graphdef, g_params).flow.flows[0].enc.attn_layers) == cfg.flow_layers
     data = synthetic_batch(cfg, 8, 20, seed=0)
-    init, step = make_vits_steps(cfg, g_graphdef, None, optax.adam(2e-3))
+    init, step = make_vits_steps(g_graphdef, None, optax.adam(2e-3))
     step = jax.jit(step, donate_argnums=0)
     state = init(g_params)
     key = jax.random.key(0)
@@ -83,15 +84,15 @@ def test_gpt_sovits2_layout_learns_reconstruction(tiny):
     # one full GAN turn (discriminator, then generator with adversarial + feature-matching terms); a single
     # period discriminator keeps the compile short (the full MPD + scale discriminator is checked for parity)
     d_graphdef, d_params = nnx.split(MultiPeriodDiscriminator(periods=(2,), rngs=nnx.Rngs(1)), nnx.Param)
-    init_gan, gan_step = make_vits_steps(cfg, g_graphdef, d_graphdef, optax.adam(2e-4), optax.adam(2e-4))
+    init_gan, gan_step = make_vits_steps(g_graphdef, d_graphdef, optax.adam(2e-4), optax.adam(2e-4))
     gan_step = jax.jit(gan_step)
-    gstate = init_gan(state.g_params, d_params)
+    gstate = init_gan(state["g_params"], d_params)
     gstate, metrics = gan_step(gstate, {k: v[:2] for k, v in data.items()}, jax.random.key(100))
-    for name in ("loss_disc", "g/loss_gen", "g/loss_fm", "g/loss_mel", "g/loss_kl"):
+    for name in ("d/loss_disc", "g/loss_gen", "g/loss_fm", "g/loss_mel", "g/loss_kl"):
         assert np.isfinite(float(metrics[name])), name
 
     # the trained decoder synthesises the right length from codes + text + a reference
-    model = nnx.merge(g_graphdef, gstate.g_params)
+    model = nnx.merge(g_graphdef, gstate["g_params"])
     wav = model.decode(data["codes"][:1], data["text"][:1], data["spec"][:1], 0.0)
     assert wav.shape == (1, 40 * cfg.hop_length) and np.isfinite(np.asarray(wav)).all()
 
@@ -106,7 +107,7 @@ def test_training_dropout_follows_the_key(tiny):
     @jax.jit
     def m_p(params, key):
         out = nnx.merge(graphdef, params)(
-            data["codes"], data["spec"], data["spec_lengths"], data["text"], data["text_lengths"], key, **fixed
+            data["codes"], data["spec"], data["spec_len"], data["text"], data["text_len"], key, **fixed
         )
         return out["m_p"]
 
@@ -146,8 +147,9 @@ def test_per_token_text_features_and_bpe_ids_shapes():
         prior_shapes(base.replace(text_input="features"), jax.ShapeDtypeStruct((2, 9), jnp.int32))
 
 
-def test_gpt_sovits_optimizer_freezes_quantizer_and_slows_text(tiny):
-    from sovits2_jax.models.vits2.train_step import gpt_sovits_optimizer, param_labels
+def test_gpt_sovits_parameter_groups_freeze_quantizer_and_slow_text(tiny):
+    from configs.common import optimizer_config
+    from sovits2_jax.train.optim import make_optimizer
 
     hubert = _tiny_config().replace(content="hubert_vq", ssl_dim=32, codebook_size=16, flow="wavenet")
     abstract = nnx.state(nnx.eval_shape(lambda: SynthesizerTrn(hubert, rngs=nnx.Rngs(0))), nnx.Param)
@@ -158,11 +160,13 @@ def test_gpt_sovits_optimizer_freezes_quantizer_and_slows_text(tiny):
         and labels["enc_p"]["mrte"]["c_pre"]["kernel"] == "text"
     )
     assert labels["dec"]["conv_pre"]["kernel"] == "base"
-    # on the tiny model: frozen params do not move, text params move at 0.4x the base step
-    _, _, params = tiny
-    tx = gpt_sovits_optimizer(params, lr=1e-2, text_low_lr_rate=0.4, weight_decay=0.0)
+    # the trainer's optimizer on these groups: frozen params do not move, text params move at 0.4x the base step
+    params = nnx.to_pure_dict(nnx.state(SynthesizerTrn(hubert, rngs=nnx.Rngs(0)), nnx.Param))
+    section = optimizer_config(name="adamw", lr=1e-2, b1=0.8, b2=0.99, eps=1e-9, lr_scale={"text": 0.4})
+    tx, _ = make_optimizer(section, 10, param_labels, params)
     grads = jax.tree.map(jnp.ones_like, params)
-    updates, _ = tx.update(grads, tx.init(params), params)
-    up = nnx.to_pure_dict(updates)
+    up, _ = tx.update(grads, tx.init(params), params)
     np.testing.assert_allclose(np.asarray(up["enc_p"]["text_embedding"]["embedding"]), -0.4e-2, rtol=1e-4)
     np.testing.assert_allclose(np.asarray(up["dec"]["conv_pre"]["bias"]), -1e-2, rtol=1e-4)
+    assert not np.any(np.asarray(up["quantizer"]["layers"][0]["embed"]))
+    assert not np.any(np.asarray(up["ssl_proj"]["kernel"]))

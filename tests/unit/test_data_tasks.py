@@ -40,14 +40,15 @@ TASK = ToyTask
 
 
 def test_every_family_is_a_task_module():
-    assert tasks.kinds() == ("flow", "gpt_sovits2", "hift", "llm")
+    assert tasks.kinds() == ("flow", "gpt_sovits2", "hift", "llm", "vits")
     for kind in tasks.kinds():
         task = tasks.get(kind)
         assert issubclass(task, base.Task) and {"bucket_lengths", "max_frames_in_batch"} <= set(task.defaults)
         cfg = data_configs.get_config(kind).data
         assert cfg.kind == kind and list(cfg.bucket_lengths) == list(task.defaults["bucket_lengths"])
         pipeline.validate(cfg)
-    with pytest.raises(ValueError, match="unknown data pipeline 'video'; choose one of flow, gpt_sovits2, hift, llm"):
+    known = "flow, gpt_sovits2, hift, llm, vits"
+    with pytest.raises(ValueError, match=f"unknown data pipeline 'video'; choose one of {known}"):
         tasks.get("video")
 
 

@@ -1,0 +1,177 @@
+"""Whole-pipeline synthesis speed: our ``Engine`` vs the PyTorch reference (cosyvoice's ``Qwen2LM.inference`` then
+``CosyVoice2Model.token2wav`` = flow.inference + hift.inference) with the same random-init weights.
+
+Prints RTF (synthesis seconds per second of audio) at batch 1 and batch N, and the streaming first-chunk latency
+(request -> first audio chunk: LM prefill, the first hop + look-ahead tokens, their flow chunk and HiFT). The
+reference has no batched path: its batch-N time is N sequential batch-1 runs (measured once, multiplied). Both
+sides decode exactly ``20 * text_tokens`` speech tokens (min = max ratio), so they do the same work.
+
+python -m sovits2_jax.bench.infer [--size=release] [--text_tokens=4] [--batch=8]
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+
+from absl import flags
+
+from sovits2_jax import cli
+
+_SIZE = flags.DEFINE_string("size", "release", "model size preset (release = CosyVoice2-0.5B shapes, tiny)")
+_TEXT = flags.DEFINE_integer("text_tokens", 4, "text tokens per request (20x as many speech tokens)")
+_PROMPT = flags.DEFINE_integer("prompt_tokens", 50, "prompt speech tokens (2x as many prompt mel frames)")
+_BATCH = flags.DEFINE_integer("batch", 8, "the larger batch size")
+_TORCH_THREADS = flags.DEFINE_integer("torch_threads", 0, "torch intra-op threads (0 = torch's default)")
+RATIO = 20
+
+
+def _timed(fn):
+    start = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - start, out
+
+
+def build(size: str, directory):
+    """(our Engine, torch Qwen2LM, torch CosyVoice2Model, request) over the same random weights."""
+    import dataclasses
+
+    import numpy as np
+    import torch
+    from flax import nnx
+
+    from configs import flow as flow_presets
+    from configs import hift as hift_presets
+    from configs import qwen2 as qwen2_presets
+    from sovits2_jax.convert import cosyvoice2_llm
+    from sovits2_jax.convert.mapping import flatten
+    from sovits2_jax.convert.params import params_from_flat
+    from sovits2_jax.infer.engine import Engine, EngineConfig
+    from sovits2_jax.infer.inputs import ModelInput
+    from sovits2_jax.models.qwen2 import Qwen2Config
+    from sovits2_jax.models.speech_lm import SpeechLM
+    from sovits2_jax.parity.references import flow as pf
+    from sovits2_jax.parity.references import hift as ph
+    from sovits2_jax.parity.references import llm as parity_llm
+    from sovits2_jax.parity.torch_refs import import_cosyvoice, to_numpy
+
+    flow_cfg = flow_presets.named_config(size)
+    backbone = Qwen2Config() if size == "release" else qwen2_presets.preset("tiny")
+    backbone = dataclasses.replace(backbone, tie_word_embeddings=True)
+    src = parity_llm.write_tiny_model_dir(directory, backbone=backbone, speech_token_size=flow_cfg.vocab_size)
+    lm_cfg = parity_llm.read_model_dir(src)
+    nested = cosyvoice2_llm.load_llm_pt(src / "llm.pt", lm_cfg)
+    llm = (*params_from_flat(lambda: SpeechLM(lm_cfg, rngs=nnx.Rngs(0)), flatten(nested)), lm_cfg)
+    llm_ref = parity_llm.reference_model(lm_cfg, src / parity_llm.BLANK_EN)
+    state = torch.load(src / "llm.pt", weights_only=True)
+    llm_ref.load_state_dict({k: v for k, v in state.items() if torch.is_tensor(v)})
+    flow_ref = pf.build_reference(flow_cfg, seed=0)
+    flow = pf._ours(flow_cfg, [(k, to_numpy(v)) for k, v in flow_ref.state_dict().items()], None)
+    hift_cfg = hift_presets.named_config(size)
+    hift_ref = ph.build_reference(hift_cfg, seed=0)
+    hift = ph.convert([(k, to_numpy(v)) for k, v in hift_ref.state_dict().items()], hift_cfg)
+    engine = Engine(llm, flow, hift, EngineConfig(min_ratio=RATIO, max_ratio=RATIO))
+    flow_ref.decoder.rand_noise = torch.from_numpy(np.ascontiguousarray(engine.noise.T[None]))
+    import_cosyvoice()
+    from cosyvoice.cli.model import CosyVoice2Model
+
+    rng = np.random.default_rng(0)
+    p = _PROMPT.value
+    tokens = rng.integers(0, flow_cfg.vocab_size, p).astype(np.int32)
+    request = ModelInput(
+        text=rng.integers(0, backbone.vocab_size, _TEXT.value), prompt_text=rng.integers(0, backbone.vocab_size, 10),
+        llm_prompt_speech_token=tokens, flow_prompt_speech_token=tokens,
+        prompt_speech_feat=(rng.standard_normal((2 * p, 80)) - 4).astype(np.float32),
+        flow_embedding=rng.standard_normal(flow_cfg.spk_embed_dim).astype(np.float32),
+    )  # fmt: skip
+    return engine, llm_ref.eval(), CosyVoice2Model(None, flow_ref.eval(), hift_ref.eval()), request
+
+
+def _torch_tokens(llm_ref, x, limit=None):
+    import torch
+
+    t = lambda a: torch.as_tensor(a, dtype=torch.int32)[None]
+    out = []
+    with torch.no_grad():
+        for tok in llm_ref.inference(
+            text=t(x.text), text_len=torch.tensor([len(x.text)]), prompt_text=t(x.prompt_text),
+            prompt_text_len=torch.tensor([len(x.prompt_text)]), prompt_speech_token=t(x.llm_prompt_speech_token),
+            prompt_speech_token_len=torch.tensor([len(x.llm_prompt_speech_token)]), embedding=torch.zeros(0, 192),
+            max_token_text_ratio=RATIO, min_token_text_ratio=RATIO,
+        ):  # fmt: skip
+            out.append(int(tok))
+            if limit is not None and len(out) >= limit:
+                break
+    return out
+
+
+def _torch_token2wav(model, x, tokens, *, offset=0, stream=False, finalize=True):
+    import torch
+
+    uid = "bench"
+    model.hift_cache_dict[uid] = None
+    with torch.no_grad():
+        wav = model.token2wav(
+            token=torch.tensor(tokens, dtype=torch.int32)[None],
+            prompt_token=torch.as_tensor(x.flow_prompt_speech_token, dtype=torch.int32)[None],
+            prompt_feat=torch.from_numpy(x.prompt_speech_feat)[None],
+            embedding=torch.from_numpy(x.flow_embedding)[None], token_offset=offset, uuid=uid, stream=stream,
+            finalize=finalize,
+        )  # fmt: skip
+    model.hift_cache_dict.pop(uid)
+    return wav
+
+
+def main(argv) -> int:
+    del argv
+    import math
+
+    import jax
+    import torch
+
+    from sovits2_jax.bench.timing import report
+    from sovits2_jax.infer import compile_cache
+
+    compile_cache.enable()
+    if _TORCH_THREADS.value:
+        torch.set_num_threads(_TORCH_THREADS.value)
+    engine, llm_ref, model_ref, x = build(_SIZE.value, tempfile.mkdtemp(prefix="bench-infer-"))
+    n_tokens = RATIO * _TEXT.value
+    audio_s = n_tokens * 2 * 480 / 24000
+    b = _BATCH.value
+    print(
+        f"# {_SIZE.value} CosyVoice2, {n_tokens} speech tokens = {audio_s:.2f} s of audio per request, prompt "
+        f"{_PROMPT.value} tokens, {jax.devices()[0].platform}, torch threads {torch.get_num_threads()}",
+        flush=True,
+    )
+
+    engine.synthesize([x], 0)  # compile
+    ours1, wav = _timed(lambda: engine.synthesize([x], 0))
+    assert abs(len(wav[0]) / 24000 - audio_s) < 1e-6
+    engine.synthesize([x] * b, 0)
+    ours_b, _ = _timed(lambda: engine.synthesize([x] * b, 0))
+    torch1, _ = _timed(lambda: _torch_token2wav(model_ref, x, _torch_tokens(llm_ref, x)))
+    report("infer", "RTF batch 1", ours1 / audio_s, torch1 / audio_s, unit="s/s")
+    report("infer", f"RTF batch {b} (torch: {b} sequential runs)", ours_b / (b * audio_s), torch1 / audio_s, "s/s")
+
+    def first_chunk():
+        start = time.perf_counter()
+        for _ in engine.stream([x], 0):
+            return time.perf_counter() - start
+
+    first_chunk()  # compile
+    ours_first = first_chunk()
+    hop = 25
+    first_hop = hop + math.ceil(_PROMPT.value / hop) * hop - _PROMPT.value
+
+    def torch_first():
+        tokens = _torch_tokens(llm_ref, x, limit=first_hop + 3)
+        return _torch_token2wav(model_ref, x, tokens, stream=True, finalize=False)
+
+    torch_first_s, _ = _timed(torch_first)
+    report("infer", "streaming first-chunk latency batch 1", ours_first * 1e3, torch_first_s * 1e3)
+    return 0
+
+
+if __name__ == "__main__":
+    cli.run(main)

@@ -1,0 +1,338 @@
+"""GPT-SoVITS2 synthesis: the AR speech LM prompted with several references, then VITS2 decoding.
+
+The AR sees ``sos, x1, task_id, y1, eos, ..., xn, task_id, yn, eos, x, task_id`` and continues with the target
+speech ``y`` until eos: the prompt is built by ``layouts.gpt_sovits2_sequence`` with one speech block fewer than
+text blocks, the same builder the training data uses, so BOS / EOS / separators and the text-block numbering
+(bidirectional text attention) are those the model was trained on. Several texts with the same references decode
+in one batched ``generate`` call with a key per row. Each row's S3 tokens are then decoded by the VITS2
+``SynthesizerTrn`` with the BPE text and the mean of the references' style vectors ``ge`` (multi-reference
+fusion, as GPT-SoVITS averages ``ge`` over a list of references), at ``speed`` (length scale) and
+``noise_scale``. The VITS decode runs row by row at each row's exact length, as GPT-SoVITS decodes its batched
+AR output per sentence: padding a batch would change the vocoder's last frames.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Protocol
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from sovits2_jax.audio.resample import resample
+from sovits2_jax.audio.spectrogram import linear_spectrogram
+from sovits2_jax.infer import generate as gen
+from sovits2_jax.infer.sampling import SamplingConfig
+from sovits2_jax.models import layouts
+from sovits2_jax.models.speech_lm import SpeechLM, SpeechLMConfig
+from sovits2_jax.models.vits2 import SynthesizerTrn, VitsConfig
+
+SPEECH_TOKENIZER_RATE = 16000  # S3 tokenizers read 16 kHz audio
+
+
+class SynthesisError(ValueError):
+    """Bad synthesis input (one line saying what is wrong)."""
+
+
+class TextTokenizer(Protocol):
+    def encode(self, text: str) -> list[int]: ...
+
+
+@dataclasses.dataclass
+class Reference:
+    """One reference utterance: its audio, its transcript and (optionally) its S3 speech tokens.
+
+    Without ``speech_tokens`` the synthesizer's ``speech_tokenizer`` computes them from the audio.
+    """
+
+    wav: np.ndarray
+    sample_rate: int
+    text: str
+    speech_tokens: Sequence[int] | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class SynthesisSettings:
+    """AR decoding limits: at least ``min_ratio`` and at most ``max_ratio`` speech tokens per text token of the
+    target (capped at ``max_tokens``, 60 s at 25 Hz); prompts padded to a multiple-of-two bucket >= prompt_bucket."""
+
+    sampling: SamplingConfig = dataclasses.field(default_factory=SamplingConfig)
+    min_ratio: float = 2.0
+    max_ratio: float = 20.0
+    max_tokens: int = 1500
+    prompt_bucket: int = 64
+
+
+# ------------------------------------------------------------------------------------------------ prompts
+
+
+def prompt_sequence(
+    ref_texts: Sequence[Sequence[int]],
+    ref_speeches: Sequence[Sequence[int]],
+    text: Sequence[int],
+    *,
+    speech_token_size: int,
+) -> dict[str, np.ndarray]:
+    """The AR prompt ``x1 + y1 + ... + xn + x`` (kinds, ids, text_segments) ending in the last task_id."""
+    seq = layouts.gpt_sovits2_sequence([*ref_texts, text], list(ref_speeches), speech_token_size=speech_token_size)
+    return {k: seq[k] for k in ("kinds", "ids", "text_segments")}
+
+
+def prompt_batch(examples: Sequence[dict[str, np.ndarray]]) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Right-padded prompts for ``generate`` and their lengths."""
+    batch = layouts.pad_batch(examples)
+    return {k: batch[k] for k in ("kinds", "ids", "text_segments")}, batch["lengths"]
+
+
+# ------------------------------------------------------------------------------------------------- VITS
+
+
+def reference_spectrogram(wav: np.ndarray, sample_rate: int, cfg: VitsConfig) -> np.ndarray:
+    """Linear spectrogram [frames, bins] of a reference at the VITS rate (GPT-SoVITS scales peaks above 1 down)."""
+    wav = resample(np.asarray(wav, np.float32).reshape(-1), sample_rate, cfg.sampling_rate)
+    peak = float(np.abs(wav).max(initial=0.0))
+    if peak > 1.0:
+        wav = wav / min(2.0, peak)
+    spec = linear_spectrogram(wav, n_fft=cfg.n_fft, hop_size=cfg.hop_length, win_size=cfg.win_length)
+    return np.asarray(spec[0])
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "speed"))
+def decode_fused(graphdef, params, codes, text, refers, noise_scale, key, *, speed: float = 1.0):
+    """VITS ``decode`` of codes + text with the mean style vector of ``refers`` (a tuple of [1, T_i, bins]
+    spectrograms); noise drawn from ``key`` (noise_scale 0 is deterministic). Waveform [B, samples]."""
+    model = nnx.merge(graphdef, params)
+    return model.decode(codes, text, list(refers), noise_scale, key, speed=speed)
+
+
+def _codes(tokens: np.ndarray, cfg: VitsConfig) -> jax.Array:
+    codes = jnp.asarray(np.asarray(tokens, np.int32)[None])  # [1, T]
+    return codes[None] if cfg.content == "hubert_vq" else codes
+
+
+# ------------------------------------------------------------------------------------------- synthesizer
+
+
+class GptSoVITS2:
+    """Text -> waveform with multi-reference prompting. Build with ``from_parts`` or ``from_pretrained``."""
+
+    def __init__(
+        self,
+        ar: SpeechLM,
+        vits: SynthesizerTrn,
+        tokenizer: TextTokenizer,
+        settings: SynthesisSettings,
+        speech_tokenizer: Callable[[np.ndarray], Sequence[int]] | None = None,
+    ):
+        self.ar_config: SpeechLMConfig = ar.config
+        self.vits_config: VitsConfig = vits.cfg
+        if self.ar_config.layout != "gpt_sovits2":
+            raise SynthesisError(f"the AR model has layout {self.ar_config.layout!r}, GPT-SoVITS2 needs 'gpt_sovits2'")
+        if self.vits_config.content != "tokens":
+            raise SynthesisError("the VITS model must embed S3 tokens (content='tokens', the GPT-SoVITS2 decoder)")
+        if self.ar_config.speech_token_size > self.vits_config.speech_vocab_size:
+            raise SynthesisError(
+                f"the AR speaks {self.ar_config.speech_token_size} speech tokens but the VITS embeds only "
+                f"{self.vits_config.speech_vocab_size}"
+            )
+        self.ar_graphdef, self.ar_params = nnx.split(ar, nnx.Param)
+        self.vits_graphdef, self.vits_params = nnx.split(vits, nnx.Param)
+        self.tokenizer = tokenizer
+        self.speech_tokenizer = speech_tokenizer
+        self.settings = settings
+        self.sample_rate = self.vits_config.sampling_rate
+
+    @classmethod
+    def from_parts(
+        cls,
+        ar_model: SpeechLM,
+        vits_model: SynthesizerTrn,
+        tokenizer: TextTokenizer,
+        settings: SynthesisSettings | None = None,
+        *,
+        speech_tokenizer: Callable[[np.ndarray], Sequence[int]] | None = None,
+    ) -> GptSoVITS2:
+        """From built models; ``speech_tokenizer`` maps 16 kHz audio to S3 tokens for references given without."""
+        return cls(ar_model, vits_model, tokenizer, settings or SynthesisSettings(), speech_tokenizer)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        ar: str | Path,
+        vits: str | Path | None = None,
+        *,
+        tokenizer: TextTokenizer | None = None,
+        settings: SynthesisSettings | None = None,
+        speech_tokenizer: Callable[[np.ndarray], Sequence[int]] | None = None,
+    ) -> GptSoVITS2:
+        """From checkpoints ``train.pretrained.load`` reads (our Orbax directories, trainer checkpoints or
+        workdirs): ``ar`` holds the speech LM, ``vits`` the decoder; with ``vits`` None, ``ar`` is a directory
+        holding both as ``ar/`` and ``vits/``. The tokenizer defaults to the Qwen2 BPE one."""
+        from sovits2_jax.convert.mapping import flatten
+        from sovits2_jax.convert.params import params_from_flat
+        from sovits2_jax.train import pretrained
+
+        if vits is None:
+            ar, vits = Path(ar) / "ar", Path(ar) / "vits"
+        ar_params, ar_cfg = pretrained.load(ar, "llm")
+        vits_params, vits_cfg = pretrained.load(vits, "vits")
+        g, p = params_from_flat(lambda: SpeechLM(ar_cfg, rngs=nnx.Rngs(0)), flatten(ar_params))
+        vg, vp = params_from_flat(lambda: SynthesizerTrn(vits_cfg, rngs=nnx.Rngs(0)), flatten(vits_params))
+        if tokenizer is None:
+            from sovits2_jax.text.tokenizer import get_tokenizer
+
+            tokenizer = get_tokenizer("qwen2")
+        return cls(nnx.merge(g, p), nnx.merge(vg, vp), tokenizer, settings or SynthesisSettings(), speech_tokenizer)
+
+    # -- inputs ------------------------------------------------------------------------------------------------
+    def _text_ids(self, text, what: str) -> list[int]:
+        if not isinstance(text, str) or not text.strip():
+            raise SynthesisError(f"{what} is empty")
+        ids = [int(i) for i in self.tokenizer.encode(text)]
+        limit = min(self.ar_config.backbone.vocab_size, self.vits_config.n_symbols)
+        if not ids:
+            raise SynthesisError(f"{what} gives no text tokens")
+        if max(ids) >= limit or min(ids) < 0:
+            raise SynthesisError(f"{what} has token ids outside [0, {limit}) the models embed")
+        return ids
+
+    def _reference(self, i: int, ref: Reference) -> tuple[list[int], list[int], np.ndarray]:
+        if not isinstance(ref, Reference):
+            raise SynthesisError(f"reference {i} must be a Reference(wav, sample_rate, text[, speech_tokens])")
+        text = self._text_ids(ref.text, f"reference {i}'s text")
+        wav = np.asarray(ref.wav, np.float32).reshape(-1)
+        if wav.size == 0 or not np.isfinite(wav).all():
+            raise SynthesisError(f"reference {i}'s audio is empty or not finite")
+        tokens = ref.speech_tokens
+        if tokens is None:
+            if self.speech_tokenizer is None:
+                raise SynthesisError(f"reference {i} has no speech tokens and the synthesizer has no speech tokenizer")
+            tokens = self.speech_tokenizer(resample(wav, ref.sample_rate, SPEECH_TOKENIZER_RATE))
+        tokens = [int(t) for t in tokens]
+        size = self.ar_config.speech_token_size
+        if not tokens or min(tokens) < 0 or max(tokens) >= size:
+            raise SynthesisError(f"reference {i}'s speech tokens must be a non-empty list of ids in [0, {size})")
+        cfg = self.vits_config
+        if wav.size * cfg.sampling_rate // ref.sample_rate <= cfg.n_fft:
+            raise SynthesisError(f"reference {i}'s audio is too short for the VITS spectrogram (n_fft {cfg.n_fft})")
+        return text, tokens, reference_spectrogram(wav, ref.sample_rate, cfg)
+
+    # -- synthesis ---------------------------------------------------------------------------------------------
+    def speech_tokens(
+        self,
+        texts: Sequence[str],
+        references: Sequence[Reference],
+        seed: int = 0,
+        sampling: SamplingConfig | None = None,
+    ) -> tuple[list[list[int]], dict]:
+        """The AR step alone: the target S3 tokens of each text (one batched decode) and the prepared inputs."""
+        if isinstance(texts, str):
+            texts = [texts]
+        if not texts:
+            raise SynthesisError("no text to synthesise")
+        if not references:
+            raise SynthesisError("GPT-SoVITS2 synthesis needs at least one reference (wav, text, speech tokens)")
+        refs = [self._reference(i, r) for i, r in enumerate(references)]
+        text_ids = [self._text_ids(t, f"text {i}" if len(texts) > 1 else "text") for i, t in enumerate(texts)]
+        size = self.ar_config.speech_token_size
+        examples = [
+            prompt_sequence([r[0] for r in refs], [r[1] for r in refs], ids, speech_token_size=size) for ids in text_ids
+        ]
+        prompt, prompt_len = prompt_batch(examples)
+        s = self.settings
+        n_text = np.asarray([len(t) for t in text_ids])
+        max_len = np.minimum((n_text * s.max_ratio).astype(np.int32), s.max_tokens)
+        min_len = np.minimum((n_text * s.min_ratio).astype(np.int32), max_len)
+        if max_len.min() < 1:
+            raise SynthesisError("settings allow no speech token for the text (max_ratio / max_tokens)")
+        base = jax.random.fold_in(jax.random.key(seed), 0)
+        keys = jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.arange(len(texts)))
+        out = gen.generate(
+            self.ar_graphdef,
+            self.ar_params,
+            prompt,
+            prompt_len,
+            keys,
+            max_len=max_len,
+            min_len=min_len,
+            sampling=sampling or s.sampling,
+            prompt_bucket=s.prompt_bucket,
+            **gen.speech_decode_kwargs(self.ar_config),
+        )
+        rows = out.rows()
+        empty = [i for i, r in enumerate(rows) if not r]
+        if empty:
+            raise SynthesisError(f"the AR produced no speech token for text {empty[0]}")
+        return rows, dict(
+            text_ids=text_ids, refers=tuple(jnp.asarray(r[2])[None] for r in refs), prompt=prompt, prompt_len=prompt_len
+        )
+
+    def vocode(
+        self,
+        tokens: Sequence[int],
+        text_ids: Sequence[int],
+        refers: Sequence,
+        *,
+        speed: float = 1.0,
+        noise_scale: float = 0.5,
+        key: jax.Array | None = None,
+    ) -> np.ndarray:
+        """VITS decode of one row's speech tokens with its text and the fused style of ``refers``."""
+        if not speed > 0:
+            raise SynthesisError(f"speed must be > 0, got {speed}")
+        if noise_scale < 0:
+            raise SynthesisError(f"noise_scale must be >= 0, got {noise_scale}")
+        key = jax.random.key(0) if key is None else key
+        wav = decode_fused(
+            self.vits_graphdef,
+            self.vits_params,
+            _codes(np.asarray(tokens), self.vits_config),
+            jnp.asarray(np.asarray(text_ids, np.int32)[None]),
+            tuple(refers),
+            jnp.float32(noise_scale),
+            key,
+            speed=float(speed),
+        )
+        return np.asarray(wav[0])
+
+    def synthesize_batch(
+        self,
+        texts: Sequence[str],
+        references: Sequence[Reference],
+        *,
+        speed: float = 1.0,
+        noise_scale: float = 0.5,
+        seed: int = 0,
+        sampling: SamplingConfig | None = None,
+    ) -> list[np.ndarray]:
+        """Waveforms (float32 at ``sample_rate``) of several texts spoken after the same references."""
+        rows, inputs = self.speech_tokens(texts, references, seed, sampling)
+        base = jax.random.fold_in(jax.random.key(seed), 1)
+        return [
+            self.vocode(
+                tok, ids, inputs["refers"], speed=speed, noise_scale=noise_scale, key=jax.random.fold_in(base, i)
+            )
+            for i, (tok, ids) in enumerate(zip(rows, inputs["text_ids"]))
+        ]
+
+    def synthesize(
+        self,
+        text: str,
+        references: Sequence[Reference],
+        *,
+        speed: float = 1.0,
+        noise_scale: float = 0.5,
+        seed: int = 0,
+        sampling: SamplingConfig | None = None,
+    ) -> np.ndarray:
+        """The waveform of ``text`` in the voice of ``references`` (float32 at ``sample_rate``)."""
+        if not isinstance(text, str):
+            raise SynthesisError(f"text must be a str, got {type(text).__name__}")
+        return self.synthesize_batch(
+            [text], references, speed=speed, noise_scale=noise_scale, seed=seed, sampling=sampling
+        )[0]

@@ -1,0 +1,33 @@
+"""``python -m sovits2_jax.train --config=configs/<file>.py:<arg> --workdir=DIR [--config.key=value ...]``.
+
+Trains the family ``config.family`` (see sovits2_jax/train/trainer.py); a rerun with the same ``--workdir``
+resumes from its latest complete checkpoint. SIGTERM saves a checkpoint and exits 0.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from absl import flags
+from absl import logging as absl_logging
+
+from sovits2_jax import cli
+
+_CONFIG = cli.config_flag(None)
+_WORKDIR = flags.DEFINE_string("workdir", None, "run directory (checkpoints/, tensorboard/, metrics.jsonl)")
+
+
+def main(argv) -> int:
+    from sovits2_jax.train import trainer
+
+    config = cli.validated(_CONFIG)
+    workdir = _WORKDIR.value or config.get("workdir")
+    if not workdir:
+        raise cli.Error("give --workdir=DIR")
+    absl_logging.set_verbosity(absl_logging.WARNING)  # Orbax logs every file it writes at INFO
+    logging.getLogger("sovits2_jax").setLevel(logging.INFO)
+    return trainer.train(config, workdir)
+
+
+if __name__ == "__main__":
+    cli.run(main)

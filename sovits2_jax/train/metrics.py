@@ -1,0 +1,65 @@
+"""Training logs: TensorBoard scalars (tensorboardX) in WORKDIR/tensorboard, WORKDIR/metrics.jsonl and a tqdm bar.
+
+Only process 0 writes. Each logged step is one JSON object in metrics.jsonl (``step``, ``loss``, every scalar under
+its short name; ``eval_loss`` and ``eval_*`` on eval steps); the same scalars go to TensorBoard as ``train/<name>``
+and ``eval/<name>``. A resumed run appends; a step already in metrics.jsonl is written again (its new values).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping
+
+import jax
+
+
+def _clean(value) -> float | None:
+    v = float(value)
+    return v if math.isfinite(v) else None  # JSON has no NaN
+
+
+class MetricsWriter:
+    def __init__(self, workdir: str, num_steps: int, start_step: int = 0):
+        self.active = jax.process_index() == 0
+        self.writer = self.file = self.bar = None
+        if not self.active:
+            return
+        from tensorboardX import SummaryWriter
+        from tqdm import tqdm
+
+        os.makedirs(workdir, exist_ok=True)
+        self.writer = SummaryWriter(os.path.join(workdir, "tensorboard"), flush_secs=10)
+        self.file = open(os.path.join(workdir, "metrics.jsonl"), "a")  # noqa: SIM115 (closed in close())
+        self.bar = tqdm(total=num_steps, initial=start_step, unit="step", dynamic_ncols=True, mininterval=1.0)
+
+    def write(self, step: int, train: Mapping[str, float] | None = None, eval: Mapping[str, float] | None = None):
+        """Writes one logged step: ``train`` scalars (must hold ``loss``) and/or ``eval`` scalars."""
+        if not self.active:
+            return
+        record: dict = {"step": int(step)}
+        for prefix, scalars in (("train", train), ("eval", eval)):
+            for name, value in (scalars or {}).items():
+                self.writer.add_scalar(f"{prefix}/{name}", float(value), step)
+                record[name if prefix == "train" else f"eval_{name}"] = _clean(value)
+        self.file.write(json.dumps(record) + "\n")
+        self.file.flush()
+        if train:
+            keys = ("loss", "grad_norm", "lr", "step_time", "mfu")
+            line = " ".join(f"{k}={train[k]:.4g}" for k in keys if k in train)
+            self.bar.set_postfix_str(line, refresh=False)
+            self.bar.write(f"step {step}: {line}")
+        if eval:
+            self.bar.write(f"step {step}: " + " ".join(f"eval_{k}={v:.4g}" for k, v in eval.items()))
+
+    def advance(self, step: int) -> None:
+        """Moves the progress bar to ``step``."""
+        if self.active and step > self.bar.n:
+            self.bar.update(step - self.bar.n)
+
+    def close(self) -> None:
+        if self.active:
+            self.bar.close()
+            self.writer.close()
+            self.file.close()

@@ -1,0 +1,344 @@
+"""The one training loop: config -> mesh -> data -> sharded state -> jitted step -> metrics, eval, checkpoints.
+
+A model family (``config.family``, see ``train/family.py``) supplies players and losses; nothing here branches on
+it. Every input of a step is a pure function of (seed, step) and the restored state, so a run resumed from a
+checkpoint continues exactly as the uninterrupted one (same batches: the Grain position is in the checkpoint; same
+rng: ``step.step_key``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import time
+from collections.abc import Iterator
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from sovits2_jax.data import mesh_feed
+from sovits2_jax.parallel import mesh as mesh_lib
+from sovits2_jax.parallel import sharding
+from sovits2_jax.train import checkpoint, mfu
+from sovits2_jax.train import family as family_lib
+from sovits2_jax.train import state as state_lib
+from sovits2_jax.train import step as step_lib
+from sovits2_jax.train.metrics import MetricsWriter
+from sovits2_jax.validation import ConfigError, check
+
+log = logging.getLogger("sovits2_jax.train")
+
+
+# ------------------------------------------------------------------------------------------------- validation
+
+
+def validate(config) -> None:
+    """The trainer's own sections (the model and data sections are checked by sovits2_jax.config.validate)."""
+    for key in ("family", "train", "init"):
+        check(key in config, f"config.{key} is missing (configs.common.training_sections builds it)")
+    t = config.train
+    for key in ("num_steps", "log_every", "checkpoint_every", "keep_last", "accum_steps"):
+        check(t[key] >= 1, f"config.train.{key}={t[key]} must be >= 1")
+    for key in ("eval_every", "eval_batches", "keep_best", "spike_factor", "prefetch"):
+        check(t[key] >= 0, f"config.train.{key}={t[key]} must be >= 0")
+    check(t.dtype in ("float32", "bfloat16"), f"config.train.dtype={t.dtype!r} not in ('float32', 'bfloat16')")
+    profile_steps(config)
+    try:
+        family_lib.get(config.family)
+    except ValueError as e:
+        raise ConfigError(f"config.family={config.family!r}: {e}") from None
+
+
+def profile_steps(config) -> tuple[int, int] | None:
+    spec = str(config.train.profile_steps).strip()
+    if not spec:
+        return None
+    try:
+        a, b = (int(x) for x in spec.split(","))
+    except ValueError:
+        raise ConfigError(f"config.train.profile_steps={spec!r}: expected 'first,last' step numbers") from None
+    check(0 <= a < b, f"config.train.profile_steps={spec!r}: need 0 <= first < last")
+    return a, b
+
+
+def _check_accumulation(config, mesh) -> None:
+    k = config.train.accum_steps
+    ways = mesh.shape["data"] * mesh.shape["fsdp"]
+    local = max(1, ways // jax.process_count())
+    if k == 1:
+        return
+    if "data" in config:
+        check(
+            config.data.batch_multiple % (k * local) == 0,
+            f"config.train.accum_steps={k}: config.data.batch_multiple={config.data.batch_multiple} must be a "
+            f"multiple of accum_steps x {local} local data-parallel devices",
+        )
+    elif "batch_size" in config.train:
+        check(
+            config.train.batch_size % (k * ways) == 0,
+            f"config.train.accum_steps={k}: config.train.batch_size={config.train.batch_size} must be a multiple "
+            f"of accum_steps x {ways} data-parallel devices",
+        )
+
+
+# ------------------------------------------------------------------------------------------------------ data
+
+
+def _data_list(config, split: str) -> str:
+    key = "train_list" if split == "train" else "dev_list"
+    return str(config.data.get(key, "") or (config.data.get("data_list", "") if split == "train" else ""))
+
+
+def open_batches(family, config, split: str):
+    """This process's batches of ``split`` ("train", or "dev": one pass), or None when there is no dev list."""
+    own = getattr(family, "make_batches", None)
+    if own is not None:
+        return own(config, split)
+    from sovits2_jax.data import pipeline
+
+    key = "train_list" if split == "train" else "dev_list"
+    path = _data_list(config, split)
+    if not path:
+        if split == "train":
+            raise ConfigError("config.data.train_list is empty: give --config.data.train_list=.../data.list")
+        return None
+    cfg = config.data.copy_and_resolve_references()
+    if split == "dev":
+        cfg.num_epochs = 1
+    try:
+        dataset = pipeline.build_dataset(cfg, data_list=path)
+        if dataset.steps_per_epoch(0) == 0:
+            raise ValueError("no batches: every row was skipped (see the skip counts)")
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"config.data.{key}={path!r}: {e}") from None
+    return pipeline.Batches(cfg, dataset)
+
+
+def _batch_axes(config, batches) -> tuple:
+    return tuple(getattr(batches, "batch_axes", None) or config.data.batch_axes)
+
+
+def feed(batches, mesh, axes, prefetch: int) -> Iterator[tuple[dict, dict]]:
+    """(global batch, Grain state right after it) pairs, ``prefetch`` ahead: a checkpoint stores the state of the
+    batch just trained on, not of the prefetched ones."""
+    pairs = ((mesh_feed.to_global(b, mesh, axes), batches.get_state()) for b in batches)
+    return mesh_feed.prefetch(pairs, prefetch) if prefetch > 0 else pairs
+
+
+class StateSnapshot:
+    """A Grain iterator state captured earlier, saved by grain's Orbax handler (it calls ``get_state()``)."""
+
+    def __init__(self, state):
+        self.state = state
+
+    def get_state(self) -> bytes:
+        return json.dumps(self.state, indent=4).encode()
+
+
+# ------------------------------------------------------------------------------------------------------ eval
+
+
+def evaluate(family, config, eval_fn, params, mesh) -> dict[str, float] | None:
+    """The eval loss and aux terms over the dev list, weighted by utterances (CosyVoice's cv)."""
+    batches = open_batches(family, config, "dev")
+    if batches is None:
+        return None
+    limit = config.train.eval_batches or None
+    sums, total = {}, 0.0
+    try:
+        for i, batch in enumerate(batches):
+            if limit is not None and i >= limit:
+                break
+            scalars, utts = eval_fn(params, mesh_feed.to_global(batch, mesh, _batch_axes(config, batches)), i)
+            scalars, utts = jax.device_get((scalars, utts))
+            total += float(utts)
+            for k, v in scalars.items():
+                sums[k] = sums.get(k, 0.0) + float(v) * float(utts)
+    finally:
+        batches.close()
+    if total == 0:
+        log.warning("eval: the dev list gave no valid utterance")
+        return None
+    return {k: v / total for k, v in sums.items()}
+
+
+# ------------------------------------------------------------------------------------------------------ loop
+
+
+def _tokens(family, batch) -> jax.Array:
+    fn = getattr(family, "tokens", None)
+    if fn is not None:
+        return jnp.asarray(fn(batch), jnp.float32)
+    if "speech_token_len" in batch:
+        return jnp.sum(batch["speech_token_len"]).astype(jnp.float32)
+    return jnp.sum(batch["valid"]).astype(jnp.float32) if "valid" in batch else jnp.float32(0)
+
+
+def _signature(batch: dict) -> tuple:
+    return tuple((k, v.shape, str(v.dtype)) for k, v in sorted(batch.items()))
+
+
+def _meta(family, config, step: int) -> dict:
+    meta = dict(family.export_meta(config))
+    if "player" not in meta:
+        trained = [p.name for p in family.players(config) if p.optimizer is not None]
+        meta["player"] = trained[0] if trained else family.players(config)[0].name
+    return {**meta, "family": config.family, "step": step}
+
+
+class _Interval:
+    """Host-side aggregation of the per-step metrics between two log lines."""
+
+    def __init__(self):
+        self.reset(time.perf_counter())
+
+    def reset(self, now: float) -> None:
+        self.start, self.wait, self.metrics = now, 0.0, []
+
+    def summary(self, schedules, accepted: int, flops: float, peak: float, skipped_rows: int) -> dict[str, float]:
+        now = time.perf_counter()
+        rows = jax.device_get(self.metrics)
+        n = len(rows)
+        out = {k: float(np.mean([r[k] for r in rows])) for k in rows[-1] if k not in ("tokens", "skipped_steps")}
+        out.pop("skipped", None)
+        out["skipped_steps"] = float(rows[-1]["skipped_steps"])
+        elapsed = max(now - self.start, 1e-9)
+        out["step_time"] = elapsed / n
+        out["data_wait_fraction"] = self.wait / elapsed
+        out["tokens_per_s"] = float(sum(r["tokens"] for r in rows)) / elapsed
+        out["mfu"] = mfu.mfu(flops, out["step_time"], peak)
+        out["data_skipped_rows"] = float(skipped_rows)
+        for name, schedule in schedules.items():
+            out["lr" if len(schedules) == 1 else f"{name}/lr"] = float(schedule(max(accepted - 1, 0)))
+        self.reset(now)
+        return out
+
+
+def train(config, workdir: str) -> int:
+    """Trains until ``config.train.num_steps`` (resuming from ``workdir``'s latest checkpoint); returns 0."""
+    validate(config)
+    t = config.train
+    family = family_lib.get(config.family)
+    mesh = mesh_lib.make_mesh(dict(config.mesh))
+    _check_accumulation(config, mesh)
+    # multi-process: synchronous saves (an async save in flight on one process when another finishes left orbax's
+    # temporary directory half-finalised in our 2-process tests); one process saves asynchronously
+    ckpts = checkpoint.Checkpoints(
+        workdir, keep_last=t.keep_last, keep_best=t.keep_best, async_save=jax.process_count() == 1
+    )
+    try:
+        ckpts.check_family(config.family)
+        with jax.set_mesh(mesh), sharding.activation_rules(config.sharding.rules):
+            return _run(family, config, workdir, mesh, ckpts)
+    finally:
+        ckpts.close()
+
+
+def _run(family, config, workdir, mesh, ckpts) -> int:
+    t = config.train
+    start = ckpts.latest_step()
+    if start is not None and start >= t.num_steps:
+        log.warning("workdir %s is already at step %d >= num_steps %d: nothing to do", workdir, start, t.num_steps)
+        return 0
+    batches = open_batches(family, config, "train")
+    init = None
+    source = config.init["from"]
+    if start is None and source:
+        init = lambda params: family.init_from(config, source, params)
+    built = state_lib.build(family, config, mesh, init)
+    state = built.state
+    step = 0
+    if start is not None:
+        params, opt_state, saved = ckpts.restore(start, state.params, state.opt_state, batches)
+        state = state_lib.with_counters(state_lib.TrainState(params, opt_state, *([None] * 3)), saved, mesh)
+        step = start
+        log.info("resumed from %s/%d", ckpts.directory, start)
+    if jax.process_index() == 0:
+        os.makedirs(workdir, exist_ok=True)
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            f.write(config.to_json_best_effort(indent=2))
+
+    rep = state_lib.replicated(mesh)
+    axes = _batch_axes(config, batches)
+    train_step = step_lib.make_train_step(family, config, built.graphdefs, built.txs)
+
+    def step_with_tokens(s, batch, i):
+        s, metrics = train_step(s, batch, i)
+        return s, {**metrics, "tokens": _tokens(family, batch)}
+
+    jitted = jax.jit(
+        step_with_tokens,
+        in_shardings=(built.shardings, mesh_feed.batch_sharding(mesh, axes, 1), rep),
+        out_shardings=(built.shardings, rep),
+        donate_argnums=(0,),
+    )
+    eval_fn = jax.jit(step_lib.make_eval_step(family, config, built.graphdefs))
+    compiled, flops = {}, 0.0
+    peak, peak_source = mfu.peak_flops(override=t.peak_flops)
+    log.info("MFU against %.3g FLOP/s per device (%s)", peak, peak_source)
+
+    stop = {"signal": None}
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: stop.update(signal=signum))
+    writer = MetricsWriter(workdir, t.num_steps, step)
+    profile = profile_steps(config)
+    interval = _Interval()
+    data = feed(batches, mesh, axes, t.prefetch)
+    data_state, last_saved, eval_loss = None, start, None
+    try:
+        while step < t.num_steps:
+            if profile and step == profile[0]:
+                jax.profiler.start_trace(os.path.join(workdir, "profile"))
+            t0 = time.perf_counter()
+            try:
+                batch, data_state = next(data)
+            except StopIteration:
+                log.warning("the training data ended at step %d (config.data.num_epochs)", step)
+                break
+            interval.wait += time.perf_counter() - t0
+            sig = _signature(batch)
+            if sig not in compiled:
+                compiled[sig] = jitted.lower(state, batch, jnp.int32(step)).compile()
+                flops = mfu.compiled_flops(compiled[sig])
+            state, metrics = compiled[sig](state, batch, jnp.int32(step))
+            step += 1
+            interval.metrics.append(metrics)
+            if profile and step == profile[1]:
+                jax.block_until_ready(state)
+                jax.profiler.stop_trace()
+            summary = eval_scalars = eval_loss = None
+            if step % t.log_every == 0 or step == t.num_steps:
+                skipped_rows = sum(getattr(batches, "skipped", {}).values())
+                summary = interval.summary(built.schedules, int(state.accepted), flops, peak, skipped_rows)
+            if t.eval_every and (step % t.eval_every == 0 or step == t.num_steps):
+                t_eval = time.perf_counter()
+                eval_scalars = evaluate(family, config, eval_fn, state.params, mesh)
+                eval_loss = None if eval_scalars is None else eval_scalars["loss"]
+                interval.start += time.perf_counter() - t_eval  # step_time counts training only
+            if summary or eval_scalars:
+                writer.write(step, train=summary, eval=eval_scalars)
+            writer.advance(step)
+            if step % t.checkpoint_every == 0 or step == t.num_steps or stop["signal"] is not None:
+                ckpts.save(step, state.params, state.opt_state, _train_json(config, state, step, eval_loss),
+                           StateSnapshot(data_state), _meta(family, config, step), eval_loss)  # fmt: skip
+                last_saved = step
+            if stop["signal"] is not None:
+                log.warning("SIGTERM: saved step %d, exiting", step)
+                break
+        if data_state is not None and last_saved != step:
+            ckpts.save(step, state.params, state.opt_state, _train_json(config, state, step, eval_loss),
+                       StateSnapshot(data_state), _meta(family, config, step), eval_loss)  # fmt: skip
+        ckpts.wait()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        writer.close()
+        batches.close()
+    return 0
+
+
+def _train_json(config, state, step: int, eval_loss) -> dict:
+    return dict(
+        step=step, family=config.family, seed=int(config.seed), eval_loss=eval_loss, **state_lib.counters(state)
+    )

@@ -1,0 +1,112 @@
+"""Running ``python -m sovits2_jax.train`` in subprocesses for the trainer tests (``import train_helpers``).
+
+Subprocesses share a persistent JAX compilation cache, so a restarted run loads the executable the first one
+compiled instead of compiling again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+CACHE = Path(tempfile.gettempdir()) / "sovits2_jax_test_jax_cache"
+LLM = "configs/cosyvoice2.py:llm_tiny"
+
+
+def llm_overrides(corpus, **extra) -> list[str]:
+    """The tiny llm on the shared corpus: one bucket of 8 rows x 80 tokens (one compiled shape), 8 steps."""
+    values = {
+        "data.train_list": corpus.train_list,
+        "data.dev_list": corpus.dev_list,
+        "data.bucket_lengths": "(80,)",
+        "data.max_frames_in_batch": 640,
+        "data.batch_multiple": 8,
+        "train.num_steps": 8,
+        "train.log_every": 1,
+        "train.eval_every": 4,
+        "train.checkpoint_every": 3,
+        "train.keep_last": 10,
+        "train.optimizer.lr": 3e-3,
+        **extra,
+    }
+    return [f"--config.{k}={v}" for k, v in values.items()]
+
+
+def env(devices: int = 1) -> dict:
+    out = dict(os.environ)
+    out.update(
+        JAX_PLATFORMS="cpu",
+        XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}" if devices > 1 else "",
+        JAX_COMPILATION_CACHE_DIR=str(CACHE),
+        JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+        JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0",
+        PYTHONPATH=str(ROOT),
+    )
+    return out
+
+
+def command(workdir, overrides, config: str = LLM) -> list[str]:
+    return [sys.executable, "-m", "sovits2_jax.train", f"--config={config}", f"--workdir={workdir}", *overrides]
+
+
+def run(workdir, overrides, *, config: str = LLM, devices: int = 1, timeout: float = 600):
+    """Runs the trainer to completion; returns the CompletedProcess (stdout/stderr text)."""
+    return subprocess.run(
+        command(workdir, overrides, config), cwd=ROOT, env=env(devices), capture_output=True, text=True,
+        timeout=timeout,
+    )  # fmt: skip
+
+
+def start(workdir, overrides, *, config: str = LLM, devices: int = 1, log=None) -> subprocess.Popen:
+    """Starts the trainer in the background (stderr to ``log``, a path)."""
+    with open(log or os.devnull, "w") as out:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(
+            command(workdir, overrides, config), cwd=ROOT, env=env(devices), stdout=out, stderr=subprocess.STDOUT
+        )
+
+
+def wait_for(predicate, proc: subprocess.Popen, timeout: float = 600, poll: float = 0.01) -> None:
+    """Polls ``predicate()`` until true; fails when ``proc`` exits first or on timeout."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if proc.poll() is not None:
+            raise AssertionError(f"trainer exited with {proc.returncode} before the awaited state")
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError("timed out waiting for the trainer")
+        time.sleep(poll)
+
+
+def read_metrics(workdir) -> list[dict]:
+    path = Path(workdir) / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def losses(workdir) -> dict[int, list[float]]:
+    """Every logged train loss by step (a step logged by several runs of a resumed workdir has several)."""
+    out: dict[int, list[float]] = {}
+    for r in read_metrics(workdir):
+        if "loss" in r:
+            out.setdefault(r["step"], []).append(r["loss"])
+    return out
+
+
+def complete_steps(workdir) -> list[int]:
+    ckpt = Path(workdir) / "checkpoints"
+    if not ckpt.is_dir():
+        return []
+    return sorted(int(d.name) for d in ckpt.iterdir() if d.name.isdigit() and (d / "commit_success.txt").exists())
+
+
+def saving(workdir, step: int) -> bool:
+    """An Orbax save of ``step`` is in flight (its temporary directory exists)."""
+    ckpt = Path(workdir) / "checkpoints"
+    return ckpt.is_dir() and any(d.name.startswith(f"{step}.orbax-checkpoint-tmp") for d in ckpt.iterdir())

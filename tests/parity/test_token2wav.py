@@ -1,0 +1,186 @@
+"""tokens -> mel -> audio against cosyvoice-minicpmo's path (``CosyVoice2Model.token2wav`` = flow.inference then
+hift.inference) from the same converted tiny random weights: offline, and streamed chunk by chunk (growing hop,
+HiFT mel/source caches, hamming cross-fade, full-context final chunk), including the fork's own ``tts`` loop."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from configs.flow import tiny_config
+from sovits2_jax.infer.hift_streaming import HiftStreamer
+from sovits2_jax.infer.token2wav import GrowingHopFlowStreamer, Token2WavStream, fixed_noise, flow_batch
+from sovits2_jax.parity.references import flow as pf
+from sovits2_jax.parity.references import hift as ph
+from sovits2_jax.parity.torch_refs import import_cosyvoice, to_numpy
+
+pytestmark = pytest.mark.parity
+PROMPT, TOKENS, ATOL = 20, 90, 1e-4
+
+
+@pytest.fixture(scope="module")
+def models(torch_available):
+    import torch
+
+    flow_cfg = tiny_config()
+    flow_ref = pf.build_reference(flow_cfg, seed=0)
+    flow = pf._ours(flow_cfg, [(k, to_numpy(v)) for k, v in flow_ref.state_dict().items()], _cpu())
+    hift_ref = ph.build_reference(ph.TINY, seed=0)
+    hift = ph.convert([(k, to_numpy(v)) for k, v in hift_ref.state_dict().items()], ph.TINY)
+    noise = fixed_noise(0)
+    flow_ref.decoder.rand_noise = torch.from_numpy(np.ascontiguousarray(noise[: 2 * (PROMPT + 200)].T[None]))
+    import_cosyvoice()
+    from cosyvoice.cli.model import CosyVoice2Model
+
+    model = CosyVoice2Model(None, flow_ref, hift_ref)
+    rng = np.random.default_rng(1)
+    data = dict(
+        prompt=rng.integers(0, flow_cfg.vocab_size, PROMPT).astype(np.int32),
+        feat=(rng.standard_normal((2 * PROMPT, 80)) - 4.0).astype(np.float32),
+        embedding=rng.standard_normal(flow_cfg.spk_embed_dim).astype(np.float32),
+        tokens=rng.integers(0, flow_cfg.vocab_size, TOKENS).astype(np.int32),
+    )
+    return model, flow, hift, noise, data
+
+
+def _cpu():
+    import jax
+
+    return jax.devices("cpu")[0]
+
+
+def _t(a, dtype=None):
+    import torch
+
+    t = torch.from_numpy(np.asarray(a))
+    return t.to(dtype) if dtype is not None else t
+
+
+class _Recorder:
+    """Wraps the reference's flow.inference and hift.inference to keep every mel chunk and excitation."""
+
+    def __init__(self, model):
+        self.model, self.mels, self.sources = model, [], []
+        flow_inf, hift_inf = model.flow.inference, model.hift.inference
+
+        def flow(**kw):
+            mel, cache = flow_inf(**kw)
+            self.mels.append(mel)
+            return mel, cache
+
+        def hift(**kw):
+            from sovits2_jax.parity.references.hift import torch_noise_off
+
+            with torch_noise_off():
+                speech, source = hift_inf(**kw)
+            self.sources.append(to_numpy(source)[0, 0])
+            return speech, source
+
+        model.flow.inference, model.hift.inference = flow, hift
+
+    def restore(self):
+        del self.model.flow.inference, self.model.hift.inference
+
+
+def _ref_args(data):
+    import torch
+
+    return dict(
+        prompt_token=_t(data["prompt"][None], torch.int32),
+        prompt_feat=_t(data["feat"][None]),
+        embedding=_t(data["embedding"][None]),
+    )
+
+
+def _reference_stream(model, data, hop=25, max_hop=100, scale=2):
+    """``CosyVoice2Model.tts``'s streaming loop (upstream's growing hop) over known tokens, calling the fork's
+    ``token2wav``: (audio chunks, new mel per chunk [T, 80], excitations)."""
+    import torch
+
+    rec, uid, tokens = _Recorder(model), "t", data["tokens"].tolist()
+    model.hift_cache_dict[uid] = None
+    pad = math.ceil(PROMPT / hop) * hop - PROMPT
+    offset, cur, audio, offsets = 0, hop, [], []
+    try:
+        while len(tokens) - offset >= (this := cur + pad if offset == 0 else cur) + 3:
+            chunk = torch.tensor(tokens[: offset + this + 3], dtype=torch.int32)[None]
+            audio.append(model.token2wav(chunk, token_offset=offset, uuid=uid, stream=True, finalize=False,
+                                         **_ref_args(data)))  # fmt: skip
+            offsets.append(offset)
+            offset, cur = offset + this, min(max_hop, cur * scale)
+        chunk = torch.tensor(tokens, dtype=torch.int32)[None]
+        audio.append(model.token2wav(chunk, token_offset=offset, uuid=uid, finalize=True, **_ref_args(data)))
+        offsets.append(offset)
+    finally:
+        rec.restore()
+        model.hift_cache_dict.pop(uid)
+    mels = [to_numpy(m)[0, :, 2 * o :].T for m, o in zip(rec.mels, offsets)]
+    return [to_numpy(a)[0] for a in audio], mels, rec.sources
+
+
+def test_offline_mel_and_audio(models):
+    import torch
+
+    from sovits2_jax.parity.references.hift import torch_noise_off
+
+    model, flow, hift, noise, data = models
+    with torch.no_grad():
+        mel_ref, _ = model.flow.inference(
+            token=_t(data["tokens"][None], torch.int32), token_len=torch.tensor([TOKENS], dtype=torch.int32),
+            prompt_token_len=torch.tensor([PROMPT], dtype=torch.int32),
+            prompt_feat_len=torch.tensor([2 * PROMPT], dtype=torch.int32), streaming=False, finalize=True,
+            **_ref_args(data),
+        )  # fmt: skip
+        with torch_noise_off():
+            wav_ref, source_ref = model.hift.inference(speech_feat=mel_ref)
+    mel_ref = to_numpy(mel_ref)[0].T
+    (mel,) = flow_batch(*flow, [data["tokens"]], [data["prompt"]], [data["feat"]], [data["embedding"]], noise)
+    assert mel.shape == mel_ref.shape == (2 * TOKENS, 80)
+    np.testing.assert_allclose(mel, mel_ref, atol=ATOL, rtol=0)
+    # audio from the reference's mel with its excitation passed in (decode(mel, source))
+    streamer = HiftStreamer(*hift)
+    wav = streamer.push(mel_ref, finalize=True, source=to_numpy(source_ref)[0, 0])
+    np.testing.assert_allclose(wav, to_numpy(wav_ref)[0], atol=ATOL, rtol=0)
+    assert np.abs(wav).max() > 0.05
+
+
+def test_streamed_chunks_equal_reference(models):
+    model, flow, hift, noise, data = models
+    ref_audio, ref_mels, ref_sources = _reference_stream(model, data)
+    assert [m.shape[0] for m in ref_mels] == [60, 100, 20]  # hops 30 (prompt-aligned), 50 (grown), the last 10
+    fs = GrowingHopFlowStreamer(*flow, data["prompt"], data["feat"], data["embedding"], noise, max_frames=300)
+    mels = list(fs.push(data["tokens"][:40])) + list(fs.push(data["tokens"][40:])) + [fs.finish()]
+    assert len(mels) == len(ref_mels)
+    hs = HiftStreamer(*hift)
+    for i, (mel, ref_mel, ref_wav, src) in enumerate(zip(mels, ref_mels, ref_audio, ref_sources)):
+        np.testing.assert_allclose(mel, ref_mel, atol=ATOL, rtol=0, err_msg=f"mel chunk {i}")
+        wav = hs.push(mel, finalize=i == len(mels) - 1, source=src)
+        np.testing.assert_allclose(wav, ref_wav, atol=ATOL, rtol=0, err_msg=f"audio chunk {i}")
+
+
+def test_fork_tts_loop_equals_ours(models):
+    """The fork's own ``CosyVoice2Model.tts`` (fixed hop 25, vc tokens so no LLM is needed) vs Token2WavStream
+    (with the recomputing flow streamer; the cached one is compared above)."""
+    import torch
+
+    model, flow, hift, noise, data = models
+    rec = _Recorder(model)
+    try:
+        args = dict(flow_prompt_speech_token=_t(data["prompt"][None], torch.int32),
+                    prompt_speech_feat=_t(data["feat"][None]), flow_embedding=_t(data["embedding"][None]))  # fmt: skip
+        out = list(model.tts(source_speech_token=_t(data["tokens"][None], torch.int32), stream=True, **args))
+    finally:
+        rec.restore()
+    ref = [to_numpy(o["tts_speech"])[0] for o in out]
+    stream = Token2WavStream(flow, hift, data["prompt"], data["feat"], data["embedding"], noise, hop_scale=1,
+                             cached=False)  # fmt: skip
+    # replay the reference's excitations in order (the HiFT parts are compared above; here the schedule is)
+    sources = iter(rec.sources)
+    push = stream.hift.push
+    stream.hift.push = lambda mel, finalize=False: push(mel, finalize=finalize, source=next(sources))
+    ours = [*stream.push(data["tokens"]), stream.finish()]
+    assert [len(a) for a in ours] == [len(a) for a in ref]
+    assert len(ref) == 4  # 30, 25, 25 tokens, then the last 10
+    np.testing.assert_allclose(np.concatenate(ours), np.concatenate(ref), atol=ATOL, rtol=0)
