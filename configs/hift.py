@@ -8,7 +8,7 @@ segments). ``hift_config(size)`` is the section itself, for configs/cosyvoice2.p
 
 import ml_collections
 
-from configs.common import base_config, lookup, optimizer_config, training_sections
+from configs.common import RECIPE_DEVICES, base_config, lookup, optimizer_config, training_sections
 from sovits2_jax.models.hift import HiFTConfig
 
 # HiFTGenerator sizes: CosyVoice2-0.5B's hift (the HiFTConfig defaults); small and tiny keep the 480x structure with
@@ -66,6 +66,8 @@ def training(size: str = "") -> dict:
     data.truncate_length = train.segment_samples
     data.bucket_lengths = [frames]
     data.max_frames_in_batch = train.batch_size * frames
+    # rows split over the recipe's 8-device host when the batch allows it (release: 16 crops)
+    data.batch_multiple = RECIPE_DEVICES if train.batch_size % RECIPE_DEVICES == 0 else 1
     return sections
 
 
