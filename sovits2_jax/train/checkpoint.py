@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 
 import jax
 import orbax.checkpoint as ocp
@@ -50,15 +51,29 @@ def _abstract(tree):
     return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), tree)
 
 
+def _remove_unfinished(directory: str) -> None:
+    """Deletes the temporary directories of saves killed half-way (process 0 only, then every process waits):
+    a relaunched multi-process job otherwise writes into a stale step-tmp directory of the dead run."""
+    if jax.process_index() == 0 and os.path.isdir(directory):
+        for name in os.listdir(directory):
+            if ".orbax-checkpoint-tmp" in name:
+                shutil.rmtree(os.path.join(directory, name), ignore_errors=True)
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices("sovits2_jax checkpoint cleanup")
+
+
 class Checkpoints:
     """Saves and restores training state under ``WORKDIR/checkpoints`` (only complete steps are seen)."""
 
     def __init__(self, workdir: str, *, keep_last: int = 3, keep_best: int = 0, async_save: bool = True):
         self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+        _remove_unfinished(self.directory)
         options = ocp.CheckpointManagerOptions(
             preservation_policy=_preservation(keep_last, keep_best),
             enable_async_checkpointing=async_save,
-            cleanup_tmp_directories=True,  # a save killed half-way leaves a tmp dir: removed on the next start
+            cleanup_tmp_directories=False,  # done by _remove_unfinished, once, before any process starts saving
             create=True,
         )
         self.manager = ocp.CheckpointManager(self.directory, options=options, item_handlers=_handlers())
