@@ -24,15 +24,18 @@ def pipeline_config(kind: str) -> ml_collections.ConfigDict:
     # parquet row groups shuffled together per process (0 = all of them: only when cache_mb holds them all,
     # since a row costs its whole row group on a cache miss)
     c.window_groups = 4
+    # logical data shards (0 = one per process): the global batch of a step is the same for any process count
+    # dividing num_shards, so a job can resume on another number of hosts with the same data stream
+    c.num_shards = 0
     # full batches only (hift: no all-zero rows shown to the discriminator)
     c.drop_remainder = defaults.get("drop_remainder", False)
-    # batching: (batch, length) buckets with batch * length <= max_frames_in_batch (per process), lengths in the
+    # batching: (batch, length) buckets with batch * length <= max_frames_in_batch (per shard), lengths in the
     # unit the family batches by; longer utterances are skipped and counted
     c.bucket_lengths = list(defaults["bucket_lengths"])
     c.max_frames_in_batch = defaults["max_frames_in_batch"]
     # > 0 (llm, flow): ignore bucket_lengths and fit this many lengths to the corpus (least padding)
     c.num_buckets = 0
-    c.batch_multiple = 1  # local batch sizes are rounded down to a multiple (the local data-parallel devices)
+    c.batch_multiple = 1  # shard batch sizes are rounded down to a multiple (of the local data-parallel devices)
     c.text_ratio = 0.5  # llm: text tokens padded to max(text_min_pad, ceil(text_ratio * speech bucket length))
     c.text_min_pad = 16
     c.dpo = False  # llm: also batch the rejected speech tokens (column reject_speech_token) for DPO

@@ -1,7 +1,8 @@
 """The Grain ``MapDataset`` of planned batches: element ``i`` is this process's share of global step ``i``.
 
-Each epoch's plan comes from the Parquet index alone (row groups permuted and sharded per process, rows shuffled in
-windows, then bucketed or packed by the family's task, shapes kept in lockstep across processes), so a batch is a
+Each epoch's plan comes from the Parquet index alone (row groups permuted and split into logical shards, rows
+shuffled in windows, then bucketed or packed by the family's task, shapes kept in lockstep across shards; a process
+reads its contiguous shards, see ``order``), so a batch is a
 pure function of (seed, step) and reading resumes anywhere. Built and validated by ``pipeline.build_dataset``.
 """
 
@@ -34,6 +35,8 @@ class PlannedBatches(grain.MapDataset):
         self.index = index
         self.process_index = process_index
         self.process_count = process_count
+        self.num_shards = order.num_shards(self.cfg.get("num_shards", 0), process_count)
+        self.shards = order.shards_of(process_index, process_count, self.num_shards)
         self.task = tasks.get(self.cfg.kind)(self.cfg, index)
         self.reader = source.RowReader(index, self.task.columns(index.columns), cache_mb=cfg.cache_mb)
         self._init_plans()
@@ -75,20 +78,21 @@ class PlannedBatches(grain.MapDataset):
         self._init_plans()
 
     def _epoch_plan(self, epoch: int):
-        """(steps, plan-time skip counts of this process) for ``epoch``: steps = [(bucket, slots or None)]."""
+        """(steps, plan-time skip counts of this process's shards) for ``epoch``: steps = [(bucket, per-shard
+        slots)], one entry (slots or None) per shard this process reads."""
         c = self.cfg
-        groups = order.process_groups(self.index.num_groups, c["seed"], epoch, self.process_count)
+        groups = order.shard_groups(self.index.num_groups, c["seed"], epoch, self.num_shards)
         plans, my_skips = [], collections.Counter()
-        for p in range(self.process_count):
-            rows = order.process_order(
-                self._rows_of_group, groups[p], seed=c["seed"], epoch=epoch, process=p, window_groups=c["window_groups"]
+        for s in range(self.num_shards):
+            rows = order.shard_order(
+                self._rows_of_group, groups[s], seed=c["seed"], epoch=epoch, shard=s, window_groups=c["window_groups"]
             )
             skips = collections.Counter()
-            plans.append(self.task.plan(rows, epoch, p, skips, self.buckets))
-            if p == self.process_index:
-                my_skips = +skips
+            plans.append(self.task.plan(rows, epoch, s, skips, self.buckets))
+            if s in self.shards:
+                my_skips.update(skips)
         merged = batching.lockstep(plans)
-        return [(b, slots[self.process_index]) for b, slots in merged], dict(my_skips)
+        return [(b, [slots[s] for s in self.shards]) for b, slots in merged], dict(+my_skips)
 
     def _plan(self, epoch: int):
         with self._plan_lock:
@@ -109,6 +113,11 @@ class PlannedBatches(grain.MapDataset):
                 return
             self._ahead.add(epoch)
         threading.Thread(target=self._plan, args=(epoch,), daemon=True).start()
+
+    def examples(self, epoch: int) -> list[tuple[int, ...]]:
+        """Every example (row ids, target last) this process reads in ``epoch``, in plan order."""
+        plan, _ = self._plan(epoch)
+        return [ex for _, shards in plan for slots in shards for slot in slots or [] for ex in slot]
 
     def steps_per_epoch(self, epoch: int) -> int:
         return len(self._plan(epoch)[0])
@@ -152,12 +161,16 @@ class PlannedBatches(grain.MapDataset):
     def __str__(self):
         return f"PlannedBatches(kind={self.cfg['kind']}, rows={len(self.index)}, buckets={len(self.buckets)})"
 
-    def _load(self, step: int, bucket: batching.Bucket, slots) -> dict:
+    def _load(self, step: int, bucket: batching.Bucket, shard_slots) -> dict:
+        """This process's rows of ``step``: its shards' batches one after the other (a shard with nothing for this
+        global step's shape contributes padding rows)."""
         skipped: collections.Counter = collections.Counter()
-        if slots is None:  # this process has nothing for this global step's shape: a padding batch
-            slots = [[] for _ in range(bucket.batch)]
-        slots = list(slots) + [[] for _ in range(bucket.batch - len(slots))]
-        batch, utts = self.task.load(self.reader, step, bucket, slots, skipped)
+        slots = []
+        for shard in shard_slots:
+            shard = list(shard or [])
+            slots += shard + [[] for _ in range(bucket.batch - len(shard))]
+        local = batching.Bucket(len(slots), bucket.length)
+        batch, utts = self.task.load(self.reader, step, local, slots, skipped, row_offset=self.shards[0] * bucket.batch)
         batch["_skipped"] = skipped
         batch["_utts"] = utts
         batch["_step"] = step

@@ -41,6 +41,7 @@ def validate(cfg) -> None:
     check(cfg.kind in kinds, f"config.data.kind={cfg.kind!r} not in {kinds}")
     check(cfg.num_epochs == -1 or cfg.num_epochs >= 1, f"config.data.num_epochs={cfg.num_epochs} must be -1 or >= 1")
     check(cfg.window_groups >= 0, f"config.data.window_groups={cfg.window_groups} must be >= 0")
+    check(cfg.num_shards >= 0, f"config.data.num_shards={cfg.num_shards} must be >= 0 (0 = one per process)")
     check(cfg.worker_count >= 0, f"config.data.worker_count={cfg.worker_count} must be >= 0")
     check(cfg.read_threads >= 1, f"config.data.read_threads={cfg.read_threads} must be >= 1")
     check(cfg.token_mel_ratio >= 0, f"config.data.token_mel_ratio={cfg.token_mel_ratio} must be >= 0")

@@ -56,10 +56,17 @@ def validate_batch_sizes(config, shape: tuple[int, ...]) -> None:
     data_ways = shape[0] * shape[1]
     if "data" in config:
         local_ways = max(1, data_ways // jax.process_count())
+        shards = config.data.get("num_shards", 0) or jax.process_count()
         check(
-            config.data.batch_multiple % local_ways == 0,
-            f"config.data.batch_multiple={config.data.batch_multiple} is not a multiple of the "
-            f"{local_ways} data-parallel devices per process (mesh data*fsdp / processes)",
+            shards % jax.process_count() == 0,
+            f"config.data.num_shards={shards} is not a multiple of the {jax.process_count()} processes",
+        )
+        local_multiple = config.data.batch_multiple * (shards // jax.process_count())  # a process's shards' rows
+        check(
+            local_multiple % local_ways == 0,
+            f"config.data.batch_multiple={config.data.batch_multiple} x {shards // jax.process_count()} data "
+            f"shards per process is not a multiple of the {local_ways} data-parallel devices per process "
+            "(mesh data*fsdp / processes)",
         )
     if "train" in config and "batch_size" in config.train:
         check(

@@ -18,8 +18,10 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "run directory (checkpoints/, te
 
 
 def main(argv) -> int:
+    from sovits2_jax.parallel import distributed
     from sovits2_jax.train import trainer
 
+    distributed.initialize()  # before anything asks JAX for its devices (config validation counts them)
     config = cli.validated(_CONFIG)
     workdir = _WORKDIR.value or config.get("workdir")
     if not workdir:

@@ -15,7 +15,6 @@ import shutil
 
 import jax
 import orbax.checkpoint as ocp
-from grain import checkpoint as grain_checkpoint
 
 from sovits2_jax.data import iterator_state
 from sovits2_jax.validation import ConfigError
@@ -30,7 +29,7 @@ def _handlers() -> dict:
         params=ocp.StandardCheckpointHandler(),
         opt_state=ocp.StandardCheckpointHandler(),
         train_state=ocp.JsonCheckpointHandler(),
-        data=grain_checkpoint.CheckpointHandler(),
+        data=iterator_state.PositionHandler(),
         meta=ocp.JsonCheckpointHandler(filename=META_FILE),
     )
 

@@ -71,10 +71,13 @@ def _check_accumulation(config, mesh) -> None:
     if k == 1:
         return
     if "data" in config:
+        shards = config.data.num_shards or jax.process_count()
+        rows = config.data.batch_multiple * (shards // jax.process_count())  # a multiple of every local batch
         check(
-            config.data.batch_multiple % (k * local) == 0,
-            f"config.train.accum_steps={k}: config.data.batch_multiple={config.data.batch_multiple} must be a "
-            f"multiple of accum_steps x {local} local data-parallel devices",
+            rows % (k * local) == 0,
+            f"config.train.accum_steps={k}: config.data.batch_multiple={config.data.batch_multiple} x "
+            f"{shards // jax.process_count()} data shards per process must be a multiple of accum_steps x {local} "
+            "local data-parallel devices",
         )
     elif "batch_size" in config.train:
         check(
@@ -280,8 +283,7 @@ def _run(family, config, workdir, mesh, ckpts) -> int:
     peak, peak_source = mfu.peak_flops(override=t.peak_flops)
     log.info("MFU against %.3g FLOP/s per device (%s)", peak, peak_source)
 
-    stop = {"signal": None}
-    previous = signal.signal(signal.SIGTERM, lambda signum, frame: stop.update(signal=signum))
+    preempted = PreemptionNotice()
     writer = MetricsWriter(workdir, t.num_steps, step)
     profile = profile_steps(config)
     interval = _Interval()
@@ -320,11 +322,12 @@ def _run(family, config, workdir, mesh, ckpts) -> int:
             if summary or eval_scalars:
                 writer.write(step, train=summary, eval=eval_scalars)
             writer.advance(step)
-            if step % t.checkpoint_every == 0 or step == t.num_steps or stop["signal"] is not None:
+            stopping = preempted(step)
+            if step % t.checkpoint_every == 0 or step == t.num_steps or stopping:
                 ckpts.save(step, state.params, state.opt_state, _train_json(config, state, step, eval_loss),
                            StateSnapshot(data_state), _meta(family, config, step), eval_loss)  # fmt: skip
                 last_saved = step
-            if stop["signal"] is not None:
+            if stopping:
                 log.warning("SIGTERM: saved step %d, exiting", step)
                 break
         if data_state is not None and last_saved != step:
@@ -332,10 +335,36 @@ def _run(family, config, workdir, mesh, ckpts) -> int:
                        StateSnapshot(data_state), _meta(family, config, step), eval_loss)  # fmt: skip
         ckpts.wait()
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        preempted.close()
         writer.close()
         batches.close()
     return 0
+
+
+class PreemptionNotice:
+    """``notice(step)`` is True at the step where the job saves and stops after a SIGTERM.
+
+    One process: our own SIGTERM handler, true at the next step. Several: JAX's coordination service catches the
+    signal on whichever process gets it and agrees with every process on one step to save at (the one
+    ``reached_preemption_sync_point`` returns true for), so all of them save the same step and none waits in a
+    collective the others have left."""
+
+    def __init__(self):
+        self.multi = jax.process_count() > 1
+        self.signal = None
+        if not self.multi:
+            self.previous = signal.signal(signal.SIGTERM, lambda signum, frame: setattr(self, "signal", signum))
+
+    def __call__(self, step: int) -> bool:
+        if self.multi:
+            from jax.experimental import multihost_utils
+
+            return multihost_utils.reached_preemption_sync_point(step)
+        return self.signal is not None
+
+    def close(self) -> None:
+        if not self.multi:
+            signal.signal(signal.SIGTERM, self.previous)
 
 
 def _train_json(config, state, step: int, eval_loss) -> dict:

@@ -183,7 +183,7 @@ def test_corrupt_rows_skipped_and_counted(rows, tmp_path):
     for batch, _ in batches:
         assert np.all(np.isfinite(batch["embedding"]))
     # rows the index already shows to be unusable are never planned (no padding row is spent on them)
-    planned = {it.dataset.index.utt[ex[-1]] for _, slots in it.dataset._plan(0)[0] for slot in slots for ex in slot}
+    planned = {it.dataset.index.utt[ex[-1]] for ex in it.dataset.examples(0)}
     bad = _corrupt_rows(rows)
     assert bad[6]["utt"] not in planned and bad[9]["utt"] not in planned
     assert bad[1]["utt"] in planned and bad[4]["utt"] in planned  # found out only when read
@@ -199,17 +199,14 @@ def test_gpt_sovits2_packing_prompts_and_segment_masks(corpus, rows):
 
     cfg = config("gpt_sovits2")
     ds = pipeline.build_dataset(cfg, data_list=corpus, process_index=0, process_count=1)
-    plan, _ = ds._plan(0)
     spk = {r["utt"]: r["spk"] for r in rows}
     n_examples = 0
-    for _, slots in plan:
-        for slot in slots:
-            for ex in slot:
-                utts = [ds.index.utt[r] for r in ex]
-                assert 1 <= len(ex) - 1 <= cfg.max_prompts
-                assert ex[-1] not in ex[:-1] and len(set(ex)) == len(ex)
-                assert {spk[u] for u in utts} == {spk[utts[-1]]}
-                n_examples += 1
+    for ex in ds.examples(0):
+        utts = [ds.index.utt[r] for r in ex]
+        assert 1 <= len(ex) - 1 <= cfg.max_prompts
+        assert ex[-1] not in ex[:-1] and len(set(ex)) == len(ex)
+        assert {spk[u] for u in utts} == {spk[utts[-1]]}
+        n_examples += 1
     assert n_examples == NUM_ROWS
     batches, _ = read_all(cfg, corpus)
     tok = get_tokenizer("cosyvoice2")
@@ -373,8 +370,8 @@ def test_llm_dpo_batches_rejected_tokens(rows, tmp_path):
 def test_gpt_sovits2_long_examples_drop_references_then_skip(corpus):
     cfg = config("gpt_sovits2", bucket_lengths=[130], max_frames_in_batch=520, min_prompts=1, max_prompts=3)
     ds = pipeline.build_dataset(cfg, data_list=corpus, process_index=0, process_count=1)
-    plan, skips = ds._plan(0)
-    kept = [ex for _, slots in plan for slot in slots for ex in slot]
+    _, skips = ds._plan(0)
+    kept = ds.examples(0)
     assert all(len(ex) == 2 for ex in kept)  # 3 s utterances: only one reference fits in 130 positions
     assert len(kept) + skips.get("longer than the pack length", 0) == NUM_ROWS
     assert skips.get("longer than the pack length", 0) > 0
@@ -390,3 +387,19 @@ def test_sample_longer_than_its_bucket_is_skipped_not_fatal(corpus):
         ds.task.check_fits({**fits, "speech_token": np.zeros(51)}, batching.Bucket(2, 100))
     batch = ds.task.assemble([fits, None], batching.Bucket(2, 100))
     assert batch["speech_feat_len"].tolist() == [100, 0] and batch["speech_token_len"].tolist() == [50, 0]
+
+
+@pytest.mark.parametrize("kind", ["flow", "hift"])
+def test_global_batches_do_not_depend_on_the_process_count(corpus, kind):
+    """With 2 data shards, 1 process reads both and its batch is process 0's rows then process 1's, random
+    draws included (flow's prompt lengths, hift's crops are keyed by the row's place in the global batch)."""
+    cfg = config(kind, num_shards=2, **({"max_frames_in_batch": 102} if kind == "hift" else {}))
+    one, _ = read_all(cfg, corpus, process_index=0, process_count=1)
+    halves = [read_all(cfg, corpus, process_index=p, process_count=2)[0] for p in range(2)]
+    assert len(one) == len(halves[0]) == len(halves[1]) > 2
+    for (whole, meta), (a, meta_a), (b, meta_b) in zip(one, *halves):
+        assert meta["_utts"] == meta_a["_utts"] + meta_b["_utts"]
+        for key in whole:
+            np.testing.assert_array_equal(whole[key], np.concatenate([a[key], b[key]]), err_msg=key)
+    with pytest.raises(ValueError, match="num_shards=3 is not a multiple of the 2 processes"):
+        pipeline.build_dataset(config(kind, num_shards=3), data_list=corpus, process_index=0, process_count=2)

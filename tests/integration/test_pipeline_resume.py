@@ -83,8 +83,8 @@ def test_resume_in_new_process_with_mp_prefetch(corpus, tmp_path):
 
 
 def test_iterator_state_in_orbax_checkpoint_manager_next_to_params(corpus, tmp_path):
-    import grain
     import orbax.checkpoint as ocp
+    from etils import epath
 
     cfg = config("llm", num_epochs=3)
     params = {"w": np.arange(6, dtype=np.float32).reshape(2, 3)}
@@ -103,4 +103,18 @@ def test_iterator_state_in_orbax_checkpoint_manager_next_to_params(corpus, tmp_p
                                                       data=iterator_state.orbax_restore_args(fresh)))  # fmt: skip
     np.testing.assert_array_equal(got["params"]["w"], params["w"])
     assert_same(expected, [next(fresh) for _ in range(3)])
-    assert isinstance(iterator_state.orbax_save_args(it), grain.checkpoint.CheckpointSave)
+    data_dir = tmp_path / "ckpt" / "7" / "data"
+    assert sorted(p.name for p in data_dir.glob("*.json")) == ["process_0-of-1.json"]  # grain's layout
+
+    # as if written by 2 processes (same position: every process reads its shards of the same step): restores
+    # here; positions that disagree are refused with the reason
+    state = (data_dir / "process_0-of-1.json").read_text()
+    (data_dir / "process_0-of-1.json").unlink()
+    for p in range(2):
+        (data_dir / f"process_{p}-of-2.json").write_text(state)
+    other = pipeline.make_batches(cfg, data_list=corpus, process_index=0, process_count=1)
+    iterator_state.PositionHandler().restore(epath.Path(data_dir), args=iterator_state.orbax_restore_args(other))
+    assert_same(expected, [next(other) for _ in range(3)])
+    (data_dir / "process_1-of-2.json").write_text(state.replace("5", "6"))
+    with pytest.raises(ValueError, match="different data positions, so it restores only on 2 processes"):
+        iterator_state.PositionHandler().restore(epath.Path(data_dir), args=iterator_state.orbax_restore_args(other))

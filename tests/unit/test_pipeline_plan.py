@@ -12,28 +12,36 @@ import soundfile as sf
 from sovits2_jax.data import batching, order, packing, prompts, steps
 
 
-def test_process_groups_disjoint_cover_and_seeded():
+def test_shard_groups_disjoint_cover_and_seeded():
     for count in (1, 2, 3, 5):
-        parts = order.process_groups(17, seed=3, epoch=0, process_count=count)
+        parts = order.shard_groups(17, seed=3, epoch=0, shards=count)
         allg = np.concatenate(parts)
         assert sorted(allg) == list(range(17))
         assert max(len(p) for p in parts) - min(len(p) for p in parts) <= 1
-    a = order.process_groups(17, seed=3, epoch=0, process_count=2)
-    b = order.process_groups(17, seed=3, epoch=1, process_count=2)
-    c = order.process_groups(17, seed=3, epoch=0, process_count=2)
+    a = order.shard_groups(17, seed=3, epoch=0, shards=2)
+    b = order.shard_groups(17, seed=3, epoch=1, shards=2)
+    c = order.shard_groups(17, seed=3, epoch=0, shards=2)
     assert not np.array_equal(a[0], b[0])
     np.testing.assert_array_equal(a[0], c[0])
-    with pytest.raises(ValueError, match="row groups cannot be sharded over 4 processes"):
-        order.process_groups(3, seed=0, epoch=0, process_count=4)
+    with pytest.raises(ValueError, match="row groups cannot be split into 4 data shards"):
+        order.shard_groups(3, seed=0, epoch=0, shards=4)
 
 
-def test_process_order_windows_keep_groups_together():
+def test_shards_per_process_are_contiguous_and_divide():
+    assert order.num_shards(0, 4) == 4 and order.num_shards(8, 2) == 8
+    with pytest.raises(ValueError, match="num_shards=6 is not a multiple of the 4 processes"):
+        order.num_shards(6, 4)
+    assert [list(order.shards_of(p, 2, 4)) for p in range(2)] == [[0, 1], [2, 3]]
+    assert list(order.shards_of(0, 1, 4)) == [0, 1, 2, 3]
+
+
+def test_shard_order_windows_keep_groups_together():
     rows_of_group = [np.arange(g * 10, g * 10 + 10) for g in range(6)]
     groups = np.asarray([4, 1, 5, 0])
-    rows = order.process_order(rows_of_group, groups, seed=0, epoch=0, process=0, window_groups=2)
+    rows = order.shard_order(rows_of_group, groups, seed=0, epoch=0, shard=0, window_groups=2)
     assert sorted(rows) == sorted(np.concatenate([rows_of_group[g] for g in groups]))
     assert set(rows[:20] // 10) == {4, 1} and set(rows[20:] // 10) == {5, 0}
-    full = order.process_order(rows_of_group, groups, seed=0, epoch=0, process=0, window_groups=0)
+    full = order.shard_order(rows_of_group, groups, seed=0, epoch=0, shard=0, window_groups=0)
     assert len(set(full[:20] // 10)) > 2  # one window: rows of all groups mixed
 
 

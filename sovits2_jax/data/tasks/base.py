@@ -103,8 +103,8 @@ class Task:
         """Fitted bucket lengths are multiples of this."""
         return 1
 
-    def plan(self, rows, epoch: int, process: int, skips: collections.Counter, buckets) -> list:
-        """One process's batches of one epoch from its rows in order (skipped rows counted in ``skips``)."""
+    def plan(self, rows, epoch: int, shard: int, skips: collections.Counter, buckets) -> list:
+        """One shard's batches of one epoch from its rows in order (skipped rows counted in ``skips``)."""
         lengths, skip_masks = self.row_lengths(rows)
         keep = np.ones(len(rows), bool)
         for reason, m in skip_masks.items():
@@ -132,14 +132,16 @@ class Task:
             sample = step(sample, rng)
         return sample
 
-    def load(self, reader, step: int, bucket: batching.Bucket, slots, skipped: collections.Counter):
-        """(batch, utterance per row) of one planned batch; ``slots`` holds one ``(row,)`` example per slot."""
+    def load(self, reader, step: int, bucket: batching.Bucket, slots, skipped: collections.Counter, row_offset=0):
+        """(batch, utterance per row) of one planned batch; ``slots`` holds one ``(row,)`` example per slot.
+        A row's random draws are keyed by its position in the global batch (``row_offset`` + i), so they do not
+        depend on how many processes share the batch."""
         samples, utts = [], []
         for i, slot in enumerate(slots):
             sample = None
             if slot:
                 row = slot[0][-1]
-                rng = np.random.default_rng([self.cfg["seed"] & 0xFFFFFFFF, step, i, 7])
+                rng = np.random.default_rng([self.cfg["seed"] & 0xFFFFFFFF, step, row_offset + i, 7])
                 what = lambda row=row: f"row {row} ({self.index.utt[row]})"
                 sample = guarded(skipped, what, self._load_one, reader, row, rng, bucket)
             utts.append(self.index.utt[slot[0][-1]] if slot and sample is not None else "")

@@ -31,11 +31,11 @@ class GptSovits2Task(base.Task):
         usable = (index.speech_token_len > 0) & (index.text_token_len != 0)
         self.speakers = prompts.SpeakerRows(index.spk, index.group, usable=usable)
 
-    def plan(self, rows, epoch, process, skips, buckets):
-        """Each target with same-speaker references drawn per (seed, epoch, process), dropping references before
+    def plan(self, rows, epoch, shard, skips, buckets):
+        """Each target with same-speaker references drawn per (seed, epoch, shard), dropping references before
         the target when the example is longer than the row."""
         c, ix = self.cfg, self.index
-        rnd = random.Random(int(order.epoch_rng(c["seed"], epoch, 2, process).integers(2**63)))
+        rnd = random.Random(int(order.epoch_rng(c["seed"], epoch, 2, shard).integers(2**63)))
         limit = buckets[0].length
         # a (text, speech) block costs text + speech + 2 positions (task_id, and sos or the previous eos)
         block = np.maximum(ix.text_token_len, 0).astype(np.int64) + ix.speech_token_len + 2
@@ -76,7 +76,7 @@ class GptSovits2Task(base.Task):
             raise steps.SkipSample("too few text tokens")
         return s
 
-    def load(self, reader, step, bucket, slots, skipped):
+    def load(self, reader, step, bucket, slots, skipped, row_offset=0):  # no random draws
         rows, utts = [], []
         for slot in slots:
             loaded = [(ex, base.guarded(skipped, lambda ex=ex: f"example {[self.index.utt[r] for r in ex]}",
