@@ -227,11 +227,7 @@ def train(config, workdir: str) -> int:
     family = family_lib.get(config.family)
     mesh = mesh_lib.make_mesh(dict(config.mesh))
     _check_accumulation(config, mesh)
-    # multi-process: synchronous saves (an async save in flight on one process when another finishes left orbax's
-    # temporary directory half-finalised in our 2-process tests); one process saves asynchronously
-    ckpts = checkpoint.Checkpoints(
-        workdir, keep_last=t.keep_last, keep_best=t.keep_best, async_save=jax.process_count() == 1
-    )
+    ckpts = checkpoint.Checkpoints(workdir, keep_last=t.keep_last, keep_best=t.keep_best)
     try:
         ckpts.check_family(config.family)
         with jax.set_mesh(mesh), sharding.activation_rules(config.sharding.rules):
