@@ -5,7 +5,11 @@ One step = forward + backward + Adam update, on the same weights and batch: ours
 cosyvoice's ``Qwen2LM`` / ``CausalMaskedDiffWithXvec`` ``forward`` (train mode) with ``torch.optim.Adam``.
 The trainer's own step (accumulation, skip guards, metrics) is timed by ``python -m sovits2_jax.train``'s logs.
 
+Last, the trainer itself runs the ``qwen2`` family at the 0.5B shape for a few steps in a subprocess and the step
+time and MFU it logs (FLOPs from the compiled step's cost analysis over the device's peak) are printed.
+
 python -m sovits2_jax.bench.train [--size=tiny|real] [--batch=4] [--tokens=100] [--repeats=3]
+    [--qwen2_batch=2 --qwen2_seq_len=128 --qwen2_steps=3 | --qwen2_steps=0 to skip]
 """
 
 from __future__ import annotations
@@ -23,6 +27,9 @@ flags.DEFINE_integer("batch", 4, "rows per step")
 flags.DEFINE_integer("tokens", 100, "speech tokens per row (flow: mel frames = 2x)")
 flags.DEFINE_integer("repeats", 3, "timed repeats (median)")
 flags.DEFINE_integer("torch_threads", 0, "0 = all cores (JAX uses all cores too)")
+flags.DEFINE_integer("qwen2_steps", 3, "trainer steps of configs/qwen2.py:0.5b (0: skip)")
+flags.DEFINE_integer("qwen2_batch", 2, "its global batch (rows)")
+flags.DEFINE_integer("qwen2_seq_len", 128, "its tokens per row")
 
 LR = 1e-4
 
@@ -149,6 +156,34 @@ def bench_flow(size: str, batch: int, tokens: int) -> str:
     return report("train", what, ours_ms, torch_ms)
 
 
+def bench_qwen2_trainer(steps: int, batch: int, seq_len: int) -> str:
+    """The trainer on ``configs/qwen2.py:0.5b`` (fp32 params, the config's compute dtype) for ``steps`` steps;
+    the last step's logged step time, tokens/s and MFU."""
+    import json
+    import subprocess
+    import sys
+
+    with tempfile.TemporaryDirectory() as workdir:
+        cmd = [sys.executable, "-m", "sovits2_jax.train", "--config=configs/qwen2.py:0.5b", f"--workdir={workdir}",
+               f"--config.train.num_steps={steps}", f"--config.train.batch_size={batch}",
+               f"--config.train.seq_len={seq_len}", "--config.train.log_every=1", "--config.train.eval_every=0",
+               f"--config.train.checkpoint_every={steps + 1}"]  # fmt: skip
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise cli.Error(f"the qwen2 0.5b trainer run failed: {proc.stderr.strip().splitlines()[-1:]}")
+        with open(os.path.join(workdir, "metrics.jsonl")) as f:
+            last = [json.loads(line) for line in f if line.strip()][-1]
+    import jax
+
+    line = (
+        f"bench train qwen2 0.5b trainer ({jax.devices()[0].platform}, batch {batch} x {seq_len} tokens, step "
+        f"{last['step']}): step_time {last['step_time'] * 1e3:.0f} ms, {last.get('tokens_per_s', float('nan')):.0f} "
+        f"tokens/s, mfu {last.get('mfu', float('nan')):.4f}"
+    )
+    print(line, flush=True)
+    return line
+
+
 def main(argv) -> None:
     del argv
     import torch
@@ -159,6 +194,8 @@ def main(argv) -> None:
     torch.set_num_threads(args.torch_threads or os.cpu_count() or 1)
     bench_llm(args.batch, args.tokens)
     bench_flow(args.size, args.batch, args.tokens)
+    if args.qwen2_steps > 0:
+        bench_qwen2_trainer(args.qwen2_steps, args.qwen2_batch, args.qwen2_seq_len)
 
 
 if __name__ == "__main__":

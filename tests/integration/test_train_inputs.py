@@ -87,6 +87,7 @@ def qwen2_workdir(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("qwen2")
     config = qwen2_config(num_steps=8, log_every=1, eval_every=8, checkpoint_every=8)
     config.train.optimizer.lr = 1e-2
+    config.train.profile_steps = "2,4"
     assert trainer.train(config, str(workdir)) == 0
     return workdir
 
@@ -97,6 +98,9 @@ def test_qwen2_family_trains_on_synthetic_tokens(qwen2_workdir):
     assert losses[8] < 0.9 * losses[1], losses
     assert th.complete_steps(qwen2_workdir) == [8]
     assert any("eval_loss" in r for r in th.read_metrics(qwen2_workdir))
+    # --config.train.profile_steps=2,4: one jax.profiler trace (XPlane protobuf) in WORKDIR/profile
+    traces = list((qwen2_workdir / "profile").glob("plugins/profile/*/*.xplane.pb"))
+    assert len(traces) == 1 and traces[0].stat().st_size > 1000, traces
 
 
 def llm_config(tiny_corpus, **data):
