@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # Staged LibriTTS recipe, mirroring CosyVoice's examples/libritts/cosyvoice2/run.sh.
 #
-#   launch/recipes/libritts.sh --stage -1 --stop_stage 7 [--corpus DIR] [--work DIR] \
+#   launch/recipes/libritts.sh --stage -1 --stop_stage 7 [--corpus DIR | --list FILE [--dev_list FILE]] \
+#       [--work DIR] [--download 1 | --parts "dev-clean test-clean ..."] [--download_url PREFIX] [--md5 FILE] \
 #       [--campplus campplus.onnx] [--speech_tokenizer speech_tokenizer_v2.onnx] \
 #       [--size tiny|small|""] [--num_steps N] [--pretrained_dir CosyVoice2-0.5B] [--average_num 5]
 #
-# Stages: -1 build the built-in espeak-ng corpus, train/ and dev/ (only without --corpus; nothing is downloaded),
+# Stages: -1 without --corpus/--list build the built-in espeak-ng corpus, train/ and dev/; with --download 1 (all
+#          seven LibriTTS parts) or --parts download PREFIX/<part>.tar.gz (default www.openslr.org/resources/60,
+#          as CosyVoice) into --corpus (default WORK/corpus): resumed with HTTP Range, checked against LibriTTS's
+#          published sums (or --md5 FILE, md5sum format), extracted, DIR/.<part>.complete makes a rerun skip it,
 #          0 Kaldi files (wav.scp, text, utt2spk, spk2utt), 1 speaker embeddings, 2 speech tokens, 3 Parquet,
 #          4 inference of tts_text.json (--infer_mode sft|zero_shot, --infer_model_dir, --tts_text),
 #          5 train llm, flow, hift (configs/cosyvoice2.py:<part>[_<size>], workdirs WORK/exp/<part>; a rerun
@@ -14,9 +18,12 @@
 # --pretrained_dir: a CosyVoice2 model directory to fine-tune from (--config.init.from) and to take the yaml and
 # assets of the export from. --size "" trains the release sizes (the default is tiny, seconds per step on CPU).
 # --corpus: a LibriTTS-layout directory: either real LibriTTS (subsets such as train-clean-100 and dev-clean
-# inside it) or one set (SPEAKER/CHAPTER/*.wav directly inside). Without --campplus / --speech_tokenizer the
-# offline stand-ins are fitted on the first training set (see sovits2_jax/data/prep/offline_models.py);
-# --offline_speaker resemblyzer uses resemblyzer's pretrained encoder instead (256-d, needs the package).
+# inside it or inside its LibriTTS/, as the archives unpack) or one set (SPEAKER/CHAPTER/*.wav directly inside).
+# --list FILE (or a .list file as --corpus): a GPT-SoVITS list (wav_path|speaker|lang|text lines, wav paths relative
+# to the list; --list_wav_dir DIR finds them by file name in DIR) prepared as set "train", --dev_list as "dev".
+# Without --campplus / --speech_tokenizer the offline stand-ins are fitted on the first training set (see
+# sovits2_jax/data/prep/offline_models.py); --offline_speaker resemblyzer uses resemblyzer's pretrained encoder
+# instead (256-d, needs the package).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -43,6 +50,13 @@ average_by=dev_loss
 infer_mode=zero_shot
 infer_model_dir=
 tts_text=
+download=0
+parts=
+download_url=www.openslr.org/resources/60
+md5=
+list_file=
+dev_list=
+list_wav_dir=
 
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -68,7 +82,14 @@ while [ $# -gt 0 ]; do
     --infer_mode) infer_mode=$2; shift 2 ;;
     --infer_model_dir) infer_model_dir=$2; shift 2 ;;
     --tts_text) tts_text=$2; shift 2 ;;
-    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+    --download) download=$2; shift 2 ;;
+    --parts) parts=$2; shift 2 ;;
+    --download_url) download_url=$2; shift 2 ;;
+    --md5) md5=$2; shift 2 ;;
+    --list) list_file=$2; shift 2 ;;
+    --dev_list) dev_list=$2; shift 2 ;;
+    --list_wav_dir) list_wav_dir=$2; shift 2 ;;
+    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
     *) echo "libritts.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -82,29 +103,36 @@ fi
 for f in "$campplus" "$speech_tokenizer"; do
   if [ -n "$f" ] && [ ! -f "$f" ]; then echo "libritts.sh: ONNX model $f does not exist" >&2; exit 2; fi
 done
+case "$download" in 0|1) ;; *) echo "libritts.sh: --download 0|1" >&2; exit 2 ;; esac
+libritts_parts="dev-clean test-clean dev-other test-other train-clean-100 train-clean-360 train-other-500"
+if [ "$download" = 1 ] && [ -z "$parts" ]; then parts=$libritts_parts; fi
+if [ -z "$list_file" ] && [ "${corpus%.list}" != "$corpus" ]; then list_file=$corpus; corpus=; fi
+if [ -n "$list_file" ]; then
+  [ -z "$corpus" ] || { echo "libritts.sh: give --corpus or --list, not both" >&2; exit 2; }
+  [ -z "$parts" ] || { echo "libritts.sh: --download/--parts fetch LibriTTS; they do not go with --list" >&2; exit 2; }
+  for f in "$list_file" "$dev_list"; do
+    if [ -n "$f" ] && [ ! -f "$f" ]; then echo "libritts.sh: list file $f does not exist" >&2; exit 2; fi
+  done
+elif [ -n "$dev_list" ] || [ -n "$list_wav_dir" ]; then
+  echo "libritts.sh: --dev_list and --list_wav_dir go with --list" >&2; exit 2
+fi
+if [ -n "$md5" ] && [ ! -f "$md5" ]; then echo "libritts.sh: --md5 file $md5 does not exist" >&2; exit 2; fi
 builtin=0
-if [ -z "$corpus" ]; then corpus=$work/corpus; builtin=1; fi
+if [ -z "$corpus" ] && [ -z "$list_file" ]; then
+  corpus=$work/corpus
+  [ -n "$parts" ] || [ -d "$corpus/LibriTTS" ] || builtin=1  # a later run of stages >= 0 after a download
+fi
 data=$work/data
 offline=$work/offline
 
-# Sets to prepare: the built-in corpus has train/ and dev/ (same speakers, disjoint sentences); a given corpus
-# is either real LibriTTS (its subsets found inside) or one set, used as "train".
-sets=()
-if [ "$builtin" = 1 ]; then
-  sets=(train dev)
-else
-  for x in train-clean-100 train-clean-360 train-other-500 dev-clean dev-other test-clean test-other; do
-    [ -d "$corpus/$x" ] && sets+=("$x")
-  done
-fi
-single=0
-if [ ${#sets[@]} -eq 0 ]; then sets=(train); single=1; fi
-set_dir() { if [ "$single" = 1 ]; then echo "$corpus"; else echo "$corpus/$1"; fi; }
-fit_set=${sets[0]}
-for x in "${sets[@]}"; do case "$x" in train*) fit_set=$x; break ;; esac; done
-
 if [ "$stage" -le -1 ] && [ "$stop_stage" -ge -1 ]; then
-  if [ "$builtin" = 1 ]; then
+  if [ -n "$parts" ]; then
+    echo "stage -1: download LibriTTS parts ($parts) from $download_url -> $corpus"
+    $py -m sovits2_jax.data.prep.download --url_prefix "$download_url" --parts "$parts" --dst "$corpus" \
+      ${md5:+--md5 "$md5"}
+  elif [ -n "$list_file" ]; then
+    echo "stage -1: using the list file $list_file (nothing to build)"
+  elif [ "$builtin" = 1 ]; then
     echo "stage -1: built-in corpus ($hours h, $speakers speakers, $languages) -> $corpus/{train,dev}"
     $py -m sovits2_jax.data.prep.corpus --out "$corpus/train" --split train --hours "$hours" --speakers "$speakers" \
       --languages "$languages" --seed "$seed" --workers "$num_workers"
@@ -115,10 +143,36 @@ if [ "$stage" -le -1 ] && [ "$stop_stage" -ge -1 ]; then
   fi
 fi
 
+# Sets to prepare (found after stage -1, which may have made them): the built-in corpus has train/ and dev/
+# (same speakers, disjoint sentences); a list file is "train" (and --dev_list "dev"); a given corpus is either
+# real LibriTTS (its subsets found inside it or inside its LibriTTS/) or one set, used as "train".
+sets=()
+root=$corpus
+if [ -n "$list_file" ]; then
+  sets=(train); [ -n "$dev_list" ] && sets+=(dev)
+elif [ "$builtin" = 1 ]; then
+  sets=(train dev)
+else
+  [ -d "$corpus/LibriTTS" ] && root=$corpus/LibriTTS
+  for x in train-clean-100 train-clean-360 train-other-500 dev-clean dev-other test-clean test-other; do
+    [ -d "$root/$x" ] && sets+=("$x")
+  done
+fi
+single=0
+if [ ${#sets[@]} -eq 0 ]; then sets=(train); single=1; fi
+set_dir() { if [ "$single" = 1 ]; then echo "$root"; else echo "$root/$1"; fi; }
+fit_set=${sets[0]}
+for x in "${sets[@]}"; do case "$x" in train*) fit_set=$x; break ;; esac; done
+
 if [ "$stage" -le 0 ] && [ "$stop_stage" -ge 0 ]; then
   for x in "${sets[@]}"; do
     echo "stage 0: Kaldi files for $x"
-    $py -m sovits2_jax.data.prep.kaldi --src_dir "$(set_dir "$x")" --des_dir "$data/$x"
+    if [ -n "$list_file" ]; then
+      src=$list_file; [ "$x" = dev ] && src=$dev_list
+      $py -m sovits2_jax.data.prep.kaldi --list "$src" ${list_wav_dir:+--wav_dir "$list_wav_dir"} --des_dir "$data/$x"
+    else
+      $py -m sovits2_jax.data.prep.kaldi --src_dir "$(set_dir "$x")" --des_dir "$data/$x"
+    fi
   done
 fi
 

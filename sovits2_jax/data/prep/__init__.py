@@ -1,4 +1,5 @@
-"""Offline preparation: built-in corpus, Kaldi files, ONNX extractors, offline models, Parquet writer, TFDS source.
+"""Offline preparation: built-in corpus, LibriTTS download, Kaldi files (from a LibriTTS tree or a GPT-SoVITS list),
+ONNX extractors, offline models, Parquet writer, TFDS source.
 
 Each CLI (``python -m sovits2_jax.data.prep.<module>``) is an absl app: flags defined under ``__main__``,
 ``main(argv)`` reading ``absl.flags.FLAGS``.
