@@ -6,26 +6,28 @@
 ``/inference_cross_lingual`` (tts_text, prompt_wav), ``/inference_instruct2`` (tts_text, instruct_text,
 prompt_wav); GET or POST with form fields, plus an optional ``seed`` (default 0; segment i of the text uses
 seed + i). Each answers a stream of 16-bit little-endian mono PCM at the model's sample rate (CosyVoice2: 24 kHz),
-chunks sent as the engine produces them. Requests arriving within ``--batch_window_ms`` of each other share one
-``Engine.stream`` call (one batched LM decode). A bad request (missing field, unknown speaker, unreadable or too
-long prompt, empty text) gets a 4xx whose body is one line saying why. ``/stats`` reports the batches made.
+chunks sent as the engine produces them. A request goes through the same ``TTS`` frontend as the CLI and the Python
+API (text normalisation and splitting, the uploaded prompt's ONNX tokens, embedding and mel, spk2info speakers), in
+a worker thread so requests are prepared concurrently; its audio is ``TTS.<mode>(..., stream=True)``'s. Requests
+arriving within ``--batch_window_ms`` of each other share one ``Engine.stream`` call (one batched LM decode). A bad
+request (missing field, unknown speaker, unreadable or too long prompt, empty text) gets a 4xx whose body is one
+line saying why. ``/stats`` reports the batches made. As CosyVoice's server, no ``speed`` field (CosyVoice2 changes
+the speed offline only).
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import logging
 import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import numpy as np
 from fastapi import FastAPI, Request  # at module level: the handlers' string annotations resolve here
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import PlainTextResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
 
 from sovits2_jax import cli
 
@@ -150,7 +152,7 @@ def create_app(engine, make_inputs: MakeInputs, *, sample_rate: int = 24000, win
                 fields[name] = await value.read() if hasattr(value, "read") else value
             try:
                 seed = int(fields.pop("seed", 0))
-                inputs = make_inputs(mode, fields)
+                inputs = await run_in_threadpool(make_inputs, mode, fields)
             except ValueError as e:
                 reason = (str(e).splitlines() or [type(e).__name__])[0]
                 return PlainTextResponse(f"bad request: {reason}\n", status_code=400)
@@ -185,22 +187,6 @@ def tts_inputs(tts) -> MakeInputs:
     return make
 
 
-def load_factory(spec: str):
-    """``module:function`` or ``path/to/file.py:function``; the function returns (engine, make_inputs, rate)."""
-    target, _, name = spec.rpartition(":")
-    if not target or not name:
-        raise cli.Error(f"--factory must be MODULE:FUNCTION or FILE.py:FUNCTION, got {spec!r}")
-    if target.endswith(".py"):
-        module_spec = importlib.util.spec_from_file_location(Path(target).stem, target)
-        if module_spec is None or not Path(target).is_file():
-            raise cli.Error(f"--factory: no file {target}")
-        module = importlib.util.module_from_spec(module_spec)
-        module_spec.loader.exec_module(module)
-    else:
-        module = importlib.import_module(target)
-    return getattr(module, name)()
-
-
 def _flags():
     from absl import flags
 
@@ -210,8 +196,6 @@ def _flags():
     flags.DEFINE_integer("batch_window_ms", 50, "how long the first request of a batch waits for others")
     flags.DEFINE_integer("max_batch_rows", 8, "most text segments in one batch")
     flags.DEFINE_string("compile_cache", "", "persistent compilation cache directory ('' = the default one)")
-    flags.DEFINE_string("factory", None, "instead of --model_dir: MODULE:FUNCTION returning (engine, make_inputs, "
-                        "sample_rate), e.g. for tests")  # fmt: skip
     return flags.FLAGS
 
 
@@ -224,21 +208,18 @@ def main(argv) -> int:
     from sovits2_jax.infer import compile_cache
 
     compile_cache.enable(FLAGS.compile_cache or None)
-    if FLAGS.factory:
-        engine, make_inputs, rate = load_factory(FLAGS.factory)
-    elif FLAGS.model_dir:
-        from sovits2_jax.infer.tts import TTS
-
-        try:
-            tts = TTS.from_pretrained(FLAGS.model_dir)
-        except (ValueError, FileNotFoundError) as e:
-            raise cli.Error(str(e)) from e
-        engine, make_inputs, rate = tts.engine, tts_inputs(tts), tts.sample_rate
-    else:
+    if not FLAGS.model_dir:
         raise cli.Error("give --model_dir DIR")
+    from sovits2_jax.infer.tts import TTS
+
+    try:
+        tts = TTS.from_pretrained(FLAGS.model_dir)
+        engine = tts.engine  # weights read now: a broken model directory fails before the server listens
+    except (ValueError, FileNotFoundError) as e:
+        raise cli.Error(str(e)) from e
     import uvicorn
 
-    app = create_app(engine, make_inputs, sample_rate=rate, window_s=FLAGS.batch_window_ms / 1e3,
+    app = create_app(engine, tts_inputs(tts), sample_rate=tts.sample_rate, window_s=FLAGS.batch_window_ms / 1e3,
                      max_rows=FLAGS.max_batch_rows)  # fmt: skip
     uvicorn.run(app, host=FLAGS.host, port=FLAGS.port, log_level="info")
     return 0

@@ -1,13 +1,15 @@
 """Synthesis from the command line, every CosyVoice2 mode:
 
     python -m sovits2_jax.infer --model_dir DIR --mode zero_shot --text "Hello." \\
-        --prompt_wav prompt.wav --prompt_text "Transcript of the prompt." --out out.wav [--stream] [--dump DIR]
+        --prompt_wav prompt.wav --prompt_text "Transcript of the prompt." --out out.wav [--stream] [--dump DIR] \
+        [--speed 1.5]
 
 Modes: sft (--spk_id), zero_shot (--prompt_wav --prompt_text), cross_lingual (--prompt_wav), instruct2
 (--instruct --prompt_wav), vc (--source_wav --prompt_wav). ``--model_dir``: a CosyVoice2 model directory, our
 converted Orbax directory, or a trainer workdir / checkpoint with ``--base`` for the other parts. ``--dump DIR``
 writes ``DIR/<out name>.npz`` with each segment's text ids, speech tokens and mel (the offline flow's mel, also
-with ``--stream``). A bad input prints one ``error:`` line, exits 1 and leaves no output file.
+with ``--stream``). ``--speed`` (offline only, as CosyVoice2) stretches the mel to 1/speed of its length before
+HiFT. A bad input prints one ``error:`` line, exits 1 and leaves no output file.
 """
 
 from __future__ import annotations
@@ -38,6 +40,10 @@ def _check_flags() -> None:
         missing.append("--prompt_text")
     if missing:
         raise cli.Error(f"mode {FLAGS.mode} needs {', '.join(missing)}")
+    if not FLAGS.speed > 0:
+        raise cli.Error(f"--speed must be > 0, got {FLAGS.speed}")
+    if FLAGS.stream and FLAGS.speed != 1.0:
+        raise cli.Error("--speed works offline only (CosyVoice2 stretches the whole mel); drop --stream")
     out_dir = Path(FLAGS.out).resolve().parent
     if not out_dir.is_dir():
         raise cli.Error(f"--out: directory {out_dir} does not exist")
@@ -92,7 +98,7 @@ def _synthesize() -> None:
     inputs = tts.inputs(FLAGS.mode, FLAGS.text or "", normalize=FLAGS.text_frontend, **kw)
     synthesis = None
     if FLAGS.dump or not FLAGS.stream:
-        synthesis = tts.run(inputs, FLAGS.seed, keep_mels=bool(FLAGS.dump))
+        synthesis = tts.run(inputs, FLAGS.seed, keep_mels=bool(FLAGS.dump), speed=FLAGS.speed)
     if FLAGS.stream:
         samples = _write_stream(FLAGS.out, tts.stream_inputs(inputs, FLAGS.seed), tts.sample_rate)
     else:
@@ -118,6 +124,7 @@ def define_flags() -> None:
     flags.DEFINE_bool("stream", False, "synthesise chunk by chunk, appending to the output as chunks come")
     flags.DEFINE_string("dump", None, "directory for an npz of text ids, speech tokens and mels")
     flags.DEFINE_integer("seed", 0, "sampling seed (segment i uses seed + i)")
+    flags.DEFINE_float("speed", 1.0, "speech rate (> 1 faster; offline only): the mel is stretched to 1/speed")
     flags.DEFINE_bool("text_frontend", True, "normalise and split the text (wetext)")
     flags.DEFINE_string(
         "compile_cache",

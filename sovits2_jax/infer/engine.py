@@ -20,7 +20,14 @@ from flax import nnx
 from sovits2_jax.infer import generate as gen
 from sovits2_jax.infer.inputs import ModelInput
 from sovits2_jax.infer.sampling import SamplingConfig
-from sovits2_jax.infer.token2wav import Token2WavStream, fixed_noise, flow_batch, frames_needed, hift_batch
+from sovits2_jax.infer.token2wav import (
+    Token2WavStream,
+    fixed_noise,
+    flow_batch,
+    frames_needed,
+    hift_batch,
+    stretch_mel,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,6 +53,11 @@ def row_keys(seed: int | Sequence[int], n: int) -> list[jax.Array]:
     if len(seeds) != n:
         raise ValueError(f"got {len(seeds)} seeds for {n} requests")
     return [jax.random.key(s) for s in seeds]
+
+
+def lm_key(row_key: jax.Array) -> jax.Array:
+    """The key a row's LM decode samples with (step i of the decode uses ``fold_in(lm_key, i)``)."""
+    return jax.random.fold_in(row_key, 0)
 
 
 def _batch_size(n: int) -> int:
@@ -75,7 +87,7 @@ class Engine:
             [r.text for r in rows], [r.prompt_text for r in rows], [r.llm_prompt_speech_token for r in rows],
             min_ratio=c.min_ratio, max_ratio=c.max_ratio,
         )  # fmt: skip
-        lm_keys = jax.numpy.stack([jax.random.fold_in(k, 0) for k in keys])
+        lm_keys = jax.numpy.stack([lm_key(k) for k in keys])
         kwargs = dict(sampling=c.sampling, **gen.speech_decode_kwargs(self.llm[2]))
         return batch, lm_keys, kwargs
 
@@ -96,8 +108,13 @@ class Engine:
         return tokens
 
     # ------------------------------------------------------------------------------------- offline
-    def token2wav(self, inputs: list[ModelInput], tokens: list[np.ndarray], keys: list[jax.Array]) -> list:
-        """Audio per row from its speech tokens: one flow call, one HiFT call."""
+    def token2wav(
+        self, inputs: list[ModelInput], tokens: list[np.ndarray], keys: list[jax.Array], speed: float = 1.0
+    ) -> list:
+        """Audio per row from its speech tokens: one flow call, one HiFT call; ``speed`` != 1 stretches each mel
+        to 1/speed of its frames before HiFT (CosyVoice2's offline speed change)."""
+        if not speed > 0:
+            raise ValueError(f"speed must be > 0, got {speed}")
         for i, t in enumerate(tokens):
             if len(t) == 0:
                 raise ValueError(f"request {i}: no speech tokens to vocode")
@@ -108,17 +125,20 @@ class Engine:
             *self.flow, tokens, [r.flow_prompt_speech_token for r in rows], [r.prompt_speech_feat for r in rows],
             [r.flow_embedding for r in rows], self.noise,
         )  # fmt: skip
+        mels = [stretch_mel(m, speed) for m in mels]
         hift_keys = None
         if self.config.hift_noise:
             hift_keys = [jax.random.fold_in(k, 1) for k in keys + [keys[0]] * pad]
         return hift_batch(*self.hift, mels, hift_keys)[:n]
 
-    def synthesize(self, inputs: list[ModelInput], seed: int | Sequence[int] = 0) -> list[np.ndarray]:
+    def synthesize(
+        self, inputs: list[ModelInput], seed: int | Sequence[int] = 0, speed: float = 1.0
+    ) -> list[np.ndarray]:
         """Audio (float32, the HiFT sample rate) for every request; see ``row_keys`` for ``seed``."""
         if not inputs:
             return []
         keys = row_keys(seed, len(inputs))
-        return self.token2wav(list(inputs), self.speech_tokens(inputs, seed), keys)
+        return self.token2wav(list(inputs), self.speech_tokens(inputs, seed), keys, speed)
 
     # ------------------------------------------------------------------------------------ streaming
     def _streamer(self, x: ModelInput, key, max_tokens: int) -> Token2WavStream:

@@ -129,8 +129,19 @@ def ras_sample(
     )
 
 
+def trial_key(key: jax.Array, trial: int | jax.Array) -> jax.Array:
+    """The key of draw ``trial`` (0 = the first, then one per retry) of one row's step key."""
+    return jax.random.fold_in(key, trial)
+
+
+def draw_uniforms(key: jax.Array) -> jax.Array:
+    """The two uniforms one draw takes from its key: [0] picks the token ("ras" / "nucleus": within the nucleus,
+    "random": from the whole distribution), [1] is RAS's full-distribution redraw when the pick repeats."""
+    return jax.random.uniform(key, (2,))
+
+
 def _draw(probs, candidates, keys, recent, recent_valid, config: SamplingConfig) -> jax.Array:
-    u = jax.vmap(lambda k: jax.random.uniform(k, (2,)))(keys).T  # per-row keys: rows stay independent
+    u = jax.vmap(draw_uniforms)(keys).T  # per-row keys: rows stay independent
     if config.method == "random":
         return categorical(probs, u[0])
     if config.method == "nucleus":
@@ -187,7 +198,7 @@ def sample_tokens(
         return ~jnp.take_along_axis(forbidden, tokens[:, None], axis=-1)[:, 0]
 
     def trial_keys(t):
-        return jax.vmap(lambda k: jax.random.fold_in(k, t))(keys)
+        return jax.vmap(lambda k: trial_key(k, t))(keys)
 
     def body(state):
         t, tokens, done = state

@@ -89,6 +89,22 @@ def hift_batch(graphdef, params, mels: list[np.ndarray], keys: list | None) -> l
     return [wav[b, : n * scale] for b, n in enumerate(lengths)]
 
 
+def stretch_mel(mel: np.ndarray, speed: float) -> np.ndarray:
+    """mel [T, M] resampled to ``int(T / speed)`` frames by linear interpolation (half-frame centres, clamped at the
+    edges): CosyVoice2's offline speed change (``F.interpolate(mel, size, mode="linear")`` before HiFT)."""
+    if speed == 1.0:
+        return mel
+    frames = mel.shape[0]
+    n = int(frames / speed)
+    if n < 1:
+        raise ValueError(f"speed {speed} leaves no mel frames of {frames}")
+    # float32 as the reference computes the positions and weights
+    pos = np.maximum((np.arange(n, dtype=np.float32) + 0.5) * (np.float32(frames) / np.float32(n)) - 0.5, 0.0)
+    lo = pos.astype(np.int64)
+    w = (pos - lo)[:, None]
+    return ((1 - w) * mel[lo] + w * mel[np.minimum(lo + 1, frames - 1)]).astype(np.float32)
+
+
 class _GrowingHop:
     """CosyVoice2's growing hop (hop, hop*scale, ... up to max_hop) and, optionally, the reference's
     full-attention final chunk, over either flow streamer."""

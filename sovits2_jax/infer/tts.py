@@ -7,6 +7,7 @@
 A text is normalised and split into segments (``text_frontend``); offline, all segments of a request go through
 the engine as one batch (segment i uses seed + i) and their audio is concatenated; streamed, the segments are
 streamed one after another with the same seeds, so the concatenated chunks are the offline audio's segments.
+``speed`` (offline only, as in CosyVoice2) stretches each segment's mel to 1/speed of its length before HiFT.
 """
 
 from __future__ import annotations
@@ -31,6 +32,13 @@ class Synthesis:
     inputs: list[ModelInput]  # one per text segment
     speech_tokens: list[np.ndarray]
     mels: list[np.ndarray]
+
+
+def _check_speed(speed: float, stream: bool = False) -> None:
+    if not (np.isfinite(speed) and speed > 0):
+        raise FrontendError(f"speed must be a positive number, got {speed}")
+    if stream and speed != 1.0:
+        raise FrontendError("a speed change works offline only (CosyVoice2 stretches the whole mel); drop stream")
 
 
 def _session_opener(path: Path | None):
@@ -121,22 +129,25 @@ class TTS:
 
     # ---- synthesis -------------------------------------------------------------------------------------------
 
-    def run(self, inputs: list[ModelInput], seed: int = 0, keep_mels: bool = False) -> Synthesis:
-        """All segments as one batch; the audio of segment i (seed + i) concatenated in order."""
+    def run(self, inputs: list[ModelInput], seed: int = 0, keep_mels: bool = False, speed: float = 1.0) -> Synthesis:
+        """All segments as one batch; the audio of segment i (seed + i) concatenated in order. ``keep_mels``: the
+        flow's mels (before any speed change) too."""
+        _check_speed(speed)
         from sovits2_jax.infer.engine import row_keys
 
         tokens = self.engine.speech_tokens(inputs, seed)
         for i, t in enumerate(tokens):
             if len(t) == 0:
                 raise FrontendError(f"segment {i}: the LM produced no speech tokens")
-        audio = self.engine.token2wav(list(inputs), tokens, row_keys(seed, len(inputs)))
+        audio = self.engine.token2wav(list(inputs), tokens, row_keys(seed, len(inputs)), speed)
         mels = self._mels(inputs, tokens) if keep_mels else []
         return Synthesis(np.concatenate(audio).astype(np.float32), list(inputs), tokens, mels)
 
-    def run_many(self, requests: list[list[ModelInput]], seed: int = 0) -> list[np.ndarray]:
+    def run_many(self, requests: list[list[ModelInput]], seed: int = 0, speed: float = 1.0) -> list[np.ndarray]:
         """Several requests' segments in one batch (the k-th segment overall uses seed + k); audio per request."""
+        _check_speed(speed)
         flat = [x for segments in requests for x in segments]
-        audio = self.engine.synthesize(flat, seed) if flat else []
+        audio = self.engine.synthesize(flat, seed, speed) if flat else []
         out, k = [], 0
         for segments in requests:
             out.append(np.concatenate(audio[k : k + len(segments)]).astype(np.float32))
@@ -158,40 +169,42 @@ class TTS:
                 if len(chunk):
                     yield chunk
 
-    def _go(self, inputs: list[ModelInput], stream: bool, seed: int):
-        return self.stream_inputs(inputs, seed) if stream else self.run(inputs, seed).audio
+    def _go(self, inputs: list[ModelInput], stream: bool, seed: int, speed: float):
+        _check_speed(speed, stream)
+        return self.stream_inputs(inputs, seed) if stream else self.run(inputs, seed, speed=speed).audio
 
-    def sft(self, text: str, spk_id: str, *, stream: bool = False, seed: int = 0, normalize: bool = True):
+    def sft(self, text: str, spk_id: str, *, stream: bool = False, seed: int = 0, normalize: bool = True,
+            speed: float = 1.0):  # fmt: skip
         """A stored speaker (spk2info.pt) says ``text``; audio, or a generator of chunks with ``stream``."""
-        return self._go(self.inputs("sft", text, spk_id=spk_id, normalize=normalize), stream, seed)
+        return self._go(self.inputs("sft", text, spk_id=spk_id, normalize=normalize), stream, seed, speed)
 
     def zero_shot(
         self, text: str, prompt_text: str = "", prompt_wav: Audio | None = None, *, spk_id: str | None = None,
-        stream: bool = False, seed: int = 0, normalize: bool = True,
+        stream: bool = False, seed: int = 0, normalize: bool = True, speed: float = 1.0,
     ):  # fmt: skip
         """The prompt's voice continues from its transcript into ``text`` (or a stored zero-shot ``spk_id``)."""
         kw = dict(prompt_text=prompt_text, prompt_wav=prompt_wav, spk_id=spk_id, normalize=normalize)
-        return self._go(self.inputs("zero_shot", text, **kw), stream, seed)
+        return self._go(self.inputs("zero_shot", text, **kw), stream, seed, speed)
 
     def cross_lingual(
         self, text: str, prompt_wav: Audio | None = None, *, spk_id: str | None = None, stream: bool = False,
-        seed: int = 0, normalize: bool = True,
+        seed: int = 0, normalize: bool = True, speed: float = 1.0,
     ):  # fmt: skip
         """The prompt's voice in any language: no prompt transcript, the LM gets no prompt."""
         kw = dict(prompt_wav=prompt_wav, spk_id=spk_id, normalize=normalize)
-        return self._go(self.inputs("cross_lingual", text, **kw), stream, seed)
+        return self._go(self.inputs("cross_lingual", text, **kw), stream, seed, speed)
 
     def instruct2(
         self, text: str, instruct: str, prompt_wav: Audio | None = None, *, spk_id: str | None = None,
-        stream: bool = False, seed: int = 0, normalize: bool = True,
+        stream: bool = False, seed: int = 0, normalize: bool = True, speed: float = 1.0,
     ):  # fmt: skip
         """The prompt's voice following an instruction ("Speak happily.", "用四川话说这句话")."""
         kw = dict(instruct=instruct, prompt_wav=prompt_wav, spk_id=spk_id, normalize=normalize)
-        return self._go(self.inputs("instruct2", text, **kw), stream, seed)
+        return self._go(self.inputs("instruct2", text, **kw), stream, seed, speed)
 
-    def vc(self, source_wav: Audio, prompt_wav: Audio, *, stream: bool = False, seed: int = 0):
+    def vc(self, source_wav: Audio, prompt_wav: Audio, *, stream: bool = False, seed: int = 0, speed: float = 1.0):
         """``source_wav``'s speech in the prompt's voice (the flow alone runs)."""
-        return self._go(self.inputs("vc", source_wav=source_wav, prompt_wav=prompt_wav), stream, seed)
+        return self._go(self.inputs("vc", source_wav=source_wav, prompt_wav=prompt_wav), stream, seed, speed)
 
     # ---- speakers --------------------------------------------------------------------------------------------
 

@@ -1,7 +1,8 @@
-"""The HTTP server in a real uvicorn subprocess on 127.0.0.1: two concurrent streaming requests (sft and zero_shot
-with an uploaded wav) from httpx are batched together and answer the engine's audio as 16-bit PCM; bad requests get
-a 4xx with a one-line reason. The request -> ModelInput step is a toy mapping (``tiny_server``, loaded by the
-server through ``--factory``), so no ONNX frontend models are needed."""
+"""The HTTP server in a real uvicorn subprocess on 127.0.0.1 over the tiny random CosyVoice2 model directory: two
+concurrent streaming requests from httpx (sft, and zero_shot with an uploaded wav going through the ONNX frontend)
+are batched together and answer, as 16-bit PCM, the audio ``python -m sovits2_jax.infer --stream`` writes for the
+same request (the CLI shares the server's persistent compilation cache, so it does not compile again); bad
+requests get a 4xx with a one-line reason."""
 
 from __future__ import annotations
 
@@ -17,56 +18,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from configs.qwen2 import preset
-from sovits2_jax.infer.engine import random_engine
-from sovits2_jax.infer.inputs import ModelInput
-
-TEXT_VOCAB = preset("tiny").vocab_size
-SPEAKERS = {"alice": 1, "bob": 2}
+PROMPT_TEXT = "The wind carried the smell."
 
 
-def _embedding(seed: int) -> np.ndarray:
-    return np.random.default_rng(seed).standard_normal(16).astype(np.float32)
-
-
-def toy_inputs(mode: str, fields: dict) -> list[ModelInput]:
-    """Text bytes as token ids; sft speakers from SPEAKERS; a zero-shot prompt's tokens/mel/embedding derived from
-    the uploaded wav's samples (deterministic), with the errors a frontend gives for bad input."""
+def _prompt_wav() -> bytes:
+    """A real utterance (espeak-ng, 22.05 kHz: the server resamples it) as WAV file bytes."""
     import soundfile as sf
 
-    text = fields["tts_text"].strip()
-    if not text:
-        raise ValueError("tts_text is empty")
-    ids = np.frombuffer(text.encode(), np.uint8).astype(np.int32) % TEXT_VOCAB
-    if mode == "sft":
-        spk = fields["spk_id"]
-        if spk not in SPEAKERS:
-            raise ValueError(f"unknown speaker id {spk!r}; known: {', '.join(sorted(SPEAKERS))}")
-        return [ModelInput(text=ids, flow_embedding=_embedding(SPEAKERS[spk]))]
-    try:
-        wav, sr = sf.read(io.BytesIO(fields["prompt_wav"]), dtype="float32")
-    except Exception as e:
-        raise ValueError(f"prompt_wav is not readable audio ({type(e).__name__})") from None
-    n = len(wav) * 25 // sr  # 25 tokens per second
-    frames = wav[: n * sr // 25].reshape(n, -1)
-    tokens = (np.abs(frames).mean(1) * 1e4).astype(np.int32) % 64
-    feat = np.repeat(np.log(np.abs(frames[:, :80]) + 1e-3), 2, axis=0).astype(np.float32)
-    prompt_text = np.frombuffer(fields["prompt_text"].encode(), np.uint8).astype(np.int32) % TEXT_VOCAB
-    prompt = dict(llm_prompt_speech_token=tokens, flow_prompt_speech_token=tokens, prompt_speech_feat=feat)
-    return [ModelInput(text=ids, prompt_text=prompt_text, flow_embedding=_embedding(3), **prompt)]
+    from sovits2_jax.data.prep.espeak import Espeak
 
-
-def tiny_server():
-    """The ``--factory`` target: (engine, make_inputs, sample_rate)."""
-    return random_engine("tiny", max_ratio=6.0), toy_inputs, 24000
-
-
-def _wav_bytes() -> bytes:
-    import soundfile as sf
-
-    t = np.arange(int(0.4 * 16000)) / 16000
+    engine = Espeak()
+    speech = engine.synthesize(PROMPT_TEXT, "en-us+f3").astype(np.float32) / 32768
     buf = io.BytesIO()
-    sf.write(buf, (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32), 16000, format="WAV")
+    sf.write(buf, speech, engine.sample_rate, format="WAV", subtype="PCM_16")
     return buf.getvalue()
 
 
@@ -77,30 +41,36 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def xla_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("xla")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, tiny_cosyvoice2_dir, xla_cache):
     import httpx
 
     port = _free_port()
-    log = (tmp_path_factory.mktemp("serve") / "server.log").open("w")
-    cmd = [sys.executable, "-m", "sovits2_jax.serve", f"--factory={Path(__file__)}:tiny_server", f"--port={port}",
-           "--batch_window_ms=1500", f"--compile_cache={tmp_path_factory.mktemp('xla')}"]  # fmt: skip
+    log_path = tmp_path_factory.mktemp("serve") / "server.log"
+    cmd = [sys.executable, "-m", "sovits2_jax.serve", f"--model_dir={tiny_cosyvoice2_dir}", f"--port={port}",
+           "--batch_window_ms=3000", f"--compile_cache={xla_cache}"]  # fmt: skip
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=Path(__file__).parents[2])
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, Path(log.name).read_text()[-3000:]
-        try:
-            httpx.get(f"{url}/stats", timeout=2)
-            break
-        except httpx.TransportError:
-            time.sleep(0.5)
-    else:
-        pytest.fail("server did not start")
-    yield url
-    proc.terminate()
-    proc.wait(timeout=30)
-    log.close()
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=Path(__file__).parents[2])
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, log_path.read_text()[-3000:]
+            try:
+                httpx.get(f"{url}/stats", timeout=2)
+                break
+            except httpx.TransportError:
+                time.sleep(0.5)
+        else:
+            proc.kill()
+            pytest.fail("server did not start")
+        yield url
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
 def _post(url, path, data, files=None, out=None):
@@ -116,46 +86,15 @@ def _post(url, path, data, files=None, out=None):
     return out
 
 
-def test_concurrent_streams_are_batched_and_equal_the_engine(server):
-    import httpx
-
-    requests = [
-        ("/inference_sft", {"tts_text": "hello there", "spk_id": "alice", "seed": "5"}, None),
-        ("/inference_zero_shot", {"tts_text": "hi", "prompt_text": "a prompt", "seed": "7"},
-         {"prompt_wav": ("p.wav", _wav_bytes(), "audio/wav")}),
-    ]  # fmt: skip
-    results = [{} for _ in requests]
-    threads = [threading.Thread(target=_post, args=(server, p, d, f, o)) for (p, d, f), o in zip(requests, results)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert [r["status"] for r in results] == [200, 200]
-    stats = httpx.get(f"{server}/stats").json()
-    assert stats["batch_sizes"] == [2]  # both requests went through one Engine.stream call
-
-    engine = random_engine("tiny", max_ratio=6.0)
-    for (path, data, files), got in zip(requests, results):
-        mode = path.removeprefix("/inference_")
-        fields = {**data, **({"prompt_wav": files["prompt_wav"][1]} if files else {})}
-        rows = toy_inputs(mode, fields)
-        expected = np.concatenate([c for _, c in engine.stream(rows, int(data["seed"]))])
-        pcm = np.frombuffer(got["body"], "<i2").astype(np.int32)
-        ref = (np.clip(expected, -1, 32767 / 32768) * 2**15).astype(np.int16).astype(np.int32)
-        assert pcm.shape == ref.shape and len(pcm) > 0
-        assert np.abs(pcm - ref).max() <= 1, path  # float rounding across batch shapes, at most one PCM step
-        assert np.abs(pcm).max() > 30
-        print(f"{path}: {len(pcm) / 24000:.2f} s of audio, first chunk after {got['first_s']:.2f} s")
-
-
 @pytest.mark.parametrize(
     "path,data,files,status,reason",
     [
-        ("/inference_sft", {"spk_id": "alice"}, None, 422, "missing form field 'tts_text'"),
-        ("/inference_sft", {"tts_text": "x", "spk_id": "carol"}, None, 400, "known: alice, bob"),
-        ("/inference_sft", {"tts_text": "  ", "spk_id": "bob"}, None, 400, "tts_text is empty"),
-        ("/inference_zero_shot", {"tts_text": "x", "prompt_text": "y"}, {"prompt_wav": ("p.wav", b"junk", "audio/wav")},
-         400, "not readable audio"),
+        ("/inference_sft", {"spk_id": "spk_a"}, None, 422, "missing form field 'tts_text'"),
+        ("/inference_sft", {"tts_text": "Hi.", "spk_id": "carol"}, None, 400,
+         "unknown speaker id 'carol'; known speakers: spk_a, spk_b"),
+        ("/inference_sft", {"tts_text": "  ", "spk_id": "spk_b"}, None, 400, "the text to synthesise is empty"),
+        ("/inference_zero_shot", {"tts_text": "Hi.", "prompt_text": "Yes."},
+         {"prompt_wav": ("p.wav", b"RIFF\x24\x00\x00\x00WAVEfmt junk", "audio/wav")}, 400, "unreadable audio"),
     ],
 )  # fmt: skip
 def test_bad_requests_get_a_4xx_with_one_line(server, path, data, files, status, reason):
@@ -164,3 +103,61 @@ def test_bad_requests_get_a_4xx_with_one_line(server, path, data, files, status,
     r = httpx.post(server + path, data=data, files=files, timeout=60)
     assert r.status_code == status
     assert reason in r.text and r.text.count("\n") == 1, r.text
+
+
+def _cli_streams(model_dir, xla_cache, outs, arg_lists) -> list[np.ndarray]:
+    """``python -m sovits2_jax.infer ... --stream --out OUT`` for each argument list, run side by side: the audio of
+    each (float, from its 16-bit wav)."""
+    import soundfile as sf
+
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    procs = []
+    for out, args in zip(outs, arg_lists):
+        cmd = [sys.executable, "-m", "sovits2_jax.infer", f"--model_dir={model_dir}", f"--out={out}", "--stream",
+               f"--compile_cache={xla_cache}", *args]  # fmt: skip
+        procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                                      cwd=Path(__file__).parents[2]))  # fmt: skip
+    audio = []
+    for proc, out in zip(procs, outs):
+        _, err = proc.communicate(timeout=900)
+        assert proc.returncode == 0, err[-3000:]
+        pcm, sr = sf.read(out, dtype="int16")
+        assert sr == 24000
+        audio.append(pcm.astype(np.float64) / 2**15)
+    return audio
+
+
+def test_concurrent_streams_are_batched_and_equal_the_cli(server, tiny_cosyvoice2_dir, xla_cache, tmp_path):
+    import httpx
+
+    wav = _prompt_wav()
+    requests = [
+        ("/inference_sft", {"tts_text": "Hello.", "spk_id": "spk_a", "seed": "5"}, None),
+        ("/inference_zero_shot", {"tts_text": "Good day.", "prompt_text": PROMPT_TEXT, "seed": "7"},
+         {"prompt_wav": ("p.wav", wav, "audio/wav")}),
+    ]  # fmt: skip
+    results = [{} for _ in requests]
+    threads = [threading.Thread(target=_post, args=(server, p, d, f, o)) for (p, d, f), o in zip(requests, results)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [r["status"] for r in results] == [200, 200], [r["body"][:200] for r in results]
+    stats = httpx.get(f"{server}/stats").json()
+    assert stats["batch_sizes"] == [2]  # both requests went through one Engine.stream call
+
+    (tmp_path / "prompt.wav").write_bytes(wav)
+    cli_args = [
+        ["--mode=sft", "--text=Hello.", "--spk_id=spk_a", "--seed=5"],
+        ["--mode=zero_shot", "--text=Good day.", f"--prompt_text={PROMPT_TEXT}",
+         f"--prompt_wav={tmp_path / 'prompt.wav'}", "--seed=7"],
+    ]  # fmt: skip
+    outs = [tmp_path / f"cli_{i}.wav" for i in range(len(cli_args))]
+    cli_audio = _cli_streams(tiny_cosyvoice2_dir, xla_cache, outs, cli_args)
+    for (path, _, _), got, want in zip(requests, results, cli_audio):
+        served = np.frombuffer(got["body"], "<i2").astype(np.float64) / 2**15
+        assert served.shape == want.shape and len(served) > 0, path
+        # both 16-bit, and float rounding across batch shapes: within two PCM steps
+        assert np.abs(served - want).max() <= 2 / 2**15, path
+        assert np.abs(served).max() > 1e-3, path
+        print(f"{path}: {len(served) / 24000:.2f} s of audio, first chunk after {got['first_s']:.2f} s")

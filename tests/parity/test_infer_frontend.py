@@ -11,13 +11,16 @@ Qwen tokenizer (its ids are checked against HF's in test_tokenizer_reference.py)
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import types
 
+import jax
 import numpy as np
 import pytest
 
 from sovits2_jax.audio.resample import resample
+from sovits2_jax.infer import sampling as sampler
 from sovits2_jax.infer import text_frontend
 from sovits2_jax.infer.frontend import Frontend, FrontendError
 from sovits2_jax.infer.inputs import ModelInput
@@ -249,9 +252,20 @@ def test_bad_prompts_are_rejected(tts):
         f.split_text("   ")
 
 
-def _reference_lm(model_dir):
+def test_speed_change_is_offline_only(tts):
+    """CosyVoice2 asserts when a speed change meets streaming; ours refuses before synthesising anything."""
+    with pytest.raises(FrontendError, match="offline only"):
+        tts.sft("Hello.", "spk_a", stream=True, speed=1.5)
+    with pytest.raises(FrontendError, match="positive number"):
+        tts.sft("Hello.", "spk_a", speed=0.0)
+
+
+@pytest.fixture(scope="module")
+def reference_lm(tiny_cosyvoice2_dir):
+    """cosyvoice's ``Qwen2LM`` with the tiny model's weights (a test that edits it restores it)."""
     from sovits2_jax.parity.references import llm as parity_llm
 
+    model_dir = tiny_cosyvoice2_dir
     config = parity_llm.read_model_dir(model_dir)
     ref = parity_llm.reference_model(config, model_dir / parity_llm.BLANK_EN)
     state = {k: v for k, v in torch.load(model_dir / "llm.pt", weights_only=True).items() if torch.is_tensor(v)}
@@ -282,6 +296,11 @@ def _reference_greedy_tokens(ref, mi: ModelInput) -> list[int]:
         return scores.argmax().reshape(1)
 
     ref.sampling = greedy
+    return _reference_tokens(ref, mi)
+
+
+def _reference_tokens(ref, mi: ModelInput) -> list[int]:
+    """The tokens ``Qwen2LM.inference`` yields for one model input (its ``sampling`` as set by the caller)."""
 
     def t(x):
         return torch.from_numpy(np.asarray(x, np.int64))[None]
@@ -293,20 +312,135 @@ def _reference_greedy_tokens(ref, mi: ModelInput) -> list[int]:
     ))  # fmt: skip
 
 
-def test_lm_tokens_equal_qwen2lm_inference(tts, speech, tiny_cosyvoice2_dir):
-    """zero_shot, cross_lingual and instruct2 rows in one batched decode; each row equals the reference's."""
-    _, _, wav16k = speech
-    f, prompt = tts.frontend, (wav16k[: 16000 * 2], 16000)
-    rows = [
+def _three_mode_rows(f: Frontend, speech) -> list[ModelInput]:
+    """zero_shot, cross_lingual and instruct2 inputs with the first 2 s of the utterance as the prompt."""
+    prompt = (speech[2][: 16000 * 2], 16000)
+    return [
         f.zero_shot("Good morning.", "The wind carried the smell.", prompt),
         f.cross_lingual("Bonjour à tous.", prompt),
         f.instruct2("Speak like a pirate, matey.", "Speak happily.", prompt),
     ]
+
+
+def test_lm_tokens_equal_qwen2lm_inference(tts, speech, reference_lm):
+    """zero_shot, cross_lingual and instruct2 rows in one batched decode; each row equals the reference's."""
+    rows = _three_mode_rows(tts.frontend, speech)
     assert rows[2].prompt_text[-1] == get_tokenizer().token_id("<|endofprompt|>")
     ours = tts.engine.speech_tokens(rows, seed=0)
-    ref = _reference_lm(tiny_cosyvoice2_dir)
+    ref = reference_lm
     with torch.no_grad():
         for mi, got in zip(rows, ours):
             want = _reference_greedy_tokens(ref, mi)
             assert len(want) >= 2 * len(mi.text)
             assert got.tolist() == want
+
+
+class _ReplayedDraws:
+    """The reference's random draws replaced by ours at one row's decode. Each ``sampling_ids`` call is a decode
+    step, each ``sampling`` call in it one draw (trial t of step i takes the uniforms of our key
+    ``trial_key(fold_in(lm_key, i), t)``), and ``Tensor.multinomial`` returns the index our uniform selects from
+    the weights torch passes (inverse CDF). So the nucleus cut, the repetition window, the full-distribution
+    redraw and the eos retries are all cosyvoice's own code, fed our draws."""
+
+    def __init__(self, ref, lm_key, config: sampler.SamplingConfig):
+        from cosyvoice.llm.llm import Qwen2LM
+        from cosyvoice.utils.common import ras_sampling
+
+        self.ref, self.key, self.config = ref, lm_key, config
+        self.qwen2lm_sampling_ids, self.ras_sampling = Qwen2LM.sampling_ids, ras_sampling
+        self.step, self.trial, self.uniforms = -1, 0, []
+        self.sizes: list[int] = []  # length of every vector drawn from (a nucleus, or the whole vocabulary)
+        self.retries = 0  # eos drawn before min_len, drawn again
+
+    def sampling_ids(self, scores, decoded, sampling, ignore_eos=True):
+        self.step, self.trial = self.step + 1, 0
+        return self.qwen2lm_sampling_ids(self.ref, scores, decoded, sampling, ignore_eos)
+
+    def sampling(self, scores, decoded, sampling):
+        step_key = jax.random.fold_in(self.key, self.step)  # generate's key of decode step i
+        self.uniforms = np.asarray(sampler.draw_uniforms(sampler.trial_key(step_key, self.trial))).tolist()
+        self.retries += self.trial > 0
+        self.trial += 1
+        c = self.config
+        return self.ras_sampling(scores, decoded, sampling, top_p=c.top_p, top_k=c.top_k, win_size=c.win_size,
+                                 tau_r=c.tau_r)  # fmt: skip
+
+    def multinomial(self, weights, num_samples, replacement=False, **_):
+        assert num_samples == 1 and weights.dim() == 1
+        w = weights.detach().numpy().astype(np.float32)
+        self.sizes.append(len(w))
+        cdf = np.cumsum(w, dtype=np.float32)
+        idx = int(np.searchsorted(cdf, np.float32(self.uniforms.pop(0)) * cdf[-1], side="right"))
+        return torch.tensor([min(idx, int(np.flatnonzero(w > 0)[-1]))])
+
+
+def _shaped_decoder(scale: float, eos_logit: float):
+    """Edits the LM's output layer the same way on both sides: logits scaled (a peaked distribution, so top-p cuts
+    the nucleus before top-k does at some steps), a fixed eos bias (eos comes out now and then: retries before
+    min_len, stops after) and the fill tokens off (the reference skips a step on a fill token and re-feeds its last
+    input; we never emit them, so a replay can only compare runs in which neither side can draw one)."""
+
+    def torch_side(ref):
+        eos = ref.speech_token_size
+        with torch.no_grad():
+            ref.llm_decoder.weight.mul_(scale)
+            ref.llm_decoder.bias.mul_(scale)
+            ref.llm_decoder.bias[eos] = eos_logit
+            ref.llm_decoder.bias[eos + 1 :] = -1e4
+
+    def jax_side(llm):
+        from flax import nnx
+
+        from sovits2_jax.parallel.sharding import split_params
+
+        graphdef, params, cfg = llm
+        model = nnx.merge(graphdef, params, copy=True)  # the shared fixture's weights stay as they are
+        dec, eos = model.llm_decoder, cfg.speech_token_size
+        dec.kernel[...] = dec.kernel[...] * np.float32(scale)
+        bias = dec.bias[...] * np.float32(scale)
+        dec.bias[...] = bias.at[eos].set(eos_logit).at[eos + 1 :].set(-1e4)
+        return (*split_params(model), cfg)
+
+    return torch_side, jax_side
+
+
+RAS_SEED, DECODER_SCALE, EOS_LOGIT = 8, 6.0, 11.0
+
+
+def test_lm_tokens_equal_qwen2lm_inference_with_ras(tts, speech, reference_lm, monkeypatch):
+    """Our sampled decode (RAS with the model's top_p / top_k / win_size / tau_r, batched over the three modes) and
+    ``Qwen2LM.inference`` with its own ``ras_sampling`` and ``sampling_ids``, fed our draws, give the same tokens;
+    the run exercises the top-p cut, the top-k cut, the repetition redraw, eos retries (one where the first retry
+    succeeds, so the retry's key matters) and eos stops. The seed has no step before min_len where eos alone fills
+    the nucleus: there the reference gives up after 100 trials (RuntimeError) where we fall back to a draw without
+    eos (test_sampling_reference.py compares that case)."""
+    from sovits2_jax.infer.engine import Engine, EngineConfig, lm_key, row_keys
+
+    config = dataclasses.replace(tts.files.sampling, method="ras")
+    rows = _three_mode_rows(tts.frontend, speech)
+    torch_side, jax_side = _shaped_decoder(DECODER_SCALE, EOS_LOGIT)
+    engine = Engine(jax_side(tts.engine.llm), tts.engine.flow, tts.engine.hift, EngineConfig(sampling=config))
+    ours = engine.speech_tokens(rows, seed=RAS_SEED)
+    ref, saved = reference_lm, {k: v.clone() for k, v in reference_lm.llm_decoder.state_dict().items()}
+    torch_side(ref)
+    active: list[_ReplayedDraws] = []
+    monkeypatch.setattr(torch.Tensor, "multinomial", lambda w, n, replacement=False: active[-1].multinomial(w, n))
+    sizes, retries, stopped = [], 0, 0
+    try:
+        for mi, got, key in zip(rows, ours, row_keys(RAS_SEED, len(rows))):
+            draws = _ReplayedDraws(ref, lm_key(key), config)
+            active.append(draws)
+            ref.sampling, ref.sampling_ids = draws.sampling, draws.sampling_ids
+            want = _reference_tokens(ref, mi)
+            assert got.tolist() == want
+            sizes += draws.sizes
+            retries += draws.retries
+            stopped += len(want) < 20 * len(mi.text)
+    finally:
+        ref.llm_decoder.load_state_dict(saved)
+        del ref.sampling_ids
+    full = ref.speech_token_size + 3
+    nucleus = [n for n in sizes if n < full]
+    assert sum(n == full for n in sizes) > 0, "the repetition redraw must happen"
+    assert any(n < config.top_k for n in nucleus) and any(n == config.top_k for n in nucleus), "top-p and top-k cuts"
+    assert retries > 0 and stopped > 0, (retries, stopped)

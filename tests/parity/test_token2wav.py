@@ -11,7 +11,7 @@ import pytest
 
 from configs.flow import tiny_config
 from sovits2_jax.infer.hift_streaming import HiftStreamer
-from sovits2_jax.infer.token2wav import GrowingHopFlowStreamer, Token2WavStream, fixed_noise, flow_batch
+from sovits2_jax.infer.token2wav import GrowingHopFlowStreamer, Token2WavStream, fixed_noise, flow_batch, stretch_mel
 from sovits2_jax.parity.references import flow as pf
 from sovits2_jax.parity.references import hift as ph
 from sovits2_jax.parity.torch_refs import import_cosyvoice, to_numpy
@@ -59,10 +59,11 @@ def _t(a, dtype=None):
 
 
 class _Recorder:
-    """Wraps the reference's flow.inference and hift.inference to keep every mel chunk and excitation."""
+    """Wraps the reference's flow.inference and hift.inference to keep every mel chunk, the mels HiFT is given and
+    its excitations."""
 
     def __init__(self, model):
-        self.model, self.mels, self.sources = model, [], []
+        self.model, self.mels, self.sources, self.hift_mels = model, [], [], []
         flow_inf, hift_inf = model.flow.inference, model.hift.inference
 
         def flow(**kw):
@@ -76,6 +77,7 @@ class _Recorder:
             with torch_noise_off():
                 speech, source = hift_inf(**kw)
             self.sources.append(to_numpy(source)[0, 0])
+            self.hift_mels.append(to_numpy(kw["speech_feat"])[0].T)
             return speech, source
 
         model.flow.inference, model.hift.inference = flow, hift
@@ -184,3 +186,66 @@ def test_fork_tts_loop_equals_ours(models):
     assert [len(a) for a in ours] == [len(a) for a in ref]
     assert len(ref) == 4  # 30, 25, 25 tokens, then the last 10
     np.testing.assert_allclose(np.concatenate(ours), np.concatenate(ref), atol=ATOL, rtol=0)
+
+
+SPEED = 1.5
+HIFT_TAIL = 16  # mel frames at a row's end that the batched HiFT's padding changes (the xfail below)
+
+
+@pytest.fixture(scope="module")
+def speed_reference(models):
+    """``CosyVoice2Model.token2wav(..., speed=1.5)`` offline: (the mel it hands HiFT, its audio), noise off."""
+    import torch
+
+    model, _, _, _, data = models
+    rec, uid = _Recorder(model), "speed"
+    model.hift_cache_dict[uid] = None
+    try:
+        with torch.no_grad():
+            wav = model.token2wav(_t(data["tokens"][None], torch.int32), token_offset=0, uuid=uid, finalize=True,
+                                  speed=SPEED, **_ref_args(data))  # fmt: skip
+    finally:
+        rec.restore()
+        model.hift_cache_dict.pop(uid)
+    (mel,) = rec.hift_mels
+    return mel, to_numpy(wav)[0]
+
+
+def _engine_audio(models, speed):
+    import jax
+
+    from sovits2_jax.infer.engine import Engine, EngineConfig
+    from sovits2_jax.infer.inputs import ModelInput
+
+    _, flow, hift, _, data = models
+    engine = Engine(None, flow, hift, EngineConfig(hift_noise=False))
+    row = ModelInput(flow_prompt_speech_token=data["prompt"], prompt_speech_feat=data["feat"],
+                     flow_embedding=data["embedding"])  # fmt: skip
+    (wav,) = engine.token2wav([row], [data["tokens"]], [jax.random.key(0)], speed=speed)
+    return wav
+
+
+def test_offline_speed_change_equals_cosyvoice2_token2wav(models, speed_reference):
+    """speed=1.5: the flow's mel linearly interpolated to 1/1.5 of its frames (``stretch_mel``) and HiFT's audio of
+    it, against the reference (excitation noise off on both sides; nothing of the reference's is passed in); then
+    ``Engine.token2wav(speed=1.5)``, which does the same in its batched HiFT call (equal up to its last frames, see
+    the xfail below)."""
+    _, flow, hift, noise, data = models
+    mel_ref, wav_ref = speed_reference
+    assert mel_ref.shape == (int(2 * TOKENS / SPEED), 80)
+    (flow_mel,) = flow_batch(*flow, [data["tokens"]], [data["prompt"]], [data["feat"]], [data["embedding"]], noise)
+    mel = stretch_mel(flow_mel, SPEED)
+    np.testing.assert_allclose(mel, mel_ref, atol=ATOL, rtol=0)
+    wav = HiftStreamer(*hift).push(mel, finalize=True)
+    assert len(wav) == mel_ref.shape[0] * 480
+    np.testing.assert_allclose(wav, wav_ref, atol=ATOL, rtol=0)
+    engine_wav = _engine_audio(models, SPEED)
+    assert len(engine_wav) == len(wav_ref)
+    head = len(wav_ref) - HIFT_TAIL * 480
+    np.testing.assert_allclose(engine_wav[:head], wav_ref[:head], atol=ATOL, rtol=0)
+
+
+@pytest.mark.xfail(strict=True, reason="known gap: hift_batch zero-pads each row's mel to its batch bucket, which "
+                   "changes the row's last ~8 frames of audio (up to 0.03) against HiFT on the row alone")  # fmt: skip
+def test_engine_offline_audio_equals_the_reference_to_the_last_frame(models, speed_reference):
+    np.testing.assert_allclose(_engine_audio(models, SPEED), speed_reference[1], atol=ATOL, rtol=0)
