@@ -2,12 +2,20 @@
 # Both create ./.venv on first use (launch/setup_venv.sh) and reuse it afterwards.
 PY := .venv/bin/python
 
-.PHONY: setup demo test lint bench
+.PHONY: setup demo demo-gpt-sovits2 roundtrip test lint bench
 setup:
 	@bash launch/setup_venv.sh
 
+# the built-in recipe end to end: corpus, preparation, training, averaging, export, synthesis, evaluation, report
 demo: setup
-	$(PY) -m sovits2_jax.demo --config=configs/qwen2.py:tiny --workdir=out/demo
+	bash launch/recipes/builtin.sh --size tiny --work out/demo
+
+demo-gpt-sovits2: setup
+	bash launch/recipes/builtin.sh --size tiny --family gpt_sovits2 --work out/demo-gpt-sovits2
+
+# conversion check: random HF Qwen2 -> Orbax -> parity against transformers -> back to HF, bit for bit
+roundtrip: setup
+	$(PY) -m sovits2_jax.parity.roundtrip_demo --config=configs/qwen2.py:tiny --workdir=out/roundtrip
 
 lint: setup
 	$(PY) -m ruff check .

@@ -1,6 +1,7 @@
-"""The main job on a built-in default: random HF Qwen2 -> Orbax -> parity vs transformers -> back to HF.
+"""Conversion round trip on a random model: random HF Qwen2 -> Orbax -> parity vs transformers -> back to HF.
 
-    python -m sovits2_jax.demo --config=configs/qwen2.py:tiny [--config.model.num_layers=3] [--workdir=out/demo]
+    python -m sovits2_jax.parity.roundtrip_demo --config=configs/qwen2.py:tiny [--config.model.num_layers=3] \\
+        [--workdir=out/roundtrip]  (make roundtrip)
 
 Prints the parameter sharding on the configured mesh, the parity report and the round-trip check.
 """
@@ -16,7 +17,7 @@ from absl import flags
 from sovits2_jax import cli
 
 _CONFIG = cli.config_flag("configs/qwen2.py:tiny")
-_WORKDIR = flags.DEFINE_string("workdir", "out/demo", "where the checkpoints and report.json are written")
+_WORKDIR = flags.DEFINE_string("workdir", "out/roundtrip", "where the checkpoints and report.json are written")
 
 
 def round_trip_check(src: Path, back: Path) -> dict:
@@ -76,7 +77,7 @@ def main(argv) -> int:
     if not exact:
         print(json.dumps(rt, indent=2))
     ok = report["ok"] and exact
-    print(f"demo {'OK' if ok else 'FAILED'}: report in {workdir / 'report.json'}")
+    print(f"round trip {'OK' if ok else 'FAILED'}: report in {workdir / 'report.json'}")
     return 0 if ok else 1
 
 

@@ -1,0 +1,199 @@
+#!/usr/bin/env bash
+# The built-in recipe end to end (`make demo`): espeak-ng corpus -> preparation -> training -> averaging -> export
+# -> zero-shot synthesis of held-out dev sentences -> offline evaluation -> report.
+#
+#   launch/recipes/builtin.sh --size tiny|small [--work DIR] [--family cosyvoice2|gpt_sovits2] [--num_steps N] \
+#       [--speakers N] [--hours H] [--codebook_size K] [--average_num N] [--num_utts N] [--num_workers N] [--seed S] \
+#       [--set PART.KEY=VALUE ...] [--skip_prep]
+#
+# Stages -1..3 are launch/recipes/libritts.sh's (corpus, Kaldi files, offline speaker encoder and speech tokenizer,
+# Parquet). Each part then trains with `python -m sovits2_jax.train` on WORK/data/{train,dev}.data.list (the
+# lists libritts.sh's stage 5 reads): cosyvoice2 trains configs/cosyvoice2.py:{llm,flow,hift}_<size> in
+# WORK/exp/<part> and runs libritts.sh's stages 6 (average) and 7 (export WORK/CosyVoice2); gpt_sovits2 trains
+# configs/gpt_sovits2.py:{ar,vits}_<size> and averages them into WORK/GptSoVITS2/{ar,vits}. Then:
+#   python -m sovits2_jax.demo.synthesize  -> WORK/synthesis/{utt}.wav, .txt, .prompt.wav, .ref.wav
+#   python -m sovits2_jax.eval             -> WORK/synthesis/metrics.tsv, summary.json
+#   python -m sovits2_jax.demo.report      -> WORK/report.md, WORK/report.json, WORK/plots/*.png
+# Each stage prints `stage NAME: SECONDS s`; the times go to WORK/stage_times.tsv and report.json.
+# Sizes: tiny (make demo; at most 15 minutes on an idle 2-core CPU) and small (the quality configuration).
+# --num_steps (every part), --speakers, --hours, --codebook_size, --average_num override the size's defaults;
+# --set llm.train.optimizer.lr=3e-3 passes --config.train.optimizer.lr=3e-3 to that part's trainer (repeatable,
+# after the size's own per-part settings, e.g. --set hift.train.num_steps=50). --skip_prep reuses WORK/data of an
+# earlier run (and its corpus / prepare times).
+set -euo pipefail
+set -f  # no globbing: config values such as (128,) travel as words
+cd "$(dirname "$0")/../.."
+
+size=tiny
+work=
+family=cosyvoice2
+num_steps=
+speakers=
+hours=
+codebook_size=
+average_num=
+num_utts=
+num_workers=2
+seed=0
+skip_prep=0
+sets=()
+
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --size) size=$2; shift 2 ;;
+    --work) work=$2; shift 2 ;;
+    --family) family=$2; shift 2 ;;
+    --num_steps) num_steps=$2; shift 2 ;;
+    --speakers) speakers=$2; shift 2 ;;
+    --hours) hours=$2; shift 2 ;;
+    --codebook_size) codebook_size=$2; shift 2 ;;
+    --average_num) average_num=$2; shift 2 ;;
+    --num_utts) num_utts=$2; shift 2 ;;
+    --num_workers) num_workers=$2; shift 2 ;;
+    --seed) seed=$2; shift 2 ;;
+    --set) sets+=("$2"); shift 2 ;;
+    --skip_prep) skip_prep=1; shift ;;
+    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    *) echo "builtin.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
+  esac
+done
+
+case "$family" in
+  cosyvoice2) parts=(llm flow hift); config_file=configs/cosyvoice2.py ;;
+  gpt_sovits2) parts=(ar vits); config_file=configs/gpt_sovits2.py ;;
+  *) echo "builtin.sh: --family cosyvoice2|gpt_sovits2, got '$family'" >&2; exit 2 ;;
+esac
+# Per size: corpus hours and speakers, tokenizer codebook, checkpoints averaged, dev evaluations (= checkpoints)
+# per part, dev utterances synthesised (0: all), and each part's steps and config settings. One bucket per LM /
+# flow (data.num_buckets=1: fitted to the corpus) compiles one train-step shape.
+# tiny keeps the compilations short: the flow's encoder 64 wide (the tiny preset keeps the release's 512) and a
+# HiFT with one resblock kernel and fewer discriminator scales (the trainer tests' settings), lr 2e-3.
+declare -A steps part_sets
+case "$size" in
+  tiny)
+    d_hours=0.1; d_speakers=4; d_codebook=256; d_average=1; evals=2; d_utts=8
+    steps=([llm]=100 [flow]=50 [hift]=50 [ar]=100 [vits]=50)
+    part_sets=(
+      [llm]="data.num_buckets=1 data.max_frames_in_batch=1024"
+      [flow]="data.num_buckets=1 data.max_frames_in_batch=2560 flow.model.input_size=64
+              flow.model.encoder.input_size=64 flow.model.encoder.output_size=64 flow.model.encoder.attention_heads=2
+              flow.model.encoder.linear_units=128"
+      [hift]="hift.model.base_channels=16 hift.model.f0_cond_channels=8 hift.model.resblock_kernel_sizes=(3,)
+              hift.model.resblock_dilation_sizes=((1,),) hift.model.source_resblock_dilation_sizes=((1,),(1,),(1,))
+              hift.discriminator.mpd_periods=(2,3) hift.discriminator.mrd_fft_sizes=(256,)
+              hift.discriminator.mrd_hop_sizes=(64,) hift.discriminator.mrd_win_lengths=(128,)
+              data.truncate_length=4800 data.bucket_lengths=(10,) data.max_frames_in_batch=40 train.eval_batches=2
+              train.optimizer.lr=2e-3"
+      [ar]="" [vits]="train.eval_batches=2") ;;
+  small)
+    d_hours=0.5; d_speakers=8; d_codebook=512; d_average=3; evals=4; d_utts=0
+    steps=([llm]=150 [flow]=100 [hift]=60 [ar]=150 [vits]=60)
+    # the presets keep the recipe's optimisation (lr 1e-5 after 2500 warm-up steps, 32000 frames per step over 8
+    # devices, accumulation 2): here lr 1e-3 from the first step and about one device's share of a batch
+    cpu="data.batch_multiple=1 train.accum_steps=1 train.optimizer.lr=1e-3 train.optimizer.warmup_steps=0"
+    part_sets=([llm]="data.num_buckets=1 data.max_frames_in_batch=1000 $cpu"
+               [flow]="data.num_buckets=1 data.max_frames_in_batch=1000 $cpu"
+               [hift]="data.max_frames_in_batch=102 $cpu train.eval_batches=4" [ar]="data.batch_multiple=1 $cpu"
+               [vits]="data.batch_multiple=1 train.eval_batches=4") ;;
+  *) echo "builtin.sh: --size tiny|small, got '$size'" >&2; exit 2 ;;
+esac
+hours=${hours:-$d_hours}; speakers=${speakers:-$d_speakers}; codebook_size=${codebook_size:-$d_codebook}
+average_num=${average_num:-$d_average}; num_utts=${num_utts:-$d_utts}
+work=${work:-out/builtin-$family-$size}
+for v in num_steps speakers average_num num_utts num_workers; do
+  case "${!v}" in *[!0-9]*) echo "builtin.sh: --$v must be a non-negative integer, got '${!v}'" >&2; exit 2 ;; esac
+done
+if [ -n "$num_steps" ]; then for part in "${parts[@]}"; do steps[$part]=$num_steps; done; fi
+for kv in "${sets[@]}"; do
+  part=${kv%%.*}
+  case " ${parts[*]} " in
+    *" $part "*) ;;
+    *) echo "builtin.sh: --set $kv: PART is one of ${parts[*]}" >&2; exit 2 ;;
+  esac
+  case "$kv" in *=*) ;; *) echo "builtin.sh: --set $kv: expected PART.KEY=VALUE" >&2; exit 2 ;; esac
+  case "${kv#*.}" in train.num_steps=*) steps[$part]=${kv#*=} ;; esac  # the eval cadence follows it
+done
+[ "${steps[${parts[0]}]}" -ge 1 ] && [ "$speakers" -ge 1 ] && [ "$average_num" -ge 1 ] || {
+  echo "builtin.sh: --num_steps, --speakers and --average_num must be >= 1" >&2; exit 2; }
+
+if [ -n "${PYTHON:-}" ]; then py=$PYTHON; elif [ -x .venv/bin/python ]; then py=.venv/bin/python; else py=python3; fi
+export PYTHON=$py  # libritts.sh uses the same interpreter
+mkdir -p "$work"
+times=$work/stage_times.tsv
+data=$work/data
+exp=$work/exp
+if [ "$skip_prep" = 1 ]; then
+  for x in train dev; do
+    [ -s "$data/$x/parquet/data.list" ] || { echo "builtin.sh: --skip_prep: no $data/$x/parquet" >&2; exit 2; }
+  done
+  grep -E '^(corpus|prepare)'$'\t' "$times" > "$times.tmp" 2>/dev/null || true
+  mv "$times.tmp" "$times"
+else
+  : > "$times"
+fi
+
+# timed NAME CMD...: runs CMD, prints and records its wall time
+timed() {
+  local name=$1 t0 t1 secs
+  shift
+  t0=$(date +%s.%N)
+  "$@"
+  t1=$(date +%s.%N)
+  secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')
+  echo "stage $name: $secs s"
+  printf '%s\t%s\n' "$name" "$secs" >> "$times"
+}
+
+# trainer_args PART: the part's --config overrides, one per line: lists, cadence, the size's settings, then --set;
+# a key given twice keeps its last value (config_flags would parse the second against the first's result)
+trainer_args() {
+  local part=$1 n=${steps[$1]} every kv key
+  local -A value=()
+  local -a keys=() pairs=()
+  every=$(( n >= evals ? n / evals : n ))  # eval and checkpoint `evals` times
+  pairs=("data.train_list=$data/train.data.list" "data.dev_list=$data/dev.data.list" "train.num_steps=$n"
+         "train.log_every=$(( n / 30 > 0 ? n / 30 : 1 ))" "train.eval_every=$every" "train.checkpoint_every=$every"
+         "train.keep_last=4")
+  for kv in ${part_sets[$part]}; do pairs+=("$kv"); done
+  for kv in "${sets[@]}"; do if [ "${kv%%.*}" = "$part" ]; then pairs+=("${kv#*.}"); fi; done
+  for kv in "${pairs[@]}"; do
+    key=${kv%%=*}
+    [ -n "${value[$key]+set}" ] || keys+=("$key")
+    value[$key]=${kv#*=}
+  done
+  for key in "${keys[@]}"; do printf -- '--config.%s=%s\n' "$key" "${value[$key]}"; done
+}
+
+recipe=(bash launch/recipes/libritts.sh --work "$work" --size "$size" --hours "$hours" --speakers "$speakers"
+        --codebook_size "$codebook_size" --num_workers "$num_workers" --seed "$seed" --average_num "$average_num")
+echo "builtin.sh: $family, size $size, $speakers speakers, $hours h -> $work"
+t_start=$(date +%s.%N)
+if [ "$skip_prep" = 0 ]; then
+  timed corpus "${recipe[@]}" --stage -1 --stop_stage -1
+  timed prepare "${recipe[@]}" --stage 0 --stop_stage 3
+fi
+cat "$data/train/parquet/data.list" > "$data/train.data.list"
+cat "$data/dev/parquet/data.list" > "$data/dev.data.list"
+
+if [ "$family" = cosyvoice2 ]; then model_dir=$work/CosyVoice2; else model_dir=$work/GptSoVITS2; fi
+for part in "${parts[@]}"; do
+  mapfile -t args < <(trainer_args "$part")
+  echo "builtin.sh: train $part ($config_file:${part}_$size, ${steps[$part]} steps) -> $exp/$part"
+  timed "train_$part" "$py" -m sovits2_jax.train --config="$config_file:${part}_$size" --workdir="$exp/$part" \
+    "${args[@]}"
+  if [ "$family" = gpt_sovits2 ]; then
+    timed "average_$part" "$py" -m sovits2_jax.train.average --workdir="$exp/$part" --num="$average_num" \
+      --by=dev_loss --dst="$model_dir/$part"
+  fi
+done
+if [ "$family" = cosyvoice2 ]; then
+  timed average "${recipe[@]}" --stage 6 --stop_stage 6
+  timed export "${recipe[@]}" --stage 7 --stop_stage 7
+fi
+
+timed synthesize "$py" -m sovits2_jax.demo.synthesize --model_dir "$model_dir" --family "$family" \
+  --data_list "$data/dev/parquet/data.list" --out_dir "$work/synthesis" --num "$num_utts" --seed "$seed"
+timed evaluate "$py" -m sovits2_jax.eval --wav_dir "$work/synthesis"
+timed report "$py" -m sovits2_jax.demo.report --work "$work" --size "$size"
+awk -v a="$t_start" -v b="$(date +%s.%N)" 'BEGIN { printf "builtin.sh: total %.1f s\n", b - a }'
+echo "builtin.sh: report in $work/report.md"
