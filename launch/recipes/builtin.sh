@@ -92,7 +92,7 @@ case "$size" in
     # devices, accumulation 2): here lr 1e-3 from the first step and about one device's share of a batch
     cpu="data.batch_multiple=1 train.accum_steps=1 train.optimizer.lr=1e-3 train.optimizer.warmup_steps=0"
     part_sets=([llm]="data.num_buckets=1 data.max_frames_in_batch=1000 $cpu"
-               [flow]="data.num_buckets=1 data.max_frames_in_batch=1000 $cpu"
+               [flow]="data.num_buckets=1 data.max_frames_in_batch=2560 $cpu"
                [hift]="data.max_frames_in_batch=102 $cpu train.eval_batches=4" [ar]="data.batch_multiple=1 $cpu"
                [vits]="data.batch_multiple=1 train.eval_batches=4") ;;
   *) echo "builtin.sh: --size tiny|small, got '$size'" >&2; exit 2 ;;
