@@ -96,17 +96,25 @@ def istft(
     *,
     center: bool = True,
     length: int | None = None,
+    frame_lengths: jax.Array | None = None,
 ) -> jax.Array:
-    """Inverse of ``stft``: spec [..., frames, n_fft // 2 + 1] -> [..., samples] (torch.istft, onesided)."""
+    """Inverse of ``stft``: spec [..., frames, n_fft // 2 + 1] -> [..., samples] (torch.istft, onesided).
+
+    ``frame_lengths`` [...] (one per signal): only the first ``frame_lengths`` frames of each signal exist, so its
+    first ``(frame_lengths - 1) * hop_length`` samples (centred) equal ``istft`` of those frames alone; the samples
+    after them are zero.
+    """
     if spec.shape[-1] != n_fft // 2 + 1:
         raise ValueError(f"istft: spectrum has {spec.shape[-1]} bins, expected n_fft // 2 + 1 = {n_fft // 2 + 1}")
     win_np = _full_window(n_fft, win_length, window)
     n = spec.shape[-2]
     frames = jnp.fft.irfft(spec, n=n_fft, axis=-1)
     win = jnp.asarray(win_np, frames.dtype)
-    signal = overlap_add(frames * win, hop_length)
     if not isinstance(win_np, np.ndarray):
         raise TypeError("istft: the window must be a concrete numpy array (its overlap envelope is precomputed)")
+    if frame_lengths is not None:
+        return _istft_rows(frames, win, hop_length, n_fft, center, length, jnp.asarray(frame_lengths))
+    signal = overlap_add(frames * win, hop_length)
     envelope = np.zeros((n - 1) * hop_length + n_fft, np.float32)
     index = np.arange(n)[:, None] * hop_length + np.arange(n_fft)
     np.add.at(envelope, index.ravel(), np.tile(np.square(win_np.astype(np.float32)), n))
@@ -119,6 +127,21 @@ def istft(
     if envelope.size and np.min(np.abs(envelope)) < 1e-11:
         raise ValueError("istft: window overlap-add is zero somewhere (NOLA fails); use a smaller hop_length")
     signal = signal[..., start:end] / jnp.asarray(envelope, signal.dtype)
+    if length is not None and signal.shape[-1] < length:
+        signal = jnp.pad(signal, [(0, 0)] * (signal.ndim - 1) + [(0, length - signal.shape[-1])])
+    return signal
+
+
+def _istft_rows(frames, win, hop_length, n_fft, center, length, frame_lengths):
+    """istft's overlap-add with each signal's own frame count: later frames and their window envelope drop out."""
+    exists = (jnp.arange(frames.shape[-2]) < frame_lengths[..., None]).astype(frames.dtype)[..., None]
+    signal = overlap_add(frames * win * exists, hop_length)
+    envelope = overlap_add(jnp.square(win) * exists, hop_length)
+    start = n_fft // 2 if center else 0
+    end = signal.shape[-1] - (n_fft // 2 if center else 0) if length is None else start + length
+    signal, envelope = signal[..., start:end], envelope[..., start:end]
+    covered = envelope > 1e-11
+    signal = jnp.where(covered, signal / jnp.where(covered, envelope, 1.0), 0.0)
     if length is not None and signal.shape[-1] < length:
         signal = jnp.pad(signal, [(0, 0)] * (signal.ndim - 1) + [(0, length - signal.shape[-1])])
     return signal

@@ -2,8 +2,8 @@
 CosyVoice2's ``token2wav`` / ``tts`` do it.
 
 Offline: one flow call over the padded batch (per-row prompt and token lengths) and one HiFT call over the padded
-mels (per-row keys, vmapped), each row's mel padded by at least ``HIFT_MARGIN`` frames so that its audio does not
-depend on how much padding its batch needs (HiFT's receptive field is local).
+mels (per-row keys and lengths, vmapped): HiFT's convolutions see zeros past each row's end and its STFTs end
+there, so a row's audio equals HiFT run on that row alone, whatever the batch pads it to.
 
 Streaming (``Token2WavStream``): tokens are pushed as the LM emits them; the cached flow streamer emits the mel of
 each finished chunk (first hop stretched to end on a multiple of ``hop`` counted from the prompt start, then hops
@@ -26,7 +26,6 @@ from sovits2_jax.infer.flow_streaming import CachedFlowStreamer, FlowStreamer
 from sovits2_jax.infer.generate import bucket
 from sovits2_jax.infer.hift_streaming import HiftStreamer
 
-HIFT_MARGIN = 32  # mel frames of padding after each row (> HiFT's receptive field, ~10 frames)
 MAX_NOISE_FRAMES = 15000  # CosyVoice2's fixed noise covers 15000 frames (5 minutes)
 
 
@@ -45,11 +44,11 @@ def _flow(graphdef, params, tokens, token_len, prompt, prompt_len, feat, feat_le
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _hift(graphdef, params, mels, keys):
+def _hift(graphdef, params, mels, lengths, keys):
     model = nnx.merge(graphdef, params)
     if keys is None:
-        return model.inference(mels, None)[0]
-    return jax.vmap(lambda m, k: model.inference(m[None], k)[0][0])(mels, keys)
+        return model.inference(mels, None, lengths=lengths)[0]
+    return jax.vmap(lambda m, n, k: model.inference(m[None], k, lengths=n[None])[0][0])(mels, lengths, keys)
 
 
 def _pad_rows(rows: list[np.ndarray], length: int, dtype, tail=()) -> np.ndarray:
@@ -84,8 +83,9 @@ def hift_batch(graphdef, params, mels: list[np.ndarray], keys: list | None) -> l
     """Audio per row from mels [T_b, M] in one HiFT call (per-row keys, or None for no source noise)."""
     scale = nnx.merge(graphdef, params).config.upsample_scale
     lengths = [len(m) for m in mels]
-    padded = _pad_rows(mels, bucket(max(lengths) + HIFT_MARGIN, 64), np.float32, (mels[0].shape[1],))
-    wav = np.asarray(_hift(graphdef, params, padded, None if keys is None else jnp.stack(keys)))
+    padded = _pad_rows(mels, bucket(max(lengths), 64), np.float32, (mels[0].shape[1],))
+    keys = None if keys is None else jnp.stack(keys)
+    wav = np.asarray(_hift(graphdef, params, padded, np.asarray(lengths, np.int32), keys))
     return [wav[b, : n * scale] for b, n in enumerate(lengths)]
 
 

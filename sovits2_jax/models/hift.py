@@ -20,7 +20,7 @@ from sovits2_jax.audio.stft import hann_window, istft, stft
 from sovits2_jax.models.config_base import ConfigBase
 from sovits2_jax.models.hift_source import F0Predictor, SineGen, SourceModule
 from sovits2_jax.nn.conv_transpose import ConvTranspose1d
-from sovits2_jax.nn.layers import Conv1d
+from sovits2_jax.nn.layers import Conv1d, zero_after
 from sovits2_jax.nn.snake import Snake
 from sovits2_jax.nn.weight_norm import WeightNorm
 from sovits2_jax.parallel.sharding import constrain
@@ -99,9 +99,10 @@ class ResBlock(nnx.Module):
         self.activations1 = nnx.List([Snake(channels, rngs=rngs) for _ in dilations])
         self.activations2 = nnx.List([Snake(channels, rngs=rngs) for _ in dilations])
 
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, lengths: jax.Array | None = None) -> jax.Array:
+        """x [B, T, C] zero past ``lengths`` (None: every frame real) -> the same, still zero past them."""
         for c1, c2, a1, a2 in zip(self.convs1, self.convs2, self.activations1, self.activations2):
-            x = x + c2(a2(c1(a1(x))))
+            x = x + zero_after(c2(a2(zero_after(c1(a1(x)), lengths))), lengths)
         return x
 
 
@@ -148,18 +149,23 @@ class HiFTGenerator(nnx.Module):
         self.conv_post = WeightNorm(Conv1d(ch, spec_channels, 7, padding=3, dtype=dt, rngs=rngs))
 
     # -- pieces ---------------------------------------------------------------------------------------------
-    def predict_f0(self, mel: jax.Array) -> jax.Array:
+    def predict_f0(self, mel: jax.Array, lengths: jax.Array | None = None) -> jax.Array:
         """mel [B, T, C] -> F0 [B, T] in Hz."""
         self._check_mel(mel)
-        return self.f0_predictor(mel)
+        return self.f0_predictor(mel, lengths)
 
-    def make_source(self, f0: jax.Array, rng: jax.Array | None = None) -> jax.Array:
+    def make_source(self, f0: jax.Array, rng: jax.Array | None = None, lengths: jax.Array | None = None) -> jax.Array:
         """Frame-rate F0 [B, T] -> excitation [B, T * upsample_scale] (nearest upsampling, then SineGen2)."""
         f0_up = jnp.repeat(f0, self.config.upsample_scale, axis=1)
-        return self.source(f0_up, rng)
+        return self.source(f0_up, rng, lengths)
 
-    def decode(self, mel: jax.Array, source: jax.Array) -> jax.Array:
-        """mel [B, T, C] + excitation [B, T * upsample_scale] (or [B, L, 1]) -> waveform [B, T * upsample_scale]."""
+    def decode(self, mel: jax.Array, source: jax.Array, lengths: jax.Array | None = None) -> jax.Array:
+        """mel [B, T, C] + excitation [B, T * upsample_scale] (or [B, L, 1]) -> waveform [B, T * upsample_scale].
+
+        ``lengths`` [B]: row b is a padded mel of ``lengths[b]`` real frames; its first ``lengths[b] *
+        upsample_scale`` samples then equal decoding the row alone (every convolution sees zeros past the row's
+        end, the source STFT reflects at it, the iSTFT ends there) and the samples after them are zero.
+        """
         c = self.config
         self._check_mel(mel)
         if source.ndim == 3 and source.shape[-1] == 1:
@@ -171,28 +177,38 @@ class HiFTGenerator(nnx.Module):
                 f"got {tuple(source.shape)}"
             )
         window = hann_window(c.n_fft)
-        spec = stft(source.astype(jnp.float32), c.n_fft, c.hop_len, c.n_fft, window)
-        s_spec = jnp.concatenate([spec.real, spec.imag], axis=-1)
+        source = source.astype(jnp.float32)
+        spec_len = None  # source STFT frames per row (the decoder's frame rate)
+        if lengths is not None:
+            lengths = jnp.asarray(lengths, jnp.int32)
+            source = _reflect_past_end(source, lengths * c.upsample_scale)
+            spec_len = lengths * (c.upsample_scale // c.hop_len) + 1
+        spec = stft(source, c.n_fft, c.hop_len, c.n_fft, window)
+        s_spec = zero_after(jnp.concatenate([spec.real, spec.imag], axis=-1), spec_len)
 
         dtype = c.compute_dtype
-        x = self.conv_pre(mel.astype(dtype))
+        x = zero_after(self.conv_pre(zero_after(mel.astype(dtype), lengths)), lengths)
         n_kernels = len(c.resblock_kernel_sizes)
+        stage_len = lengths
         for i, up in enumerate(self.ups):
             x = up(jax.nn.leaky_relu(x, c.lrelu_slope))
+            stage_len = None if lengths is None else stage_len * c.upsample_rates[i]
             if i == len(self.ups) - 1:
                 x = jnp.pad(x, ((0, 0), (1, 0), (0, 0)), mode="reflect")
-            si = self.source_resblocks[i](self.source_downs[i](s_spec.astype(dtype)))
-            x = x + si
-            xs = self.resblocks[i * n_kernels](x)
+                stage_len = spec_len
+            x = zero_after(x, stage_len)
+            si = zero_after(self.source_downs[i](s_spec.astype(dtype)), stage_len)
+            x = x + self.source_resblocks[i](si, stage_len)
+            xs = self.resblocks[i * n_kernels](x, stage_len)
             for j in range(1, n_kernels):
-                xs = xs + self.resblocks[i * n_kernels + j](x)
+                xs = xs + self.resblocks[i * n_kernels + j](x, stage_len)
             x = constrain(xs / n_kernels, ("batch", "length", "channels"))
         x = self.conv_post(jax.nn.leaky_relu(x, 0.01)).astype(jnp.float32)  # torch's default slope here
         bins = c.n_fft // 2 + 1
         magnitude = jnp.minimum(jnp.exp(x[..., :bins]), 1e2)
         phase = jnp.sin(x[..., bins:])  # sin as in the reference (redundant, but it defines the function)
         spec_out = jax.lax.complex(magnitude * jnp.cos(phase), magnitude * jnp.sin(phase))
-        wav = istft(spec_out, c.n_fft, c.hop_len, c.n_fft, window)
+        wav = istft(spec_out, c.n_fft, c.hop_len, c.n_fft, window, frame_lengths=spec_len)
         return jnp.clip(wav, -c.audio_limit, c.audio_limit)
 
     # -- entry points ---------------------------------------------------------------------------------------
@@ -203,17 +219,31 @@ class HiFTGenerator(nnx.Module):
         return self.decode(mel, source), f0
 
     def inference(
-        self, mel: jax.Array, rng: jax.Array | None = None, cache_source: jax.Array | None = None
+        self,
+        mel: jax.Array,
+        rng: jax.Array | None = None,
+        cache_source: jax.Array | None = None,
+        lengths: jax.Array | None = None,
     ) -> tuple[jax.Array, jax.Array]:
-        """(waveform, source); ``cache_source`` [B, S] replaces the first S source samples (streaming)."""
-        f0 = self.predict_f0(mel)
-        source = self.make_source(f0, rng)
+        """(waveform, source); ``cache_source`` [B, S] replaces the first S source samples (streaming); ``lengths``
+        [B] real frames per row of a padded batch (see ``decode``)."""
+        f0 = self.predict_f0(mel, lengths)
+        source = self.make_source(f0, rng, lengths)
         if cache_source is not None and cache_source.shape[-1]:
             source = source.at[:, : cache_source.shape[-1]].set(cache_source.reshape(source.shape[0], -1))
-        return self.decode(mel, source), source
+        return self.decode(mel, source, lengths), source
 
     def _check_mel(self, mel: jax.Array) -> None:
         if mel.ndim != 3 or mel.shape[-1] != self.config.in_channels:
             raise ValueError(
                 f"HiFT: mel must be [B, T, {self.config.in_channels}] (channels last), got {tuple(mel.shape)}"
             )
+
+
+def _reflect_past_end(x: jax.Array, lengths: jax.Array) -> jax.Array:
+    """x [B, L] with the samples after row b's ``lengths[b]`` replaced by its reflection about its last sample
+    (what torch.stft's centred reflect padding puts after a row that ends there)."""
+    pos = jnp.arange(x.shape[1])[None, :]
+    last = lengths[:, None] - 1
+    index = jnp.clip(jnp.where(pos <= last, pos, 2 * last - pos), 0, x.shape[1] - 1)
+    return jnp.take_along_axis(x, index, axis=1)

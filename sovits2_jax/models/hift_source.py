@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from sovits2_jax.nn.layers import Conv1d, Linear
+from sovits2_jax.nn.layers import Conv1d, Linear, zero_after
 from sovits2_jax.nn.weight_norm import WeightNorm
 
 
@@ -87,14 +87,28 @@ def _interp_plan(in_size: int, scale_factor: float) -> tuple[np.ndarray, np.ndar
     return i0, i1, w0, w1
 
 
-def interpolate_linear(x: jax.Array, scale_factor: float, axis: int = 1) -> jax.Array:
-    """torch ``F.interpolate(mode='linear', scale_factor=...)`` along ``axis`` (static sizes)."""
+def interpolate_linear(
+    x: jax.Array, scale_factor: float, axis: int = 1, lengths: jax.Array | None = None
+) -> jax.Array:
+    """torch ``F.interpolate(mode='linear', scale_factor=...)`` along ``axis`` (static sizes).
+
+    ``lengths`` [B] (x [B, T, ...], axis 1): row b is treated as its first ``lengths[b]`` entries, so its outputs
+    up to ``lengths[b] * scale_factor`` equal interpolating that row alone (the right edge clamps there).
+    """
     axis = axis % x.ndim
     i0, i1, w0, w1 = _interp_plan(x.shape[axis], scale_factor)
     shape = [1] * x.ndim
     shape[axis] = len(i0)
     a = jnp.take(x, jnp.asarray(i0), axis=axis)
-    b = jnp.take(x, jnp.asarray(i1), axis=axis)
+    if lengths is None:
+        b = jnp.take(x, jnp.asarray(i1), axis=axis)
+    else:
+        if axis != 1:
+            raise ValueError("interpolate_linear: per-row lengths need the batch on axis 0 and time on axis 1")
+        last = jnp.asarray(lengths, jnp.int32)[:, None] - 1
+        j0 = jnp.asarray(i0, jnp.int32)[None]
+        rows = jnp.where(j0 < last, j0 + 1, j0)  # [B, out]
+        b = jnp.take_along_axis(x, rows.reshape(*rows.shape, *([1] * (x.ndim - 2))), axis=1)
     # torch's CPU kernel: fma(x0, w0, x1 * w1)
     return fma_rn(a, jnp.asarray(w0).reshape(shape), b * jnp.asarray(w1).reshape(shape))
 
@@ -109,10 +123,13 @@ def sine_gen2(
     noise_std: float,
     voiced_threshold: float,
     rng: jax.Array | None = None,
+    lengths: jax.Array | None = None,
 ) -> tuple[jax.Array, jax.Array]:
     """Harmonic sines of a sample-rate F0 contour f0 [B, L] (Hz) -> (sines [B, L, H+1], uv [B, L, 1]).
 
     Unvoiced samples (f0 <= threshold) carry only noise of std sine_amp/3; voiced ones sine + noise of noise_std.
+    ``lengths`` [B]: each row's real length in frames (of ``upsample_scale`` samples); its first
+    ``lengths[b] * upsample_scale`` samples then equal the row run alone, whatever padding follows.
     """
     f0 = f0.astype(jnp.float32)[..., None]
     harmonics = jnp.arange(1, harmonic_num + 2, dtype=jnp.float32)
@@ -125,7 +142,7 @@ def sine_gen2(
     phase = compensated_cumsum(rad, axis=1) * (2.0 * np.pi)
     # The barrier stops XLA from folding the two constant scalings into one (a different rounding).
     phase = jax.lax.optimization_barrier(phase) * upsample_scale
-    phase = interpolate_linear(phase, float(upsample_scale), axis=1)
+    phase = interpolate_linear(phase, float(upsample_scale), axis=1, lengths=lengths)
     sines = jnp.sin(phase) * sine_amp
     if sines.shape[1] != f0.shape[1]:
         raise ValueError(f"sine_gen2: {f0.shape[1]} samples are not a multiple of the upsample scale {upsample_scale}")
@@ -149,8 +166,10 @@ class SineGen:
     noise_std: float = 0.003
     voiced_threshold: float = 10.0
 
-    def __call__(self, f0: jax.Array, rng: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
-        return sine_gen2(f0, **dataclasses.asdict(self), rng=rng)
+    def __call__(
+        self, f0: jax.Array, rng: jax.Array | None = None, lengths: jax.Array | None = None
+    ) -> tuple[jax.Array, jax.Array]:
+        return sine_gen2(f0, **dataclasses.asdict(self), rng=rng, lengths=lengths)
 
 
 class SourceModule(nnx.Module):
@@ -160,9 +179,9 @@ class SourceModule(nnx.Module):
         self.sine = sine
         self.merge = Linear(sine.harmonic_num + 1, 1, axes=("harmonics", None), rngs=rngs)
 
-    def __call__(self, f0: jax.Array, rng: jax.Array | None = None) -> jax.Array:
-        """Sample-rate F0 [B, L] -> excitation [B, L]."""
-        sines, _ = self.sine(f0, rng)
+    def __call__(self, f0: jax.Array, rng: jax.Array | None = None, lengths: jax.Array | None = None) -> jax.Array:
+        """Sample-rate F0 [B, L] -> excitation [B, L] (``lengths``: real frames per row, see ``sine_gen2``)."""
+        sines, _ = self.sine(f0, rng, lengths)
         sines = jax.lax.stop_gradient(sines)  # the reference builds them under no_grad
         return jnp.tanh(self.merge(sines))[..., 0]
 
@@ -191,8 +210,10 @@ class F0Predictor(nnx.Module):
         )
         self.classifier = Linear(cond_channels, num_class, axes=("conv_out", None), rngs=rngs)
 
-    def __call__(self, mel: jax.Array) -> jax.Array:
+    def __call__(self, mel: jax.Array, lengths: jax.Array | None = None) -> jax.Array:
+        """mel [B, T, C] -> F0 [B, T]; with ``lengths`` [B] each row's first lengths[b] frames equal the row alone."""
         x = mel
         for conv in self.convs:
-            x = jax.nn.elu(conv(x))
+            x = jax.nn.elu(zero_after(conv(zero_after(x, lengths)), lengths))
         return jnp.abs(self.classifier(x.astype(jnp.float32))[..., 0])
+

@@ -213,3 +213,14 @@ class Conv1d(TorchConv):
             feature_group_count=self.groups,
         )
         return self._add_bias(y)
+
+
+def zero_after(x: jax.Array, lengths: jax.Array | None) -> jax.Array:
+    """x [B, T, ...] with every frame at or after row b's ``lengths[b]`` set to zero (identity for None).
+
+    A "same"-padded convolution of a row zeroed past its end equals the convolution of the row alone on its real
+    frames, which is how the padded batch reproduces per-row results."""
+    if lengths is None:
+        return x
+    keep = jnp.arange(x.shape[1])[None, :] < jnp.asarray(lengths)[:, None]
+    return x * keep.reshape(*keep.shape, *([1] * (x.ndim - 2))).astype(x.dtype)

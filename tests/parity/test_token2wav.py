@@ -222,3 +222,48 @@ def test_offline_speed_change_equals_cosyvoice2_token2wav(models, speed_referenc
     wav = HiftStreamer(*hift).push(mel, finalize=True)
     assert len(wav) == mel_ref.shape[0] * 480
     np.testing.assert_allclose(wav, wav_ref, atol=ATOL, rtol=0)
+
+
+def _row_mels(data, lengths=(37, 90, 61)):
+    """Mels of different lengths for batched HiFT: the prompt's frames continued by random frames around them."""
+    rng = np.random.default_rng(7)
+    base = np.concatenate([data["feat"], data["feat"][::-1]] * 3)
+    return [(base[:n] + 0.3 * rng.standard_normal((n, 80))).astype(np.float32) for n in lengths]
+
+
+def test_batched_hift_rows_equal_the_reference_on_each_row_alone(models):
+    """One padded HiFT call (rows of 37, 90 and 61 frames in a 128-frame bucket) against the reference's
+    ``hift.inference`` on each unpadded row: every sample, the last frames included (noise off on both sides)."""
+    import torch
+
+    from sovits2_jax.infer.token2wav import hift_batch
+    from sovits2_jax.parity.references.hift import torch_noise_off
+
+    model, _, hift, _, data = models
+    mels = _row_mels(data)
+    rows = hift_batch(*hift, mels, None)
+    for i, mel in enumerate(mels):
+        with torch.no_grad(), torch_noise_off():
+            ref, _ = model.hift.inference(speech_feat=_t(mel.T[None]))
+        ref = to_numpy(ref)[0]
+        assert rows[i].shape == ref.shape == (len(mel) * 480,)
+        assert np.abs(ref[-480 * 8 :]).max() > 0.01  # the tail carries signal, so a wrong tail shows
+        np.testing.assert_allclose(rows[i], ref, atol=ATOL, rtol=0, err_msg=f"row {i}")
+
+
+def test_batched_hift_with_noise_equals_each_row_unpadded(models):
+    """With per-row excitation keys (random phases and noise on): each row of the padded call equals our HiFT on
+    that row alone, unpadded, with the same key."""
+    import jax
+    from flax import nnx
+
+    from sovits2_jax.infer.token2wav import hift_batch
+
+    _, _, hift, _, data = models
+    mels = _row_mels(data, (90, 23))
+    keys = [jax.random.key(3), jax.random.key(4)]
+    rows = hift_batch(*hift, mels, keys)
+    model = nnx.merge(*hift)
+    for i, (mel, key) in enumerate(zip(mels, keys)):
+        alone = np.asarray(model.inference(mel[None], key)[0][0])
+        np.testing.assert_allclose(rows[i], alone, atol=ATOL, rtol=0, err_msg=f"row {i}")
