@@ -4,7 +4,7 @@
 #
 #   launch/recipes/builtin.sh --size tiny|small [--work DIR] [--family cosyvoice2|gpt_sovits2] [--num_steps N] \
 #       [--speakers N] [--hours H] [--codebook_size K] [--average_num N] [--num_utts N] [--num_workers N] [--seed S] \
-#       [--set PART.KEY=VALUE ...] [--skip_prep]
+#       [--set PART.KEY=VALUE ...] [--skip_prep] [--parallel_train]
 #
 # Stages -1..3 are launch/recipes/libritts.sh's (corpus, Kaldi files, offline speaker encoder and speech tokenizer,
 # Parquet). Each part then trains with `python -m sovits2_jax.train` on WORK/data/{train,dev}.data.list (the
@@ -19,7 +19,9 @@
 # --num_steps (every part), --speakers, --hours, --codebook_size, --average_num override the size's defaults;
 # --set llm.train.optimizer.lr=3e-3 passes --config.train.optimizer.lr=3e-3 to that part's trainer (repeatable,
 # after the size's own per-part settings, e.g. --set hift.train.num_steps=50). --skip_prep reuses WORK/data of an
-# earlier run (and its corpus / prepare times).
+# earlier run (and its corpus / prepare times). --parallel_train trains the parts at once (each logging to
+# WORK/exp/train_<part>.log; each part's stage time is then its own wall time, overlapping the others'): on a
+# machine where compilation and start-up dominate, as in the CI's smaller demo, that saves most of their time.
 set -euo pipefail
 set -f  # no globbing: config values such as (128,) travel as words
 cd "$(dirname "$0")/../.."
@@ -36,6 +38,7 @@ num_utts=
 num_workers=2
 seed=0
 skip_prep=0
+parallel_train=0
 sets=()
 
 while [ $# -gt 0 ]; do
@@ -53,7 +56,8 @@ while [ $# -gt 0 ]; do
     --seed) seed=$2; shift 2 ;;
     --set) sets+=("$2"); shift 2 ;;
     --skip_prep) skip_prep=1; shift ;;
-    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    --parallel_train) parallel_train=1; shift ;;
+    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
     *) echo "builtin.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -176,16 +180,45 @@ cat "$data/train/parquet/data.list" > "$data/train.data.list"
 cat "$data/dev/parquet/data.list" > "$data/dev.data.list"
 
 if [ "$family" = cosyvoice2 ]; then model_dir=$work/CosyVoice2; else model_dir=$work/GptSoVITS2; fi
+# train PART: that part's trainer with its size's settings
+train() {
+  local -a args
+  mapfile -t args < <(trainer_args "$1")
+  "$py" -m sovits2_jax.train --config="$config_file:${1}_$size" --workdir="$exp/$1" "${args[@]}"
+}
 for part in "${parts[@]}"; do
-  mapfile -t args < <(trainer_args "$part")
   echo "builtin.sh: train $part ($config_file:${part}_$size, ${steps[$part]} steps) -> $exp/$part"
-  timed "train_$part" "$py" -m sovits2_jax.train --config="$config_file:${part}_$size" --workdir="$exp/$part" \
-    "${args[@]}"
-  if [ "$family" = gpt_sovits2 ]; then
+done
+if [ "$parallel_train" = 1 ]; then
+  mkdir -p "$exp"
+  declare -A pids=()
+  t0=$(date +%s.%N)
+  for part in "${parts[@]}"; do
+    ( set +e; train "$part" > "$exp/train_$part.log" 2>&1; rc=$?; date +%s.%N > "$exp/.train_$part.end"; exit $rc ) &
+    pids[$part]=$!
+  done
+  failed=()
+  for part in "${parts[@]}"; do wait "${pids[$part]}" || failed+=("$part"); done
+  for part in "${failed[@]}"; do
+    echo "builtin.sh: training $part failed; the end of $exp/train_$part.log:" >&2
+    tail -n 25 "$exp/train_$part.log" | sed -e '$a\' >&2  # ends the last line
+  done
+  [ ${#failed[@]} = 0 ] || exit 1
+  for part in "${parts[@]}"; do
+    secs=$(awk -v a="$t0" -v b="$(cat "$exp/.train_$part.end")" 'BEGIN { printf "%.1f", b - a }')
+    grep -h "step .*: \(loss\|eval_loss\)" "$exp/train_$part.log" | tail -n 2 || true
+    echo "stage train_$part: $secs s (in parallel)"
+    printf '%s\t%s\tparallel\n' "train_$part" "$secs" >> "$times"
+  done
+else
+  for part in "${parts[@]}"; do timed "train_$part" train "$part"; done
+fi
+if [ "$family" = gpt_sovits2 ]; then
+  for part in "${parts[@]}"; do
     timed "average_$part" "$py" -m sovits2_jax.train.average --workdir="$exp/$part" --num="$average_num" \
       --by=dev_loss --dst="$model_dir/$part"
-  fi
-done
+  done
+fi
 if [ "$family" = cosyvoice2 ]; then
   timed average "${recipe[@]}" --stage 6 --stop_stage 6
   timed export "${recipe[@]}" --stage 7 --stop_stage 7

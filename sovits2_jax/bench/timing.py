@@ -21,8 +21,13 @@ def median_ms(fn: Callable[[], object], *, warmup: int = 2, repeats: int = 5) ->
 
 def report(name: str, what: str, ours_ms: float, torch_ms: float, unit: str = "ms") -> str:
     line = (
-        f"bench {name} {what}: ours {ours_ms:.1f} {unit}, torch {torch_ms:.1f} {unit}, "
+        f"bench {name} {what}: ours {_figure(ours_ms)} {unit}, torch {_figure(torch_ms)} {unit}, "
         f"ratio torch/ours {torch_ms / ours_ms:.2f}"
     )
     print(line, flush=True)
     return line
+
+
+def _figure(value: float) -> str:
+    """One decimal, or three significant digits below 10 (RTFs are fractions of a second per second)."""
+    return f"{value:.1f}" if abs(value) >= 10 else f"{value:.3g}"

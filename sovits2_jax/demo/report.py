@@ -2,12 +2,12 @@
 
     python -m sovits2_jax.demo.report --work WORK [--wav_dir WORK/synthesis] [--size tiny]
 
-Reads ``WORK/stage_times.tsv`` (``name<TAB>seconds`` per stage), every ``WORK/exp/<part>/metrics.jsonl``, and the
-synthesis directory's ``synthesis.json`` (sovits2_jax.demo.synthesize), ``summary.json`` and ``metrics.tsv``
-(sovits2_jax.eval). Writes ``WORK/report.json`` (stage times, every metric's mean, each part's final train / eval
-loss, the issue's quality aims for the small size, paths), ``WORK/plots/curves_<part>.png`` (loss and eval loss vs
-step), ``WORK/plots/mel_<utt>.png`` for two utterances (our mel beside the ground truth's) and ``WORK/report.md``
-embedding the plots above a per-utterance table.
+Reads ``WORK/stage_times.tsv`` (``name<TAB>seconds[<TAB>parallel]`` per stage), every
+``WORK/exp/<part>/metrics.jsonl``, and the synthesis directory's ``synthesis.json`` (sovits2_jax.demo.synthesize),
+``summary.json`` and ``metrics.tsv`` (sovits2_jax.eval). Writes ``WORK/report.json`` (stage times, every metric's
+mean, each part's final train / eval loss, the issue's quality aims for the small size, paths),
+``WORK/plots/curves_<part>.png`` (loss and eval loss vs step), ``WORK/plots/mel_<utt>.png`` for two utterances (our
+mel beside the ground truth's) and ``WORK/report.md`` embedding the plots above a per-utterance table.
 """
 
 from __future__ import annotations
@@ -31,15 +31,28 @@ TABLE = ("mcd", "similarity", "dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl", "wer")
 MEL_PLOTS = 2
 
 
-def read_stage_times(path: Path) -> dict[str, float]:
-    """name -> seconds in file order (a stage run twice keeps its last time)."""
-    times: dict[str, float] = {}
+def _stage_rows(path: Path) -> dict[str, tuple[float, bool]]:
+    """name -> (seconds, ran in parallel with the other parallel stages) from ``name<TAB>seconds[<TAB>parallel]``
+    lines in file order (a stage run twice keeps its last time)."""
+    rows: dict[str, tuple[float, bool]] = {}
     if path.is_file():
         for line in path.read_text(encoding="utf-8").splitlines():
-            name, _, seconds = line.partition("\t")
+            name, _, rest = line.partition("\t")
+            seconds, _, mark = rest.partition("\t")
             if name and seconds:
-                times[name] = float(seconds)
-    return times
+                rows[name] = (float(seconds), mark.strip() == "parallel")
+    return rows
+
+
+def read_stage_times(path: Path) -> dict[str, float]:
+    """name -> seconds in file order (a stage run twice keeps its last time)."""
+    return {name: seconds for name, (seconds, _) in _stage_rows(path).items()}
+
+
+def wall_seconds(path: Path) -> float:
+    """The stages' wall time: sequential stages add up, parallel ones (started together) count their longest."""
+    rows = _stage_rows(path).values()
+    return sum(s for s, par in rows if not par) + max((s for s, par in rows if par), default=0.0)
 
 
 def read_curves(metrics_jsonl: Path) -> dict[str, dict[int, float]]:
@@ -175,7 +188,8 @@ def markdown(report: dict, rows: list[dict], wav_dir: Path, work: Path) -> str:
 
     out = [f"# Demo report: {report['family']} ({report['size'] or 'release'} size)", ""]
     out += ["## Stage times", "", "| stage | seconds |", "|---|---:|"]
-    out += [f"| {name} | {s:.1f} |" for name, s in report["stage_times"].items()]
+    parallel = set(report.get("parallel_stages", ()))
+    out += [f"| {name}{' (in parallel)' * (name in parallel)} | {s:.1f} |" for name, s in report["stage_times"].items()]
     out += [f"| **total** | **{report['total_seconds']:.1f}** |", ""]
     syn = report["synthesis"]
     out += ["## Metrics (held-out dev sentences, zero-shot)", "",
@@ -242,7 +256,8 @@ def build(work: str | os.PathLike, wav_dir: str | os.PathLike | None = None, siz
         family=synthesis.get("family", ""),
         size=size,
         stage_times=stage_times,
-        total_seconds=round(sum(stage_times.values()), 2),
+        total_seconds=round(wall_seconds(work / "stage_times.tsv") + stage_times["report"], 2),
+        parallel_stages=[n for n, (_, par) in _stage_rows(work / "stage_times.tsv").items() if par],
         metrics=metrics,
         aims=_aims({k: v["mean"] for k, v in metrics.items()}),
         evaluation={k: summary[k] for k in ("utterances", "evaluated", "skipped", "missing")},

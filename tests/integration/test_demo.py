@@ -1,7 +1,7 @@
 """``launch/recipes/builtin.sh`` end to end as `make demo` runs it (tiny settings) on a smaller corpus, in a real
-subprocess: espeak corpus -> stages 0-3 -> llm, flow and hift trained one step each (every step of the loop: eval,
-checkpoint) -> average -> export -> zero-shot synthesis of held-out dev sentences -> offline evaluation ->
-report.json / report.md / PNGs. Plus the prompt pairing of the synthesis, in process."""
+subprocess: espeak corpus -> stages 0-3 -> llm, flow and hift trained one step each, at once (--parallel_train;
+every step of the loop: eval, checkpoint) -> average -> export -> zero-shot synthesis of held-out dev sentences ->
+offline evaluation -> report.json / report.md / PNGs. Plus the prompt pairing of the synthesis, in process."""
 
 import json
 import math
@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from sovits2_jax.demo.synthesize import plan_pairs
 
@@ -33,7 +34,7 @@ def test_builtin_recipe_end_to_end_writes_a_report_with_every_metric(tmp_path):
     work = tmp_path / "demo"
     cmd = ["bash", os.path.join(ROOT, "launch/recipes/builtin.sh"), "--size", "tiny", "--work", str(work),
            "--speakers", "2", "--hours", "0.004", "--codebook_size", "8", "--num_steps", "1", "--num_utts", "2",
-           "--num_workers", "1"]  # fmt: skip
+           "--num_workers", "1", "--parallel_train"]  # fmt: skip
     cmd += ["--set", "hift.train.eval_batches=1"]  # `make demo`'s tiny settings otherwise, on a smaller corpus
     env = dict(os.environ, PYTHON=sys.executable, JAX_PLATFORMS="cpu", XLA_FLAGS="")
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1200, cwd=ROOT)
@@ -44,6 +45,12 @@ def test_builtin_recipe_end_to_end_writes_a_report_with_every_metric(tmp_path):
               "evaluate", "report")  # fmt: skip
     assert list(report["stage_times"]) == list(stages)
     assert all(math.isfinite(t) and t > 0 for t in report["stage_times"].values())
+    # the three parts trained at once: the total counts their longest, not their sum
+    assert report["parallel_stages"] == ["train_llm", "train_flow", "train_hift"]
+    times = report["stage_times"]
+    longest = max(times[s] for s in report["parallel_stages"])
+    assert report["total_seconds"] == pytest.approx(sum(times.values()) - sum(times[s] for s in stages[2:5]) + longest,
+                                                    abs=0.1)  # fmt: skip
     for stage in stages[:-1]:  # the shell printed each stage's time (the report's own is measured inside)
         assert f"stage {stage}: " in out.stdout
     metrics = report["metrics"]
@@ -82,3 +89,21 @@ def test_builtin_recipe_end_to_end_writes_a_report_with_every_metric(tmp_path):
     for png in pngs:
         assert os.path.relpath(png, work) in md
     assert all(f"| {u} |" in md for u in utts)
+
+
+def test_parallel_training_names_the_part_that_failed_and_stops(tmp_path):
+    """--parallel_train: a part whose trainer exits non-zero is named with the end of its log, and nothing after
+    training runs (no average, export or synthesis)."""
+    work = tmp_path / "w"
+    for split in ("train", "dev"):
+        (work / "data" / split / "parquet").mkdir(parents=True)
+        (work / "data" / split / "parquet" / "data.list").write_text(str(tmp_path / "missing.parquet") + "\n")
+    cmd = ["bash", os.path.join(ROOT, "launch/recipes/builtin.sh"), "--size", "tiny", "--work", str(work),
+           "--skip_prep", "--parallel_train", "--set", "flow.train.no_such_key=1"]  # fmt: skip
+    env = dict(os.environ, PYTHON=sys.executable, JAX_PLATFORMS="cpu")
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, cwd=ROOT)
+    assert out.returncode == 1, out.stdout[-2000:] + out.stderr[-2000:]
+    assert "builtin.sh: training flow failed" in out.stderr
+    assert "no_such_key" in out.stderr  # the trainer's own one-line reason, from the end of its log
+    assert (work / "exp" / "train_flow.log").is_file()
+    assert "stage average" not in out.stdout and not (work / "CosyVoice2").exists()
