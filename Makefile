@@ -8,10 +8,10 @@ setup:
 
 # the built-in recipe end to end: corpus, preparation, training, averaging, export, synthesis, evaluation, report
 demo: setup
-	bash launch/recipes/builtin.sh --size tiny --work out/demo
+	bash launch/recipes/builtin.sh --size tiny --work out/demo --parallel_train
 
 demo-gpt-sovits2: setup
-	bash launch/recipes/builtin.sh --size tiny --family gpt_sovits2 --work out/demo-gpt-sovits2
+	bash launch/recipes/builtin.sh --size tiny --family gpt_sovits2 --work out/demo-gpt-sovits2 --parallel_train
 
 # conversion check: random HF Qwen2 -> Orbax -> parity against transformers -> back to HF, bit for bit
 roundtrip: setup
