@@ -4,7 +4,7 @@
 #
 #   launch/recipes/builtin.sh --size tiny|small [--work DIR] [--family cosyvoice2|gpt_sovits2] [--num_steps N] \
 #       [--speakers N] [--hours H] [--codebook_size K] [--average_num N] [--num_utts N] [--num_workers N] [--seed S] \
-#       [--set PART.KEY=VALUE ...] [--skip_prep] [--parallel_train]
+#       [--set PART.KEY=VALUE ...] [--skip_prep] [--parallel_train] [--vocoder_check 0|1]
 #
 # Stages -1..3 are launch/recipes/libritts.sh's (corpus, Kaldi files, offline speaker encoder and speech tokenizer,
 # Parquet). Each part then trains with `python -m sovits2_jax.train` on WORK/data/{train,dev}.data.list (the
@@ -22,6 +22,8 @@
 # earlier run (and its corpus / prepare times). --parallel_train trains the parts at once (each logging to
 # WORK/exp/train_<part>.log; each part's stage time is then its own wall time, overlapping the others'): on a
 # machine where compilation and start-up dominate, as in the CI's smaller demo, that saves most of their time.
+# --vocoder_check 1 (the default for small, cosyvoice2 only) also vocodes every ground truth's own mel with the
+# trained HiFT (python -m sovits2_jax.demo.vocode -> WORK/vocoded) and evaluates that: the vocoder's own ceiling.
 set -euo pipefail
 set -f  # no globbing: config values such as (128,) travel as words
 cd "$(dirname "$0")/../.."
@@ -39,6 +41,7 @@ num_workers=2
 seed=0
 skip_prep=0
 parallel_train=0
+vocoder_check=
 sets=()
 
 while [ $# -gt 0 ]; do
@@ -57,7 +60,8 @@ while [ $# -gt 0 ]; do
     --set) sets+=("$2"); shift 2 ;;
     --skip_prep) skip_prep=1; shift ;;
     --parallel_train) parallel_train=1; shift ;;
-    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
+    --vocoder_check) vocoder_check=$2; shift 2 ;;
+    -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
     *) echo "builtin.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -102,6 +106,9 @@ case "$size" in
   *) echo "builtin.sh: --size tiny|small, got '$size'" >&2; exit 2 ;;
 esac
 hours=${hours:-$d_hours}; speakers=${speakers:-$d_speakers}; codebook_size=${codebook_size:-$d_codebook}
+if [ -z "$vocoder_check" ]; then if [ "$size" = small ]; then vocoder_check=1; else vocoder_check=0; fi; fi
+case "$vocoder_check" in 0|1) ;; *) echo "builtin.sh: --vocoder_check 0|1, got '$vocoder_check'" >&2; exit 2 ;; esac
+[ "$family" = cosyvoice2 ] || vocoder_check=0
 average_num=${average_num:-$d_average}; num_utts=${num_utts:-$d_utts}
 work=${work:-out/builtin-$family-$size}
 for v in num_steps speakers average_num num_utts num_workers; do
@@ -227,6 +234,11 @@ fi
 timed synthesize "$py" -m sovits2_jax.demo.synthesize --model_dir "$model_dir" --family "$family" \
   --data_list "$data/dev/parquet/data.list" --out_dir "$work/synthesis" --num "$num_utts" --seed "$seed"
 timed evaluate "$py" -m sovits2_jax.eval --wav_dir "$work/synthesis"
+if [ "$vocoder_check" = 1 ]; then
+  timed vocode "$py" -m sovits2_jax.demo.vocode --model_dir "$model_dir" --wav_dir "$work/synthesis" \
+    --out_dir "$work/vocoded"
+  timed evaluate_vocoded "$py" -m sovits2_jax.eval --wav_dir "$work/vocoded"
+fi
 timed report "$py" -m sovits2_jax.demo.report --work "$work" --size "$size"
 awk -v a="$t_start" -v b="$(date +%s.%N)" 'BEGIN { printf "builtin.sh: total %.1f s\n", b - a }'
 echo "builtin.sh: report in $work/report.md"

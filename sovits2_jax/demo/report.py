@@ -192,14 +192,20 @@ def markdown(report: dict, rows: list[dict], wav_dir: Path, work: Path) -> str:
     out += [f"| {name}{' (in parallel)' * (name in parallel)} | {s:.1f} |" for name, s in report["stage_times"].items()]
     out += [f"| **total** | **{report['total_seconds']:.1f}** |", ""]
     syn = report["synthesis"]
+    vocoded = report.get("vocoder_check") or {}
+    alone_head, alone_rule = (" vocoder alone |", "---:|") if vocoded else ("", "")
     out += ["## Metrics (held-out dev sentences, zero-shot)", "",
             f"{syn.get('utterances', 0)} utterances synthesised in {_fmt(syn.get('seconds'), 1)} s "
             f"(real-time factor {_fmt(syn.get('rtf'))}, compilation included).", "",
-            "| metric | mean | count | aim (small) |", "|---|---:|---:|---|"]  # fmt: skip
+            f"| metric | mean | count |{alone_head} aim (small) |", f"|---|---:|---:|{alone_rule}---|"]  # fmt: skip
     for name, stat in report["metrics"].items():
         aim = report["aims"].get(name)
         note = "" if aim is None else f"{aim['aim']} ({'met' if aim['met'] else 'not met'})"
-        out.append(f"| {name} | {_fmt(stat['mean'])} | {stat['count']} | {note} |")
+        alone = f" {_fmt(vocoded.get(name, {}).get('mean'))} |" if vocoded else ""
+        out.append(f"| {name} | {_fmt(stat['mean'])} | {stat['count']} |{alone} {note} |")
+    if vocoded:
+        out += ["", "*vocoder alone*: each ground truth's own mel through the trained HiFT (`WORK/vocoded`, "
+                "`python -m sovits2_jax.demo.vocode`), the ceiling this vocoder sets for the system."]  # fmt: skip
     out += ["", "## Training", "", "| part | steps | first loss | final loss | final eval loss |",
             "|---|---:|---:|---:|---:|"]  # fmt: skip
     for part, t in report["training"].items():
@@ -252,6 +258,7 @@ def build(work: str | os.PathLike, wav_dir: str | os.PathLike | None = None, siz
     stage_times = read_stage_times(work / "stage_times.tsv")
     stage_times["report"] = round(time.perf_counter() - t0, 2)
     metrics = {name: dict(stat) for name, stat in summary["metrics"].items()}
+    vocoded = _json(work / "vocoded" / "summary.json")
     report = dict(
         family=synthesis.get("family", ""),
         size=size,
@@ -260,6 +267,7 @@ def build(work: str | os.PathLike, wav_dir: str | os.PathLike | None = None, siz
         parallel_stages=[n for n, (_, par) in _stage_rows(work / "stage_times.tsv").items() if par],
         metrics=metrics,
         aims=_aims({k: v["mean"] for k, v in metrics.items()}),
+        vocoder_check={name: dict(stat) for name, stat in vocoded.get("metrics", {}).items()},
         evaluation={k: summary[k] for k in ("utterances", "evaluated", "skipped", "missing")},
         synthesis=synthesis,
         training=training,
