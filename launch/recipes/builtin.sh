@@ -22,8 +22,8 @@
 # earlier run (and its corpus / prepare times). --parallel_train trains the parts at once (each logging to
 # WORK/exp/train_<part>.log; each part's stage time is then its own wall time, overlapping the others'): on a
 # machine where compilation and start-up dominate, as in the CI's smaller demo, that saves most of their time.
-# --vocoder_check 1 (the default for small, cosyvoice2 only) also vocodes every ground truth's own mel with the
-# trained HiFT (python -m sovits2_jax.demo.vocode -> WORK/vocoded) and evaluates that: the vocoder's own ceiling.
+# --vocoder_check 1 (the default; cosyvoice2 only) also vocodes every ground truth's own mel with the trained HiFT
+# (python -m sovits2_jax.demo.vocode -> WORK/vocoded) and evaluates that: the ceiling the vocoder sets.
 set -euo pipefail
 set -f  # no globbing: config values such as (128,) travel as words
 cd "$(dirname "$0")/../.."
@@ -41,7 +41,7 @@ num_workers=2
 seed=0
 skip_prep=0
 parallel_train=0
-vocoder_check=
+vocoder_check=1
 sets=()
 
 while [ $# -gt 0 ]; do
@@ -106,7 +106,6 @@ case "$size" in
   *) echo "builtin.sh: --size tiny|small, got '$size'" >&2; exit 2 ;;
 esac
 hours=${hours:-$d_hours}; speakers=${speakers:-$d_speakers}; codebook_size=${codebook_size:-$d_codebook}
-if [ -z "$vocoder_check" ]; then if [ "$size" = small ]; then vocoder_check=1; else vocoder_check=0; fi; fi
 case "$vocoder_check" in 0|1) ;; *) echo "builtin.sh: --vocoder_check 0|1, got '$vocoder_check'" >&2; exit 2 ;; esac
 [ "$family" = cosyvoice2 ] || vocoder_check=0
 average_num=${average_num:-$d_average}; num_utts=${num_utts:-$d_utts}
