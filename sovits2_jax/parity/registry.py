@@ -26,6 +26,13 @@ COMPONENTS = {
 }
 
 
+def dtypes(component: str) -> tuple[str, ...]:
+    """The dtypes ``component``'s parity case can run in (its reference module's ``DTYPES``; default fp32 and bf16)."""
+    if component not in COMPONENTS:
+        raise ValueError(f"unknown parity component {component!r}; known: {', '.join(sorted(COMPONENTS))}")
+    return tuple(getattr(importlib.import_module(COMPONENTS[component]), "DTYPES", ("float32", "bfloat16")))
+
+
 def build_case(
     component: str, src: str | None = None, *, device="cpu", dtype="float32", seed=0
 ) -> ParityCase:

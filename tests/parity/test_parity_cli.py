@@ -50,3 +50,16 @@ def test_exit_1_on_a_planted_mismatch(src, tmp_path, monkeypatch, capsys):
     # the plant is in the output head only: the hidden states before it still agree
     assert result["outputs"]["last_hidden"]["ok"] is True
     assert "FAIL" in capsys.readouterr().out
+
+
+def test_declared_dtypes_are_the_ones_a_case_accepts():
+    """``registry.dtypes`` (what the GPU suite loops over) never lists a dtype the component's case refuses, and
+    every component runs in float32."""
+    from sovits2_jax.parity.registry import COMPONENTS, build_case, dtypes
+
+    for component in COMPONENTS:
+        assert dtypes(component)[0] == "float32", component
+        if "bfloat16" not in dtypes(component):
+            with pytest.raises(ValueError, match="float32 only"):
+                build_case(component, dtype="bfloat16")
+    assert dtypes("flow") == ("float32",) and "bfloat16" in dtypes("qwen2")
