@@ -15,7 +15,7 @@ demo-gpt-sovits2: setup
 
 # conversion check: random HF Qwen2 -> Orbax -> parity against transformers -> back to HF, bit for bit
 roundtrip: setup
-	$(PY) -m sovits2_jax.parity.roundtrip_demo --config=configs/qwen2.py:tiny --workdir=out/roundtrip
+	$(PY) -m sovits2_jax.demo.roundtrip --config=configs/qwen2.py:tiny --workdir=out/roundtrip
 
 lint: setup
 	$(PY) -m ruff check .

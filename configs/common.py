@@ -81,7 +81,7 @@ def speech_lm_config(
 
 def sampling_config() -> ml_collections.ConfigDict:
     """SamplingConfig's defaults: CosyVoice2's RAS (ras_sampling: top_p 0.8, top_k 25, window 10, tau_r 0.1)."""
-    from sovits2_jax.infer.sampling import SamplingConfig
+    from sovits2_jax.models.sampling_config import SamplingConfig
 
     return ml_collections.ConfigDict(SamplingConfig().to_dict())
 

@@ -4,15 +4,15 @@ config-driven ones an ``ml_collections`` config flag (locked: unknown keys are r
     _CONFIG = cli.config_flag("configs/qwen2.py:tiny")
 
     def main(argv) -> int:
-        config = cli.validated(_CONFIG)
+        config = cli.validated(_CONFIG, validate)  # e.g. sovits2_jax.train.validate.validate
         ...
 
     if __name__ == "__main__":
         cli.run(main)
 
-A ``ConfigError``, ``cli.Error`` or ``RendezvousError`` raised by ``main``, and an override of a key the config
-does not have, is printed as one ``error: ...`` line on stderr and the command exits 1; absl itself rejects unknown
-flags.
+A ``validation.UserError`` raised by ``main`` (``ConfigError``, ``cli.Error``, a rendezvous timeout) and an
+override of a key the config does not have are printed as one ``error: ...`` line on stderr and the command exits 1;
+absl itself rejects unknown flags.
 """
 
 from __future__ import annotations
@@ -24,13 +24,12 @@ from collections.abc import Callable
 from absl import app, flags
 from ml_collections import config_flags
 
-from sovits2_jax.parallel.rendezvous import RendezvousError
-from sovits2_jax.validation import ConfigError
+from sovits2_jax.validation import UserError
 
 ERROR_EXIT = 1
 
 
-class Error(Exception):
+class Error(UserError):
     """A bad input the user can fix; printed as one line and the command exits ERROR_EXIT."""
 
 
@@ -39,10 +38,8 @@ def config_flag(default: str | None = None, name: str = "config", help: str = "m
     return config_flags.DEFINE_config_file(name, default, help, lock_config=True)
 
 
-def validated(holder: flags.FlagHolder, validate: Callable | None = None):
-    """The config of ``holder`` after ``validate`` (default: ``sovits2_jax.config.validate``)."""
-    if validate is None:
-        from sovits2_jax.config import validate
+def validated(holder: flags.FlagHolder, validate: Callable[[object], None]):
+    """The config of ``holder`` after ``validate(config)`` (the caller's validator: the CLI style imports none)."""
     config = holder.value
     if config is None:
         raise Error(f"give --{holder.name}=FILE[:ARG]")
@@ -95,12 +92,12 @@ def _parse_flags(argv: list[str]) -> list[str]:
 
 
 def run(main: Callable[[list[str]], int | None]) -> None:
-    """``absl.app.run(main)`` where a ConfigError or cli.Error becomes one ``error: ...`` line and exit 1."""
+    """``absl.app.run(main)`` where a UserError becomes one ``error: ...`` line and exit 1."""
 
     def guarded(argv: list[str]) -> int:
         try:
             return main(argv) or 0
-        except (ConfigError, Error, RendezvousError) as e:
+        except UserError as e:
             return _fail(str(e))
 
     app.run(guarded, flags_parser=_parse_flags)

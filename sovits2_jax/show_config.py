@@ -4,13 +4,14 @@ python -m sovits2_jax.show_config --config=configs/qwen2.py:tiny --config.model.
 """
 
 from sovits2_jax import cli
+from sovits2_jax.train.validate import validate
 
 _CONFIG = cli.config_flag()
 
 
 def main(argv) -> int:
     del argv
-    print(cli.validated(_CONFIG).to_json_best_effort(indent=2, sort_keys=True))
+    print(cli.validated(_CONFIG, validate).to_json_best_effort(indent=2, sort_keys=True))
     return 0
 
 

@@ -64,7 +64,7 @@ def tiny_cosyvoice2_dir(tmp_path_factory, torch_available):
     import torch
 
     from sovits2_jax.convert import cosyvoice2, cosyvoice2_flow, cosyvoice2_hift
-    from sovits2_jax.data.prep.reference_models import export_campplus_like, export_s3_tokenizer
+    from sovits2_jax.parity.reference_models import export_campplus_like, export_s3_tokenizer
     from sovits2_jax.parity.references import flow as parity_flow
     from sovits2_jax.parity.references import hift as parity_hift
     from sovits2_jax.parity.references import llm as parity_llm

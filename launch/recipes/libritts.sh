@@ -222,7 +222,7 @@ if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
   infer_dir=${infer_model_dir:-${pretrained_dir:-$work/CosyVoice2}}
   tts_text=${tts_text:-$work/tts_text.json}
   echo "stage 4: $infer_mode inference on $test_set with $infer_dir -> $work/result/$infer_mode"
-  $py -m sovits2_jax.infer.recipe --model_dir "$infer_dir" --data_list "$data/$test_set/parquet/data.list" \
+  $py -m sovits2_jax.infer.cosyvoice2.recipe --model_dir "$infer_dir" --data_list "$data/$test_set/parquet/data.list" \
     --tts_text "$tts_text" --num_utts 4 --mode "$infer_mode" --result_dir "$work/result/$infer_mode"
 fi
 

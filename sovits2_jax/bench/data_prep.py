@@ -81,8 +81,8 @@ def reference_stages(data_dir: str, campplus: str, tokenizer: str, out_dir: str)
     import torch
 
     from sovits2_jax.audio.io import load_audio
+    from sovits2_jax.audio.onnx_models import make_session
     from sovits2_jax.data.prep.kaldi import read_kaldi_dir
-    from sovits2_jax.data.prep.onnx_extract import make_session
 
     data = read_kaldi_dir(data_dir)
     times = {}
@@ -151,7 +151,7 @@ def main(argv) -> None:
     logging.basicConfig(level=logging.ERROR)
     from sovits2_jax.audio.io import load_audio
     from sovits2_jax.data.prep import corpus, kaldi
-    from sovits2_jax.data.prep.reference_models import export_campplus_like, export_s3_tokenizer
+    from sovits2_jax.parity.reference_models import export_campplus_like, export_s3_tokenizer
 
     with tempfile.TemporaryDirectory() as tmp:
         stats = corpus.build_corpus(os.path.join(tmp, "corpus"), utterances=a.utterances, num_speakers=a.speakers,

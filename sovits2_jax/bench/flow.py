@@ -125,7 +125,7 @@ def bench_streaming(args, config, ref, graphdef, params, inputs, tdev, tag) -> N
     import torch
 
     from sovits2_jax.bench.timing import report
-    from sovits2_jax.infer.flow_streaming import CachedFlowStreamer, FlowStreamer, chunk_plan, stream_all
+    from sovits2_jax.infer.cosyvoice2.flow_streaming import CachedFlowStreamer, FlowStreamer, chunk_plan, stream_all
     from sovits2_jax.parity.torch_refs import to_torch
 
     prompt = inputs["prompt_token"].shape[1]

@@ -46,8 +46,8 @@ def build(size: str, directory):
     from sovits2_jax.convert import cosyvoice2_llm
     from sovits2_jax.convert.mapping import flatten
     from sovits2_jax.convert.params import params_from_flat
-    from sovits2_jax.infer.engine import Engine, EngineConfig
-    from sovits2_jax.infer.inputs import ModelInput
+    from sovits2_jax.infer.cosyvoice2.engine import Engine, EngineConfig
+    from sovits2_jax.infer.cosyvoice2.inputs import ModelInput
     from sovits2_jax.models.qwen2 import Qwen2Config
     from sovits2_jax.models.speech_lm import SpeechLM
     from sovits2_jax.parity.references import flow as pf

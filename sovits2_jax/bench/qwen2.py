@@ -10,6 +10,7 @@ import tempfile
 from absl import flags
 
 from sovits2_jax import cli
+from sovits2_jax.train.validate import validate
 
 _CONFIG = cli.config_flag("configs/qwen2.py:50m", help="Qwen2 config file[:arg]")
 _BATCH = flags.DEFINE_integer("batch", 4, "batch size")
@@ -32,7 +33,7 @@ def main(argv) -> int:
     from sovits2_jax.models.qwen2 import Qwen2Config, Qwen2ForCausalLM
     from sovits2_jax.parity.random_reference import save_random_hf_qwen2
 
-    config = Qwen2Config.from_dict(cli.validated(_CONFIG).model.to_dict())
+    config = Qwen2Config.from_dict(cli.validated(_CONFIG, validate).model.to_dict())
     src = save_random_hf_qwen2(tempfile.mkdtemp(prefix="bench-qwen2-"), config)
     graphdef, params = params_from_flat(
         lambda: Qwen2ForCausalLM(config, rngs=nnx.Rngs(0)), hf_qwen2.load_hf_params(src, config)

@@ -14,6 +14,7 @@ import tempfile
 from absl import flags
 
 from sovits2_jax import cli
+from sovits2_jax.train.validate import validate
 
 _CONFIG = cli.config_flag("configs/qwen2.py:100m", help="Qwen2 backbone config file[:arg]")
 _PROMPT = flags.DEFINE_integer("prompt", 64, "prompt tokens")
@@ -169,7 +170,7 @@ def main(argv) -> int:
         import torch
 
         torch.set_num_threads(_TORCH_THREADS.value)
-    config = Qwen2Config.from_dict(cli.validated(_CONFIG).model.to_dict())
+    config = Qwen2Config.from_dict(cli.validated(_CONFIG, validate).model.to_dict())
     src = save_random_hf_qwen2(tempfile.mkdtemp(prefix="bench-speech-lm-"), config)
     bench_plain_lm(config, src, [int(b) for b in _BATCHES.value], _PROMPT.value, _NEW.value, _REPEATS.value)
     if _SPEECH.value:

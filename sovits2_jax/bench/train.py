@@ -90,7 +90,7 @@ def bench_llm(batch: int, tokens: int) -> str:
     from sovits2_jax.convert.cosyvoice2 import load_llm
     from sovits2_jax.parity.references import llm as parity_llm
     from sovits2_jax.parity.torch_refs import to_torch
-    from sovits2_jax.train.llm import cosyvoice2_lm_loss
+    from sovits2_jax.train.families.llm import cosyvoice2_lm_loss
 
     src = parity_llm.write_tiny_model_dir(tempfile.mkdtemp(prefix="bench-train-llm-"), seed=0)
     graphdef, params, config, _ = load_llm(src)
@@ -129,7 +129,7 @@ def bench_flow(size: str, batch: int, tokens: int) -> str:
     from sovits2_jax.bench.timing import report
     from sovits2_jax.parity.references import flow as pf
     from sovits2_jax.parity.torch_refs import to_torch
-    from sovits2_jax.train.flow import cfm_loss
+    from sovits2_jax.train.families.flow import cfm_loss
 
     config, ref, _, graphdef, params, _, _ = pf._setup(None, size=size, device="cpu", seed=0)
     rng = np.random.default_rng(0)

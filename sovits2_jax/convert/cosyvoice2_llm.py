@@ -29,8 +29,8 @@ from sovits2_jax.convert.mapping import (
     unflatten,
     unstack_layers,
 )
-from sovits2_jax.infer.sampling import SamplingConfig
 from sovits2_jax.models.qwen2 import Qwen2Config
+from sovits2_jax.models.sampling_config import SamplingConfig
 from sovits2_jax.models.speech_lm import SpeechLM, SpeechLMConfig
 
 PART = "llm"

@@ -135,7 +135,7 @@ def _fill(template: str, **values) -> str:
 
 
 def llm_section(config, sampling=None) -> str:
-    from sovits2_jax.infer.sampling import SamplingConfig
+    from sovits2_jax.models.sampling_config import SamplingConfig
 
     s = sampling or SamplingConfig()
     name = {"ras": "ras_sampling", "nucleus": "nucleus_sampling", "random": "random_sampling"}[s.method]

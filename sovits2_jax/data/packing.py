@@ -19,7 +19,7 @@ def gpt_sovits2_length(text_lens: Sequence[int], speech_lens: Sequence[int]) -> 
 
 
 def gpt_sovits2_example(texts, speeches, *, speech_token_size: int) -> dict[str, np.ndarray]:
-    from sovits2_jax.models.layouts import gpt_sovits2_sequence
+    from sovits2_jax.text.layouts import gpt_sovits2_sequence
 
     return gpt_sovits2_sequence(texts, speeches, speech_token_size=speech_token_size)
 
@@ -28,7 +28,7 @@ def pack_rows(rows: Sequence[Sequence[dict[str, np.ndarray] | None]], length: in
     """[B, length] kinds / ids / targets / text_segments / segment_ids / positions, plus ``lengths`` (used
     positions) and ``num_segments`` per row. None entries (skipped examples) leave their space unused.
     ``text_segments`` count text blocks through the row (unique per row) for bidirectional text attention."""
-    from sovits2_jax.models.layouts import IGNORE_ID, PAD
+    from sovits2_jax.text.layouts import IGNORE_ID, PAD
 
     b = len(rows)
     out = {

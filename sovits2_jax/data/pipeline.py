@@ -227,7 +227,6 @@ if __name__ == "__main__":
     from absl import app, flags
     from ml_collections import config_flags
 
-    # sovits2_jax.cli is not used here: it imports sovits2_jax.config, which imports this module
     config_flags.DEFINE_config_file("config", None, "configs/data.py:KIND", lock_config=True)
     flags.DEFINE_string("data_list", "", "data.list of parquet files (overrides config.data.data_list)")
     flags.DEFINE_integer("num_batches", 20, "batches to read")

@@ -92,8 +92,8 @@ def _batches(items: list, size: int):
 def synthesize_cosyvoice2(model_dir, rows, pairs, *, batch_size=8, seed=0, skips=None):
     """utt -> audio with ``TTS`` (prompt text + prompt audio), ``batch_size`` requests per engine call; and the
     sample rate."""
-    from sovits2_jax.infer.frontend import FrontendError
-    from sovits2_jax.infer.tts import TTS
+    from sovits2_jax.infer.cosyvoice2.frontend import FrontendError
+    from sovits2_jax.infer.cosyvoice2.tts import TTS
 
     skips = {} if skips is None else skips
     tts = TTS.from_pretrained(model_dir)
@@ -118,7 +118,7 @@ def synthesize_cosyvoice2(model_dir, rows, pairs, *, batch_size=8, seed=0, skips
 
 def _reference(row: dict):
     from sovits2_jax.audio.io import load_audio
-    from sovits2_jax.infer.gpt_sovits2 import Reference
+    from sovits2_jax.infer.gpt_sovits2.tts import Reference
 
     wav, sr = load_audio(row["audio_data"])
     return Reference(wav, sr, row["text"], [int(t) for t in row["speech_token"]])
@@ -127,7 +127,7 @@ def _reference(row: dict):
 def synthesize_gpt_sovits2(model_dir, rows, pairs, *, batch_size=8, seed=0, skips=None):
     """utt -> audio with ``GptSoVITS2`` (``model_dir/ar``, ``model_dir/vits``; the data's cosyvoice2 BPE), texts
     sharing references in one batch; and the sample rate."""
-    from sovits2_jax.infer.gpt_sovits2 import GptSoVITS2, SynthesisError
+    from sovits2_jax.infer.gpt_sovits2.tts import GptSoVITS2, SynthesisError
     from sovits2_jax.text.tokenizer import get_tokenizer
 
     skips = {} if skips is None else skips
@@ -221,7 +221,7 @@ def main(argv: list[str]) -> int:
     if not os.path.isdir(FLAGS.model_dir):
         raise cli.Error(f"--model_dir {FLAGS.model_dir} is not a directory")
     from sovits2_jax.convert.mapping import ConversionError
-    from sovits2_jax.infer.loading import ModelError
+    from sovits2_jax.infer.cosyvoice2.loading import ModelError
 
     try:
         summary = run(FLAGS.model_dir, FLAGS.data_list, FLAGS.out_dir, family=FLAGS.family, num=FLAGS.num,

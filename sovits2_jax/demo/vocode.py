@@ -34,8 +34,8 @@ def vocode(model_dir: str, wav_dir: str, out_dir: str, *, batch_size: int = 8) -
     from sovits2_jax.audio.io import load_audio, write_wav
     from sovits2_jax.audio.mel import MelConfig, mel_spectrogram_np
     from sovits2_jax.audio.resample import resample
-    from sovits2_jax.infer.loading import ModelError, find_model, load_parts, model_state
-    from sovits2_jax.infer.token2wav import hift_batch
+    from sovits2_jax.infer.cosyvoice2.loading import ModelError, find_model, load_parts, model_state
+    from sovits2_jax.infer.cosyvoice2.token2wav import hift_batch
 
     if not os.path.isdir(wav_dir):
         raise cli.Error(f"--wav_dir {wav_dir} is not a directory")

@@ -86,7 +86,7 @@ def _dump(directory: str, name: str, synthesis) -> Path:
 
 def _synthesize() -> None:
     from sovits2_jax.audio.io import write_wav
-    from sovits2_jax.infer.tts import TTS
+    from sovits2_jax.infer.cosyvoice2.tts import TTS
 
     tts = TTS.from_pretrained(FLAGS.model_dir, base=FLAGS.base)
     if FLAGS.compile_cache != "off":
@@ -136,8 +136,8 @@ def define_flags() -> None:
 def main(argv: list[str]) -> int:
     from sovits2_jax.audio.io import AudioError
     from sovits2_jax.convert.mapping import ConversionError
-    from sovits2_jax.infer.frontend import FrontendError
-    from sovits2_jax.infer.loading import ModelError
+    from sovits2_jax.infer.cosyvoice2.frontend import FrontendError
+    from sovits2_jax.infer.cosyvoice2.loading import ModelError
 
     if len(argv) > 1:
         raise cli.Error(f"unexpected arguments {argv[1:]}")

@@ -23,9 +23,9 @@ from flax import nnx
 
 from sovits2_jax.infer.generate import RECENT, bucket
 from sovits2_jax.infer.sampling import SamplingConfig, sample_tokens
-from sovits2_jax.models.layouts import PAD, SOS, SPECIAL, SPEECH, TASK_ID, TEXT
 from sovits2_jax.models.qwen2 import KVCache, init_cache
 from sovits2_jax.models.speech_lm import SpeechLMConfig
+from sovits2_jax.text.layouts import PAD, SOS, SPECIAL, SPEECH, TASK_ID, TEXT
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef",))

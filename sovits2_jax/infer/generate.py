@@ -20,9 +20,9 @@ import numpy as np
 from flax import nnx
 
 from sovits2_jax.infer.sampling import SamplingConfig, sample_tokens
-from sovits2_jax.models.layouts import PAD, cosyvoice2_prompt
 from sovits2_jax.models.qwen2 import KVCache, Qwen2ForCausalLM, init_cache
 from sovits2_jax.models.speech_lm import SpeechLM
+from sovits2_jax.text.layouts import PAD, cosyvoice2_prompt
 
 RECENT = 16  # decoded tokens kept visible to RAS (>= its window)
 

@@ -27,13 +27,12 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from sovits2_jax.models import qwen2
 from sovits2_jax.models.config_base import ConfigBase
+from sovits2_jax.models.qwen2 import Qwen2Config, Qwen2ForCausalLM
 from sovits2_jax.nn.layers import Embed, Linear
 from sovits2_jax.parallel.sharding import constrain
-
-from . import qwen2
-from .layouts import IGNORE_ID, PAD, SOS, SPECIAL, SPEECH, TASK_ID, TEXT
-from .qwen2 import Qwen2Config, Qwen2ForCausalLM
+from sovits2_jax.text.layouts import IGNORE_ID, PAD, SOS, SPECIAL, SPEECH, TASK_ID, TEXT
 
 LAYOUTS = ("cosyvoice2", "gpt_sovits2")
 TEXT_ATTENTION = ("causal", "bidirectional")

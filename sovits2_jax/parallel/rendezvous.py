@@ -11,10 +11,12 @@ from __future__ import annotations
 import socket
 import time
 
+from sovits2_jax.validation import UserError
+
 GO = b"go\n"
 
 
-class RendezvousError(RuntimeError):
+class RendezvousError(UserError, RuntimeError):
     """Not every process of the job arrived in time; the message names the missing ones."""
 
 

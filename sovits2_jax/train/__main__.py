@@ -12,6 +12,7 @@ from absl import flags
 from absl import logging as absl_logging
 
 from sovits2_jax import cli
+from sovits2_jax.train.validate import validate
 
 _CONFIG = cli.config_flag(None)
 _WORKDIR = flags.DEFINE_string("workdir", None, "run directory (checkpoints/, tensorboard/, metrics.jsonl)")
@@ -22,7 +23,7 @@ def main(argv) -> int:
     from sovits2_jax.train import trainer
 
     distributed.initialize()  # before anything asks JAX for its devices (config validation counts them)
-    config = cli.validated(_CONFIG)
+    config = cli.validated(_CONFIG, validate)
     workdir = _WORKDIR.value or config.get("workdir")
     if not workdir:
         raise cli.Error("give --workdir=DIR")

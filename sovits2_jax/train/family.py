@@ -1,6 +1,8 @@
 """What a model family plugs into the one trainer: its players (parameter sets with optimizers) and losses.
 
-A family is a module ``sovits2_jax.train.<name>`` defining ``FAMILY`` (a ``Family``). The trainer never branches
+A family is a module defining ``FAMILY`` (a ``Family`` instance): ``sovits2_jax/train/families/<name>.py`` for
+``--config.family=<name>``, or any importable module for ``--config.family=pkg.module`` (a family kept outside the
+package: nothing in it changes). The trainer never branches
 on the family: it builds every player's module sharded on the mesh, and each train step runs the family's phases
 in order; a phase differentiates its loss with respect to one player's parameters while every other player is held
 fixed (a GAN: the discriminator phase, then the generator phase; DPO: a frozen reference player with no phase).
@@ -16,9 +18,11 @@ from __future__ import annotations
 import dataclasses
 import importlib
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 import jax
+
+from sovits2_jax.validation import ConfigError
 
 LossFn = Callable[[dict, dict, jax.Array, bool], tuple[jax.Array, dict[str, jax.Array]]]
 
@@ -41,39 +45,69 @@ class Phase:
     loss: LossFn
 
 
-class Family(Protocol):
-    """The interface the trainer uses; see the module docstring."""
+class Family:
+    """The interface the trainer uses; see the module docstring. Subclasses define ``name``, ``players``,
+    ``phases``, ``eval_loss`` and ``export_meta``; the other hooks have working defaults."""
 
-    name: str
+    name: str = ""
 
-    def data_kind(self, config) -> str:
-        """The data task (``config.data.kind``) this family trains on."""
+    def validate(self, config) -> None:
+        """Checks the family's own sections (its model section first); ConfigError naming the key."""
 
-    def players(self, config) -> list[Player]: ...
+    def players(self, config) -> list[Player]:
+        raise NotImplementedError
 
-    def phases(self, config) -> list[Phase]: ...
+    def phases(self, config) -> list[Phase]:
+        raise NotImplementedError
 
     def eval_loss(self, config) -> LossFn:
         """The loss reported on the dev list (``train=False``); drives best-N checkpoints."""
+        raise NotImplementedError
+
+    def make_batches(self, config, split: str) -> Any | None:
+        """A batch iterator of the family's own for ``split`` ("train" / "dev"), or None: the data task's Grain
+        pipeline of ``config.data`` (what every family with data uses)."""
+        return None
+
+    def tokens(self, batch: dict) -> jax.Array | int:
+        """Tokens (or frames) a batch trains on, for the logged throughput and MFU; 0 when not meaningful."""
+        return 0
 
     def init_from(self, config, path: str, params: dict[str, Any]) -> dict[str, Any]:
-        """Players' params with pretrained weights from ``path`` (any converter ``--src`` or our Orbax dir)."""
+        """Players' params with pretrained weights from ``path`` (any checkpoint ``convert.parts`` reads)."""
+        raise ConfigError(f"family {self.name!r} cannot start from pretrained weights (config.init.from={path!r})")
 
     def export_meta(self, config) -> dict:
         """meta.json of a checkpoint (format, model config) so it is a valid ``convert/jax_to_torch.py --src``."""
+        raise NotImplementedError
+
+
+FAMILIES_PACKAGE = "sovits2_jax.train.families"
+
+
+def names() -> list[str]:
+    """The families that ship in ``sovits2_jax/train/families/``."""
+    import pkgutil
+
+    from sovits2_jax.train import families
+
+    return sorted(m.name for m in pkgutil.iter_modules(families.__path__) if not m.name.startswith("_"))
 
 
 def get(name: str) -> Family:
-    """The family module ``sovits2_jax.train.<name>``'s FAMILY."""
+    """The ``FAMILY`` of ``sovits2_jax.train.families.<name>``, or of the module ``name`` when it is dotted."""
+    module_name = name if "." in name else f"{FAMILIES_PACKAGE}.{name}"
+    if not name or name.startswith("_") or ("." not in name and name not in names()):
+        raise ConfigError(f"unknown training family {name!r}; choose one of {', '.join(names())} or a module path")
     try:
-        module = importlib.import_module(f"sovits2_jax.train.{name}")
+        module = importlib.import_module(module_name)
     except ModuleNotFoundError as e:
-        if e.name == f"sovits2_jax.train.{name}":
-            raise ValueError(f"unknown training family {name!r}") from None
+        if module_name == e.name or module_name.startswith(f"{e.name}."):
+            raise ConfigError(f"config.family={name!r}: no module {module_name}") from None
         raise
     family = getattr(module, "FAMILY", None)
-    if family is None:
-        raise ValueError(f"sovits2_jax.train.{name} defines no FAMILY")
+    if not isinstance(family, Family):
+        raise ConfigError(f"config.family={name!r}: {module_name} defines no FAMILY (a train.family.Family)")
     return family
 
 

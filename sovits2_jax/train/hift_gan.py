@@ -16,8 +16,8 @@ import jax
 import optax
 from flax import nnx
 
+from sovits2_jax.train.families.hift import discriminator_terms, gan_mel_fns, generator_terms
 from sovits2_jax.train.gan_losses import GanLossWeights
-from sovits2_jax.train.hift import discriminator_terms, gan_mel_fns, generator_terms
 
 
 @dataclasses.dataclass(frozen=True)

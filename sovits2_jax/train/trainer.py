@@ -36,7 +36,7 @@ log = logging.getLogger("sovits2_jax.train")
 
 
 def validate(config) -> None:
-    """The trainer's own sections (the model and data sections are checked by sovits2_jax.config.validate)."""
+    """The trainer's own sections (the model and data sections are checked by sovits2_jax.train.validate)."""
     for key in ("family", "train", "init"):
         check(key in config, f"config.{key} is missing (configs.common.training_sections builds it)")
     t = config.train
@@ -97,9 +97,9 @@ def _data_list(config, split: str) -> str:
 
 def open_batches(family, config, split: str):
     """This process's batches of ``split`` ("train", or "dev": one pass), or None when there is no dev list."""
-    own = getattr(family, "make_batches", None)
+    own = family.make_batches(config, split)
     if own is not None:
-        return own(config, split)
+        return own
     from sovits2_jax.data import pipeline
 
     key = "train_list" if split == "train" else "dev_list"
@@ -172,12 +172,7 @@ def evaluate(family, config, eval_fn, params, mesh) -> dict[str, float] | None:
 
 
 def _tokens(family, batch) -> jax.Array:
-    fn = getattr(family, "tokens", None)
-    if fn is not None:
-        return jnp.asarray(fn(batch), jnp.float32)
-    if "speech_token_len" in batch:
-        return jnp.sum(batch["speech_token_len"]).astype(jnp.float32)
-    return jnp.sum(batch["valid"]).astype(jnp.float32) if "valid" in batch else jnp.float32(0)
+    return jnp.asarray(family.tokens(batch), jnp.float32)
 
 
 def _signature(batch: dict) -> tuple:

@@ -1,6 +1,7 @@
-"""``python -m sovits2_jax.infer`` and recipe stage 4 (``python -m sovits2_jax.infer.recipe``) as real processes on a
-tiny random CosyVoice2 model directory: a zero_shot wav with its --dump, stage 4 reading only the shards it needs
-(and giving the CLI's audio for the same request), and every bad input -> one error line, exit 1, no output."""
+"""``python -m sovits2_jax.infer`` and recipe stage 4 (``python -m sovits2_jax.infer.cosyvoice2.recipe``) as real
+processes on a tiny random CosyVoice2 model directory: a zero_shot wav with its --dump, stage 4 reading only the
+shards it needs (and giving the CLI's audio for the same request), and every bad input -> one error line,
+exit 1, no output."""
 
 from __future__ import annotations
 
@@ -48,7 +49,7 @@ def zero_shot_run(work):
 
 
 def test_zero_shot_writes_a_wav_and_its_dump(zero_shot_run):
-    from sovits2_jax.infer import text_frontend
+    from sovits2_jax.text import normalize as text_frontend
     from sovits2_jax.text.tokenizer import get_tokenizer
 
     out, dump = zero_shot_run
@@ -93,7 +94,7 @@ def test_recipe_stage4_reads_only_its_shards_and_matches_the_cli(work, zero_shot
     des = _write_shards(root, dump, root / "prompt.wav")
     (root / "tts_text.json").write_text(json.dumps({"u0": [TEXT], "missing_utt": ["Never said."]}))
     result = root / "result"
-    args = ["-m", "sovits2_jax.infer.recipe", "--model_dir", model, "--data_list", str(des / "data.list"),
+    args = ["-m", "sovits2_jax.infer.cosyvoice2.recipe", "--model_dir", model, "--data_list", str(des / "data.list"),
             "--tts_text", str(root / "tts_text.json"), "--mode", "zero_shot", "--result_dir", str(result)]  # fmt: skip
     proc = _run(args, env, root)
     assert proc.returncode == 0, proc.stderr[-3000:]

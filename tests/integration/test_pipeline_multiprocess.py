@@ -48,7 +48,7 @@ def test_two_processes_feed_one_mesh(tmp_path):
         worker_count=0, num_epochs=1, bucket_lengths=[32, 48, 64, 80], max_frames_in_batch=320, batch_multiple=4
     )
     child = CHILD.format(root=ROOT, overrides=json.dumps(overrides), data_list=data_list)
-    cmd = [sys.executable, "-m", "sovits2_jax.parallel.launch_local", "-n", "2", "--devices_per_process", "4",
+    cmd = [sys.executable, "-m", "sovits2_jax.cluster.launch_local", "-n", "2", "--devices_per_process", "4",
            "--timeout_s", "240", "--", sys.executable, "-c", child]  # fmt: skip
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert out.returncode == 0, out.stdout[-3000:]

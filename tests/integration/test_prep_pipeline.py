@@ -18,7 +18,7 @@ from sovits2_jax.data.prep import corpus, feature_store, kaldi, onnx_extract, pa
 
 @pytest.fixture(scope="session")
 def onnx_models(tmp_path_factory, torch_available):
-    from sovits2_jax.data.prep.reference_models import export_campplus_like, export_s3_tokenizer
+    from sovits2_jax.parity.reference_models import export_campplus_like, export_s3_tokenizer
 
     root = tmp_path_factory.mktemp("onnx_models")
     return {

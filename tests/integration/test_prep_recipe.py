@@ -10,7 +10,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 def test_recipe_prepares_every_subset_with_the_given_models(tmp_path, torch_available):
-    from sovits2_jax.data.prep.reference_models import export_campplus_like, export_s3_tokenizer
+    from sovits2_jax.parity.reference_models import export_campplus_like, export_s3_tokenizer
 
     libritts = tmp_path / "LibriTTS"
     corpus.build_corpus(str(libritts / "train-clean-100"), utterances=8, num_speakers=2, seed=0, workers=1)

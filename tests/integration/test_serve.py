@@ -51,8 +51,8 @@ def server(tmp_path_factory, tiny_cosyvoice2_dir, xla_cache):
 
     port = _free_port()
     log_path = tmp_path_factory.mktemp("serve") / "server.log"
-    cmd = [sys.executable, "-m", "sovits2_jax.serve", f"--model_dir={tiny_cosyvoice2_dir}", f"--port={port}",
-           "--batch_window_ms=3000", f"--compile_cache={xla_cache}"]  # fmt: skip
+    cmd = [sys.executable, "-m", "sovits2_jax.infer.cosyvoice2.server", f"--model_dir={tiny_cosyvoice2_dir}",
+           f"--port={port}",            "--batch_window_ms=3000", f"--compile_cache={xla_cache}"]  # fmt: skip
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     with log_path.open("w") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=Path(__file__).parents[2])

@@ -15,9 +15,10 @@ import numpy as np
 import pytest
 
 from sovits2_jax.convert import checkpoint as ckpt
+from sovits2_jax.convert import parts
 from sovits2_jax.convert.cli import jax_to_torch_main
 from sovits2_jax.convert.mapping import ConversionError, expected_shapes, flatten, unflatten
-from sovits2_jax.train import average, pretrained
+from sovits2_jax.train import average
 
 pytestmark = pytest.mark.parity
 torch = pytest.importorskip("torch")
@@ -75,7 +76,7 @@ def test_step_directory_is_a_jax_to_torch_src(trained, tmp_path):
     workdir, _, steps = trained["hift"]
     assert jax_to_torch_main([f"--src={workdir / 'checkpoints' / '2'}", f"--dst={tmp_path / 'hift.pt'}"]) == 0
     state = torch.load(tmp_path / "hift.pt", weights_only=True)
-    model_config = pretrained.load(workdir / "checkpoints" / "2", "hift")[1]
+    model_config = parts.load(workdir / "checkpoints" / "2", "hift")[1]
     parity_hift.build_reference(model_config, perturb=False).load_state_dict(state, strict=True)
     expected = dict(cosyvoice2_hift.params_to_torch(steps[2]["generator"], model_config))
     assert sorted(state) == sorted(expected)
@@ -109,7 +110,7 @@ def test_averaged_export_is_a_cosyvoice2_model_directory_matching_ours(trained, 
     }
 
     for part, (_, _, steps) in trained.items():
-        params, _ = pretrained.load(model_dir, part)
+        params, _ = parts.load(model_dir, part)
         flat = flatten(params)
         first, second = flatten(steps[1][_player(part)]), flatten(steps[2][_player(part)])
         assert sorted(flat) == sorted(first)
@@ -125,7 +126,7 @@ def test_averaged_export_is_a_cosyvoice2_model_directory_matching_ours(trained, 
     for part, case in cases.items():
         report = parity.compare_outputs(case.run_torch(case.inputs), case.run_jax(case.inputs), case.atol, case.rtol)
         assert case.atol <= 1e-4 and all(r["ok"] for r in report.values()), (part, report)
-    hift_config = pretrained.load(model_dir, "hift")[1]
+    hift_config = parts.load(model_dir, "hift")[1]
     state = torch.load(model_dir / "hift.pt", weights_only=True)
     parity_hift.build_reference(hift_config, perturb=False).load_state_dict(state, strict=True)
 
@@ -143,15 +144,15 @@ def test_vits_export_loads_in_gpt_sovits_synthesizer(tmp_path, write_trainer_ste
     # GPT-SoVITS's MRTE hard-codes 192 hidden channels; the rest shrunk
     cfg = dataclasses.replace(gpt_sovits_v2(), filter_channels=64, n_layers=2, upsample_initial_channel=64)
     generator = _random_params(lambda: SynthesizerTrn(cfg, rngs=nnx.Rngs(0)), 7)
-    meta = {**pretrained.export_meta("vits", cfg, player="generator"), "family": "vits"}
+    meta = {**parts.export_meta("vits", cfg, player="generator"), "family": "vits"}
     write_trainer_steps(tmp_path / "wd", {3: {"generator": generator, "discriminator": {"w": np.ones(3, np.float32)}}},
                         meta)  # fmt: skip
     pth = tmp_path / "s2.pth"
     assert jax_to_torch_main([f"--src={tmp_path / 'wd' / 'checkpoints' / '3'}", f"--dst={pth}"]) == 0
     model, loaded_cfg = parity_vits.load_torch_synthesizer(pth)  # raises unless every non-enc_q key fits
     assert loaded_cfg.filter_channels == 64 and loaded_cfg.version == "v2"
-    ours, _ = pretrained.load(pth, "vits")
-    theirs, _ = pretrained.load(tmp_path / "wd", "vits")  # the workdir: its latest step
+    ours, _ = parts.load(pth, "vits")
+    theirs, _ = parts.load(tmp_path / "wd", "vits")  # the workdir: its latest step
     for k, v in flatten(theirs).items():  # the .pth stores float16, as GPT-SoVITS releases do
         np.testing.assert_array_equal(flatten(ours)[k], v.astype(np.float16).astype(np.float32), err_msg=k)
     assert model.enc_p.text_embedding.weight.shape[0] == 732
@@ -171,16 +172,16 @@ def test_pretrained_load_on_every_source_kind_and_bad_sources(trained, tmp_path,
     ours = cosyvoice2.torch_to_jax(model_dir, tmp_path / "ours")
     hf_ours = hf_qwen2.torch_to_jax(model_dir / "CosyVoice-BlankEN", tmp_path / "hf_ours")
     for src in (workdir, workdir / "checkpoints", workdir / "checkpoints" / "2", model_dir, ours, ours / "llm"):
-        params, config = pretrained.load(src, "llm")
+        params, config = parts.load(src, "llm")
         assert config.speech_token_size == trained["llm"][1].llm.model.speech_token_size, src
         assert all(np.array_equal(v, step2[k]) for k, v in flatten(params).items()) and len(flatten(params)) == len(
             step2
         ), src
     for src in (model_dir / "CosyVoice-BlankEN", hf_ours):
-        backbone, config = pretrained.load(src, "llm")  # the backbone only, as CosyVoice's qwen_pretrain_path
+        backbone, config = parts.load(src, "llm")  # the backbone only, as CosyVoice's qwen_pretrain_path
         assert sorted(backbone) == ["llm"] and config.backbone.hidden_size == 64
         assert all(np.array_equal(v, step2[f"llm.{k}"]) for k, v in flatten(backbone["llm"]).items())
-        qwen2, qconfig = pretrained.load(src, "qwen2", scan_layers=True)
+        qwen2, qconfig = parts.load(src, "qwen2", scan_layers=True)
         assert qconfig.scan_layers and qwen2["model"]["layers"]["mlp"]["up"]["kernel"].shape[0] == 2
 
     (tmp_path / "empty").mkdir()
@@ -194,7 +195,7 @@ def test_pretrained_load_on_every_source_kind_and_bad_sources(trained, tmp_path,
     ]
     for src, part, message in bad:
         with pytest.raises(ConversionError, match=message) as err:
-            pretrained.load(src, part)
+            parts.load(src, part)
         assert str(src) in str(err.value)
     capsys.readouterr()
     assert jax_to_torch_main([f"--src={tmp_path / 'empty'}", f"--dst={tmp_path / 'x.pt'}"]) == 2

@@ -17,7 +17,7 @@ from flax import nnx
 from sovits2_jax.audio.spectrogram import linear_spectrogram
 from sovits2_jax.models.discriminators import MultiPeriodDiscriminator
 from sovits2_jax.models.vits2.synthesizer import SynthesizerTrn
-from sovits2_jax.train.vits import make_vits_steps, param_labels
+from sovits2_jax.train.families.vits import make_vits_steps, param_labels
 
 STEPS = 100
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from sovits2_jax.parallel.launch_local import free_port
+from sovits2_jax.cluster.launch_local import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 TRAIN = [".venv/bin/python", "-m", "sovits2_jax.train", "--config=configs/cosyvoice2.py:llm", "--workdir=/ckpt/llm"]
@@ -26,7 +26,7 @@ def rank_lines(text):
 
 
 def test_local_dry_run_lists_every_rank_with_one_coordinator():
-    out = run(sys.executable, "-m", "sovits2_jax.parallel.launch_local", "-n", "3", "--devices_per_process", "2",
+    out = run(sys.executable, "-m", "sovits2_jax.cluster.launch_local", "-n", "3", "--devices_per_process", "2",
               "--dry_run", "--", *TRAIN)  # fmt: skip
     env_lines = [line for line in out.splitlines() if "env:" in line]
     assert [re.search(r"SOVITS2_PROCESS_ID=(\d)", line).group(1) for line in env_lines] == ["0", "1", "2"]
@@ -90,11 +90,11 @@ def test_a_process_that_never_arrives_is_named_within_the_timeout():
     env = {**os.environ, "SOVITS2_COORDINATOR": f"127.0.0.1:{port}", "SOVITS2_NUM_PROCESSES": "3",
            "SOVITS2_PROCESS_ID": "0", "SOVITS2_INIT_TIMEOUT": "8", "JAX_PLATFORMS": "cpu"}  # fmt: skip
     joiner = subprocess.Popen(
-        [sys.executable, "-m", "sovits2_jax.parallel.selftest", "--config=configs/qwen2.py:tiny"],
+        [sys.executable, "-m", "sovits2_jax.cluster.selftest", "--config=configs/qwen2.py:tiny"],
         cwd=ROOT, env={**env, "SOVITS2_PROCESS_ID": "2"}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     t0 = time.monotonic()
-    out = subprocess.run([sys.executable, "-m", "sovits2_jax.parallel.selftest", "--config=configs/qwen2.py:tiny"],
+    out = subprocess.run([sys.executable, "-m", "sovits2_jax.cluster.selftest", "--config=configs/qwen2.py:tiny"],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
     elapsed = time.monotonic() - t0
     joiner_out, _ = joiner.communicate(timeout=120)

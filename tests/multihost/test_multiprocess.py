@@ -6,9 +6,9 @@ import sys
 
 import pytest
 
-from sovits2_jax.config import load_config
+from sovits2_jax.cluster.selftest import step_result
 from sovits2_jax.parallel.distributed import cluster_kind, initialize
-from sovits2_jax.parallel.selftest import step_result
+from sovits2_jax.validation import load_config
 
 
 def test_two_processes_match_one(tmp_path):
@@ -16,7 +16,7 @@ def test_two_processes_match_one(tmp_path):
     cmd = [
         sys.executable,
         "-m",
-        "sovits2_jax.parallel.launch_local",
+        "sovits2_jax.cluster.launch_local",
         "-n",
         "2",
         "--devices_per_process",
@@ -26,7 +26,7 @@ def test_two_processes_match_one(tmp_path):
         "--",
         sys.executable,
         "-m",
-        "sovits2_jax.parallel.selftest",
+        "sovits2_jax.cluster.selftest",
         "--config=configs/qwen2.py:tiny",
         *overrides,
     ]
@@ -48,7 +48,7 @@ def test_a_failing_process_stops_the_job():
     cmd = [
         sys.executable,
         "-m",
-        "sovits2_jax.parallel.launch_local",
+        "sovits2_jax.cluster.launch_local",
         "-n",
         "2",
         "--timeout_s",

@@ -10,9 +10,9 @@ from flax import nnx
 
 from sovits2_jax.infer import generate as gen
 from sovits2_jax.infer.sampling import SamplingConfig
-from sovits2_jax.models.layouts import PAD, SPEECH
 from sovits2_jax.models.qwen2 import Qwen2Config, Qwen2ForCausalLM
 from sovits2_jax.models.speech_lm import SpeechLM, SpeechLMConfig
+from sovits2_jax.text.layouts import PAD, SPEECH
 
 pytestmark = pytest.mark.parity
 

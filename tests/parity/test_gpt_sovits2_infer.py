@@ -1,4 +1,4 @@
-"""GPT-SoVITS2 synthesis (sovits2_jax/infer/gpt_sovits2.py) on tiny random models, and its VITS multi-reference
+"""GPT-SoVITS2 synthesis (sovits2_jax/infer/gpt_sovits2/tts.py) on tiny random models, and its VITS multi-reference
 decode against upstream-era GPT-SoVITS v2 ``SynthesizerTrn.decode(codes, text, refer: list, ...)`` (the
 gpt-sovits-cpufast wheel unpacked beside the venv) at the released s2 v2 sizes, every tensor perturbed."""
 
@@ -17,12 +17,12 @@ from flax import nnx
 from configs.vits2 import gpt_sovits_v2, tiny
 from sovits2_jax.data import packing
 from sovits2_jax.infer import generate as gen
-from sovits2_jax.infer import gpt_sovits2 as gs2
+from sovits2_jax.infer.gpt_sovits2 import tts as gs2
 from sovits2_jax.infer.sampling import SamplingConfig
-from sovits2_jax.models import layouts
 from sovits2_jax.models import speech_lm as slm
 from sovits2_jax.models.qwen2 import Qwen2Config
 from sovits2_jax.models.vits2 import SynthesizerTrn
+from sovits2_jax.text import layouts
 
 ROOT = Path(__file__).resolve().parents[2]
 V2_REFERENCE = ROOT / ".venv" / "refs" / "gpt-sovits-cpufast"

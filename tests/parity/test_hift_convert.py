@@ -146,7 +146,8 @@ def test_cosyvoice2_directory_round_trip_with_only_hift(state_dict, tmp_path):
 
 
 def test_configs_hift_matches_the_model_defaults():
-    from sovits2_jax.config import load_config, validate
+    from sovits2_jax.train.validate import validate
+    from sovits2_jax.validation import load_config
 
     path = Path(__file__).resolve().parents[2] / "configs" / "hift.py"
     config = load_config(str(path))

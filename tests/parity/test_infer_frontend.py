@@ -21,9 +21,9 @@ import pytest
 
 from sovits2_jax.audio.resample import resample
 from sovits2_jax.infer import sampling as sampler
-from sovits2_jax.infer import text_frontend
-from sovits2_jax.infer.frontend import Frontend, FrontendError
-from sovits2_jax.infer.inputs import ModelInput
+from sovits2_jax.infer.cosyvoice2.frontend import Frontend, FrontendError
+from sovits2_jax.infer.cosyvoice2.inputs import ModelInput
+from sovits2_jax.text import normalize as text_frontend
 from sovits2_jax.text.tokenizer import get_tokenizer
 
 pytestmark = pytest.mark.parity
@@ -99,8 +99,8 @@ def reference_frontend(tiny_cosyvoice2_dir):
 
 @pytest.fixture(scope="module")
 def tts(tiny_cosyvoice2_dir):
+    from sovits2_jax.infer.cosyvoice2.tts import TTS
     from sovits2_jax.infer.sampling import SamplingConfig
-    from sovits2_jax.infer.tts import TTS
 
     return TTS.from_pretrained(tiny_cosyvoice2_dir, sampling=SamplingConfig(method="greedy"))
 
@@ -212,7 +212,7 @@ def test_long_text_is_split_not_truncated():
 
 
 def test_spk2info_round_trip_in_cosyvoice_layout(tts, speech, tmp_path, tiny_cosyvoice2_dir):
-    from sovits2_jax.infer import spk2info
+    from sovits2_jax.infer.cosyvoice2 import spk2info
 
     _, _, wav16k = speech
     assert tts.speakers == ["spk_a", "spk_b"]
@@ -414,7 +414,7 @@ def test_lm_tokens_equal_qwen2lm_inference_with_ras(tts, speech, reference_lm, m
     succeeds, so the retry's key matters) and eos stops. The seed has no step before min_len where eos alone fills
     the nucleus: there the reference gives up after 100 trials (RuntimeError) where we fall back to a draw without
     eos (test_sampling_reference.py compares that case)."""
-    from sovits2_jax.infer.engine import Engine, EngineConfig, lm_key, row_keys
+    from sovits2_jax.infer.cosyvoice2.engine import Engine, EngineConfig, lm_key, row_keys
 
     config = dataclasses.replace(tts.files.sampling, method="ras")
     rows = _three_mode_rows(tts.frontend, speech)

@@ -10,8 +10,14 @@ import numpy as np
 import pytest
 
 from configs.flow import tiny_config
-from sovits2_jax.infer.hift_streaming import HiftStreamer
-from sovits2_jax.infer.token2wav import GrowingHopFlowStreamer, Token2WavStream, fixed_noise, flow_batch, stretch_mel
+from sovits2_jax.infer.cosyvoice2.hift_streaming import HiftStreamer
+from sovits2_jax.infer.cosyvoice2.token2wav import (
+    GrowingHopFlowStreamer,
+    Token2WavStream,
+    fixed_noise,
+    flow_batch,
+    stretch_mel,
+)
 from sovits2_jax.parity.references import flow as pf
 from sovits2_jax.parity.references import hift as ph
 from sovits2_jax.parity.torch_refs import import_cosyvoice, to_numpy
@@ -236,7 +242,7 @@ def test_batched_hift_rows_equal_the_reference_on_each_row_alone(models):
     ``hift.inference`` on each unpadded row: every sample, the last frames included (noise off on both sides)."""
     import torch
 
-    from sovits2_jax.infer.token2wav import hift_batch
+    from sovits2_jax.infer.cosyvoice2.token2wav import hift_batch
     from sovits2_jax.parity.references.hift import torch_noise_off
 
     model, _, hift, _, data = models
@@ -257,7 +263,7 @@ def test_batched_hift_with_noise_equals_each_row_unpadded(models):
     import jax
     from flax import nnx
 
-    from sovits2_jax.infer.token2wav import hift_batch
+    from sovits2_jax.infer.cosyvoice2.token2wav import hift_batch
 
     _, _, hift, _, data = models
     mels = _row_mels(data, (90, 23))

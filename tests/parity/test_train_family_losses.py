@@ -19,8 +19,8 @@ from sovits2_jax.convert.params import params_from_flat
 from sovits2_jax.models import speech_lm as slm
 from sovits2_jax.parity.references import flow as parity_flow
 from sovits2_jax.parity.references import llm as parity_llm
-from sovits2_jax.train import dpo
-from sovits2_jax.train import flow as flow_family
+from sovits2_jax.train.families import dpo
+from sovits2_jax.train.families import flow as flow_family
 
 torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.parity

@@ -14,8 +14,8 @@ torch = pytest.importorskip("torch")
 from sovits2_jax.convert.gpt_sovits_keys import rules_for  # noqa: E402
 from sovits2_jax.convert.mapping import expected_shapes, torch_to_ours  # noqa: E402
 from sovits2_jax.convert.params import params_from_flat  # noqa: E402
-from sovits2_jax.models.vits2 import losses  # noqa: E402
 from sovits2_jax.parity.references import vits as parity_vits  # noqa: E402
+from sovits2_jax.train import vits_losses as losses  # noqa: E402
 
 pytestmark = pytest.mark.parity
 ATOL = 1e-4

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 from sovits2_jax.convert import checkpoint as ckpt
+from sovits2_jax.convert import parts
 from sovits2_jax.convert.mapping import flatten
 from sovits2_jax.models.flow.config import FlowConfig
-from sovits2_jax.train import average, pretrained
+from sovits2_jax.train import average
 
 REPO = Path(__file__).resolve().parents[2]
 EVAL_LOSSES = {1: 3.0, 2: 1.0, 3: None, 4: 2.0, 5: 0.5}  # step 3 saved between evals: no dev loss
@@ -30,7 +31,7 @@ def _players(step: int) -> dict:
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory, write_trainer_steps) -> Path:
     root = tmp_path_factory.mktemp("avg")
-    meta = pretrained.export_meta("flow", FlowConfig(), player="model")
+    meta = parts.export_meta("flow", FlowConfig(), player="model")
     write_trainer_steps(root, {s: _players(s) for s in EVAL_LOSSES}, meta, EVAL_LOSSES)
     return root
 
@@ -52,7 +53,7 @@ def test_average_by_dev_loss_is_the_mean_of_the_best(workdir, tmp_path):
     dst = tmp_path / "avg"
     written, chosen = average.average_checkpoints(workdir, 3, "dev_loss", dst)
     assert [int(d.name) for d in chosen] == [5, 2, 4]  # ascending dev loss; step 3 has none
-    params, config = pretrained.load(written, "flow")
+    params, config = parts.load(written, "flow")
     _assert_params(params, _expected_mean([5, 2, 4]))
     assert config == FlowConfig()
     meta = ckpt.read_meta(dst)
@@ -62,7 +63,7 @@ def test_average_by_dev_loss_is_the_mean_of_the_best(workdir, tmp_path):
 
 
 def test_dev_loss_from_metrics_log_without_best_tracking(tmp_path, write_trainer_steps):
-    meta = pretrained.export_meta("flow", FlowConfig(), player="model")
+    meta = parts.export_meta("flow", FlowConfig(), player="model")
     write_trainer_steps(tmp_path, {s: _players(s) for s in EVAL_LOSSES}, meta, EVAL_LOSSES, keep_best=0)
     assert not (tmp_path / "checkpoints" / "5" / "metrics").exists()
     assert [average.eval_loss(d) for d in ckpt.step_dirs(tmp_path / "checkpoints")] == [3.0, 1.0, None, 2.0, 0.5]

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from configs.qwen2 import preset
-from sovits2_jax.infer.engine import random_engine
-from sovits2_jax.infer.inputs import ModelInput
+from sovits2_jax.infer.cosyvoice2.engine import random_engine
+from sovits2_jax.infer.cosyvoice2.inputs import ModelInput
 
 SPEECH = 64  # the tiny flow's vocabulary = the tiny LM's speech tokens
 TEXT_VOCAB = preset("tiny").vocab_size

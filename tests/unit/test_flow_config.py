@@ -3,8 +3,9 @@
 import pytest
 
 from configs.flow import named_config
-from sovits2_jax.config import load_config, validate
 from sovits2_jax.models.flow.config import FlowConfig
+from sovits2_jax.train.validate import validate
+from sovits2_jax.validation import load_config
 
 
 @pytest.mark.parametrize("size", ["real", "tiny"])

@@ -115,7 +115,7 @@ def test_lockstep_aligns_shapes_and_keeps_every_local_batch():
 
 
 def test_pack_rows_segments_and_positions():
-    from sovits2_jax.models.layouts import IGNORE_ID, PAD
+    from sovits2_jax.text.layouts import IGNORE_ID, PAD
 
     a = packing.gpt_sovits2_example([[5, 6], [7]], [[1, 2, 3], [4, 4]], speech_token_size=100)
     b = packing.gpt_sovits2_example([[8, 9, 10], [11, 12]], [[6], [7, 7, 7]], speech_token_size=100)

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from sovits2_jax.config import load_config
 from sovits2_jax.infer import generate as gen
-from sovits2_jax.models import layouts
 from sovits2_jax.models import speech_lm as slm
 from sovits2_jax.models.qwen2 import Qwen2Config
+from sovits2_jax.text import layouts
+from sovits2_jax.validation import load_config
 
 S, T, SP, PAD = layouts.SPECIAL, layouts.TEXT, layouts.SPEECH, layouts.PAD
 TINY = Qwen2Config(vocab_size=64, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4, num_kv_heads=2)

@@ -8,10 +8,10 @@ import pytest
 from flax import nnx
 
 from sovits2_jax.data import packing
-from sovits2_jax.models import layouts
 from sovits2_jax.models import speech_lm as slm
 from sovits2_jax.models.qwen2 import Qwen2Config
-from sovits2_jax.train import gpt_sovits2
+from sovits2_jax.text import layouts
+from sovits2_jax.train.families import gpt_sovits2
 
 SPEECH_TOKENS = 20
 BACKBONE = Qwen2Config(vocab_size=64, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4, num_kv_heads=2)

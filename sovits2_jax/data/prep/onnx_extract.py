@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
-import math
 import multiprocessing
 import os
 from collections.abc import Callable
@@ -26,6 +25,7 @@ from tqdm import tqdm
 
 from sovits2_jax.audio.fbank import campplus_features
 from sovits2_jax.audio.io import AudioError, load_audio
+from sovits2_jax.audio.onnx_models import embed_features, make_session, tokenize_mels
 from sovits2_jax.audio.whisper_mel import log_mel_spectrogram
 from sovits2_jax.data.prep import command, feature_store, resemblyzer_encoder, run
 from sovits2_jax.data.prep.kaldi import read_kaldi_dir
@@ -36,18 +36,6 @@ log = logging.getLogger(__name__)
 SAMPLE_RATE = 16000
 MAX_TOKEN_SECONDS = 30.0
 CHUNK = 16
-
-
-def make_session(onnx_path: str, threads: int = 1):
-    import onnxruntime
-
-    if not os.path.exists(onnx_path):
-        raise FileNotFoundError(f"ONNX model {onnx_path} does not exist")
-    opts = onnxruntime.SessionOptions()
-    opts.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    return onnxruntime.InferenceSession(onnx_path, sess_options=opts, providers=["CPUExecutionProvider"])
 
 
 def check_embedding_model(session, onnx_path: str) -> None:
@@ -64,34 +52,6 @@ def check_token_model(session, onnx_path: str) -> None:
     if len(inputs) < 2 or len(inputs[0].shape) != 3 or inputs[0].shape[1] != 128:
         shapes = [(i.name, i.shape) for i in inputs]
         raise ValueError(f"{onnx_path}: not S3-compatible: need inputs [B, 128, T] and [B] lengths, got {shapes}")
-
-
-def embed_features(session, feats: np.ndarray) -> np.ndarray:
-    """One utterance's embedding from its campplus features [T, 80]."""
-    out = session.run(None, {session.get_inputs()[0].name: feats[None].astype(np.float32)})[0]
-    return np.asarray(out, np.float32).reshape(-1)
-
-
-def _token_lengths(mel_lengths: np.ndarray, padded: int, out_len: int) -> np.ndarray:
-    """Valid tokens per utterance: each stride-2 conv (k3, p1) maps n frames to (n - 1) // 2 + 1."""
-    halvings = max(0, round(math.log2(max(padded, 1) / max(out_len, 1))))
-    lengths = mel_lengths.astype(np.int64)
-    for _ in range(halvings):
-        lengths = (lengths - 1) // 2 + 1
-    return np.minimum(lengths, out_len)
-
-
-def tokenize_mels(session, mels: list[np.ndarray]) -> list[np.ndarray]:
-    """Speech tokens for a batch of log-mels [128, T_i] (padded with zeros to the longest)."""
-    lengths = np.array([m.shape[1] for m in mels], dtype=np.int32)
-    batch = np.zeros((len(mels), mels[0].shape[0], int(lengths.max())), np.float32)
-    for i, m in enumerate(mels):
-        batch[i, :, : m.shape[1]] = m
-    names = [i.name for i in session.get_inputs()]
-    out = np.asarray(session.run(None, {names[0]: batch, names[1]: lengths})[0])
-    out = out.reshape(len(mels), -1)
-    valid = _token_lengths(lengths, batch.shape[2], out.shape[1]) if len(mels) > 1 else [out.shape[1]]
-    return [out[i, : valid[i]].astype(np.int32) for i in range(len(mels))]
 
 
 # ---- worker side ---------------------------------------------------------------------------------------------

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from sovits2_jax.infer.frontend import Audio, Frontend, FrontendError
-from sovits2_jax.infer.inputs import ModelInput
-from sovits2_jax.infer.loading import ModelFiles, build_engine, find_model, load_parts
+from sovits2_jax.infer.cosyvoice2.frontend import Audio, Frontend, FrontendError
+from sovits2_jax.infer.cosyvoice2.inputs import ModelInput
+from sovits2_jax.infer.cosyvoice2.loading import ModelFiles, build_engine, find_model, load_parts
 
 
 @dataclasses.dataclass
@@ -46,7 +46,7 @@ def _session_opener(path: Path | None):
         return None
 
     def open_session():
-        from sovits2_jax.data.prep.onnx_extract import make_session
+        from sovits2_jax.audio.onnx_models import make_session
 
         return make_session(str(path))
 
@@ -57,7 +57,7 @@ def _spk2info_reader(path: Path | None):
     def read():
         if path is None:
             return {}
-        from sovits2_jax.infer import spk2info
+        from sovits2_jax.infer.cosyvoice2 import spk2info
 
         try:
             return spk2info.load(path)
@@ -133,7 +133,7 @@ class TTS:
         """All segments as one batch; the audio of segment i (seed + i) concatenated in order. ``keep_mels``: the
         flow's mels (before any speed change) too."""
         _check_speed(speed)
-        from sovits2_jax.infer.engine import row_keys
+        from sovits2_jax.infer.cosyvoice2.engine import row_keys
 
         tokens = self.engine.speech_tokens(inputs, seed)
         for i, t in enumerate(tokens):
@@ -155,7 +155,7 @@ class TTS:
         return out
 
     def _mels(self, inputs: list[ModelInput], tokens: list[np.ndarray]) -> list[np.ndarray]:
-        from sovits2_jax.infer.token2wav import flow_batch
+        from sovits2_jax.infer.cosyvoice2.token2wav import flow_batch
 
         e = self.engine
         prompts = [x.flow_prompt_speech_token for x in inputs]
@@ -214,6 +214,6 @@ class TTS:
 
     def save_speakers(self, path: str | os.PathLike) -> None:
         """Writes every speaker to ``path`` in CosyVoice's spk2info.pt layout."""
-        from sovits2_jax.infer import spk2info
+        from sovits2_jax.infer.cosyvoice2 import spk2info
 
         spk2info.save(path, self.frontend.spk2info)

@@ -1,6 +1,6 @@
 """Conversion round trip on a random model: random HF Qwen2 -> Orbax -> parity vs transformers -> back to HF.
 
-    python -m sovits2_jax.parity.roundtrip_demo --config=configs/qwen2.py:tiny [--config.model.num_layers=3] \\
+    python -m sovits2_jax.demo.roundtrip --config=configs/qwen2.py:tiny [--config.model.num_layers=3] \\
         [--workdir=out/roundtrip]  (make roundtrip)
 
 Prints the parameter sharding on the configured mesh, the parity report and the round-trip check.
@@ -15,6 +15,7 @@ import numpy as np
 from absl import flags
 
 from sovits2_jax import cli
+from sovits2_jax.train.validate import validate
 
 _CONFIG = cli.config_flag("configs/qwen2.py:tiny")
 _WORKDIR = flags.DEFINE_string("workdir", "out/roundtrip", "where the checkpoints and report.json are written")
@@ -45,7 +46,7 @@ def main(argv) -> int:
     from sovits2_jax.parallel.sharding import describe, sharded_init
     from sovits2_jax.parity.random_reference import save_random_hf_qwen2
 
-    config = cli.validated(_CONFIG)
+    config = cli.validated(_CONFIG, validate)
     workdir = Path(_WORKDIR.value)
     model_config = Qwen2Config.from_dict(config.model.to_dict())
 

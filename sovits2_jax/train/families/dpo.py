@@ -18,10 +18,11 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
+from sovits2_jax.models import sampling_config
 from sovits2_jax.models import speech_lm as slm
-from sovits2_jax.models.layouts import IGNORE_ID
-from sovits2_jax.train import llm
-from sovits2_jax.train.family import Phase, Player
+from sovits2_jax.text.layouts import IGNORE_ID
+from sovits2_jax.train.families import llm
+from sovits2_jax.train.family import Family, Phase, Player
 from sovits2_jax.validation import ConfigError
 
 PART = "dpo"  # config.dpo: the speech LM's model section (configs/cosyvoice2.py:dpo*)
@@ -119,19 +120,21 @@ def make_loss(config):
 
 
 def load_llm(config, path: str, current: dict) -> dict:
-    """``current`` (a SpeechLM's params) with the llm part of ``path`` (any ``pretrained.load`` source)."""
-    from sovits2_jax.train import pretrained
+    """``current`` (a SpeechLM's params) with the llm part of ``path`` (any ``parts.load`` source)."""
+    from sovits2_jax.convert import parts
 
-    loaded, _ = pretrained.load(path, "llm", scan_layers=llm.model_config(config, PART).backbone.scan_layers)
+    loaded, _ = parts.load(path, "llm", scan_layers=llm.model_config(config, PART).backbone.scan_layers)
     return llm.merge_pretrained(current, loaded, f"{path!r}")
 
 
 @dataclasses.dataclass(frozen=True)
-class DpoFamily:
+class DpoFamily(Family):
     name: str = "dpo"
 
-    def data_kind(self, config) -> str:
-        return "llm"
+    def validate(self, config) -> None:
+        slm.validate(config[PART].model, prefix=f"config.{PART}.model")
+        sampling_config.validate(config[PART].sampling, prefix=f"config.{PART}.sampling")
+
 
     def players(self, config) -> list[Player]:
         if not config.data.get("dpo", False):
@@ -162,9 +165,9 @@ class DpoFamily:
         return {**params, "model": policy, "reference": reference}
 
     def export_meta(self, config) -> dict:
-        from sovits2_jax.train import pretrained
+        from sovits2_jax.convert import parts
 
-        return pretrained.export_meta("llm", llm.model_config(config, PART), "model")
+        return parts.export_meta("llm", llm.model_config(config, PART), "model")
 
 
 FAMILY = DpoFamily()

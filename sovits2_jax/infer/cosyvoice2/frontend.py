@@ -20,8 +20,8 @@ from sovits2_jax.audio.io import AudioError, load_audio
 from sovits2_jax.audio.mel import MelConfig, mel_spectrogram_np
 from sovits2_jax.audio.resample import resample
 from sovits2_jax.audio.whisper_mel import log_mel_spectrogram
-from sovits2_jax.infer import text_frontend
-from sovits2_jax.infer.inputs import ModelInput
+from sovits2_jax.infer.cosyvoice2.inputs import ModelInput
+from sovits2_jax.text import normalize as text_frontend
 from sovits2_jax.text.tokenizer import QwenTokenizer
 
 TOKENIZER_SR = 16000
@@ -132,7 +132,7 @@ class Frontend:
 
     def speech_tokens(self, wav16k: np.ndarray) -> np.ndarray:
         """Speech tokens of 16 kHz audio (at most 30 s), int32 [n]."""
-        from sovits2_jax.data.prep.onnx_extract import tokenize_mels
+        from sovits2_jax.audio.onnx_models import tokenize_mels
 
         if len(wav16k) / TOKENIZER_SR > MAX_PROMPT_SECONDS:
             raise FrontendError(f"speech tokens: audio over {MAX_PROMPT_SECONDS:.0f} s is not supported")
@@ -140,7 +140,7 @@ class Frontend:
 
     def speaker_embedding(self, wav16k: np.ndarray) -> np.ndarray:
         """Speaker embedding of 16 kHz audio, float32 [D]."""
-        from sovits2_jax.data.prep.onnx_extract import embed_features
+        from sovits2_jax.audio.onnx_models import embed_features
 
         return embed_features(self._session("speaker model"), campplus_features(wav16k))
 

@@ -1,6 +1,6 @@
 """Recipe stage 4: synthesise a test set's ``tts_text.json`` with a trained model, as CosyVoice's inference.py.
 
-    python -m sovits2_jax.infer.recipe --model_dir DIR --data_list data/test/parquet/data.list \\
+    python -m sovits2_jax.infer.cosyvoice2.recipe --model_dir DIR --data_list data/test/parquet/data.list \\
         --tts_text tts_text.json --mode sft|zero_shot --result_dir DIR [--utt2data LIST] [--batch_size 8]
 
 ``tts_text.json`` maps an utterance id to a list of texts; each (utt, i) becomes ``{utt}_{i}.wav`` in
@@ -100,8 +100,8 @@ def prompt_input(tts, row: dict, text_ids: np.ndarray, mode: str):
     """The ModelInput of one segment for a Parquet row (sft: speaker embedding; zero_shot: the row as prompt)."""
     from sovits2_jax.audio.io import load_audio
     from sovits2_jax.audio.resample import resample
-    from sovits2_jax.infer.frontend import trim_token_feat
-    from sovits2_jax.infer.inputs import ModelInput
+    from sovits2_jax.infer.cosyvoice2.frontend import trim_token_feat
+    from sovits2_jax.infer.cosyvoice2.inputs import ModelInput
 
     if mode == "sft":
         emb = np.asarray(row["spk_embedding"], np.float32)
@@ -120,7 +120,7 @@ def prompt_input(tts, row: dict, text_ids: np.ndarray, mode: str):
 def _requests(tts, tts_text: dict[str, list[str]], rows: dict[str, dict], mode: str, skips: dict, normalize: bool):
     """(key, segments' ModelInputs) for every (utt, i), in the json's order."""
     from sovits2_jax.audio.io import AudioError
-    from sovits2_jax.infer.frontend import FrontendError
+    from sovits2_jax.infer.cosyvoice2.frontend import FrontendError
 
     for utt, texts in tts_text.items():
         if utt not in rows:
@@ -188,9 +188,9 @@ def define_flags() -> None:
 
 
 def main(argv: list[str]) -> int:
-    from sovits2_jax.infer.frontend import FrontendError
-    from sovits2_jax.infer.loading import ModelError
-    from sovits2_jax.infer.tts import TTS
+    from sovits2_jax.infer.cosyvoice2.frontend import FrontendError
+    from sovits2_jax.infer.cosyvoice2.loading import ModelError
+    from sovits2_jax.infer.cosyvoice2.tts import TTS
 
     if len(argv) > 1:
         raise cli.Error(f"unexpected arguments {argv[1:]}")

@@ -19,10 +19,11 @@ import jax.numpy as jnp
 from flax import nnx
 
 from sovits2_jax.models.discriminators import VITS_S_LAYERS, MultiPeriodDiscriminator
-from sovits2_jax.models.vits2 import losses
+from sovits2_jax.models.vits2 import config as vits_config
 from sovits2_jax.models.vits2.config import VitsConfig
 from sovits2_jax.models.vits2.synthesizer import SynthesizerTrn
-from sovits2_jax.train.family import Phase, Player
+from sovits2_jax.train import vits_losses as losses
+from sovits2_jax.train.family import Family, Phase, Player
 from sovits2_jax.validation import ConfigError
 
 FROZEN_PREFIXES = ("quantizer", "ssl_proj")  # GPT-SoVITS: frozen quantizer; its codebook is a torch buffer
@@ -87,11 +88,12 @@ def _weighted(terms: dict, batch: dict) -> tuple[jax.Array, dict]:
     return loss, {**{k: v for k, v in terms.items() if k != "loss"}, "weight": weight}
 
 
-class VitsFamily:
+class VitsFamily(Family):
     name = "vits"
 
-    def data_kind(self, config) -> str:
-        return "vits"
+    def validate(self, config) -> None:
+        vits_config.validate(config.vits.model)
+
 
     def model_config(self, config) -> VitsConfig:
         return VitsConfig.from_section(config.vits.model, "config.vits.model")
@@ -152,15 +154,15 @@ class VitsFamily:
         return self.generator_loss
 
     def init_from(self, config, path, params):
-        from sovits2_jax.train import pretrained
+        from sovits2_jax.convert import parts
 
-        loaded, _ = pretrained.load(path, "vits")
+        loaded, _ = parts.load(path, "vits")
         return {**params, "generator": {**params["generator"], **loaded}}  # an s2 .pth has no enc_q
 
     def export_meta(self, config) -> dict:
-        from sovits2_jax.train import pretrained
+        from sovits2_jax.convert import parts
 
-        return pretrained.export_meta("vits", self.model_config(config), player="generator")
+        return parts.export_meta("vits", self.model_config(config), player="generator")
 
     def tokens(self, batch):
         return jnp.sum(batch["spec_len"])

@@ -4,7 +4,7 @@
 weights, ``build_engine`` makes the batched ``Engine``. ``path`` is a CosyVoice2 model directory
 (``cosyvoice2.yaml``, ``llm.pt``, ``flow.pt``, ``hift.pt`` + assets), our converted Orbax directory (``meta.json``,
 the parts, ``assets/``) or a trainer workdir / checkpoint / averaged checkpoint (one part; the others and the
-assets come from ``base``). Each part is read by ``sovits2_jax.train.pretrained.load`` (the converters' readers).
+assets come from ``base``). Each part is read by ``sovits2_jax.convert.parts.load`` (the converters' readers).
 Assets: ``speech_tokenizer_v2.onnx``, ``campplus.onnx`` and ``spk2info.pt``; the first two are only needed by
 modes with prompt audio.
 """
@@ -17,7 +17,7 @@ from typing import Any
 
 from sovits2_jax.convert import checkpoint as ckpt
 from sovits2_jax.convert.mapping import ConversionError
-from sovits2_jax.infer.sampling import SamplingConfig
+from sovits2_jax.models.sampling_config import SamplingConfig
 
 PARTS = ("llm", "flow", "hift")
 SPEECH_TOKENIZER = "speech_tokenizer_v2.onnx"
@@ -34,7 +34,7 @@ class ModelError(ValueError):
 class ModelFiles:
     """Where each part and asset of a model is, and the yaml's settings (found without loading weights)."""
 
-    part_sources: dict[str, Path]  # part -> the path ``pretrained.load`` reads it from
+    part_sources: dict[str, Path]  # part -> the path ``parts.load`` reads it from
     sampling: SamplingConfig
     sample_rate: int
     token_mel_ratio: int
@@ -84,7 +84,7 @@ def _missing_parts(path: Path) -> list[str]:
 
 def _checkpoint_part(path: Path) -> str:
     """The part a trainer checkpoint / workdir / averaged checkpoint holds (from its meta.json)."""
-    from sovits2_jax.train.pretrained import FORMAT_PARTS
+    from sovits2_jax.convert.parts import FORMAT_PARTS
 
     step = ckpt.resolve_checkpoint_dir(path)
     try:
@@ -138,13 +138,13 @@ def find_model(path: str | Path, base: str | Path | None = None) -> ModelFiles:
 
 
 def load_parts(files: ModelFiles) -> LoadedModel:
-    """Reads the three parts' weights (``pretrained.load``); an unreadable part -> ModelError naming it."""
-    from sovits2_jax.train import pretrained
+    """Reads the three parts' weights (``parts.load``); an unreadable part -> ModelError naming it."""
+    from sovits2_jax.convert import parts
 
     params, configs = {}, {}
     for part, src in files.part_sources.items():
         try:
-            params[part], configs[part] = pretrained.load(src, part)
+            params[part], configs[part] = parts.load(src, part)
         except ConversionError as e:
             raise ModelError(f"cannot load the {part} from {src}: {e}") from e
     return LoadedModel(params, configs, files)
@@ -183,7 +183,7 @@ def model_state(loaded: LoadedModel, part: str):
 def build_engine(loaded: LoadedModel, **engine_config):
     """The batched ``Engine`` over the three parts (``engine_config``: EngineConfig fields; the sampling
     defaults to the model's own)."""
-    from sovits2_jax.infer.engine import Engine, EngineConfig
+    from sovits2_jax.infer.cosyvoice2.engine import Engine, EngineConfig
 
     engine_config.setdefault("sampling", loaded.files.sampling)
     llm = (*model_state(loaded, "llm"), loaded.configs["llm"])

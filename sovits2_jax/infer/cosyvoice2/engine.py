@@ -18,9 +18,8 @@ import numpy as np
 from flax import nnx
 
 from sovits2_jax.infer import generate as gen
-from sovits2_jax.infer.inputs import ModelInput
-from sovits2_jax.infer.sampling import SamplingConfig
-from sovits2_jax.infer.token2wav import (
+from sovits2_jax.infer.cosyvoice2.inputs import ModelInput
+from sovits2_jax.infer.cosyvoice2.token2wav import (
     Token2WavStream,
     fixed_noise,
     flow_batch,
@@ -28,6 +27,7 @@ from sovits2_jax.infer.token2wav import (
     hift_batch,
     stretch_mel,
 )
+from sovits2_jax.models.sampling_config import SamplingConfig
 
 
 @dataclasses.dataclass(frozen=True)

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from sovits2_jax.infer.inputs import ModelInput
+from sovits2_jax.infer.cosyvoice2.inputs import ModelInput
 
 TOKEN_FIELDS = ("prompt_text", "llm_prompt_speech_token", "flow_prompt_speech_token")
 

@@ -27,10 +27,10 @@ from flax import nnx
 from sovits2_jax.audio.resample import resample
 from sovits2_jax.audio.spectrogram import linear_spectrogram
 from sovits2_jax.infer import generate as gen
-from sovits2_jax.infer.sampling import SamplingConfig
-from sovits2_jax.models import layouts
+from sovits2_jax.models.sampling_config import SamplingConfig
 from sovits2_jax.models.speech_lm import SpeechLM, SpeechLMConfig
 from sovits2_jax.models.vits2 import SynthesizerTrn, VitsConfig
+from sovits2_jax.text import layouts
 
 SPEECH_TOKENIZER_RATE = 16000  # S3 tokenizers read 16 kHz audio
 
@@ -170,17 +170,17 @@ class GptSoVITS2:
         settings: SynthesisSettings | None = None,
         speech_tokenizer: Callable[[np.ndarray], Sequence[int]] | None = None,
     ) -> GptSoVITS2:
-        """From checkpoints ``train.pretrained.load`` reads (our Orbax directories, trainer checkpoints or
+        """From checkpoints ``train.parts.load`` reads (our Orbax directories, trainer checkpoints or
         workdirs): ``ar`` holds the speech LM, ``vits`` the decoder; with ``vits`` None, ``ar`` is a directory
         holding both as ``ar/`` and ``vits/``. The tokenizer defaults to the Qwen2 BPE one."""
+        from sovits2_jax.convert import parts
         from sovits2_jax.convert.mapping import flatten
         from sovits2_jax.convert.params import params_from_flat
-        from sovits2_jax.train import pretrained
 
         if vits is None:
             ar, vits = Path(ar) / "ar", Path(ar) / "vits"
-        ar_params, ar_cfg = pretrained.load(ar, "llm")
-        vits_params, vits_cfg = pretrained.load(vits, "vits")
+        ar_params, ar_cfg = parts.load(ar, "llm")
+        vits_params, vits_cfg = parts.load(vits, "vits")
         g, p = params_from_flat(lambda: SpeechLM(ar_cfg, rngs=nnx.Rngs(0)), flatten(ar_params))
         vg, vp = params_from_flat(lambda: SynthesizerTrn(vits_cfg, rngs=nnx.Rngs(0)), flatten(vits_params))
         if tokenizer is None:

@@ -18,10 +18,11 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from sovits2_jax.models import sampling_config
 from sovits2_jax.models import speech_lm as slm
-from sovits2_jax.models.layouts import IGNORE_ID
+from sovits2_jax.text.layouts import IGNORE_ID
 from sovits2_jax.train import family as family_lib
-from sovits2_jax.train.family import Phase, Player
+from sovits2_jax.train.family import Family, Phase, Player
 from sovits2_jax.validation import ConfigError
 
 PART = "llm"
@@ -95,11 +96,13 @@ def merge_pretrained(current: dict, loaded: dict, where: str) -> dict:
 
 
 @dataclasses.dataclass(frozen=True)
-class LlmFamily:
+class LlmFamily(Family):
     name: str = "llm"
 
-    def data_kind(self, config) -> str:
-        return "llm"
+    def validate(self, config) -> None:
+        slm.validate(config[PART].model, prefix=f"config.{PART}.model")
+        sampling_config.validate(config[PART].sampling, prefix=f"config.{PART}.sampling")
+
 
     def players(self, config) -> list[Player]:
         check_vocabulary(config)
@@ -115,16 +118,16 @@ class LlmFamily:
         return jnp.sum(batch["speech_token_len"] + batch["text_token_len"])
 
     def init_from(self, config, path: str, params: dict) -> dict:
-        from sovits2_jax.train import pretrained
+        from sovits2_jax.convert import parts
 
         scan = model_config(config).backbone.scan_layers
-        loaded, _ = pretrained.load(path, PART, scan_layers=scan)
+        loaded, _ = parts.load(path, PART, scan_layers=scan)
         return {**params, "model": merge_pretrained(params["model"], loaded, f"config.init.from={path!r}")}
 
     def export_meta(self, config) -> dict:
-        from sovits2_jax.train import pretrained
+        from sovits2_jax.convert import parts
 
-        return pretrained.export_meta(PART, model_config(config), "model")
+        return parts.export_meta(PART, model_config(config), "model")
 
 
 FAMILY = LlmFamily()

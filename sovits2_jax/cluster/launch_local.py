@@ -1,7 +1,7 @@
 """Runs N copies of a command on this machine as one multi-process JAX job (CPU devices), for tests and debugging.
 
-    python -m sovits2_jax.parallel.launch_local --num_processes=2 --devices_per_process=4 -- python -m MODULE ARGS
-    python -m sovits2_jax.parallel.launch_local -n 2 -- python -m MODULE ARGS
+    python -m sovits2_jax.cluster.launch_local --num_processes=2 --devices_per_process=4 -- python -m MODULE ARGS
+    python -m sovits2_jax.cluster.launch_local -n 2 -- python -m MODULE ARGS
 
 Each process gets SOVITS2_COORDINATOR / SOVITS2_NUM_PROCESSES / SOVITS2_PROCESS_ID (read by
 ``sovits2_jax.parallel.distributed.initialize``) and its own simulated device count. Output lines are prefixed

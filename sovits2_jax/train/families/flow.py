@@ -16,10 +16,11 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from sovits2_jax.models.flow import config as flow_config
 from sovits2_jax.models.flow.config import FlowConfig
 from sovits2_jax.models.flow.flow import CausalMaskedDiffWithXvec, draw_training_randomness
 from sovits2_jax.train import family as family_lib
-from sovits2_jax.train.family import Phase, Player
+from sovits2_jax.train.family import Family, Phase, Player
 from sovits2_jax.validation import ConfigError
 
 
@@ -59,11 +60,12 @@ def model_config(config) -> FlowConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class FlowFamily:
+class FlowFamily(Family):
     name: str = "flow"
 
-    def data_kind(self, config) -> str:
-        return "flow"
+    def validate(self, config) -> None:
+        flow_config.validate(flow_section(config).model, prefix="config.flow.model")
+
 
     def players(self, config) -> list[Player]:
         cfg = model_config(config)
@@ -87,15 +89,15 @@ class FlowFamily:
 
     def init_from(self, config, path: str, params: dict) -> dict:
         """The flow from a CosyVoice2 model directory (flow.pt), a trainer checkpoint or an Orbax dir of ours."""
-        from sovits2_jax.train import pretrained
+        from sovits2_jax.convert import parts
 
-        loaded, _ = pretrained.load(path, "flow")
+        loaded, _ = parts.load(path, "flow")
         return {**params, "model": loaded}
 
     def export_meta(self, config) -> dict:
-        from sovits2_jax.train import pretrained
+        from sovits2_jax.convert import parts
 
-        return pretrained.export_meta("flow", model_config(config), "model")
+        return parts.export_meta("flow", model_config(config), "model")
 
 
 FAMILY = FlowFamily()

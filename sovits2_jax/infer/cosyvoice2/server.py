@@ -1,6 +1,6 @@
 """Streaming HTTP server with CosyVoice's endpoints (runtime/python/fastapi/server.py), batched across requests.
 
-    python -m sovits2_jax.serve --model_dir DIR [--host 127.0.0.1 --port 50000]
+    python -m sovits2_jax.infer.cosyvoice2.server --model_dir DIR [--host 127.0.0.1 --port 50000]
 
 ``/inference_sft`` (tts_text, spk_id), ``/inference_zero_shot`` (tts_text, prompt_text, prompt_wav upload),
 ``/inference_cross_lingual`` (tts_text, prompt_wav), ``/inference_instruct2`` (tts_text, instruct_text,
@@ -210,7 +210,7 @@ def main(argv) -> int:
     compile_cache.enable(FLAGS.compile_cache or None)
     if not FLAGS.model_dir:
         raise cli.Error("give --model_dir DIR")
-    from sovits2_jax.infer.tts import TTS
+    from sovits2_jax.infer.cosyvoice2.tts import TTS
 
     try:
         tts = TTS.from_pretrained(FLAGS.model_dir)

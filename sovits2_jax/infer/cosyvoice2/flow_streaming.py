@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from sovits2_jax.infer import flow_cached_streaming as cached
+from sovits2_jax.infer.cosyvoice2 import flow_cached_streaming as cached
 from sovits2_jax.models.flow.flow import concat_padded
 
 

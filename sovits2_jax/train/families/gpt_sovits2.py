@@ -14,10 +14,11 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
+from sovits2_jax.models import sampling_config
 from sovits2_jax.models import speech_lm as slm
-from sovits2_jax.models.layouts import IGNORE_ID, SPEECH
-from sovits2_jax.train import llm
-from sovits2_jax.train.family import Phase, Player
+from sovits2_jax.text.layouts import IGNORE_ID, SPEECH
+from sovits2_jax.train.families import llm
+from sovits2_jax.train.family import Family, Phase, Player
 from sovits2_jax.validation import ConfigError
 
 PART = "ar"
@@ -60,11 +61,13 @@ def loss_fn(models, batch, rng, train):
 
 
 @dataclasses.dataclass(frozen=True)
-class GptSovits2Family:
+class GptSovits2Family(Family):
     name: str = "gpt_sovits2"
 
-    def data_kind(self, config) -> str:
-        return "gpt_sovits2"
+    def validate(self, config) -> None:
+        slm.validate(config[PART].model, prefix=f"config.{PART}.model")
+        sampling_config.validate(config[PART].sampling, prefix=f"config.{PART}.sampling")
+
 
     def players(self, config) -> list[Player]:
         cfg = llm.model_config(config, PART)
@@ -89,16 +92,16 @@ class GptSovits2Family:
     def init_from(self, config, path: str, params: dict) -> dict:
         """The AR from an Orbax checkpoint of ours (a gpt_sovits2 trainer checkpoint or an averaged one), or the
         Qwen2 backbone from an HF directory."""
-        from sovits2_jax.train import pretrained
+        from sovits2_jax.convert import parts
 
         scan = llm.model_config(config, PART).backbone.scan_layers
-        loaded, _ = pretrained.load(path, "llm", scan_layers=scan)
+        loaded, _ = parts.load(path, "llm", scan_layers=scan)
         return {**params, "model": llm.merge_pretrained(params["model"], loaded, f"config.init.from={path!r}")}
 
     def export_meta(self, config) -> dict:
-        from sovits2_jax.train import pretrained
+        from sovits2_jax.convert import parts
 
-        return pretrained.export_meta("llm", llm.model_config(config, PART), "model")
+        return parts.export_meta("llm", llm.model_config(config, PART), "model")
 
 
 FAMILY = GptSovits2Family()

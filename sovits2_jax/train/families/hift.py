@@ -18,9 +18,10 @@ import jax.numpy as jnp
 from flax import nnx
 
 from sovits2_jax.audio.mel import MelConfig, mel_spectrogram
+from sovits2_jax.models import hift as hift_model
 from sovits2_jax.models.discriminators import MultiPeriodDiscriminator, MultipleDiscriminator, MultiResSpecDiscriminator
 from sovits2_jax.models.hift import HiFTConfig, HiFTGenerator
-from sovits2_jax.train.family import Phase, Player
+from sovits2_jax.train.family import Family, Phase, Player
 from sovits2_jax.train.gan_losses import GanLossWeights, hift_discriminator_loss, hift_generator_loss
 
 
@@ -54,11 +55,12 @@ def _weights(config) -> GanLossWeights:
     return GanLossWeights(**config.hift.loss.to_dict())
 
 
-class HiftFamily:
+class HiftFamily(Family):
     name = "hift"
 
-    def data_kind(self, config) -> str:
-        return "hift"
+    def validate(self, config) -> None:
+        hift_model.validate(config.hift.model)
+
 
     def model_config(self, config) -> HiFTConfig:
         return HiFTConfig.from_section(config.hift.model, "config.hift.model")
@@ -109,15 +111,15 @@ class HiftFamily:
         return self.generator_loss(config)
 
     def init_from(self, config, path, params):
-        from sovits2_jax.train import pretrained
+        from sovits2_jax.convert import parts
 
-        loaded, _ = pretrained.load(path, "hift")
+        loaded, _ = parts.load(path, "hift")
         return {**params, "generator": loaded}
 
     def export_meta(self, config) -> dict:
-        from sovits2_jax.train import pretrained
+        from sovits2_jax.convert import parts
 
-        return pretrained.export_meta("hift", self.model_config(config), player="generator")
+        return parts.export_meta("hift", self.model_config(config), player="generator")
 
     def tokens(self, batch):
         return jnp.sum(batch["speech_feat_len"])

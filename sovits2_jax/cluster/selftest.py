@@ -1,7 +1,7 @@
 """Multi-process smoke test: join the job, build the mesh from the config, create sharded params, run one
 forward+backward step on a global batch fed per process, print the loss and gradient norm (same on every process).
 
-    launch/local.sh -n 2 -- .venv/bin/python -m sovits2_jax.parallel.selftest --config=configs/qwen2.py:tiny
+    launch/local.sh -n 2 -- .venv/bin/python -m sovits2_jax.cluster.selftest --config=configs/qwen2.py:tiny
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import json
 from absl import flags
 
 from sovits2_jax import cli
+from sovits2_jax.train.validate import validate
 
 _CONFIG = cli.config_flag("configs/qwen2.py:tiny")
 _SEQ = flags.DEFINE_integer("seq_len", 32, "sequence length of the test batch")
@@ -68,7 +69,7 @@ def main(argv) -> int:
     from sovits2_jax.parallel.distributed import initialize
 
     initialize()
-    result = step_result(cli.validated(_CONFIG), _SEQ.value)
+    result = step_result(cli.validated(_CONFIG, validate), _SEQ.value)
     result.update(process=jax.process_index(), processes=jax.process_count(), devices=jax.device_count())
     print("SELFTEST " + json.dumps(result), flush=True)
     return 0

@@ -22,9 +22,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from sovits2_jax.infer.flow_streaming import CachedFlowStreamer, FlowStreamer
+from sovits2_jax.infer.cosyvoice2.flow_streaming import CachedFlowStreamer, FlowStreamer
+from sovits2_jax.infer.cosyvoice2.hift_streaming import HiftStreamer
 from sovits2_jax.infer.generate import bucket
-from sovits2_jax.infer.hift_streaming import HiftStreamer
 
 MAX_NOISE_FRAMES = 15000  # CosyVoice2's fixed noise covers 15000 frames (5 minutes)
 
