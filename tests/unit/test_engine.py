@@ -4,6 +4,7 @@ a second process's compilations come from the persistent compilation cache."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -12,13 +13,36 @@ import textwrap
 
 import numpy as np
 import pytest
+from flax import nnx
 
+from configs import flow as flow_presets
+from configs import hift as hift_presets
+from configs import qwen2 as qwen2_presets
 from configs.qwen2 import preset
-from sovits2_jax.infer.cosyvoice2.engine import random_engine
+from sovits2_jax.infer.cosyvoice2.engine import Engine, EngineConfig
 from sovits2_jax.infer.cosyvoice2.inputs import ModelInput
+from sovits2_jax.models.flow import CausalMaskedDiffWithXvec
+from sovits2_jax.models.hift import HiFTGenerator
+from sovits2_jax.models.speech_lm import SpeechLM, SpeechLMConfig
+from sovits2_jax.parallel.sharding import split_params
 
 SPEECH = 64  # the tiny flow's vocabulary = the tiny LM's speech tokens
 TEXT_VOCAB = preset("tiny").vocab_size
+
+
+def random_engine(size: str = "tiny", seed: int = 0, **config) -> Engine:
+    """An engine over random-init models of a preset size, deterministic in ``seed``; ``config``: EngineConfig
+    fields."""
+    flow_cfg = flow_presets.named_config(size)
+    if size == "tiny":
+        backbone = dataclasses.replace(qwen2_presets.preset("tiny"), tie_word_embeddings=True)
+        lm_cfg = SpeechLMConfig(backbone=backbone, speech_token_size=flow_cfg.vocab_size)
+    else:
+        lm_cfg = SpeechLMConfig(speech_token_size=flow_cfg.vocab_size)
+    llm = (*split_params(SpeechLM(lm_cfg, rngs=nnx.Rngs(seed))), lm_cfg)
+    flow = split_params(CausalMaskedDiffWithXvec(flow_cfg, rngs=nnx.Rngs(seed + 1)))
+    hift = split_params(HiFTGenerator(hift_presets.named_config(size), rngs=nnx.Rngs(seed + 2)))
+    return Engine(llm, flow, hift, EngineConfig(**config))
 
 
 def requests(seed: int = 0) -> list[ModelInput]:

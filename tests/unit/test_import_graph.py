@@ -1,6 +1,6 @@
-"""The package's import graph, read with ``ast`` (module-level and function-level imports alike): no cycles among
-sovits2_jax modules, conversion never imports the parity harness, and model definitions stay free of torch,
-conversion, parity and data code."""
+"""The package's import graph, read with ``ast`` (module-level and function-level imports alike): imports point only
+to earlier rows of the package order (docs/architecture.md), configs/ included; no cycles among modules; model
+definitions stay free of torch, conversion, parity and data code."""
 
 from __future__ import annotations
 
@@ -12,6 +12,23 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = "sovits2_jax"
+CONFIGS = "configs"
+
+# The package order, leaves first: a module may import from its own unit and from units of earlier rows only
+# (units of one row are independent of each other). Kept in step with docs/architecture.md.
+ORDER = (
+    ("sovits2_jax.validation",),
+    ("sovits2_jax.cli",),
+    ("sovits2_jax.audio", "sovits2_jax.nn", "sovits2_jax.text", "sovits2_jax.parallel"),
+    ("sovits2_jax.models",),
+    ("sovits2_jax.data",),
+    ("sovits2_jax.convert",),
+    ("sovits2_jax.train", "sovits2_jax.infer"),
+    ("configs",),
+    ("sovits2_jax.eval",),
+    ("sovits2_jax.parity",),
+    ("sovits2_jax.demo", "sovits2_jax.bench", "sovits2_jax.cluster", "sovits2_jax.show_config"),
+)
 
 
 def _module_name(path: Path) -> str:
@@ -49,7 +66,7 @@ def imported_names(path: Path, modules: frozenset[str] = frozenset()) -> set[str
 
 
 def _files() -> dict[str, Path]:
-    return {_module_name(p): p for p in (ROOT / PACKAGE).rglob("*.py")}
+    return {_module_name(p): p for top in (PACKAGE, CONFIGS) for p in (ROOT / top).rglob("*.py")}
 
 
 def _graph() -> dict[str, set[str]]:
@@ -99,6 +116,54 @@ def _offending(importer: str, banned: tuple[str, ...]) -> list[str]:
         for n in names
         if any(_in(n, b) for b in banned)
     )
+
+
+def unit_of(module: str, order=ORDER) -> tuple[int, str] | None:
+    """(row, unit) of the package-order unit holding ``module``; None for the package's own ``__init__``."""
+    for row, units in enumerate(order):
+        for unit in units:
+            if _in(module, unit):
+                return row, unit
+    return None
+
+
+def order_violations(order=ORDER) -> list[str]:
+    """Every import of a module that points to its own row's other units or to a later row."""
+    bad = []
+    for module, names in _all_imports().items():
+        own = unit_of(module, order)
+        for name in sorted(names):
+            other = unit_of(name, order)
+            if own is None or other is None or other[1] == own[1]:
+                continue
+            if other[0] >= own[0]:
+                bad.append(f"{module} imports {name} ({other[1]} is not below {own[1]})")
+    return bad
+
+
+def test_imports_follow_the_package_order():
+    assert order_violations() == []
+
+
+def test_every_module_has_a_place_in_the_order():
+    assert sorted(m for m in _files() if m != PACKAGE and unit_of(m) is None) == []
+
+
+def test_the_order_check_catches_a_late_import_inside_a_function(tmp_path, monkeypatch):
+    (tmp_path / PACKAGE / "low").mkdir(parents=True)
+    (tmp_path / PACKAGE / "high").mkdir()
+    (tmp_path / CONFIGS).mkdir()
+    for init in (tmp_path / PACKAGE, tmp_path / PACKAGE / "low", tmp_path / PACKAGE / "high", tmp_path / CONFIGS):
+        (init / "__init__.py").write_text("")
+    (tmp_path / PACKAGE / "low" / "a.py").write_text("def f():\n    from sovits2_jax.high import b\n")
+    (tmp_path / PACKAGE / "high" / "b.py").write_text("from sovits2_jax.low import a\n")
+    (tmp_path / CONFIGS / "c.py").write_text("import sovits2_jax.high.b\n")
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
+    order = (("sovits2_jax.low",), ("sovits2_jax.high",), ("configs",))
+    assert order_violations(order) == ["sovits2_jax.low.a imports sovits2_jax.high.b (sovits2_jax.high is not below "
+                                       "sovits2_jax.low)"]  # fmt: skip
+    same_row = (("sovits2_jax.low", "sovits2_jax.high"), ("configs",))
+    assert len(order_violations(same_row)) == 2  # units of one row may not import each other
 
 
 def test_the_checker_sees_function_level_and_relative_imports(tmp_path, monkeypatch):

@@ -191,26 +191,3 @@ class Engine:
                     if not streams[i].flow.tokens:
                         raise ValueError(f"request {i}: the LM produced no speech tokens")
                     yield i, streams[i].finish(), True
-
-
-def random_engine(size: str = "tiny", seed: int = 0, **config) -> Engine:
-    """An engine over random-init models of a preset size ("tiny" for tests, "release" = CosyVoice2-0.5B's
-    shapes for benchmarks), deterministic in ``seed``; ``config``: EngineConfig fields."""
-    from configs import flow as flow_presets
-    from configs import hift as hift_presets
-    from configs import qwen2 as qwen2_presets
-    from sovits2_jax.models.flow import CausalMaskedDiffWithXvec
-    from sovits2_jax.models.hift import HiFTGenerator
-    from sovits2_jax.models.speech_lm import SpeechLM, SpeechLMConfig
-    from sovits2_jax.parallel.sharding import split_params
-
-    flow_cfg = flow_presets.named_config(size)
-    if size == "tiny":
-        backbone = dataclasses.replace(qwen2_presets.preset("tiny"), tie_word_embeddings=True)
-        lm_cfg = SpeechLMConfig(backbone=backbone, speech_token_size=flow_cfg.vocab_size)
-    else:
-        lm_cfg = SpeechLMConfig(speech_token_size=flow_cfg.vocab_size)
-    llm = (*split_params(SpeechLM(lm_cfg, rngs=nnx.Rngs(seed))), lm_cfg)
-    flow = split_params(CausalMaskedDiffWithXvec(flow_cfg, rngs=nnx.Rngs(seed + 1)))
-    hift = split_params(HiFTGenerator(hift_presets.named_config(size), rngs=nnx.Rngs(seed + 2)))
-    return Engine(llm, flow, hift, EngineConfig(**config))
