@@ -1,31 +1,30 @@
 """The one training loop: config -> mesh -> data -> sharded state -> jitted step -> metrics, eval, checkpoints.
 
 A model family (``config.family``, see ``train/family.py``) supplies players and losses; nothing here branches on
-it. Every input of a step is a pure function of (seed, step) and the restored state, so a run resumed from a
-checkpoint continues exactly as the uninterrupted one (same batches: the Grain position is in the checkpoint; same
-rng: ``step.step_key``).
+it; logging, eval, checkpoints, profiling and preemption are hooks with their own cadence (``train/callbacks.py``).
+Every input of a step is a pure function of (seed, step) and the restored state, so a run resumed from a checkpoint
+continues exactly as the uninterrupted one (same batches: the Grain position is in the checkpoint; same rng:
+``step.step_key``).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import signal
 import time
 from collections.abc import Iterator
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from sovits2_jax.data import mesh_feed
 from sovits2_jax.parallel import mesh as mesh_lib
 from sovits2_jax.parallel import sharding
-from sovits2_jax.train import checkpoint, mfu
+from sovits2_jax.train import callbacks, checkpoint, mfu
 from sovits2_jax.train import family as family_lib
 from sovits2_jax.train import state as state_lib
 from sovits2_jax.train import step as step_lib
+from sovits2_jax.train.callbacks import PreemptionNotice, StateSnapshot  # noqa: F401 (re-exported: they lived here)
 from sovits2_jax.train.metrics import MetricsWriter
 from sovits2_jax.validation import ConfigError, check
 
@@ -131,16 +130,6 @@ def feed(batches, mesh, axes, prefetch: int) -> Iterator[tuple[dict, dict]]:
     return mesh_feed.prefetch(pairs, prefetch) if prefetch > 0 else pairs
 
 
-class StateSnapshot:
-    """A Grain iterator state captured earlier, saved by grain's Orbax handler (it calls ``get_state()``)."""
-
-    def __init__(self, state):
-        self.state = state
-
-    def get_state(self) -> bytes:
-        return json.dumps(self.state, indent=4).encode()
-
-
 # ------------------------------------------------------------------------------------------------------ eval
 
 
@@ -185,34 +174,6 @@ def _meta(family, config, step: int) -> dict:
         trained = [p.name for p in family.players(config) if p.optimizer is not None]
         meta["player"] = trained[0] if trained else family.players(config)[0].name
     return {**meta, "family": config.family, "step": step}
-
-
-class _Interval:
-    """Host-side aggregation of the per-step metrics between two log lines."""
-
-    def __init__(self):
-        self.reset(time.perf_counter())
-
-    def reset(self, now: float) -> None:
-        self.start, self.wait, self.metrics = now, 0.0, []
-
-    def summary(self, schedules, accepted: int, flops: float, peak: float, skipped_rows: int) -> dict[str, float]:
-        now = time.perf_counter()
-        rows = jax.device_get(self.metrics)
-        n = len(rows)
-        out = {k: float(np.mean([r[k] for r in rows])) for k in rows[-1] if k not in ("tokens", "skipped_steps")}
-        out.pop("skipped", None)
-        out["skipped_steps"] = float(rows[-1]["skipped_steps"])
-        elapsed = max(now - self.start, 1e-9)
-        out["step_time"] = elapsed / n
-        out["data_wait_fraction"] = self.wait / elapsed
-        out["tokens_per_s"] = float(sum(r["tokens"] for r in rows)) / elapsed
-        out["mfu"] = mfu.mfu(flops, out["step_time"], peak)
-        out["data_skipped_rows"] = float(skipped_rows)
-        for name, schedule in schedules.items():
-            out["lr" if len(schedules) == 1 else f"{name}/lr"] = float(schedule(max(accepted - 1, 0)))
-        self.reset(now)
-        return out
 
 
 def train(config, workdir: str) -> int:
@@ -270,92 +231,48 @@ def _run(family, config, workdir, mesh, ckpts) -> int:
         donate_argnums=(0,),
     )
     eval_fn = jax.jit(step_lib.make_eval_step(family, config, built.graphdefs))
-    compiled, flops = {}, 0.0
+    compiled = {}
     peak, peak_source = mfu.peak_flops(override=t.peak_flops)
     log.info("MFU against %.3g FLOP/s per device (%s)", peak, peak_source)
 
     preempted = PreemptionNotice()
     writer = MetricsWriter(workdir, t.num_steps, step)
+    skipped_rows = lambda: sum(getattr(batches, "skipped", {}).values())
+    contents = lambda step, state, eval_loss: (_train_json(config, state, step, eval_loss), _meta(family, config, step))
     profile = profile_steps(config)
-    interval = _Interval()
+    hooks = callbacks.Hooks([
+        *([callbacks.Profiler(*profile, os.path.join(workdir, "profile"))] if profile else []),
+        callbacks.MetricsLogger(writer, t.log_every, t.num_steps, built.schedules, peak, skipped_rows),
+        callbacks.Evaluator(lambda params: evaluate(family, config, eval_fn, params, mesh), t.eval_every, t.num_steps),
+        callbacks.Preemption(preempted),
+        callbacks.Checkpointer(ckpts, t.checkpoint_every, t.num_steps, contents, last_saved=start),
+    ])  # fmt: skip
     data = feed(batches, mesh, axes, t.prefetch)
-    data_state, last_saved, eval_loss = None, start, None
+    info = callbacks.StepInfo(step, state)
     try:
-        while step < t.num_steps:
-            if profile and step == profile[0]:
-                jax.profiler.start_trace(os.path.join(workdir, "profile"))
+        while info.step < t.num_steps:
+            hooks.before_step(info)
             t0 = time.perf_counter()
             try:
-                batch, data_state = next(data)
+                batch, info.data_state = next(data)
             except StopIteration:
-                log.warning("the training data ended at step %d (config.data.num_epochs)", step)
+                log.warning("the training data ended at step %d (config.data.num_epochs)", info.step)
                 break
-            interval.wait += time.perf_counter() - t0
+            data_wait = time.perf_counter() - t0
             sig = _signature(batch)
             if sig not in compiled:
-                compiled[sig] = jitted.lower(state, batch, jnp.int32(step)).compile()
-                flops = mfu.compiled_flops(compiled[sig])
-            state, metrics = compiled[sig](state, batch, jnp.int32(step))
-            step += 1
-            interval.metrics.append(metrics)
-            if profile and step == profile[1]:
-                jax.block_until_ready(state)
-                jax.profiler.stop_trace()
-            summary = eval_scalars = eval_loss = None
-            if step % t.log_every == 0 or step == t.num_steps:
-                skipped_rows = sum(getattr(batches, "skipped", {}).values())
-                summary = interval.summary(built.schedules, int(state.accepted), flops, peak, skipped_rows)
-            if t.eval_every and (step % t.eval_every == 0 or step == t.num_steps):
-                t_eval = time.perf_counter()
-                eval_scalars = evaluate(family, config, eval_fn, state.params, mesh)
-                eval_loss = None if eval_scalars is None else eval_scalars["loss"]
-                interval.start += time.perf_counter() - t_eval  # step_time counts training only
-            if summary or eval_scalars:
-                writer.write(step, train=summary, eval=eval_scalars)
-            writer.advance(step)
-            stopping = preempted(step)
-            if step % t.checkpoint_every == 0 or step == t.num_steps or stopping:
-                ckpts.save(step, state.params, state.opt_state, _train_json(config, state, step, eval_loss),
-                           StateSnapshot(data_state), _meta(family, config, step), eval_loss)  # fmt: skip
-                last_saved = step
-            if stopping:
-                log.warning("SIGTERM: saved step %d, exiting", step)
+                compiled[sig] = jitted.lower(info.state, batch, jnp.int32(info.step)).compile()
+                info.flops = mfu.compiled_flops(compiled[sig])
+            state, metrics = compiled[sig](info.state, batch, jnp.int32(info.step))
+            info.advance(state, metrics, data_wait)
+            hooks.after_step(info)  # log, eval, checkpoint, each at its own cadence
+            if info.stop:
                 break
-        if data_state is not None and last_saved != step:
-            ckpts.save(step, state.params, state.opt_state, _train_json(config, state, step, eval_loss),
-                       StateSnapshot(data_state), _meta(family, config, step), eval_loss)  # fmt: skip
-        ckpts.wait()
+        hooks.on_end(info)  # the final checkpoint if the last step was not saved yet; waits for the saves
     finally:
-        preempted.close()
-        writer.close()
+        hooks.close()
         batches.close()
     return 0
-
-
-class PreemptionNotice:
-    """``notice(step)`` is True at the step where the job saves and stops after a SIGTERM.
-
-    One process: our own SIGTERM handler, true at the next step. Several: JAX's coordination service catches the
-    signal on whichever process gets it and agrees with every process on one step to save at (the one
-    ``reached_preemption_sync_point`` returns true for), so all of them save the same step and none waits in a
-    collective the others have left."""
-
-    def __init__(self):
-        self.multi = jax.process_count() > 1
-        self.signal = None
-        if not self.multi:
-            self.previous = signal.signal(signal.SIGTERM, lambda signum, frame: setattr(self, "signal", signum))
-
-    def __call__(self, step: int) -> bool:
-        if self.multi:
-            from jax.experimental import multihost_utils
-
-            return multihost_utils.reached_preemption_sync_point(step)
-        return self.signal is not None
-
-    def close(self) -> None:
-        if not self.multi:
-            signal.signal(signal.SIGTERM, self.previous)
 
 
 def _train_json(config, state, step: int, eval_loss) -> dict:
