@@ -2,7 +2,7 @@
 # Both create ./.venv on first use (launch/setup_venv.sh) and reuse it afterwards.
 PY := .venv/bin/python
 
-.PHONY: setup demo demo-gpt-sovits2 roundtrip test lint bench
+.PHONY: setup demo demo-gpt-sovits2 roundtrip test test-fast lint bench
 setup:
 	@bash launch/setup_venv.sh
 
@@ -22,6 +22,10 @@ lint: setup
 
 test: setup lint
 	$(PY) -m pytest -q -n 2 --durations=25 tests
+
+# unit tests only (no trained fixtures, no subprocess runs): the quick check while editing
+test-fast: setup lint
+	$(PY) -m pytest -q -n 2 --durations=10 tests/unit
 
 bench: setup
 	$(PY) -m sovits2_jax.bench.qwen2

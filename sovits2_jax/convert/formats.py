@@ -1,31 +1,45 @@
-"""Checkpoint formats known to the converter CLIs, tried in order."""
+"""The checkpoint formats the converters know, found in ``sovits2_jax/convert/`` (a module with ``NAME`` and
+``detect``), tried in name order."""
 
 from __future__ import annotations
 
+import ast
 import importlib
+import pkgutil
 from pathlib import Path
 from types import ModuleType
 
 from sovits2_jax.convert.checkpoint import read_meta
 from sovits2_jax.convert.mapping import ConversionError
 
-FORMATS = (
-    "sovits2_jax.convert.hf_qwen2",
-    "sovits2_jax.convert.cosyvoice2",
-    "sovits2_jax.convert.gpt_sovits",
-)
-
 
 def available_formats() -> list[ModuleType]:
-    """The format modules that are importable in this installation."""
+    """The checkpoint format modules of ``sovits2_jax.convert``: each module that defines ``NAME`` and
+    ``detect(src)`` (found, not listed: a new format is a new module). Modules whose optional dependencies are not
+    installed are left out."""
+    from sovits2_jax import convert
+
     mods = []
-    for name in FORMATS:
+    for info in sorted(pkgutil.iter_modules(convert.__path__), key=lambda i: i.name):
+        if not _declares_format(Path(convert.__path__[0]) / f"{info.name}.py"):
+            continue
+        name = f"{convert.__name__}.{info.name}"
         try:
             mods.append(importlib.import_module(name))
         except ModuleNotFoundError as e:
-            if e.name != name:
-                raise
+            if e.name and not e.name.startswith("sovits2_jax"):
+                continue
+            raise
     return mods
+
+
+def _declares_format(path: Path) -> bool:
+    """Whether the module file assigns ``NAME`` and defines ``detect`` at top level (read without importing)."""
+    if not path.is_file():
+        return False
+    body = ast.parse(path.read_text()).body
+    names = {t.id for n in body if isinstance(n, ast.Assign) for t in n.targets if isinstance(t, ast.Name)}
+    return "NAME" in names and any(isinstance(n, ast.FunctionDef) and n.name == "detect" for n in body)
 
 
 def detect_torch_format(src: str | Path) -> ModuleType:

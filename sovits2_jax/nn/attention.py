@@ -40,32 +40,8 @@ def causal_mask(length: int, kv_length: int | None = None) -> jax.Array:
     return q >= jnp.arange(kv_length)[None, :]
 
 
-def padding_mask(lengths: jax.Array, length: int) -> jax.Array:
-    """[B, T] True on the first ``lengths[b]`` positions of each row."""
-    return jnp.arange(length)[None, :] < jnp.asarray(lengths)[:, None]
-
-
 def segment_mask(segment_ids_q: jax.Array, segment_ids_kv: jax.Array | None = None) -> jax.Array:
     """[B, 1, T, S]: a query attends only keys of its own packed segment; segment id 0 is padding."""
     segment_ids_kv = segment_ids_q if segment_ids_kv is None else segment_ids_kv
     same = segment_ids_q[:, :, None] == segment_ids_kv[:, None, :]
     return (same & (segment_ids_kv[:, None, :] > 0))[:, None]
-
-
-def chunk_mask(length: int, chunk_size: int, num_left_chunks: int = -1) -> jax.Array:
-    """[T, T] static-chunk mask (wenet/CosyVoice): row i sees all columns of its chunk and earlier chunks,
-    at most ``num_left_chunks`` chunks back (-1 = all)."""
-    rows = jnp.arange(length)[:, None]
-    cols = jnp.arange(length)[None, :]
-    end = (rows // chunk_size + 1) * chunk_size
-    start = 0 if num_left_chunks < 0 else jnp.maximum((rows // chunk_size - num_left_chunks) * chunk_size, 0)
-    return (cols < end) & (cols >= start)
-
-
-def combine(*masks: jax.Array | None) -> jax.Array | None:
-    """Logical AND of the masks that are not None (broadcasting)."""
-    out = None
-    for m in masks:
-        if m is not None:
-            out = m if out is None else out & m
-    return out

@@ -6,7 +6,9 @@ dumps (inputs.npz, torch.npz, jax.npz, all in torch layout with the reference fo
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import json
+import pkgutil
 from pathlib import Path
 
 import numpy as np
@@ -14,16 +16,32 @@ import numpy as np
 from sovits2_jax.parity.compare import ParityCase, case_report
 
 _REFERENCES = "sovits2_jax.parity.references"
-COMPONENTS = {
-    "qwen2": f"{_REFERENCES}.qwen2",
-    "llm": f"{_REFERENCES}.llm",
-    "flow.encoder": f"{_REFERENCES}.flow",
-    "flow.estimator": f"{_REFERENCES}.flow",
-    "flow": f"{_REFERENCES}.flow",
-    "hift": f"{_REFERENCES}.hift",
-    "hift.decode": f"{_REFERENCES}.hift",
-    "vits": f"{_REFERENCES}.vits",
-}
+
+
+def components() -> dict[str, str]:
+    """component -> reference module, from the ``COMPONENTS`` each module of parity/references/ declares."""
+    found: dict[str, str] = {}
+    for info in pkgutil.iter_modules(importlib.import_module(_REFERENCES).__path__):
+        module = f"{_REFERENCES}.{info.name}"
+        for name in _declared(module):
+            if name in found:
+                raise ValueError(f"parity component {name!r} is declared by both {found[name]} and {module}")
+            found[name] = module
+    return found
+
+
+def _declared(module: str) -> tuple[str, ...]:
+    """The module's COMPONENTS, read without importing it (a reference imports torch and its package)."""
+    import ast
+
+    path = importlib.util.find_spec(module).origin
+    for node in ast.parse(Path(path).read_text()).body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "COMPONENTS" for t in node.targets):
+            return tuple(ast.literal_eval(node.value))
+    return ()
+
+
+COMPONENTS = components()
 
 
 def dtypes(component: str) -> tuple[str, ...]:

@@ -150,11 +150,6 @@ def load_parts(files: ModelFiles) -> LoadedModel:
     return LoadedModel(params, configs, files)
 
 
-def load_model(path: str | Path, base: str | Path | None = None) -> LoadedModel:
-    """``find_model`` then ``load_parts``."""
-    return load_parts(find_model(path, base))
-
-
 def _module(part: str, config):
     from flax import nnx
 

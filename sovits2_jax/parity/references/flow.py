@@ -20,6 +20,8 @@ from sovits2_jax.models.flow.config import FlowConfig
 from sovits2_jax.parity.compare import MODEL_ATOL, ParityCase
 from sovits2_jax.parity.torch_refs import config_kwargs, import_cosyvoice, to_numpy, to_torch, torch_device
 
+# the parity components this reference builds (found by sovits2_jax.parity.registry)
+COMPONENTS = ("flow.encoder", "flow.estimator", "flow")
 
 def reference_config(size: str) -> FlowConfig:
     return named_config(size)

@@ -29,6 +29,9 @@ from sovits2_jax.models.hift import HiFTConfig, HiFTGenerator
 from sovits2_jax.parity.compare import MODEL_ATOL, ParityCase
 from sovits2_jax.parity.torch_refs import config_kwargs, import_cosyvoice, to_numpy, to_torch, torch_device
 
+# the parity components this reference builds (found by sovits2_jax.parity.registry)
+COMPONENTS = ("hift", "hift.decode")
+
 TINY = hift_configs.named_config("tiny")
 
 

@@ -28,6 +28,9 @@ from sovits2_jax.parity.random_reference import save_random_hf_qwen2
 from sovits2_jax.parity.references.qwen2 import TINY
 from sovits2_jax.parity.torch_refs import import_cosyvoice, to_numpy, to_torch, torch_device
 
+# the parity components this reference builds (found by sovits2_jax.parity.registry)
+COMPONENTS = ("llm",)
+
 TINY_BACKBONE = dataclasses.replace(TINY, tie_word_embeddings=True)
 TINY_SPEECH_TOKENS = 100
 BLANK_EN = "CosyVoice-BlankEN"

@@ -15,6 +15,9 @@ from sovits2_jax.parity.compare import MODEL_ATOL, ParityCase
 from sovits2_jax.parity.random_reference import save_random_hf_qwen2
 from sovits2_jax.parity.torch_refs import to_numpy, to_torch, torch_device
 
+# the parity components this reference builds (found by sovits2_jax.parity.registry)
+COMPONENTS = ("qwen2",)
+
 TINY = qwen2_configs.preset("tiny")
 SEQ_LEN = 320  # RoPE errors hide in short prompts (REFERENCE.md): compare over >= 300 positions.
 

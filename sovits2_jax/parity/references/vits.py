@@ -13,6 +13,8 @@ import numpy as np
 
 from sovits2_jax.parity.compare import MODEL_ATOL, ParityCase
 
+# the parity components this reference builds (found by sovits2_jax.parity.registry)
+COMPONENTS = ("vits",)
 
 def torch_kwargs(cfg) -> dict:
     """SynthesizerTrn constructor arguments for a VitsConfig (hps.model-style)."""
