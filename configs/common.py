@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import ml_collections
@@ -34,12 +34,12 @@ def lookup(presets: Mapping[str, Any], name: str, what: str, aliases: Mapping[st
     return presets[key]
 
 
-def base_config(model_type: str, workdir: str, *, part: str | None = None, **sections) -> ml_collections.ConfigDict:
-    """model_type [, part], the sections, mesh, sharding, seed 0 and workdir."""
+def base_config(family: str, workdir: str, model, **sections) -> ml_collections.ConfigDict:
+    """The one config shape: ``family``, ``model``, the family's own ``sections``, ``mesh``, ``sharding``, ``seed``
+    and ``workdir`` (``training_sections`` adds ``train``, ``data`` and ``init``)."""
     config = ml_collections.ConfigDict()
-    config.model_type = model_type
-    if part is not None:
-        config.part = part
+    config.family = family
+    config.model = model
     for name, section in sections.items():
         config[name] = section
     config.mesh = mesh_config()
@@ -49,34 +49,26 @@ def base_config(model_type: str, workdir: str, *, part: str | None = None, **sec
     return config
 
 
-def part_config(
-    family: str, arg: str, parts: Mapping[str, Callable[[str], ml_collections.ConfigDict]], default: str
-) -> ml_collections.ConfigDict:
-    """``<part>[_<size>]`` -> the part's section as ``config.<part>``, ``config.part`` naming it."""
+def split_arg(arg: str, default: str) -> tuple[str, str]:
+    """``<part>[_<size>]`` -> (part, size); size "" = release."""
     part, _, size = (arg or default).partition("_")
-    build = lookup(parts, part, f"{family} part")
-    return base_config(f"{family}.{part}", f"out/{family}_{part}", part=part, **{part: build(size)})
+    return part, size
 
 
-def speech_lm_config(
-    backbone: ml_collections.ConfigDict, *, layout: str, speech_token_size: int, text_feature_dim: int, train: dict
+def speech_lm_model(
+    backbone: ml_collections.ConfigDict, *, layout: str, speech_token_size: int, text_feature_dim: int
 ) -> ml_collections.ConfigDict:
-    """A speech-LM part: model (SpeechLMConfig fields), sampling, generation and train sections."""
+    """A speech LM's model section (SpeechLMConfig fields)."""
     return ml_collections.ConfigDict(
         dict(
-            model=dict(
-                backbone=backbone,
-                speech_token_size=speech_token_size,
-                layout=layout,
-                mix_ratio=(5, 15),
-                lsm_weight=0.0,
-                length_normalized_loss=True,
-                text_feature_dim=text_feature_dim,
-                loss_on_references=False,
-            ),
-            sampling=sampling_config(),
-            generation=generation_config(),
-            train=train,
+            backbone=backbone,
+            speech_token_size=speech_token_size,
+            layout=layout,
+            mix_ratio=(5, 15),
+            lsm_weight=0.0,
+            length_normalized_loss=True,
+            text_feature_dim=text_feature_dim,
+            loss_on_references=False,
         )
     )
 
@@ -145,10 +137,6 @@ def training_sections(family: str, data_kind: str | None, optimizer: dict | None
     out = dict(family=family, train=section, init=ml_collections.ConfigDict({"from": "", "player": ""}))
     if data_kind is not None:
         data = pipeline_config(data_kind)
-        for key, value in list(data.items()):
-            if isinstance(value, list):  # command-line overrides take tuples, not lists: --config.data.k='(1, 2)'
-                del data[key]
-                data[key] = tuple(value)
         data.train_list = ""
         data.dev_list = ""
         out["data"] = data
@@ -168,8 +156,7 @@ def pipeline_config(kind: str) -> ml_collections.ConfigDict:
     # logical data shards (0 = one per process): the global batch of a step is the same for any process count
     # dividing num_shards, so a job can resume on another number of hosts with the same data stream
     c.num_shards = 0
-    # full batches only (hift: no all-zero rows shown to the discriminator)
-    c.drop_remainder = defaults.get("drop_remainder", False)
+    c.drop_remainder = False  # full batches only
     # batching: (batch, length) buckets with batch * length <= max_frames_in_batch (per shard), lengths in the
     # unit the family batches by; longer utterances are skipped and counted
     c.bucket_lengths = list(defaults["bucket_lengths"])
@@ -177,9 +164,6 @@ def pipeline_config(kind: str) -> ml_collections.ConfigDict:
     # > 0 (llm, flow): ignore bucket_lengths and fit this many lengths to the corpus (least padding)
     c.num_buckets = 0
     c.batch_multiple = 1  # shard batch sizes are rounded down to a multiple (of the local data-parallel devices)
-    c.text_ratio = 0.5  # llm: text tokens padded to max(text_min_pad, ceil(text_ratio * speech bucket length))
-    c.text_min_pad = 16
-    c.dpo = False  # llm: also batch the rejected speech tokens (column reject_speech_token) for DPO
     # processor steps (CosyVoice ``filter`` lengths are in 10 ms frames)
     c.tokenizer = "cosyvoice2"
     c.filter = ml_collections.ConfigDict(
@@ -201,11 +185,6 @@ def pipeline_config(kind: str) -> ml_collections.ConfigDict:
     c.use_spk_embedding = False
     c.online_tokenization = False  # True: add whisper log-mel (128 bins, 16 kHz) for the S3 tokenizer
     c.whisper_mels = 128
-    c.truncate_length = 24480  # hift: samples per random crop (51 mel frames)
-    # flow: host-drawn condition prefix lengths (cond_len) as the reference draws them
-    c.flow_prompt = defaults.get("flow_prompt", False)
-    c.min_prompts = 1  # gpt_sovits2: same-speaker references per target
-    c.max_prompts = 3
     c.speech_token_size = 6561
     # reading / prefetch
     c.worker_count = 2  # mp_prefetch processes (0 = in this process)
@@ -216,4 +195,5 @@ def pipeline_config(kind: str) -> ml_collections.ConfigDict:
     c.batch_axes = ("data", "fsdp")
     for key, value in defaults.items():  # the family's own keys, and its values of the shared ones
         c[key] = copy.deepcopy(value)
-    return c
+    # command-line overrides take tuples, not lists: --config.data.k='(1, 2)'
+    return ml_collections.ConfigDict({k: tuple(v) if isinstance(v, list) else v for k, v in c.items()})

@@ -1,10 +1,12 @@
-"""CosyVoice2 flow (token -> mel) configs: ``--config=configs/flow.py:ARG`` with ARG in real (= release), small, tiny.
+"""CosyVoice2 flow (token -> mel) presets and training config, used as ``--config=configs/cosyvoice2.py:flow[_SIZE]``.
 
-``real`` is CosyVoice2-0.5B's flow (examples/libritts/cosyvoice2/conf/cosyvoice2.yaml), ``small`` the CPU-scale
-quality configuration, ``tiny`` the test size; ``PRESETS`` is the one table of them (``named_config``).
-``config.model`` converts with ``FlowConfig.from_dict(config.model.to_dict())``. ``flow_config(size)`` is the
-section configs/cosyvoice2.py mounts as its ``flow`` part ("" = real).
+``release`` (= ``real``, "") is CosyVoice2-0.5B's flow (the LibriTTS recipe's cosyvoice2.yaml), ``small`` the
+CPU-scale quality configuration, ``tiny`` the test size; ``PRESETS`` is the one table of them (``named_config``).
+``flow_config(size)`` is the whole config of the ``flow`` family; its ``model`` converts with
+``FlowConfig.from_section(config.model)``.
 """
+
+import dataclasses
 
 import ml_collections
 
@@ -42,67 +44,43 @@ def named_config(size: str) -> FlowConfig:
     return lookup(PRESETS, size, "flow size", ALIASES)()
 
 
-def flow_config(size: str = "") -> ml_collections.ConfigDict:
-    """model (FlowConfig fields), mel frontend, LibriTTS-recipe training, inference / streaming settings."""
-    return ml_collections.ConfigDict(
-        dict(
-            model=named_config(size).to_dict(),
-            mel=dict(n_fft=1920, num_mels=80, sampling_rate=24000, hop_size=480, win_size=1920, fmin=0.0, fmax=8000.0),
-            # Adam lr 1e-5 constant after 2500 warm-up steps, grad clip 5, accumulation 2, dynamic batches of at
-            # most 2000 frames (cosyvoice2.yaml train_conf)
-            train=dict(
-                batch_size=8,
-                max_frames_in_batch=2000,
-                lr=1e-5,
-                warmup_steps=2500,
-                grad_clip=5.0,
-                accum_grad=2,
-                dtype="float32",
-            ),
-            inference=dict(n_timesteps=10, token_hop_len=25, streaming_bucket=50, streaming_cache=True),
-        )
-    )
-
-
+# the mel frontend of the flow's targets (matcha mel_spectrogram of cosyvoice2.yaml)
+MEL = dict(n_fft=1920, num_mels=80, sampling_rate=24000, hop_size=480, win_size=1920, fmin=0.0, fmax=8000.0)
+# Adam lr 1e-5 constant after 2500 warm-up steps, grad clip 5, accumulation 2, dynamic batches of at most 2000
+# frames (cosyvoice2.yaml train_conf)
+RECIPE = dict(max_frames_in_batch=2000, lr=1e-5, warmup_steps=2500, grad_clip=5.0, accum_grad=2)
 # tiny: seconds per step on CPU; the built-in synthetic corpora hold 1-3 s utterances (50-150 frames)
 TINY_TRAIN = dict(num_steps=200, log_every=10, eval_every=50, checkpoint_every=50)
 # batches of a multiple of 8 rows: valid on 1 device and on the 8 simulated ones of the tests
 TINY_DATA = dict(bucket_lengths=(64, 96, 128, 160), max_frames_in_batch=1280, batch_multiple=8, worker_count=0)
 
 
-def training(section: ml_collections.ConfigDict, size: str) -> dict:
-    """The trainer's sections of the ``flow`` family (configs.common.training_sections) from the recipe values in
-    ``section.train`` (which they replace): data task ``flow`` with the model's token/mel ratio and x-vector size
-    and ``section.mel``. ``tiny`` takes the recipe's vocabularies (6561 S3 tokens, 192-d x-vectors) so it trains
-    on the recipe's lists, lr 1e-3 without warm-up and small buckets."""
-    recipe, model, tiny = section.train, section.model, size == "tiny"
+def flow_config(size: str = "") -> ml_collections.ConfigDict:
+    """The ``flow`` family's config: the preset model, the data task ``flow`` with the model's token/mel ratio,
+    x-vector size and mel frontend, and the LibriTTS recipe's training. ``tiny`` takes the recipe's vocabularies
+    (6561 S3 tokens, 192-d x-vectors) so it trains on the recipe's lists, lr 1e-3 without warm-up, small buckets."""
+    model, tiny = named_config(size), size == "tiny"
     if tiny:
-        model.vocab_size, model.spk_embed_dim = 6561, 192
+        model = dataclasses.replace(model, vocab_size=6561, spk_embed_dim=192)
+    config = base_config("flow", "out/cosyvoice2_flow", ml_collections.ConfigDict(model.to_dict()))
     sections = training_sections(
         "flow",
         "flow",
-        optimizer=dict(lr=1e-3 if tiny else recipe.lr, warmup_steps=0 if tiny else recipe.warmup_steps,
-                       grad_clip=recipe.grad_clip),
-        accum_steps=1 if tiny else recipe.accum_grad,
+        optimizer=dict(lr=1e-3 if tiny else RECIPE["lr"], warmup_steps=0 if tiny else RECIPE["warmup_steps"],
+                       grad_clip=RECIPE["grad_clip"]),
+        accum_steps=1 if tiny else RECIPE["accum_grad"],
         **(TINY_TRAIN if tiny else {}),
     )  # fmt: skip
     data, accum = sections["data"], sections["train"].accum_steps
     data.token_mel_ratio, data.embedding_dim = model.token_mel_ratio, model.spk_embed_dim
-    mel = section.mel.to_dict()
+    mel = dict(MEL)
     data.sample_rate = mel.pop("sampling_rate")
     data.mel.update(mel)
     if tiny:
         data.update(TINY_DATA)
     else:
         # one 8-device host, as the recipe: per device accum_steps microbatches of the recipe's 2000 frames per step
-        data.max_frames_in_batch = recipe.max_frames_in_batch * RECIPE_DEVICES * accum
+        data.max_frames_in_batch = RECIPE["max_frames_in_batch"] * RECIPE_DEVICES * accum
         data.batch_multiple = RECIPE_DEVICES * accum
-    del section["train"]
-    return sections
-
-
-def get_config(arg: str = "real") -> ml_collections.ConfigDict:
-    size = arg or "real"
-    config = base_config("flow", f"out/flow_{size}", **flow_config(size))
-    config.parity = ml_collections.ConfigDict(dict(device="cpu", dtype="float32", size=size, tokens=100, batch=2))
+    config.update(sections)
     return config

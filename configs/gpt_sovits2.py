@@ -11,7 +11,16 @@ Backbone from GPT-SoVITS2's own config: hidden 768, 16 heads, 20 layers, FFN 409
 import ml_collections
 
 from configs import qwen2, vits2
-from configs.common import RECIPE_DEVICES, lookup, part_config, speech_lm_config, training_sections
+from configs.common import (
+    RECIPE_DEVICES,
+    base_config,
+    generation_config,
+    lookup,
+    sampling_config,
+    speech_lm_model,
+    split_arg,
+    training_sections,
+)
 
 # size: (qwen2 backbone preset, its overrides, speech tokens, text feature dim, batch size)
 AR_PRESETS = {
@@ -29,46 +38,43 @@ AR_PRESETS = {
 AR_ROW_LENGTH = {"tiny": 256, "small": 1024, "release": 2048}
 
 
+AR_RECIPE = dict(lr=1e-4, warmup_steps=2000, grad_clip=1.0, max_references=3)
+AR_TINY_TRAIN = dict(num_steps=200, log_every=10, eval_every=50, checkpoint_every=50)
+
+
 def ar_config(size: str = "") -> ml_collections.ConfigDict:
+    """The AR (family ``gpt_sovits2``, data task ``gpt_sovits2``: each target with 1..max_references same-speaker
+    references, packed into rows); tiny: lr 1e-3 without warm-up."""
     backbone, overrides, speech_tokens, feature_dim, batch_size = lookup(
         AR_PRESETS, size, "gpt_sovits2 ar size", {"": "release"}
     )
-    return speech_lm_config(
+    model = speech_lm_model(
         # the text LM head is never used
         qwen2.model_config(backbone, **{**overrides, "vocab_size": 151936}, tie_word_embeddings=True),
         layout="gpt_sovits2",
         speech_token_size=speech_tokens,
         text_feature_dim=feature_dim,
-        train=dict(batch_size=batch_size, lr=1e-4, warmup_steps=2000, grad_clip=1.0, max_references=3),
     )
-
-
-AR_TINY_TRAIN = dict(num_steps=200, log_every=10, eval_every=50, checkpoint_every=50)
-
-
-def ar_training(config: ml_collections.ConfigDict, size: str) -> None:
-    """config.family / train / data / init of the AR (family ``gpt_sovits2``, data task ``gpt_sovits2``: each
-    target with 1..max_references same-speaker references, packed) from the recipe values in ``config.ar.train``;
-    tiny: lr 1e-3 without warm-up."""
-    recipe, tiny = config.ar.train, size == "tiny"
+    config = base_config("gpt_sovits2", "out/gpt_sovits2_ar", model, sampling=sampling_config(),
+                         generation=generation_config())  # fmt: skip
+    recipe, tiny = AR_RECIPE, size == "tiny"
     row = lookup(AR_ROW_LENGTH, size, "gpt_sovits2 ar size", {"": "release"})
     sections = training_sections(
         "gpt_sovits2",
         "gpt_sovits2",
-        optimizer=dict(lr=1e-3 if tiny else recipe.lr, warmup_steps=0 if tiny else recipe.warmup_steps,
-                       grad_clip=recipe.grad_clip),
+        optimizer=dict(lr=1e-3 if tiny else recipe["lr"], warmup_steps=0 if tiny else recipe["warmup_steps"],
+                       grad_clip=recipe["grad_clip"]),
         **(AR_TINY_TRAIN if tiny else {}),
     )  # fmt: skip
     data = sections["data"]
-    data.update(bucket_lengths=[row], max_frames_in_batch=row * recipe.batch_size, max_prompts=recipe.max_references)
-    data.speech_token_size = config.ar.model.speech_token_size
+    data.update(bucket_lengths=(row,), max_frames_in_batch=row * batch_size, max_prompts=recipe["max_references"])
+    data.speech_token_size = speech_tokens
     if tiny:
         data.worker_count = 0
     else:  # batch_size rows on one 8-device host, as the recipe
         data.batch_multiple = RECIPE_DEVICES
-    del config.ar["train"]  # its values now live in config.train / config.data
-    for name, section in sections.items():
-        config[name] = section
+    config.update(sections)
+    return config
 
 
 # size: (configs/vits2.py preset, batch size, crop frames, reference frames); every size takes BPE ids (151936
@@ -83,21 +89,17 @@ def vits_model(size: str = ""):
 
 
 def vits_config(size: str = "") -> ml_collections.ConfigDict:
-    preset = lookup(VITS_PRESETS, size, "gpt_sovits2 vits size", {"": "release"})[0]
-    model = vits_model(size)
-    return ml_collections.ConfigDict(dict(model=model.to_dict(), discriminator=vits2.discriminator_section(preset)))
+    """The VITS2 decoder (family ``vits``): same-speaker references, zero-shot as GPT-SoVITS2 trains."""
+    preset, batch, crop, ref = lookup(VITS_PRESETS, size, "gpt_sovits2 vits size", {"": "release"})
+    return vits2.vits_training_config(
+        vits_model(size), "out/gpt_sovits2_vits", discriminator=vits2.discriminator_section(preset), batch_size=batch,
+        crop_frames=crop, reference="speaker", ref_frames=ref,
+    )  # fmt: skip
 
 
 PARTS = {"ar": ar_config, "vits": vits_config}
 
 
 def get_config(arg: str = "ar") -> ml_collections.ConfigDict:
-    config = part_config("gpt_sovits2", arg, PARTS, "ar")
-    if config.part == "ar":
-        ar_training(config, (arg or "").partition("_")[2])
-    if config.part == "vits":  # the trainer's sections: same-speaker references, zero-shot as GPT-SoVITS2 trains
-        size = (arg or "").partition("_")[2]
-        _, batch, crop, ref = lookup(VITS_PRESETS, size, "gpt_sovits2 vits size", {"": "release"})
-        model = vits_model(size)
-        config.update(vits2.training(model, batch_size=batch, crop_frames=crop, reference="speaker", ref_frames=ref))
-    return config
+    part, size = split_arg(arg, "ar")
+    return lookup(PARTS, part, "gpt_sovits2 part")(size)

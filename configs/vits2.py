@@ -3,8 +3,8 @@
 6-layer transformer couplings), ``small`` (the sovits2 layout at 24 kHz and about half width, for CPU-scale quality
 runs), ``tiny`` (the sovits2 layout shrunk for tests, 8 kHz) or ``v2_tiny`` (v2's SSL layout at that size).
 
-``PRESETS`` is the one table of VitsConfig sizes. ``config.vits.model`` holds ``VitsConfig`` fields
-(``sovits2_jax.models.vits2.config``), ``config.vits.discriminator`` the MPD; the trainer's sections (family
+``PRESETS`` is the one table of VitsConfig sizes. ``config.model`` holds ``VitsConfig`` fields
+(``sovits2_jax.models.vits2.config``), ``config.discriminator`` the MPD; the trainer's sections (family
 ``vits``, data task ``vits``) follow GPT-SoVITS's s2.json (``training``). v1 / v2 train on a Parquet carrying
 SSL features (``ssl_feature``) and GPT-SoVITS phoneme ids (``phone_ids``), referencing themselves.
 """
@@ -156,20 +156,25 @@ def training(model: VitsConfig, *, batch_size: int, crop_frames: int, reference:
     return sections
 
 
-def get_config(arg: str = "") -> ml_collections.ConfigDict:
-    name = arg or "v2"
-    model = model_config(name)
-    vits = ml_collections.ConfigDict(dict(model=model.to_dict(), discriminator=discriminator_section(name)))
-    config = base_config("vits2", f"out/vits2_{name}", vits=vits)
-    batch = {"tiny": 4, "v2_tiny": 4, "small": 8}.get(name, 32)
-    tiny_size = name.endswith("tiny")
-    crop = 40 if tiny_size else max(200, 2 * model.segment_size // model.hop_length)
-    reference = "speaker" if model.content == "tokens" else "self"
-    ref_frames = 100 if tiny_size else 300
-    config.update(training(model, batch_size=batch, crop_frames=crop, reference=reference, ref_frames=ref_frames))
+def vits_training_config(model: VitsConfig, workdir: str, *, discriminator: dict, batch_size: int,
+                         crop_frames: int, reference: str, ref_frames: int) -> ml_collections.ConfigDict:
+    """The ``vits`` family's whole config for ``model`` (see ``training``)."""
+    config = base_config("vits", workdir, ml_collections.ConfigDict(model.to_dict()), discriminator=discriminator)
+    config.update(training(model, batch_size=batch_size, crop_frames=crop_frames, reference=reference,
+                           ref_frames=ref_frames))  # fmt: skip
     return config
 
 
-def vits_config(config: ml_collections.ConfigDict) -> VitsConfig:
-    """The model section back as a validated VitsConfig (errors name the offending key)."""
-    return VitsConfig.from_section(config.vits.model, "config.vits.model")
+def get_config(arg: str = "") -> ml_collections.ConfigDict:
+    name = arg or "v2"
+    model = model_config(name)
+    tiny_size = name.endswith("tiny")
+    return vits_training_config(
+        model,
+        f"out/vits2_{name}",
+        discriminator=discriminator_section(name),
+        batch_size={"tiny": 4, "v2_tiny": 4, "small": 8}.get(name, 32),
+        crop_frames=40 if tiny_size else max(200, 2 * model.segment_size // model.hop_length),
+        reference="speaker" if model.content == "tokens" else "self",
+        ref_frames=100 if tiny_size else 300,
+    )

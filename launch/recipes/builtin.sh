@@ -83,13 +83,13 @@ case "$size" in
     steps=([llm]=100 [flow]=50 [hift]=50 [ar]=100 [vits]=50)
     part_sets=(
       [llm]="data.num_buckets=1 data.max_frames_in_batch=1024"
-      [flow]="data.num_buckets=1 data.max_frames_in_batch=2560 flow.model.input_size=64
-              flow.model.encoder.input_size=64 flow.model.encoder.output_size=64 flow.model.encoder.attention_heads=2
-              flow.model.encoder.linear_units=128"
-      [hift]="hift.model.base_channels=16 hift.model.f0_cond_channels=8 hift.model.resblock_kernel_sizes=(3,)
-              hift.model.resblock_dilation_sizes=((1,),) hift.model.source_resblock_dilation_sizes=((1,),(1,),(1,))
-              hift.discriminator.mpd_periods=(2,3) hift.discriminator.mrd_fft_sizes=(256,)
-              hift.discriminator.mrd_hop_sizes=(64,) hift.discriminator.mrd_win_lengths=(128,)
+      [flow]="data.num_buckets=1 data.max_frames_in_batch=2560 model.input_size=64
+              model.encoder.input_size=64 model.encoder.output_size=64 model.encoder.attention_heads=2
+              model.encoder.linear_units=128"
+      [hift]="model.base_channels=16 model.f0_cond_channels=8 model.resblock_kernel_sizes=(3,)
+              model.resblock_dilation_sizes=((1,),) model.source_resblock_dilation_sizes=((1,),(1,),(1,))
+              discriminator.mpd_periods=(2,3) discriminator.mrd_fft_sizes=(256,)
+              discriminator.mrd_hop_sizes=(64,) discriminator.mrd_win_lengths=(128,)
               data.truncate_length=4800 data.bucket_lengths=(10,) data.max_frames_in_batch=40 train.eval_batches=2
               train.optimizer.lr=2e-3"
       [ar]="" [vits]="train.eval_batches=2") ;;

@@ -17,11 +17,10 @@ seconds, real-time factor). A request the frontend rejects is skipped and counte
 
 from __future__ import annotations
 
-import collections
-import dataclasses
-import itertools
+import importlib
 import json
 import os
+import pkgutil
 import time
 from pathlib import Path
 
@@ -29,19 +28,16 @@ import numpy as np
 from absl import flags
 
 from sovits2_jax import cli
+from sovits2_jax.demo import families as demo_families
+from sovits2_jax.demo.pairs import Pair, plan_pairs
 
 FLAGS = flags.FLAGS
 COLUMNS = ["utt", "spk", "text", "audio_data", "speech_token"]
-FAMILIES = ("cosyvoice2", "gpt_sovits2")
 
 
-@dataclasses.dataclass(frozen=True)
-class Pair:
-    """A target utterance and the same-speaker utterances prompting it (the first is the evaluator's prompt)."""
-
-    utt: str
-    speaker: str
-    prompts: tuple[str, ...]
+def families() -> list[str]:
+    """The demo families: the modules of ``sovits2_jax/demo/families/`` (each defines ``synthesize``)."""
+    return sorted(m.name for m in pkgutil.iter_modules(demo_families.__path__) if not m.name.startswith("_"))
 
 
 def read_rows(data_list: str) -> dict[str, dict]:
@@ -63,91 +59,6 @@ def read_rows(data_list: str) -> dict[str, dict]:
         for row in table.to_pylist():
             rows[row["utt"]] = row
     return rows
-
-
-def plan_pairs(rows: dict[str, dict], num: int = 0, references: int = 1) -> tuple[list[Pair], list[str]]:
-    """(pairs round-robin over the speakers, speakers left out for having a single utterance)."""
-    if references < 1:
-        raise cli.Error(f"--references must be >= 1, got {references}")
-    by_speaker: dict[str, list[str]] = collections.defaultdict(list)
-    for utt in sorted(rows):
-        by_speaker[rows[utt]["spk"]].append(utt)
-    groups, alone = [], []
-    for spk in sorted(by_speaker):
-        utts = by_speaker[spk]
-        if len(utts) < 2:
-            alone.append(spk)
-            continue
-        halves = (utts[0::2], utts[1::2])
-        groups.append([Pair(u, spk, tuple(halves[1 - i % 2][:references])) for i, u in enumerate(utts)])
-    pairs = [p for level in itertools.zip_longest(*groups) for p in level if p is not None]
-    return (pairs[:num] if num > 0 else pairs), alone
-
-
-def _batches(items: list, size: int):
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
-
-
-def synthesize_cosyvoice2(model_dir, rows, pairs, *, batch_size=8, seed=0, skips=None):
-    """utt -> audio with ``TTS`` (prompt text + prompt audio), ``batch_size`` requests per engine call; and the
-    sample rate."""
-    from sovits2_jax.infer.cosyvoice2.frontend import FrontendError
-    from sovits2_jax.infer.cosyvoice2.tts import TTS
-
-    skips = {} if skips is None else skips
-    tts = TTS.from_pretrained(model_dir)
-    out, segments = {}, 0
-    for chunk in _batches(pairs, batch_size):
-        kept, requests = [], []
-        for p in chunk:
-            prompt = rows[p.prompts[0]]
-            try:
-                requests.append(tts.inputs("zero_shot", rows[p.utt]["text"], prompt_text=prompt["text"],
-                                           prompt_wav=prompt["audio_data"]))  # fmt: skip
-                kept.append(p)
-            except FrontendError as e:
-                skips[p.utt] = str(e)
-        if requests:
-            for p, wav in zip(kept, tts.run_many(requests, seed + segments)):
-                out[p.utt] = wav
-            segments += sum(len(r) for r in requests)
-        print(f"synthesize: {len(out)} of {len(pairs)} utterances", flush=True)
-    return out, tts.sample_rate
-
-
-def _reference(row: dict):
-    from sovits2_jax.audio.io import load_audio
-    from sovits2_jax.infer.gpt_sovits2.tts import Reference
-
-    wav, sr = load_audio(row["audio_data"])
-    return Reference(wav, sr, row["text"], [int(t) for t in row["speech_token"]])
-
-
-def synthesize_gpt_sovits2(model_dir, rows, pairs, *, batch_size=8, seed=0, skips=None):
-    """utt -> audio with ``GptSoVITS2`` (``model_dir/ar``, ``model_dir/vits``; the data's cosyvoice2 BPE), texts
-    sharing references in one batch; and the sample rate."""
-    from sovits2_jax.infer.gpt_sovits2.tts import GptSoVITS2, SynthesisError
-    from sovits2_jax.text.tokenizer import get_tokenizer
-
-    skips = {} if skips is None else skips
-    model = GptSoVITS2.from_pretrained(model_dir, tokenizer=get_tokenizer("cosyvoice2"))
-    by_prompts: dict[tuple[str, ...], list[Pair]] = collections.defaultdict(list)
-    for p in pairs:
-        by_prompts[p.prompts].append(p)
-    out, n = {}, 0
-    for prompts, group in by_prompts.items():
-        refs = [_reference(rows[u]) for u in prompts]
-        for chunk in _batches(group, batch_size):
-            try:
-                wavs = model.synthesize_batch([rows[p.utt]["text"] for p in chunk], refs, seed=seed + n)
-            except SynthesisError as e:
-                skips.update({p.utt: str(e) for p in chunk})
-                continue
-            out.update({p.utt: w for p, w in zip(chunk, wavs)})
-            n += len(chunk)
-            print(f"synthesize: {len(out)} of {len(pairs)} utterances", flush=True)
-    return out, model.sample_rate
 
 
 def write_layout(out_dir: str, rows: dict[str, dict], pairs: list[Pair], audio: dict, sample_rate: int) -> list[dict]:
@@ -175,16 +86,17 @@ def write_layout(out_dir: str, rows: dict[str, dict], pairs: list[Pair], audio: 
 
 def run(model_dir, data_list, out_dir, *, family="cosyvoice2", num=0, references=2, batch_size=8, seed=0) -> dict:
     """Plans, synthesises and writes the layout; returns synthesis.json's content (also written to ``out_dir``)."""
-    if family not in FAMILIES:
-        raise cli.Error(f"--family must be one of {', '.join(FAMILIES)}, got {family!r}")
+    if family not in families():
+        raise cli.Error(f"--family must be one of {', '.join(families())}, got {family!r}")
     if batch_size < 1:
         raise cli.Error(f"--batch_size must be >= 1, got {batch_size}")
+    module = importlib.import_module(f"{demo_families.__name__}.{family}")
     rows = read_rows(data_list)
-    pairs, alone = plan_pairs(rows, num, references if family == "gpt_sovits2" else 1)
+    pairs, alone = plan_pairs(rows, num, references if module.MULTI_REFERENCE else 1)
     if not pairs:
         raise cli.Error(f"{data_list}: no speaker has two utterances to pair (rows: {len(rows)})")
     skips: dict[str, str] = {}
-    synth = synthesize_cosyvoice2 if family == "cosyvoice2" else synthesize_gpt_sovits2
+    synth = module.synthesize
     t0 = time.perf_counter()
     audio, sr = synth(model_dir, rows, pairs, batch_size=batch_size, seed=seed, skips=skips)
     seconds = time.perf_counter() - t0
@@ -205,7 +117,7 @@ def define_flags() -> None:
     flags.DEFINE_string("model_dir", None, "CosyVoice2 model directory, or (gpt_sovits2) a directory with ar/, vits/")
     flags.DEFINE_string("data_list", None, "the dev set's Parquet data.list")
     flags.DEFINE_string("out_dir", None, "where the evaluator's layout is written")
-    flags.DEFINE_enum("family", "cosyvoice2", list(FAMILIES), "which system synthesises")
+    flags.DEFINE_enum("family", "cosyvoice2", families(), "which system synthesises")
     flags.DEFINE_integer("num", 0, "utterances to synthesise, round-robin over the speakers (0: all)")
     flags.DEFINE_integer("references", 2, "gpt_sovits2: same-speaker references fused per utterance")
     flags.DEFINE_integer("batch_size", 8, "requests per batched synthesis")

@@ -81,7 +81,7 @@ class HiFTConfig(ConfigBase):
         return _DTYPES[self.dtype]
 
 
-def validate(section, prefix: str = "config.hift.model") -> None:
+def validate(section, prefix: str = "config.model") -> None:
     """Checks a HiFT model section (HiFTConfig fields); ConfigError starting with ``prefix``."""
     HiFTConfig.from_section(section, prefix)
 

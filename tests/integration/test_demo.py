@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 
-from sovits2_jax.demo.synthesize import plan_pairs
+from sovits2_jax.demo.pairs import plan_pairs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -125,9 +125,9 @@ FLOW_OVERRIDES = {
     "data.max_frames_in_batch": 640,
     "data.batch_multiple": 1,
     "train.optimizer.lr": 3e-3,
-    **{f"flow.model.{k}": v for k, v in (("input_size", 64), ("encoder.input_size", 64), ("encoder.output_size", 64))},
-    "flow.model.encoder.attention_heads": 2,
-    "flow.model.encoder.linear_units": 128,
+    **{f"model.{k}": v for k, v in (("input_size", 64), ("encoder.input_size", 64), ("encoder.output_size", 64))},
+    "model.encoder.attention_heads": 2,
+    "model.encoder.linear_units": 128,
 }
 
 

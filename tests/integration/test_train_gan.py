@@ -70,11 +70,11 @@ def test_hift_gan_trains(tiny_corpus, tmp_path):
     # a smaller generator / discriminator than hift_tiny and 4800-sample crops keep the compile short
     overrides = _overrides(
         tiny_corpus.train_list, tiny_corpus.dev_list,
-        **{"hift.model.base_channels": 16, "hift.model.f0_cond_channels": 8,
-           "hift.model.resblock_kernel_sizes": "(3,)", "hift.model.resblock_dilation_sizes": "((1,),)",
-           "hift.model.source_resblock_dilation_sizes": "((1,),(1,),(1,))",
-           "hift.discriminator.mpd_periods": "(2,3)", "hift.discriminator.mrd_fft_sizes": "(256,)",
-           "hift.discriminator.mrd_hop_sizes": "(64,)", "hift.discriminator.mrd_win_lengths": "(128,)",
+        **{"model.base_channels": 16, "model.f0_cond_channels": 8,
+           "model.resblock_kernel_sizes": "(3,)", "model.resblock_dilation_sizes": "((1,),)",
+           "model.source_resblock_dilation_sizes": "((1,),(1,),(1,))",
+           "discriminator.mpd_periods": "(2,3)", "discriminator.mrd_fft_sizes": "(256,)",
+           "discriminator.mrd_hop_sizes": "(64,)", "discriminator.mrd_win_lengths": "(128,)",
            "data.truncate_length": 4800, "data.bucket_lengths": "(10,)", "data.max_frames_in_batch": 20},
     )  # fmt: skip
     proc = th.run(tmp_path, overrides, config="configs/cosyvoice2.py:hift_tiny", timeout=1500)
@@ -82,7 +82,7 @@ def test_hift_gan_trains(tiny_corpus, tmp_path):
 
 
 def test_vits_gan_trains_on_tokens_text_and_same_speaker_references(tiny_corpus, tmp_path):
-    overrides = _overrides(tiny_corpus.train_list, tiny_corpus.dev_list, **{"vits.model.posterior_layers": 2})
+    overrides = _overrides(tiny_corpus.train_list, tiny_corpus.dev_list, **{"model.posterior_layers": 2})
     proc = th.run(tmp_path, overrides, config="configs/gpt_sovits2.py:vits_tiny", timeout=1500)
     _check_run(tmp_path, proc, "vits", 0.5)  # measured: 178.6 -> about 35 (0.2 x)
 
@@ -112,7 +112,7 @@ def ssl_lists(tiny_corpus, tmp_path):
 
 def test_vits_gan_trains_gpt_sovits_v2_on_ssl_features(ssl_lists, tmp_path):
     workdir = tmp_path / "run"
-    overrides = _overrides(*ssl_lists, **{"vits.model.posterior_layers": 2})
+    overrides = _overrides(*ssl_lists, **{"model.posterior_layers": 2})
     proc = th.run(workdir, overrides, config="configs/vits2.py:v2_tiny", timeout=1500)
     _check_run(workdir, proc, "vits", 0.5)  # measured: 177.7 -> 39.1 (0.22 x)
     last = _params(workdir / "checkpoints" / str(STEPS))["generator"]

@@ -149,9 +149,9 @@ def test_configs_hift_matches_the_model_defaults():
     from sovits2_jax.train.validate import validate
     from sovits2_jax.validation import load_config
 
-    path = Path(__file__).resolve().parents[2] / "configs" / "hift.py"
-    config = load_config(str(path))
+    path = Path(__file__).resolve().parents[2] / "configs" / "cosyvoice2.py"
+    config = load_config(f"{path}:hift")
     validate(config, num_devices=1)
-    assert HiFTConfig.from_dict(config.hift.model.to_dict()) == HiFTConfig()
-    tiny = HiFTConfig.from_dict(load_config(f"{path}:tiny").hift.model.to_dict())
+    assert HiFTConfig.from_dict(config.model.to_dict()) == HiFTConfig()
+    tiny = HiFTConfig.from_dict(load_config(f"{path}:hift_tiny").model.to_dict())
     assert tiny.upsample_scale == 480 and tiny.base_channels < 512

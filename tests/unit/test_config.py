@@ -90,54 +90,53 @@ def test_data_section_is_validated():
         validate(config, num_devices=2)
 
 
-@pytest.mark.parametrize("spec,part", [("configs/cosyvoice2.py:llm", "llm"), ("configs/gpt_sovits2.py:ar", "ar")])
-def test_speech_lm_backbone_is_validated(spec, part):
+@pytest.mark.parametrize(
+    "spec", ["configs/cosyvoice2.py:llm", "configs/cosyvoice2.py:dpo", "configs/gpt_sovits2.py:ar"]
+)
+def test_speech_lm_backbone_is_validated(spec):
     config = load_config(spec)
     validate(config, num_devices=8)
-    config[part].model.backbone.num_kv_heads = 5
-    with pytest.raises(ConfigError, match=rf"config\.{part}\.model\.backbone\.num_kv_heads=5"):
+    config.model.backbone.num_kv_heads = 5
+    with pytest.raises(ConfigError, match=r"config\.model\.backbone\.num_kv_heads=5"):
         validate(config, num_devices=8)
+
+
+def test_speech_lm_sampling_is_validated():
+    config = load_config("configs/cosyvoice2.py:llm_tiny")
+    config.sampling.top_p = 1.5
+    with pytest.raises(ConfigError, match=r"config\.sampling"):
+        validate(config, num_devices=1)
 
 
 def test_hift_model_is_validated():
     config = load_config("configs/cosyvoice2.py:hift")
     validate(config, num_devices=8)
-    config.hift.model.sampling_rate = 22050
-    with pytest.raises(ConfigError, match=r"config\.hift\.model"):
+    config.model.sampling_rate = 22050
+    with pytest.raises(ConfigError, match=r"config\.model"):
         validate(config, num_devices=8)
 
 
-@pytest.mark.parametrize(
-    "spec", ["configs/cosyvoice2.py:flow", "configs/cosyvoice2.py:flow_tiny", "configs/flow.py:real"]
-)
+@pytest.mark.parametrize("spec", ["configs/cosyvoice2.py:flow", "configs/cosyvoice2.py:flow_tiny"])
 def test_flow_model_is_validated(spec):
-    """A training config's flow section is checked by its family; a model-only config (configs/flow.py, no family)
-    by the flow model's own validator, which the family calls."""
-    from sovits2_jax.models.flow import config as flow_config
-
     config = load_config(spec)
     validate(config, num_devices=8)
-    model = config.flow.model if "flow" in config else config.model
-    model.estimator.in_channels = 300
-    check = (lambda: validate(config, num_devices=8)) if "family" in config else (lambda: flow_config.validate(model))
-    with pytest.raises(ConfigError, match=r"config\.(flow\.)?model: estimator\.in_channels=300"):
-        check()
+    config.model.estimator.in_channels = 300
+    with pytest.raises(ConfigError, match=r"config\.model: estimator\.in_channels=300"):
+        validate(config, num_devices=8)
 
 
 # Every documented ARG of every configs/*.py; each must appear in its file's docstring.
 CONFIG_ARGS = {
     "qwen2.py": ["tiny", "small", "50m", "100m", "0.5b", "release"],
-    "cosyvoice2.py": [f"{part}{size}" for part in ("llm", "flow", "hift") for size in ("", "_tiny", "_small")],
-    "flow.py": ["real", "tiny", "small", "release"],
-    "hift.py": ["", "tiny", "small"],
-    "gpt_sovits2.py": ["ar", "ar_tiny", "ar_small"],
+    "cosyvoice2.py": [f"{part}{size}" for part in ("llm", "dpo", "flow", "hift") for size in ("", "_tiny", "_small")],
+    "gpt_sovits2.py": [f"{part}{size}" for part in ("ar", "vits") for size in ("", "_tiny", "_small")],
     "vits2.py": ["", "v1", "v2", "sovits2", "small", "tiny", "release"],
     "data.py": ["llm", "flow", "hift", "gpt_sovits2"],
 }
 
 
 def _model_sections(config):
-    """(where, section, dataclass) for every model / sampling section of a loaded config."""
+    """(where, section, dataclass) for every model / sampling section of a loaded config (by its family)."""
     from sovits2_jax.infer.sampling import SamplingConfig
     from sovits2_jax.models.flow.config import FlowConfig
     from sovits2_jax.models.hift import HiFTConfig
@@ -145,20 +144,27 @@ def _model_sections(config):
     from sovits2_jax.models.speech_lm import SpeechLMConfig
     from sovits2_jax.models.vits2.config import VitsConfig
 
-    model_type, part = config.get("model_type"), config.get("part")
-    if model_type == "qwen2":
-        yield "model", config.model, Qwen2Config
-    if model_type == "flow":
-        yield "model", config.model, FlowConfig
-    if model_type == "vits2":
-        yield "vits.model", config.vits.model, VitsConfig
-    if part in ("llm", "ar"):
-        yield f"{part}.model", config[part].model, SpeechLMConfig
-        yield f"{part}.sampling", config[part].sampling, SamplingConfig
-    if part == "flow":
-        yield "flow.model", config.flow.model, FlowConfig
-    if part == "hift":
-        yield "hift.model", config.hift.model, HiFTConfig
+    model_class = {"qwen2": Qwen2Config, "llm": SpeechLMConfig, "dpo": SpeechLMConfig, "gpt_sovits2": SpeechLMConfig,
+                   "flow": FlowConfig, "hift": HiFTConfig, "vits": VitsConfig}  # fmt: skip
+    if "family" in config:
+        yield "model", config.model, model_class[config.family]
+    if "sampling" in config:
+        yield "sampling", config.sampling, SamplingConfig
+
+
+def test_every_config_has_the_one_shape():
+    """config.model + family, train, init, mesh, sharding (+ data for every family reading Parquet)."""
+    from pathlib import Path
+
+    for name, args in CONFIG_ARGS.items():
+        if name == "data.py":
+            continue
+        for arg in args:
+            path = Path(__file__).resolve().parents[2] / "configs" / name
+            config = load_config(f"{path}:{arg}" if arg else str(path))
+            assert {"family", "model", "train", "init", "mesh", "sharding", "seed", "workdir"} <= set(config), arg
+            assert ("data" in config) == (config.family != "qwen2"), (name, arg)
+            assert not {"model_type", "part"} & set(config), (name, arg)
 
 
 @pytest.mark.parametrize("name,arg", [(name, arg) for name, args in CONFIG_ARGS.items() for arg in args])
@@ -196,5 +202,5 @@ def test_config_files_import_each_other_as_a_package():
     for path in Path(configs.__file__).parent.glob("*.py"):
         assert "spec_from_file_location" not in path.read_text(), path.name
     # the speech LM backbones and the mounted parts are the presets of their own files
-    assert cosyvoice2.get_config("llm_small").llm.model.backbone.hidden_size == qwen2.model_config("small").hidden_size
-    assert cosyvoice2.get_config("flow_small").flow.model.to_dict() == flow.named_config("small").to_dict()
+    assert cosyvoice2.get_config("llm_small").model.backbone.hidden_size == qwen2.model_config("small").hidden_size
+    assert cosyvoice2.get_config("flow_small").model.to_dict() == flow.named_config("small").to_dict()

@@ -53,7 +53,7 @@ def test_numpy_spectrogram_equals_the_jax_one():
 def test_crops_are_frame_aligned_and_references_are_other_same_speaker_utterances(tiny_corpus):
     config = gpt_sovits2.get_config("vits_tiny")
     cfg = _data_cfg(config, tiny_corpus.train_list)
-    model = config.vits.model
+    model = config.model
     hop, unit = cfg.spectrogram.hop_size, cfg.unit_frames * cfg.spectrogram.hop_size
     rows = {r["utt"]: r for r in tiny_corpus.rows}
     audio = _source_audio(tiny_corpus.rows, cfg.sample_rate)

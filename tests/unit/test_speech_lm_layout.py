@@ -142,12 +142,11 @@ def test_configs_build_model_configs():
         ("configs/gpt_sovits2.py:ar_tiny", "gpt_sovits2"),
     ):
         cfg = load_config(spec)
-        section = cfg[cfg.part]
-        model_config = slm.SpeechLMConfig.from_dict(section.model.to_dict())
+        model_config = slm.SpeechLMConfig.from_dict(cfg.model.to_dict())
         assert model_config.layout == layout
         assert slm.SpeechLMConfig.from_dict(model_config.to_dict()) == model_config
     full = load_config("configs/cosyvoice2.py:llm")
-    c = slm.SpeechLMConfig.from_dict(full.llm.model.to_dict())
+    c = slm.SpeechLMConfig.from_dict(full.model.to_dict())
     assert (c.speech_token_size, c.backbone.hidden_size, c.backbone.num_layers) == (6561, 896, 24)
     assert (c.eos_id, c.fill_id, c.num_speech_rows) == (6561, 6563, 6564)
     with pytest.raises(ValueError, match="layout"):

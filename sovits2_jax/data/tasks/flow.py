@@ -20,7 +20,7 @@ class FlowTask(base.Task):
     defaults: ClassVar[dict] = dict(
         bucket_lengths=[100, 128, 160, 200, 256, 320, 400, 500, 640, 800, 1000, 1280, 1600, 2000],
         max_frames_in_batch=2000,
-        flow_prompt=True,
+        flow_prompt=True,  # host-drawn condition prefix lengths (cond_len) as the reference draws them
     )
     reads_audio = True
     reads_embedding = True

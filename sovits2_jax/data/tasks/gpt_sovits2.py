@@ -17,7 +17,8 @@ from sovits2_jax.data.tasks import base
 
 class GptSovits2Task(base.Task):
     # packed positions per row
-    defaults: ClassVar[dict] = dict(bucket_lengths=[2048], max_frames_in_batch=16384)
+    # min_prompts..max_prompts same-speaker references per target
+    defaults: ClassVar[dict] = dict(bucket_lengths=[2048], max_frames_in_batch=16384, min_prompts=1, max_prompts=3)
     primary = "kinds"
 
     @staticmethod

@@ -16,7 +16,9 @@ from sovits2_jax.data.tasks import base
 
 class HiftTask(base.Task):
     # one crop length: 51 mel frames of 480 samples = truncate_length; 2000 frames per batch as the flow's
-    defaults: ClassVar[dict] = dict(bucket_lengths=[51], max_frames_in_batch=2000, drop_remainder=True)
+    # (full batches only: no all-zero rows shown to the discriminator); truncate_length: samples per random crop
+    defaults: ClassVar[dict] = dict(bucket_lengths=[51], max_frames_in_batch=2000, drop_remainder=True,
+                                    truncate_length=24480)  # fmt: skip
     reads_speech_token = False
     reads_audio = True
     primary = "speech_feat"

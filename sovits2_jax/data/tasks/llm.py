@@ -21,6 +21,9 @@ class LlmTask(base.Task):
     defaults: ClassVar[dict] = dict(
         bucket_lengths=[25, 32, 40, 50, 64, 80, 100, 128, 160, 200, 250, 320, 400, 500, 640, 800, 1000],
         max_frames_in_batch=1000,
+        text_ratio=0.5,  # text tokens padded to max(text_min_pad, ceil(text_ratio * speech bucket length))
+        text_min_pad=16,
+        dpo=False,  # also batch the rejected speech tokens (column reject_speech_token) for DPO
     )
     reads_embedding = True
     fits_buckets = True

@@ -51,6 +51,8 @@ class VitsTask(base.Task):
         text_length=128,  # padded text ids; longer texts are skipped
         reference="speaker",  # "speaker": another utterance of the speaker; "self": none (ref = spec)
         ref_frames=300,
+        min_prompts=1,  # same-speaker references drawn per target (reference="speaker")
+        max_prompts=3,
         ssl_column="ssl_feature",  # GPT-SoVITS v1/v2: flat float list of [frames at 50 Hz, ssl_dim] when present
         ssl_dim=768,
         text_ids_column="",  # an int-list column of text ids (e.g. GPT-SoVITS phonemes) instead of BPE of `text`

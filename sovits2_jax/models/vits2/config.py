@@ -149,6 +149,6 @@ class VitsConfig(ConfigBase):
         return dataclasses.replace(self, **kw)
 
 
-def validate(section, prefix: str = "config.vits.model") -> None:
+def validate(section, prefix: str = "config.model") -> None:
     """Checks a VITS model section (VitsConfig fields); ConfigError starting with ``prefix``."""
     VitsConfig.from_section(section, prefix)

@@ -18,14 +18,11 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from sovits2_jax.models import sampling_config
 from sovits2_jax.models import speech_lm as slm
 from sovits2_jax.text.layouts import IGNORE_ID
 from sovits2_jax.train.families import llm
 from sovits2_jax.train.family import Family, Phase, Player
 from sovits2_jax.validation import ConfigError
-
-PART = "dpo"  # config.dpo: the speech LM's model section (configs/cosyvoice2.py:dpo*)
 
 
 def bistream_uniform(rng: jax.Array, rows: int) -> jax.Array:
@@ -123,7 +120,7 @@ def load_llm(config, path: str, current: dict) -> dict:
     """``current`` (a SpeechLM's params) with the llm part of ``path`` (any ``parts.load`` source)."""
     from sovits2_jax.convert import parts
 
-    loaded, _ = parts.load(path, "llm", scan_layers=llm.model_config(config, PART).backbone.scan_layers)
+    loaded, _ = parts.load(path, "llm", scan_layers=llm.model_config(config).backbone.scan_layers)
     return llm.merge_pretrained(current, loaded, f"{path!r}")
 
 
@@ -132,8 +129,7 @@ class DpoFamily(Family):
     name: str = "dpo"
 
     def validate(self, config) -> None:
-        slm.validate(config[PART].model, prefix=f"config.{PART}.model")
-        sampling_config.validate(config[PART].sampling, prefix=f"config.{PART}.sampling")
+        llm.validate_speech_lm(config)
 
 
     def players(self, config) -> list[Player]:
@@ -145,7 +141,7 @@ class DpoFamily(Family):
                 "initial weights): the reference is loaded with them"
             )
         dpo_options(config)
-        make = llm.make_model(config, PART)  # the same seed: without init.from the reference is the policy's init
+        make = llm.make_model(config)  # the same seed: without init.from the reference is the policy's init
         return [Player("model", make, config.train.optimizer), Player("reference", make, None)]
 
     def phases(self, config) -> list[Phase]:
@@ -167,7 +163,7 @@ class DpoFamily(Family):
     def export_meta(self, config) -> dict:
         from sovits2_jax.convert import parts
 
-        return parts.export_meta("llm", llm.model_config(config, PART), "model")
+        return parts.export_meta("llm", llm.model_config(config), "model")
 
 
 FAMILY = DpoFamily()

@@ -47,16 +47,11 @@ def cfm_loss(models: dict, batch: dict, rng: jax.Array, train: bool) -> tuple[ja
     return loss, dict(weight=frames, streaming=draws["streaming"].astype(jnp.float32))
 
 
-def flow_section(config):
-    """The flow part's section: ``config.flow`` (configs/cosyvoice2.py:flow*)."""
-    return config.flow
-
-
 def model_config(config) -> FlowConfig:
-    """The FlowConfig of ``config.flow.model`` (the flow model computes in float32 only)."""
+    """The FlowConfig of ``config.model`` (the flow model computes in float32 only)."""
     if family_lib.compute_dtype(config) != "float32":
         raise ConfigError(f"family flow computes in float32; config.train.dtype={family_lib.compute_dtype(config)!r}")
-    return FlowConfig.from_section(flow_section(config).model, "config.flow.model")
+    return FlowConfig.from_section(config.model, "config.model")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,7 +59,7 @@ class FlowFamily(Family):
     name: str = "flow"
 
     def validate(self, config) -> None:
-        flow_config.validate(flow_section(config).model, prefix="config.flow.model")
+        flow_config.validate(config.model, prefix="config.model")
 
 
     def players(self, config) -> list[Player]:

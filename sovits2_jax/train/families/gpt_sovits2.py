@@ -1,4 +1,4 @@
-"""The ``gpt_sovits2`` family: the GPT-SoVITS2 AR (our SpeechLM in the ``gpt_sovits2`` layout, ``config.ar``).
+"""The ``gpt_sovits2`` family: the GPT-SoVITS2 AR (our SpeechLM in the ``gpt_sovits2`` layout, ``config.model``).
 
 Batches come from the ``gpt_sovits2`` data task: same-speaker examples ``x1 + y1 + ... + xn -> yn`` packed into
 rows, told apart by ``segment_ids`` with ``positions`` restarting per example, so no position attends across
@@ -14,14 +14,11 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from sovits2_jax.models import sampling_config
 from sovits2_jax.models import speech_lm as slm
 from sovits2_jax.text.layouts import IGNORE_ID, SPEECH
 from sovits2_jax.train.families import llm
 from sovits2_jax.train.family import Family, Phase, Player
 from sovits2_jax.validation import ConfigError
-
-PART = "ar"
 
 
 def with_reference_targets(batch: dict) -> jax.Array:
@@ -65,20 +62,19 @@ class GptSovits2Family(Family):
     name: str = "gpt_sovits2"
 
     def validate(self, config) -> None:
-        slm.validate(config[PART].model, prefix=f"config.{PART}.model")
-        sampling_config.validate(config[PART].sampling, prefix=f"config.{PART}.sampling")
+        llm.validate_speech_lm(config)
 
 
     def players(self, config) -> list[Player]:
-        cfg = llm.model_config(config, PART)
+        cfg = llm.model_config(config)
         if cfg.layout != "gpt_sovits2":
-            raise ConfigError(f"family gpt_sovits2 needs config.ar.model.layout='gpt_sovits2', got {cfg.layout!r}")
+            raise ConfigError(f"family gpt_sovits2 needs config.model.layout='gpt_sovits2', got {cfg.layout!r}")
         if config.data.speech_token_size != cfg.speech_token_size:
             raise ConfigError(
                 f"config.data.speech_token_size={config.data.speech_token_size} must equal "
-                f"config.ar.model.speech_token_size={cfg.speech_token_size} (the eos id of the packed targets)"
+                f"config.model.speech_token_size={cfg.speech_token_size} (the eos id of the packed targets)"
             )
-        return [Player("model", llm.make_model(config, PART), config.train.optimizer)]
+        return [Player("model", llm.make_model(config), config.train.optimizer)]
 
     def phases(self, config) -> list[Phase]:
         return [Phase("model", loss_fn)]
@@ -94,14 +90,14 @@ class GptSovits2Family(Family):
         Qwen2 backbone from an HF directory."""
         from sovits2_jax.convert import parts
 
-        scan = llm.model_config(config, PART).backbone.scan_layers
+        scan = llm.model_config(config).backbone.scan_layers
         loaded, _ = parts.load(path, "llm", scan_layers=scan)
         return {**params, "model": llm.merge_pretrained(params["model"], loaded, f"config.init.from={path!r}")}
 
     def export_meta(self, config) -> dict:
         from sovits2_jax.convert import parts
 
-        return parts.export_meta("llm", llm.model_config(config, PART), "model")
+        return parts.export_meta("llm", llm.model_config(config), "model")
 
 
 FAMILY = GptSovits2Family()

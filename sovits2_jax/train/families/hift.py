@@ -52,24 +52,24 @@ def _weighted(terms: dict, batch: dict) -> tuple[jax.Array, dict]:
 
 
 def _weights(config) -> GanLossWeights:
-    return GanLossWeights(**config.hift.loss.to_dict())
+    return GanLossWeights(**config.loss.to_dict())
 
 
 class HiftFamily(Family):
     name = "hift"
 
     def validate(self, config) -> None:
-        hift_model.validate(config.hift.model)
+        hift_model.validate(config.model)
 
 
     def model_config(self, config) -> HiFTConfig:
-        return HiFTConfig.from_section(config.hift.model, "config.hift.model")
+        return HiFTConfig.from_section(config.model, "config.model")
 
     def make_generator(self, config):
         return HiFTGenerator(self.model_config(config), rngs=nnx.Rngs(config.seed))
 
     def make_discriminator(self, config):
-        d = config.hift.discriminator
+        d = config.discriminator
         rngs = nnx.Rngs(config.seed + 1)
         return MultipleDiscriminator(
             rngs=rngs,
@@ -95,7 +95,7 @@ class HiftFamily(Family):
         return loss
 
     def generator_loss(self, config):
-        weights, mel_fns = _weights(config), gan_mel_fns(config.hift.mel.to_dict())
+        weights, mel_fns = _weights(config), gan_mel_fns(config.mel.to_dict())
 
         def loss(models, batch, rng, train):
             terms = generator_terms(models["generator"], models["discriminator"], batch, rng, mel_fns, weights)

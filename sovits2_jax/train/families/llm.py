@@ -1,4 +1,4 @@
-"""The ``llm`` family: CosyVoice2's ``Qwen2LM`` (``config.llm``) trained on the ``llm`` data task.
+"""The ``llm`` family: CosyVoice2's ``Qwen2LM`` (``config.model``) trained on the ``llm`` data task.
 
 Each row is laid out unistream or, with probability ``config.train.bistream_probability`` (the reference's
 ``random.random() < 0.5``, drawn per row from the step's rng) and when its speech/text ratio allows, bistream
@@ -7,7 +7,7 @@ Each row is laid out unistream or, with probability ``config.train.bistream_prob
 are batch padding (``valid`` False) score nothing.
 
 ``--config.init.from`` takes a CosyVoice2 model directory (its ``llm.pt``), an HF Qwen2 directory (the backbone
-only, as CosyVoice's ``qwen_pretrain_path``) or an Orbax checkpoint of ours (``train/pretrained.py``).
+only, as CosyVoice's ``qwen_pretrain_path``) or an Orbax checkpoint of ours (``convert/parts.py``).
 """
 
 from __future__ import annotations
@@ -28,27 +28,33 @@ from sovits2_jax.validation import ConfigError
 PART = "llm"
 
 
-def model_config(config, part: str = PART) -> slm.SpeechLMConfig:
-    """The SpeechLMConfig of ``config.<part>.model`` with the trainer's compute dtype and remat policy."""
-    section = config[part].model.to_dict()
+def model_config(config) -> slm.SpeechLMConfig:
+    """The SpeechLMConfig of ``config.model`` with the trainer's compute dtype and remat policy."""
+    section = config.model.to_dict()
     backbone = dict(section["backbone"])
     backbone.update(dtype=family_lib.compute_dtype(config), param_dtype="float32")
     backbone["remat_policy"] = family_lib.remat(config, backbone.get("remat_policy", "none"))
     section["backbone"] = backbone
-    return slm.SpeechLMConfig.from_section(section, f"config.{part}.model")
+    return slm.SpeechLMConfig.from_section(section, "config.model")
 
 
-def make_model(config, part: str = PART):
+def validate_speech_lm(config) -> None:
+    """A speech-LM family's own sections: ``model`` (SpeechLMConfig) and ``sampling``."""
+    slm.validate(config.model, prefix="config.model")
+    sampling_config.validate(config.sampling, prefix="config.sampling")
+
+
+def make_model(config):
     """() -> a freshly initialised SpeechLM (seeded by config.seed): a Player's ``make_model``."""
-    cfg = model_config(config, part)
+    cfg = model_config(config)
     return lambda: slm.SpeechLM(cfg, rngs=nnx.Rngs(config.seed))
 
 
-def check_vocabulary(config, part: str = PART) -> None:
+def check_vocabulary(config) -> None:
     """The data's speech tokens must index the model's table (an out-of-range id would make the loss NaN)."""
-    model, data = config[part].model.speech_token_size, config.data.get("speech_token_size", 0)
+    model, data = config.model.speech_token_size, config.data.get("speech_token_size", 0)
     if data > model:
-        raise ConfigError(f"config.data.speech_token_size={data} exceeds config.{part}.model.speech_token_size={model}")
+        raise ConfigError(f"config.data.speech_token_size={data} exceeds config.model.speech_token_size={model}")
 
 
 def bistream_probability(config) -> float:
@@ -100,8 +106,7 @@ class LlmFamily(Family):
     name: str = "llm"
 
     def validate(self, config) -> None:
-        slm.validate(config[PART].model, prefix=f"config.{PART}.model")
-        sampling_config.validate(config[PART].sampling, prefix=f"config.{PART}.sampling")
+        validate_speech_lm(config)
 
 
     def players(self, config) -> list[Player]:

@@ -48,7 +48,7 @@ def codes_of(model: SynthesizerTrn, batch: dict) -> jax.Array:
         return batch["codes"]
     if "ssl" not in batch:
         raise ConfigError(
-            "config.vits.model.content='hubert_vq' trains on SSL features: the Parquet needs the column named by "
+            "config.model.content='hubert_vq' trains on SSL features: the Parquet needs the column named by "
             "config.data.ssl_column"
         )
     return jax.lax.stop_gradient(model.extract_codes(batch["ssl"]))
@@ -92,11 +92,11 @@ class VitsFamily(Family):
     name = "vits"
 
     def validate(self, config) -> None:
-        vits_config.validate(config.vits.model)
+        vits_config.validate(config.model)
 
 
     def model_config(self, config) -> VitsConfig:
-        return VitsConfig.from_section(config.vits.model, "config.vits.model")
+        return VitsConfig.from_section(config.model, "config.model")
 
     def check(self, config) -> None:
         """The model section fits the data section (vocabularies, audio frontend, reference)."""
@@ -106,15 +106,15 @@ class VitsFamily(Family):
         if frontend != (data.sample_rate, spec.n_fft, spec.hop_size, spec.win_size, data.unit_frames):
             raise ConfigError(
                 f"config.data (sample_rate, spectrogram n_fft / hop_size / win_size, unit_frames) must match "
-                f"config.vits.model's {frontend}"
+                f"config.model's {frontend}"
             )
         if cfg.content == "tokens" and data.speech_token_size > cfg.speech_vocab_size:
             raise ConfigError(
-                f"config.data.speech_token_size={data.speech_token_size} exceeds config.vits.model.speech_vocab_size="
+                f"config.data.speech_token_size={data.speech_token_size} exceeds config.model.speech_vocab_size="
                 f"{cfg.speech_vocab_size}"
             )
         if cfg.text_input != "ids":
-            raise ConfigError("config.vits.model.text_input: the vits data task gives text ids ('ids')")
+            raise ConfigError("config.model.text_input: the vits data task gives text ids ('ids')")
         if data.bucket_lengths[0] < cfg.segment_size // cfg.hop_length:
             raise ConfigError(
                 f"config.data.bucket_lengths[0]={data.bucket_lengths[0]} frames is shorter than the "
@@ -125,7 +125,7 @@ class VitsFamily(Family):
         return SynthesizerTrn(self.model_config(config), rngs=nnx.Rngs(config.seed))
 
     def make_discriminator(self, config):
-        d = config.vits.discriminator
+        d = config.discriminator
         layers = {"vits": VITS_S_LAYERS, "none": None}[d.scale_layers]
         rngs = nnx.Rngs(config.seed + 1)
         return MultiPeriodDiscriminator(tuple(d.periods), scale_layers=layers, channels=tuple(d.channels), rngs=rngs)
