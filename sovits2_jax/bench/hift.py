@@ -55,7 +55,6 @@ def main(argv) -> int:
     from sovits2_jax.convert import cosyvoice2_hift
     from sovits2_jax.convert.mapping import flatten
     from sovits2_jax.convert.params import params_from_flat
-    from sovits2_jax.models.discriminators import MultipleDiscriminator
     from sovits2_jax.models.hift import HiFTGenerator
     from sovits2_jax.parity.references import hift as parity_hift
 
@@ -70,7 +69,6 @@ def main(argv) -> int:
     disc_nested = nested.pop("discriminator")
     ours_config = dataclasses.replace(config, dtype=_DTYPE.value)
     g_graphdef, g_params = params_from_flat(lambda: HiFTGenerator(ours_config, rngs=nnx.Rngs(0)), flatten(nested))
-    d_graphdef, d_params = params_from_flat(lambda: MultipleDiscriminator(rngs=nnx.Rngs(0)), flatten(disc_nested))
     n_g = sum(int(np.prod(v.shape)) for v in jax.tree.leaves(g_params))
     ref, disc_ref = ref.to(tdev), disc_ref.to(tdev)
     print(
@@ -106,7 +104,12 @@ def main(argv) -> int:
     from cosyvoice.hifigan.hifigan import HiFiGan
     from matcha.utils.audio import mel_spectrogram as torch_mel
 
-    from sovits2_jax.train.hift_gan import adam_with_clip, make_gan_steps
+    from configs import cosyvoice2 as cosyvoice2_configs
+    from sovits2_jax.parallel.mesh import make_mesh
+    from sovits2_jax.parallel.sharding import activation_rules
+    from sovits2_jax.train import family as family_lib
+    from sovits2_jax.train import state as state_lib
+    from sovits2_jax.train import step as step_lib
 
     gf, gb = _GAN_FRAMES.value, _GAN_BATCH.value
     samples = gf * config.upsample_scale
@@ -116,17 +119,23 @@ def main(argv) -> int:
         "speech": speech,
         "speech_feat": (rng.standard_normal((gb, gf, 80)) - 4.0).astype(np.float32),
         "pitch_feat": np.full((gb, gf), 150.0, np.float32),
+        "speech_feat_len": np.full((gb,), gf, np.int32),
+        "valid": np.ones((gb,), bool),
     }
-    init_state, _, _, train_step = make_gan_steps(
-        g_graphdef, d_graphdef, adam_with_clip(2e-4, 5.0), adam_with_clip(2e-4, 5.0)
-    )
-    state = init_state(g_params, d_params)
-    step = jax.jit(train_step, donate_argnums=0)
+    # the trainer's own step of the hift family (Adam 2e-4 + clip 5 for both players), the torch weights as init
+    gan_config = cosyvoice2_configs.get_config("hift")
+    gan_config.model.dtype = _DTYPE.value
+    family = family_lib.get(gan_config.family)
+    mesh = make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, devices=jax.devices()[:1])
+    with jax.set_mesh(mesh), activation_rules(gan_config.sharding.rules):
+        built = state_lib.build(family, gan_config, mesh, lambda p: {"generator": nested, "discriminator": disc_nested})
+        step = jax.jit(step_lib.make_train_step(family, gan_config, built.graphdefs, built.txs), donate_argnums=0)
     batch_j = {k: jnp.asarray(v) for k, v in batch_np.items()}
-    holder = {"state": state}
+    holder = {"state": built.state}
 
     def ours_step():
-        holder["state"], metrics = step(holder["state"], batch_j, key)
+        with jax.set_mesh(mesh):
+            holder["state"], metrics = step(holder["state"], batch_j, jnp.int32(0))
         jax.block_until_ready(metrics)
 
     ours = median_ms(ours_step, warmup=2, repeats=_REPEATS.value)

@@ -19,8 +19,22 @@ import jax
 import numpy as np
 
 from sovits2_jax.train import mfu
+from sovits2_jax.validation import ConfigError, check
 
 log = logging.getLogger("sovits2_jax.train")
+
+
+def profile_steps(config) -> tuple[int, int] | None:
+    """(first, last) step of ``config.train.profile_steps`` ("a,b"), or None when empty."""
+    spec = str(config.train.profile_steps).strip()
+    if not spec:
+        return None
+    try:
+        a, b = (int(x) for x in spec.split(","))
+    except ValueError:
+        raise ConfigError(f"config.train.profile_steps={spec!r}: expected 'first,last' step numbers") from None
+    check(0 <= a < b, f"config.train.profile_steps={spec!r}: need 0 <= first < last")
+    return a, b
 
 
 def due(step: int, every: int, last: int) -> bool:

@@ -24,6 +24,7 @@ from sovits2_jax.train import callbacks, checkpoint, mfu
 from sovits2_jax.train import family as family_lib
 from sovits2_jax.train import state as state_lib
 from sovits2_jax.train import step as step_lib
+from sovits2_jax.train import validate as validate_lib
 from sovits2_jax.train.callbacks import PreemptionNotice, StateSnapshot  # noqa: F401 (re-exported: they lived here)
 from sovits2_jax.train.metrics import MetricsWriter
 from sovits2_jax.validation import ConfigError, check
@@ -32,35 +33,6 @@ log = logging.getLogger("sovits2_jax.train")
 
 
 # ------------------------------------------------------------------------------------------------- validation
-
-
-def validate(config) -> None:
-    """The trainer's own sections (the model and data sections are checked by sovits2_jax.train.validate)."""
-    for key in ("family", "train", "init"):
-        check(key in config, f"config.{key} is missing (configs.common.training_sections builds it)")
-    t = config.train
-    for key in ("num_steps", "log_every", "checkpoint_every", "keep_last", "accum_steps"):
-        check(t[key] >= 1, f"config.train.{key}={t[key]} must be >= 1")
-    for key in ("eval_every", "eval_batches", "keep_best", "spike_factor", "prefetch"):
-        check(t[key] >= 0, f"config.train.{key}={t[key]} must be >= 0")
-    check(t.dtype in ("float32", "bfloat16"), f"config.train.dtype={t.dtype!r} not in ('float32', 'bfloat16')")
-    profile_steps(config)
-    try:
-        family_lib.get(config.family)
-    except ValueError as e:
-        raise ConfigError(f"config.family={config.family!r}: {e}") from None
-
-
-def profile_steps(config) -> tuple[int, int] | None:
-    spec = str(config.train.profile_steps).strip()
-    if not spec:
-        return None
-    try:
-        a, b = (int(x) for x in spec.split(","))
-    except ValueError:
-        raise ConfigError(f"config.train.profile_steps={spec!r}: expected 'first,last' step numbers") from None
-    check(0 <= a < b, f"config.train.profile_steps={spec!r}: need 0 <= first < last")
-    return a, b
 
 
 def _check_accumulation(config, mesh) -> None:
@@ -178,7 +150,7 @@ def _meta(family, config, step: int) -> dict:
 
 def train(config, workdir: str) -> int:
     """Trains until ``config.train.num_steps`` (resuming from ``workdir``'s latest checkpoint); returns 0."""
-    validate(config)
+    validate_lib.validate(config)
     t = config.train
     family = family_lib.get(config.family)
     mesh = mesh_lib.make_mesh(dict(config.mesh))
@@ -239,7 +211,7 @@ def _run(family, config, workdir, mesh, ckpts) -> int:
     writer = MetricsWriter(workdir, t.num_steps, step)
     skipped_rows = lambda: sum(getattr(batches, "skipped", {}).values())
     contents = lambda step, state, eval_loss: (_train_json(config, state, step, eval_loss), _meta(family, config, step))
-    profile = profile_steps(config)
+    profile = callbacks.profile_steps(config)
     hooks = callbacks.Hooks([
         *([callbacks.Profiler(*profile, os.path.join(workdir, "profile"))] if profile else []),
         callbacks.MetricsLogger(writer, t.log_every, t.num_steps, built.schedules, peak, skipped_rows),

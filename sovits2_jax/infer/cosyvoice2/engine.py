@@ -11,13 +11,14 @@ and every length is bucketed, so a server compiles a bounded set of shapes, once
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import jax
 import numpy as np
 from flax import nnx
 
 from sovits2_jax.infer import generate as gen
+from sovits2_jax.infer.bistream import bistream_generate
 from sovits2_jax.infer.cosyvoice2.inputs import ModelInput
 from sovits2_jax.infer.cosyvoice2.token2wav import (
     Token2WavStream,
@@ -150,6 +151,27 @@ class Engine:
             hop_scale=c.hop_scale, final_full_context=c.final_full_context,
             max_frames=frames, cached=frames <= c.max_cached_frames,
         )  # fmt: skip
+
+    def stream_bistream(
+        self, prompt: ModelInput, text_pieces: Iterable[Sequence[int]], seed: int = 0, max_tokens: int = 2000
+    ) -> Iterator[np.ndarray]:
+        """Audio chunks while the text itself streams in (CosyVoice2's bistream: ``text_pieces`` are lists of text
+        token ids, e.g. from a text LLM): speech tokens from ``infer.bistream`` go to the streaming token2wav every
+        ``token_hop`` tokens. ``prompt``: the prompt's text, LM / flow prompt tokens, mel and embedding."""
+        key = row_keys(seed, 1)[0]
+        graphdef, params, config = self.llm
+        streamer = self._streamer(prompt, key, max_tokens)
+        tokens = bistream_generate(graphdef, params, config, text_pieces, prompt.prompt_text,
+                                   prompt.llm_prompt_speech_token, lm_key(key), sampling=self.config.sampling,
+                                   max_len=max_tokens)  # fmt: skip
+        pending: list[int] = []
+        for token in tokens:
+            pending.append(token)
+            if len(pending) >= self.config.token_hop:
+                yield from (chunk for chunk in streamer.push(pending) if len(chunk))
+                pending = []
+        yield from (chunk for chunk in streamer.push(pending) if len(chunk))
+        yield streamer.finish()
 
     def stream(self, inputs: list[ModelInput], seed: int | Sequence[int] = 0) -> Iterator[tuple[int, np.ndarray]]:
         """Yields (row, audio chunk) as chunks exist; the rows' LM decodes share one batched decode loop. The

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -185,6 +185,17 @@ class TTS:
         """The prompt's voice continues from its transcript into ``text`` (or a stored zero-shot ``spk_id``)."""
         kw = dict(prompt_text=prompt_text, prompt_wav=prompt_wav, spk_id=spk_id, normalize=normalize)
         return self._go(self.inputs("zero_shot", text, **kw), stream, seed, speed)
+
+    def zero_shot_bistream(
+        self, text_pieces: Iterable[str], prompt_text: str = "", prompt_wav: Audio | None = None, *,
+        spk_id: str | None = None, seed: int = 0, normalize: bool = True, max_tokens: int = 2000,
+    ) -> Iterator[np.ndarray]:  # fmt: skip
+        """zero_shot while the text itself arrives in pieces (e.g. streamed from a text LLM): yields audio chunks as
+        they become final. Each piece is tokenized as it comes, without normalisation (a piece may end mid-word)."""
+        f = self.frontend
+        prompt = f.zero_shot("", prompt_text, prompt_wav, spk_id=spk_id, normalize=normalize)
+        pieces = (f.text_ids(piece) for piece in text_pieces if piece)
+        return self.engine.stream_bistream(prompt, pieces, seed, max_tokens)
 
     def cross_lingual(
         self, text: str, prompt_wav: Audio | None = None, *, spk_id: str | None = None, stream: bool = False,

@@ -131,7 +131,6 @@ class DpoFamily(Family):
     def validate(self, config) -> None:
         llm.validate_speech_lm(config)
 
-
     def players(self, config) -> list[Player]:
         if not config.data.get("dpo", False):
             raise ConfigError("family dpo needs config.data.dpo=True (the rejected speech tokens)")

@@ -61,7 +61,6 @@ class FlowFamily(Family):
     def validate(self, config) -> None:
         flow_config.validate(config.model, prefix="config.model")
 
-
     def players(self, config) -> list[Player]:
         cfg = model_config(config)
         data = config.data

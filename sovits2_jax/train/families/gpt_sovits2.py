@@ -64,7 +64,6 @@ class GptSovits2Family(Family):
     def validate(self, config) -> None:
         llm.validate_speech_lm(config)
 
-
     def players(self, config) -> list[Player]:
         cfg = llm.model_config(config)
         if cfg.layout != "gpt_sovits2":

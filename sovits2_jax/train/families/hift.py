@@ -61,7 +61,6 @@ class HiftFamily(Family):
     def validate(self, config) -> None:
         hift_model.validate(config.model)
 
-
     def model_config(self, config) -> HiFTConfig:
         return HiFTConfig.from_section(config.model, "config.model")
 

@@ -108,7 +108,6 @@ class LlmFamily(Family):
     def validate(self, config) -> None:
         validate_speech_lm(config)
 
-
     def players(self, config) -> list[Player]:
         check_vocabulary(config)
         return [Player("model", make_model(config), config.train.optimizer)]

@@ -49,7 +49,6 @@ class Qwen2Family(Family):
     def validate(self, config) -> None:
         qwen2_model.validate(config.model)
 
-
     def players(self, config) -> list[Player]:
         cfg = model_config(config)
         return [Player("model", lambda: Qwen2ForCausalLM(cfg, rngs=nnx.Rngs(config.seed)), config.train.optimizer)]

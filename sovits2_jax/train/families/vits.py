@@ -94,7 +94,6 @@ class VitsFamily(Family):
     def validate(self, config) -> None:
         vits_config.validate(config.model)
 
-
     def model_config(self, config) -> VitsConfig:
         return VitsConfig.from_section(config.model, "config.model")
 
@@ -169,40 +168,3 @@ class VitsFamily(Family):
 
 
 FAMILY = VitsFamily()
-
-
-def make_vits_steps(g_graphdef, d_graphdef, g_tx, d_tx=None):
-    """Pure (init_state, train_step) outside the trainer (tests, benchmarks) on the family's losses:
-    ``train_step(state, batch, key) -> (state, metrics)``; no discriminator = mel + KL only (a warm-up)."""
-    import optax
-
-    def init_state(g_params, d_params=None) -> dict:
-        state = {"g_params": g_params, "g_opt": g_tx.init(g_params)}
-        if d_graphdef is not None:
-            state |= {"d_params": d_params, "d_opt": d_tx.init(d_params)}
-        return state
-
-    def update(tx, terms_fn, params, opt):
-        def loss(p):
-            terms = terms_fn(p)
-            return terms["loss"], terms
-
-        (_, terms), grads = jax.value_and_grad(loss, has_aux=True)(params)
-        updates, opt = tx.update(grads, opt, params)
-        return optax.apply_updates(params, updates), opt, terms, optax.global_norm(grads)
-
-    def train_step(state: dict, batch: dict, key: jax.Array):
-        state, metrics = dict(state), {}
-        k_d, k_g = jax.random.split(key)
-        disc = None
-        if d_graphdef is not None:
-            gen = nnx.merge(g_graphdef, state["g_params"])
-            d_fn = lambda p: discriminator_terms(gen, nnx.merge(d_graphdef, p), batch, k_d)
-            state["d_params"], state["d_opt"], terms, _ = update(d_tx, d_fn, state["d_params"], state["d_opt"])
-            metrics |= {f"d/{k}": v for k, v in terms.items()}
-            disc = nnx.merge(d_graphdef, state["d_params"])
-        g_fn = lambda p: generator_terms(nnx.merge(g_graphdef, p), disc, batch, k_g)
-        state["g_params"], state["g_opt"], terms, norm = update(g_tx, g_fn, state["g_params"], state["g_opt"])
-        return state, metrics | {f"g/{k}": v for k, v in terms.items()} | {"g/grad_norm": norm}
-
-    return init_state, train_step
