@@ -173,7 +173,7 @@ def test_pretrained_load_on_every_source_kind_and_bad_sources(trained, tmp_path,
     hf_ours = hf_qwen2.torch_to_jax(model_dir / "CosyVoice-BlankEN", tmp_path / "hf_ours")
     for src in (workdir, workdir / "checkpoints", workdir / "checkpoints" / "2", model_dir, ours, ours / "llm"):
         params, config = parts.load(src, "llm")
-        assert config.speech_token_size == trained["llm"][1].llm.model.speech_token_size, src
+        assert config.speech_token_size == trained["llm"][1].model.speech_token_size, src
         assert all(np.array_equal(v, step2[k]) for k, v in flatten(params).items()) and len(flatten(params)) == len(
             step2
         ), src
