@@ -178,3 +178,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         reference="speaker" if model.content == "tokens" else "self",
         ref_frames=100 if tiny_size else 300,
     )
+
+
+def vits_config(config: ml_collections.ConfigDict) -> VitsConfig:
+    """The model section back as a validated VitsConfig (errors name the offending key)."""
+    return VitsConfig.from_section(config.model, "config.model")

@@ -150,7 +150,7 @@ def _meta(family, config, step: int) -> dict:
 
 def train(config, workdir: str) -> int:
     """Trains until ``config.train.num_steps`` (resuming from ``workdir``'s latest checkpoint); returns 0."""
-    validate_lib.validate(config)
+    validate_lib.trainer_sections(config)  # the CLI ran the whole chain (train.validate.validate)
     t = config.train
     family = family_lib.get(config.family)
     mesh = mesh_lib.make_mesh(dict(config.mesh))

@@ -19,14 +19,14 @@ def validate(config, num_devices: int | None = None) -> None:
     if "data" in config:
         pipeline.validate(config.data)
     if "train" in config:
-        _trainer_sections(config)
+        trainer_sections(config)
     if "family" in config:
         family_lib.get(config.family).validate(config)
     if shape is not None:
         mesh.validate_batch_sizes(config, shape)
 
 
-def _trainer_sections(config) -> None:
+def trainer_sections(config) -> None:
     """The trainer's own sections: ``train`` (loop cadence, dtype, profiling) and ``init``."""
     for key in ("family", "train", "init"):
         check(key in config, f"config.{key} is missing (configs.common.training_sections builds it)")
