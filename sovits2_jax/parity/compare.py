@@ -1,6 +1,6 @@
 """Comparison of the reference's and our outputs, and the parity report.
 
-Tolerances (DESIGN.md): fp32 on CPU atol 1e-5 for simple layers and 1e-4 for whole models (relative where
+Tolerances (docs/architecture.md): fp32 on CPU atol 1e-5 for simple layers and 1e-4 for whole models (relative where
 magnitudes vary); bf16 results are reported, not asserted tighter than bf16 allows.
 """
 

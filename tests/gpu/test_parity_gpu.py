@@ -1,7 +1,7 @@
 """Every parity component on CUDA against the PyTorch reference on CUDA (TF32 off on both sides).
 
-fp32 is asserted at DESIGN.md's tolerances (the harness's own verdict); bf16 is reported where the component's
-case has a bf16 path (``registry.dtypes``; not the flow's), and only gross errors fail.
+fp32 is asserted at the parity tolerances of docs/architecture.md (the harness's own verdict); bf16 is reported where
+the component's case has a bf16 path (``registry.dtypes``; not the flow's), and only gross errors fail.
 Skipped without a GPU (conftest).
 """
 

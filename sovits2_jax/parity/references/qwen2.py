@@ -19,7 +19,7 @@ from sovits2_jax.parity.torch_refs import to_numpy, to_torch, torch_device
 COMPONENTS = ("qwen2",)
 
 TINY = qwen2_configs.preset("tiny")
-SEQ_LEN = 320  # RoPE errors hide in short prompts (REFERENCE.md): compare over >= 300 positions.
+SEQ_LEN = 320  # RoPE errors hide in short prompts: compare over >= 300 positions.
 
 
 def make_inputs(vocab_size: int, batch: int, seq_len: int, seed: int) -> dict[str, np.ndarray]:
