@@ -4,8 +4,8 @@
     python -m sovits2_jax.bench.gpu --device=cpu --size=small      # the same code at a small size (suite.sh --cpu)
 
 Parts: parity (fp32 asserted at docs/architecture.md's tolerances, bf16 reported) for every component; the ``qwen2``
-family training through the real trainer (tokens/s and MFU from its metrics.jsonl; bf16 on a GPU); the train-step, speech-LM
-decode and TTS benchmarks (each printing ratios against the PyTorch reference measured in the same run). Every
+family training through the real trainer (tokens/s and MFU from its metrics.jsonl; bf16 on a GPU); the train-step,
+speech-LM decode and TTS benchmarks (each printing ratios against the PyTorch reference measured in the same run). Every
 benchmark runs in its own process so one failure is recorded and the rest still run.
 """
 
