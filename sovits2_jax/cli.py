@@ -18,6 +18,7 @@ absl itself rejects unknown flags.
 from __future__ import annotations
 
 import keyword
+import logging
 import sys
 from collections.abc import Callable
 
@@ -101,3 +102,21 @@ def run(main: Callable[[list[str]], int | None]) -> None:
             return _fail(str(e))
 
     app.run(guarded, flags_parser=_parse_flags)
+
+
+def command(argv: list[str], choices: tuple[str, ...] = ()) -> str:
+    """The one positional argument of a CLI, from ``choices`` (none allowed when ``choices`` is empty)."""
+    args = argv[1:]
+    if not choices:
+        if args:
+            raise app.UsageError(f"unexpected arguments {args}")
+        return ""
+    if len(args) != 1 or args[0] not in choices:
+        raise app.UsageError(f"give one of {', '.join(choices)} as the first argument (got {args})")
+    return args[0]
+
+
+def run_logged(main: Callable[[list[str]], int | None]) -> None:
+    """``run(main)`` logging INFO to stderr (the data preparation stages report their progress)."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    run(main)

@@ -23,10 +23,10 @@ import numpy as np
 from absl import flags
 from tqdm import tqdm
 
+from sovits2_jax import cli
 from sovits2_jax.audio.io import write_wav
 from sovits2_jax.audio.loudness import TARGET_LUFS, normalize_loudness
 from sovits2_jax.audio.resample import resample
-from sovits2_jax.data.prep import command, run
 
 SAMPLE_RATE = 24000
 ESPEAK_VOICE = {"en": "en-us", "fr": "fr", "de": "de", "es": "es"}
@@ -233,7 +233,7 @@ def _write_utterance(root: str, job: Job, wav: np.ndarray) -> None:
 
 def main(argv: list[str]) -> None:
     """CLI: the built-in corpus in ``--out``."""
-    command(argv)
+    cli.command(argv)
     f = flags.FLAGS
     stats = build_corpus(
         f.out, hours=f.hours, utterances=f.utterances, num_speakers=f.speakers,
@@ -253,4 +253,4 @@ if __name__ == "__main__":
     flags.DEFINE_integer("workers", 2, "synthesis processes")
     flags.DEFINE_float("loudness", TARGET_LUFS, "LUFS per utterance (nan: no change)")
     flags.DEFINE_enum("split", "all", ["all", "train", "dev"], "disjoint sentence sets")
-    run(main)
+    cli.run_logged(main)

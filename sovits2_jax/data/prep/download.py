@@ -29,7 +29,6 @@ from absl import flags
 from tqdm import tqdm
 
 from sovits2_jax import cli
-from sovits2_jax.data.prep import command, run
 
 DEFAULT_URL_PREFIX = "www.openslr.org/resources/60"  # CosyVoice's examples/libritts run.sh data_url
 
@@ -255,7 +254,7 @@ def download(url_prefix: str, parts: list[str], dst: str, md5_file: str | None =
 
 def main(argv: list[str]) -> None:
     """CLI: download, check and extract ``--parts`` from ``--url_prefix`` into ``--dst``."""
-    command(argv)
+    cli.command(argv)
     f = flags.FLAGS
     parts = [p for p in re.split(r"[,\s]+", f.parts) if p]
     if not parts:
@@ -274,4 +273,4 @@ if __name__ == "__main__":
     flags.DEFINE_integer("retries", 5, "consecutive connection failures tolerated per part")
     flags.DEFINE_float("backoff", 2.0, "seconds before the first retry (doubling each time)")
     flags.DEFINE_float("timeout", 60.0, "socket timeout in seconds")
-    run(main)
+    cli.run_logged(main)

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from sovits2_jax import cli
 from sovits2_jax.audio.io import AudioError, audio_info
-from sovits2_jax.data.prep import command, gpt_sovits_list, run
+from sovits2_jax.data.prep import gpt_sovits_list
 from sovits2_jax.data.prep.skiplog import SkipLog
 
 log = logging.getLogger(__name__)
@@ -178,7 +178,7 @@ def prepare(src_dir: str, des_dir: str, wav_dir: str | None = None) -> tuple[Kal
 
 def main(argv: list[str]) -> None:
     """CLI: Kaldi files in ``--des_dir`` from the LibriTTS-layout ``--src_dir`` or the list file ``--list``."""
-    command(argv)
+    cli.command(argv)
     f = flags.FLAGS
     if bool(f.src_dir) == bool(f.list):
         raise cli.Error("kaldi: give one of --src_dir (a LibriTTS-layout directory) or --list (a GPT-SoVITS list)")
@@ -196,4 +196,4 @@ if __name__ == "__main__":
     flags.DEFINE_string("list", None, "GPT-SoVITS list file: wav_path|speaker|language|text lines")
     flags.DEFINE_string("wav_dir", None, "with --list: find each wav by its file name in this folder")
     flags.DEFINE_string("des_dir", None, "output Kaldi data dir", required=True)
-    run(main)
+    cli.run_logged(main)

@@ -24,10 +24,10 @@ import numpy as np
 from absl import app, flags
 from tqdm import tqdm
 
+from sovits2_jax import cli
 from sovits2_jax.audio.fbank import campplus_features
 from sovits2_jax.audio.io import AudioError, load_audio
 from sovits2_jax.audio.whisper_mel import log_mel_spectrogram
-from sovits2_jax.data.prep import command, run
 from sovits2_jax.data.prep.kaldi import read_kaldi_dir
 
 log = logging.getLogger(__name__)
@@ -294,7 +294,7 @@ def fit_speaker_encoder(data_dir: str, out_path: str, *, dim: int = 192) -> str:
 
 def main(argv: list[str]) -> None:
     """CLI: fit ``tokenizer`` / ``speaker`` on ``--dir``, or export ``resemblyzer``, to ``--out``."""
-    what = command(argv, ("tokenizer", "speaker", "resemblyzer"))
+    what = cli.command(argv, ("tokenizer", "speaker", "resemblyzer"))
     f = flags.FLAGS
     if what == "resemblyzer":
         from sovits2_jax.data.prep.resemblyzer_encoder import export_resemblyzer
@@ -315,4 +315,4 @@ if __name__ == "__main__":
     flags.DEFINE_integer("codebook_size", 512, "tokenizer: k-means codebook size")
     flags.DEFINE_integer("dim", 192, "speaker: embedding size")
     flags.DEFINE_integer("seed", 0, "tokenizer: k-means seed")
-    run(main)
+    cli.run_logged(main)

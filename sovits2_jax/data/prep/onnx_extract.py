@@ -23,11 +23,12 @@ import numpy as np
 from absl import flags
 from tqdm import tqdm
 
+from sovits2_jax import cli
 from sovits2_jax.audio.fbank import campplus_features
 from sovits2_jax.audio.io import AudioError, load_audio
 from sovits2_jax.audio.onnx_models import embed_features, make_session, tokenize_mels
 from sovits2_jax.audio.whisper_mel import log_mel_spectrogram
-from sovits2_jax.data.prep import command, feature_store, resemblyzer_encoder, run
+from sovits2_jax.data.prep import feature_store, resemblyzer_encoder
 from sovits2_jax.data.prep.kaldi import read_kaldi_dir
 from sovits2_jax.data.prep.skiplog import SkipLog
 
@@ -199,7 +200,7 @@ def extract_speech_tokens(
 
 def main(argv: list[str]) -> None:
     """CLI: ``embedding`` or ``token`` for the Kaldi data dir ``--dir``."""
-    what = command(argv, ("embedding", "token"))
+    what = cli.command(argv, ("embedding", "token"))
     f = flags.FLAGS
     if what == "embedding":
         skips = extract_embeddings(f.dir, f.onnx_path, workers=f.num_workers, torch_pt=f.torch_pt)
@@ -216,4 +217,4 @@ if __name__ == "__main__":
     flags.DEFINE_integer("num_workers", 2, "extraction processes")
     flags.DEFINE_integer("batch_size", 1, "token model batch (padded)")
     flags.DEFINE_bool("torch_pt", False, "also write CosyVoice's .pt files (needs torch)")
-    run(main)
+    cli.run_logged(main)

@@ -27,7 +27,8 @@ import pyarrow.parquet as pq
 from absl import flags
 from tqdm import tqdm
 
-from sovits2_jax.data.prep import command, feature_store, run
+from sovits2_jax import cli
+from sovits2_jax.data.prep import feature_store
 from sovits2_jax.data.prep.kaldi import read_kaldi_dir
 from sovits2_jax.data.prep.skiplog import SkipLog
 
@@ -174,7 +175,7 @@ def make_parquet_list(
 
 def main(argv: list[str]) -> None:
     """CLI: Parquet shards and list files in ``--des_dir`` from the Kaldi dir ``--src_dir``."""
-    command(argv)
+    cli.command(argv)
     f = flags.FLAGS
     parquets, skips = make_parquet_list(
         f.src_dir, f.des_dir, num_utts_per_parquet=f.num_utts_per_parquet, num_processes=f.num_processes
@@ -187,4 +188,4 @@ if __name__ == "__main__":
     flags.DEFINE_string("des_dir", None, "output directory of the shards and list files", required=True)
     flags.DEFINE_integer("num_utts_per_parquet", 1000, "utterances per shard")
     flags.DEFINE_integer("num_processes", 2, "writer processes")
-    run(main)
+    cli.run_logged(main)

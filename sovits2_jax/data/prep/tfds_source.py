@@ -17,8 +17,8 @@ import numpy as np
 from absl import flags
 from tqdm import tqdm
 
+from sovits2_jax import cli
 from sovits2_jax.audio.io import write_wav
-from sovits2_jax.data.prep import command, run
 
 SAMPLE_RATE = 24000
 SPLIT_DIRS = {
@@ -84,7 +84,7 @@ def export_libritts(
 
 def main(argv: list[str]) -> None:
     """CLI: TFDS LibriTTS ``--splits`` written to ``--out`` in the LibriTTS layout."""
-    command(argv)
+    cli.command(argv)
     f = flags.FLAGS
     counts = export_libritts(f.out, [s.strip() for s in f.splits.split(",") if s.strip()], data_dir=f.data_dir,
                              max_examples=f.max_examples)  # fmt: skip
@@ -96,4 +96,4 @@ if __name__ == "__main__":
     flags.DEFINE_string("splits", "train_clean100,dev_clean", "comma-separated TFDS splits")
     flags.DEFINE_string("data_dir", None, "TFDS data dir holding the prepared libritts dataset")
     flags.DEFINE_integer("max_examples", None, "at most this many examples per split")
-    run(main)
+    cli.run_logged(main)
