@@ -1,5 +1,5 @@
 """GPT-SoVITS2 configs: ``--config=configs/gpt_sovits2.py:ARG`` with ARG ``ar``, ``ar_small``, ``ar_tiny`` (the AR
-part, family ``gpt_sovits2``) or ``vits``, ``vits_small``, ``vits_tiny`` (the VITS2 decoder and its GAN training,
+part, family ``gpt_sovits2_ar``) or ``vits``, ``vits_small``, ``vits_tiny`` (the VITS2 decoder and its GAN training,
 family ``vits``).
 
 The AR model is our SpeechLM in the ``gpt_sovits2`` layout: ``x1 + y1 + ... + xn -> yn`` under one RoPE,
@@ -43,7 +43,7 @@ AR_TINY_TRAIN = dict(num_steps=200, log_every=10, eval_every=50, checkpoint_ever
 
 
 def ar_config(size: str = "") -> ml_collections.ConfigDict:
-    """The AR (family ``gpt_sovits2``, data task ``gpt_sovits2``: each target with 1..max_references same-speaker
+    """The AR (family ``gpt_sovits2_ar``, data task ``gpt_sovits2``: each target with 1..max_references same-speaker
     references, packed into rows); tiny: lr 1e-3 without warm-up."""
     backbone, overrides, speech_tokens, feature_dim, batch_size = lookup(
         AR_PRESETS, size, "gpt_sovits2 ar size", {"": "release"}
@@ -55,12 +55,12 @@ def ar_config(size: str = "") -> ml_collections.ConfigDict:
         speech_token_size=speech_tokens,
         text_feature_dim=feature_dim,
     )
-    config = base_config("gpt_sovits2", "out/gpt_sovits2_ar", model, sampling=sampling_config(),
+    config = base_config("gpt_sovits2_ar", "out/gpt_sovits2_ar", model, sampling=sampling_config(),
                          generation=generation_config())  # fmt: skip
     recipe, tiny = AR_RECIPE, size == "tiny"
     row = lookup(AR_ROW_LENGTH, size, "gpt_sovits2 ar size", {"": "release"})
     sections = training_sections(
-        "gpt_sovits2",
+        "gpt_sovits2_ar",
         "gpt_sovits2",
         optimizer=dict(lr=1e-3 if tiny else recipe["lr"], warmup_steps=0 if tiny else recipe["warmup_steps"],
                        grad_clip=recipe["grad_clip"]),

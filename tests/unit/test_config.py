@@ -144,7 +144,7 @@ def _model_sections(config):
     from sovits2_jax.models.speech_lm import SpeechLMConfig
     from sovits2_jax.models.vits2.config import VitsConfig
 
-    model_class = {"qwen2": Qwen2Config, "llm": SpeechLMConfig, "dpo": SpeechLMConfig, "gpt_sovits2": SpeechLMConfig,
+    model_class = {"qwen2": Qwen2Config, "llm": SpeechLMConfig, "dpo": SpeechLMConfig, "gpt_sovits2_ar": SpeechLMConfig,
                    "flow": FlowConfig, "hift": HiFTConfig, "vits": VitsConfig}  # fmt: skip
     if "family" in config:
         yield "model", config.model, model_class[config.family]

@@ -11,7 +11,7 @@ from sovits2_jax.data import packing
 from sovits2_jax.models import speech_lm as slm
 from sovits2_jax.models.qwen2 import Qwen2Config
 from sovits2_jax.text import layouts
-from sovits2_jax.train.families import gpt_sovits2
+from sovits2_jax.train.families import gpt_sovits2_ar as gpt_sovits2
 
 SPEECH_TOKENS = 20
 BACKBONE = Qwen2Config(vocab_size=64, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4, num_kv_heads=2)

@@ -1,4 +1,4 @@
-"""The ``gpt_sovits2`` family: the GPT-SoVITS2 AR (our SpeechLM in the ``gpt_sovits2`` layout, ``config.model``).
+"""The ``gpt_sovits2_ar`` family: the GPT-SoVITS2 AR (our SpeechLM in the ``gpt_sovits2`` layout, ``config.model``).
 
 Batches come from the ``gpt_sovits2`` data task: same-speaker examples ``x1 + y1 + ... + xn -> yn`` packed into
 rows, told apart by ``segment_ids`` with ``positions`` restarting per example, so no position attends across
@@ -59,7 +59,7 @@ def loss_fn(models, batch, rng, train):
 
 @dataclasses.dataclass(frozen=True)
 class GptSovits2Family(Family):
-    name: str = "gpt_sovits2"
+    name: str = "gpt_sovits2_ar"
 
     def validate(self, config) -> None:
         llm.validate_speech_lm(config)
@@ -67,7 +67,7 @@ class GptSovits2Family(Family):
     def players(self, config) -> list[Player]:
         cfg = llm.model_config(config)
         if cfg.layout != "gpt_sovits2":
-            raise ConfigError(f"family gpt_sovits2 needs config.model.layout='gpt_sovits2', got {cfg.layout!r}")
+            raise ConfigError(f"family gpt_sovits2_ar needs config.model.layout='gpt_sovits2', got {cfg.layout!r}")
         if config.data.speech_token_size != cfg.speech_token_size:
             raise ConfigError(
                 f"config.data.speech_token_size={config.data.speech_token_size} must equal "
