@@ -22,8 +22,9 @@ from absl import flags
 from sovits2_jax import cli
 from sovits2_jax.convert import checkpoint as ckpt
 from sovits2_jax.convert import cosyvoice2, hf_qwen2
+from sovits2_jax.convert.cosyvoice2 import PartFormat
 from sovits2_jax.convert.cosyvoice2_yaml import check_same_architecture, cosyvoice2_yaml
-from sovits2_jax.convert.formats import PartFormat, format_of_checkpoint
+from sovits2_jax.convert.formats import format_of_checkpoint
 from sovits2_jax.convert.mapping import ConversionError, flatten, ours_to_torch, unstack_layers
 
 

@@ -8,6 +8,8 @@ be installed) and written back as a plain dict (what gpt-sovits-infer's ``DictTo
 v1 / v2 are told apart by the rows of ``enc_p.text_embedding`` (322 / 732) and the reference encoder's input
 width (1025 / 704). Codebook EMA buffers (``inited``, ``cluster_size``, ``embed_avg``) are not model parameters:
 they are kept in ``torch_buffers.npz`` beside the Orbax params so the round trip is bit-exact.
+
+A format of ``convert/formats.py`` whose sources hold one part, ``vits`` (a VitsConfig).
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ from sovits2_jax.convert.gpt_sovits_keys import (
 from sovits2_jax.convert.mapping import ConversionError, flatten, ours_to_torch, torch_to_ours
 
 NAME = "gpt_sovits"
+DESCRIPTION = "a GPT-SoVITS s2 .pth"
+PARTS = ("vits",)
 BUFFERS_FILE = "torch_buffers.npz"
 _BUFFER = re.compile(r"^quantizer\.vq\.layers\.\d+\._codebook\.(inited|cluster_size|embed_avg)$")
 _HEADER = re.compile(rb"^[0-9]{2}$")
@@ -149,6 +153,45 @@ def detect(src: str | Path) -> bool:
         return False
     weight = obj.get("weight")
     return isinstance(weight, Mapping) and any(str(k).startswith("enc_p.") for k in weight)
+
+
+def parts(src: str | Path) -> tuple[str, ...]:
+    return PARTS
+
+
+def load_part(src: str | Path, part: str) -> tuple[dict, Any]:
+    """(nested fp32 params, VitsConfig) from an s2 .pth or our ``gpt_sovits`` checkpoint (the codebook buffers,
+    not model parameters, are left out)."""
+    from sovits2_jax.convert.checkpoint import load_checkpoint, meta_path
+    from sovits2_jax.convert.mapping import unflatten
+    from sovits2_jax.convert.torch_io import tensor_to_numpy
+    from sovits2_jax.models.vits2.config import VitsConfig
+
+    src = Path(src)
+    if part not in PARTS:
+        raise ConversionError(f"{src}: a GPT-SoVITS s2 checkpoint holds the vits part, not {part!r}")
+    if meta_path(src) is not None:
+        params, meta = load_checkpoint(src)
+        if meta.get("format") != NAME:
+            raise ConversionError(f"{src}: checkpoint format {meta.get('format')!r} is not {NAME!r}")
+        return params, VitsConfig.from_dict(meta["config"])
+    obj, _ = load_pth(src)
+    weight = {str(k): tensor_to_numpy(v) for k, v in obj["weight"].items()}
+    config = config_from_pth(obj["config"], normalize_dict(weight))
+    flat, _buffers = torch_items_to_flat(weight.items(), config, source=str(src))
+    return unflatten(flat), config
+
+
+def build_model(part: str, config, rngs):
+    from sovits2_jax.models.vits2.synthesizer import SynthesizerTrn
+
+    if part not in PARTS:
+        raise ConversionError(f"{NAME} builds no {part!r} (only vits)")
+    return SynthesizerTrn(config, rngs=rngs)
+
+
+def checkpoint_format(part: str) -> str | None:
+    return NAME if part in PARTS else None
 
 
 # ------------------------------------------------------------------------------------------------ config / keys

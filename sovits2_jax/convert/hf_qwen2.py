@@ -1,4 +1,8 @@
-"""HF Qwen2 directories (config.json + safetensors / pytorch_model.bin) <-> our Orbax checkpoints."""
+"""HF Qwen2 directories (config.json + safetensors / pytorch_model.bin) <-> our Orbax checkpoints.
+
+A format of ``convert/formats.py``: a source holds ``qwen2`` (the causal LM) and ``llm``: only its backbone as the
+``llm`` subtree of a SpeechLM (CosyVoice's ``qwen_pretrain_path``), with a default SpeechLMConfig around it.
+"""
 
 from __future__ import annotations
 
@@ -21,8 +25,11 @@ from sovits2_jax.convert.mapping import (
 )
 from sovits2_jax.convert.torch_io import iter_hf_weights, save_hf_weights
 from sovits2_jax.models.qwen2 import Qwen2Config, Qwen2ForCausalLM
+from sovits2_jax.models.speech_lm import SpeechLM, SpeechLMConfig
 
 NAME = "hf_qwen2"
+DESCRIPTION = "a HF Qwen2 directory (config.json + safetensors)"
+PARTS = ("qwen2", "llm")
 WEIGHT_FILES = (
     "model.safetensors",
     "pytorch_model.bin",
@@ -68,6 +75,46 @@ def detect(src: str | Path) -> bool:
     except ValueError:
         return False
     return hf.get("model_type") == "qwen2" or "Qwen2ForCausalLM" in hf.get("architectures", [])
+
+
+def parts(src: str | Path) -> tuple[str, ...]:
+    """Every HF Qwen2 directory (or our checkpoint of one) holds the causal LM and, as an ``llm``, its backbone."""
+    return PARTS
+
+
+def load_part(src: str | Path, part: str) -> tuple[dict, Qwen2Config | SpeechLMConfig]:
+    """(nested params, config) of ``part`` from a HF Qwen2 directory or our ``hf_qwen2`` checkpoint."""
+    src = Path(src)
+    if part not in PARTS:
+        raise ConversionError(f"{src}: a HF Qwen2 checkpoint holds no {part!r} part (only {', '.join(PARTS)})")
+    if ckpt.meta_path(src) is not None:
+        params, meta = ckpt.load_checkpoint(src)
+        if meta.get("format") != NAME:
+            raise ConversionError(f"{src}: format {meta.get('format')!r} is not {NAME}")
+        config = Qwen2Config.from_dict(meta["config"])
+    else:
+        config = Qwen2Config.from_hf(read_hf_config(src))
+        params = unflatten(load_hf_params(src, config))
+    return (params, config) if part == "qwen2" else backbone_as_llm(params, config)
+
+
+def backbone_as_llm(params: dict, backbone: Qwen2Config) -> tuple[dict, SpeechLMConfig]:
+    """A Qwen2ForCausalLM's params as the ``llm`` subtree of a SpeechLM (the lm_head only when untied)."""
+    sub = {"model": params["model"]}
+    if not backbone.tie_word_embeddings and "lm_head" in params:
+        sub["lm_head"] = params["lm_head"]
+    return {"llm": sub}, SpeechLMConfig(backbone=backbone)
+
+
+def build_model(part: str, config, rngs: nnx.Rngs) -> nnx.Module:
+    if part not in PARTS:
+        raise ConversionError(f"{NAME} builds no {part!r} (only {', '.join(PARTS)})")
+    return Qwen2ForCausalLM(config, rngs=rngs) if part == "qwen2" else SpeechLM(config, rngs=rngs)
+
+
+def checkpoint_format(part: str) -> str | None:
+    """Our checkpoint of the causal LM is written back as a HF directory; a SpeechLM is not one."""
+    return NAME if part == "qwen2" else None
 
 
 def read_hf_config(src: str | Path) -> dict:

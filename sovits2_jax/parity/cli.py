@@ -34,7 +34,10 @@ def main(argv=None) -> int:
             else:
                 from sovits2_jax.convert.formats import detect_torch_format
 
-                component = DEFAULT_COMPONENT[detect_torch_format(args.src).NAME]
+                name = detect_torch_format(args.src).NAME
+                if name not in DEFAULT_COMPONENT:
+                    raise ConversionError(f"{args.src}: no default component for a {name!r} source; give --component")
+                component = DEFAULT_COMPONENT[name]
         if args.device == "gpu":
             import jax
 

@@ -188,8 +188,8 @@ def test_pretrained_load_on_every_source_kind_and_bad_sources(trained, tmp_path,
     (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
     bad = [
         (tmp_path / "missing", "llm", "no such file or directory"),
-        (tmp_path / "empty", "llm", "not a HF Qwen2 directory, CosyVoice2 model directory"),
-        (tmp_path / "junk.pth", "vits", "not a HF Qwen2 directory"),
+        (tmp_path / "empty", "llm", r"not a checkpoint of a known format \(cosyvoice2: a CosyVoice2 model directory"),
+        (tmp_path / "junk.pth", "vits", "hf_qwen2: a HF Qwen2 directory"),
         (trained["flow"][0], "llm", "holds part 'flow'"),
         (model_dir, "vits", "has no part 'vits'"),
     ]

@@ -4,7 +4,8 @@
 weights, ``build_engine`` makes the batched ``Engine``. ``path`` is a CosyVoice2 model directory
 (``cosyvoice2.yaml``, ``llm.pt``, ``flow.pt``, ``hift.pt`` + assets), our converted Orbax directory (``meta.json``,
 the parts, ``assets/``) or a trainer workdir / checkpoint / averaged checkpoint (one part; the others and the
-assets come from ``base``). Each part is read by ``sovits2_jax.convert.parts.load`` (the converters' readers).
+assets come from ``base``). Which parts a path holds comes from ``sovits2_jax.convert.parts.held_parts``, each part
+is read by ``parts.load`` and its module built by ``parts.build_module`` (the format modules of ``convert``).
 Assets: ``speech_tokenizer_v2.onnx``, ``campplus.onnx`` and ``spk2info.pt``; the first two are only needed by
 modes with prompt audio.
 """
@@ -76,25 +77,28 @@ def _is_model_dir(path: Path) -> bool:
 
 
 def _missing_parts(path: Path) -> list[str]:
-    if (path / ckpt.META).is_file():
-        parts = ckpt.read_meta(path).get("parts", [])
-        return [p for p in PARTS if p not in parts]
-    return [f"{p}.pt" for p in PARTS if not (path / f"{p}.pt").is_file()]
+    """Where the model directory lacks a part (``llm.pt``, or ``llm`` in our converted directory)."""
+    from sovits2_jax.convert import cosyvoice2, parts
+
+    try:
+        held = parts.held_parts(path)
+    except ConversionError as e:
+        raise ModelError(str(e)) from e
+    return [cosyvoice2.part_path(path, p).name for p in PARTS if p not in held]
 
 
 def _checkpoint_part(path: Path) -> str:
-    """The part a trainer checkpoint / workdir / averaged checkpoint holds (from its meta.json)."""
-    from sovits2_jax.convert.parts import FORMAT_PARTS
+    """The part a trainer checkpoint / workdir / averaged checkpoint holds (its format's ``parts``)."""
+    from sovits2_jax.convert import parts
 
-    step = ckpt.resolve_checkpoint_dir(path)
     try:
-        meta = ckpt.read_meta(step)
+        held = parts.held_parts(path)
     except ConversionError as e:
         raise ModelError(f"{path}: not a CosyVoice2 model directory (no {YAML}) nor a checkpoint of ours") from e
-    part = FORMAT_PARTS.get(str(meta.get("format")), meta.get("part"))
-    if part not in PARTS:
-        raise ModelError(f"{path}: a checkpoint of {meta.get('format')!r}, not of a CosyVoice2 llm, flow or hift")
-    return part
+    if len(held) != 1 or held[0] not in PARTS:
+        have = ", ".join(held) or "no part"
+        raise ModelError(f"{path}: a checkpoint of {have}, not of one CosyVoice2 llm, flow or hift")
+    return held[0]
 
 
 def find_model(path: str | Path, base: str | Path | None = None) -> ModelFiles:
@@ -150,27 +154,15 @@ def load_parts(files: ModelFiles) -> LoadedModel:
     return LoadedModel(params, configs, files)
 
 
-def _module(part: str, config):
-    from flax import nnx
-
-    if part == "llm":
-        from sovits2_jax.models.speech_lm import SpeechLM
-
-        return SpeechLM(config, rngs=nnx.Rngs(0))
-    from sovits2_jax.convert import cosyvoice2_flow, cosyvoice2_hift
-
-    build = cosyvoice2_flow.build_model if part == "flow" else cosyvoice2_hift.build_model
-    return build(config, nnx.Rngs(0))
-
-
 def model_state(loaded: LoadedModel, part: str):
     """(graphdef, params) of one loaded part (the params placed on the default device)."""
     from sovits2_jax.convert.mapping import flatten
     from sovits2_jax.convert.params import params_from_flat
+    from sovits2_jax.convert.parts import build_module
 
     config = loaded.configs[part]
     try:
-        return params_from_flat(lambda: _module(part, config), flatten(loaded.params[part]))
+        return params_from_flat(lambda: build_module(part, config), flatten(loaded.params[part]))
     except ConversionError as e:
         raise ModelError(f"{loaded.files.part_sources[part]}: the {part} does not fit its config: {e}") from e
 
