@@ -1,4 +1,4 @@
-"""The ``orbax`` format: checkpoints of ours, read by the format that wrote them.
+"""The ``orbax`` format (this module: ``ours``): checkpoints of ours, read by the format that wrote them.
 
 A source is an Orbax directory with meta.json (``checkpoint.save_checkpoint``): a converted checkpoint, our
 converted CosyVoice2 directory, an averaged checkpoint, a trainer step directory (meta.json in its ``meta`` item),
