@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import numpy as np
 import pytest
@@ -57,26 +59,33 @@ def _one_pass(graphdef, params, d, streaming):
     return np.asarray(mel[0, : 2 * TOKENS])
 
 
-def test_chunk_by_chunk_equals_one_streaming_pass(setup):
+@pytest.fixture(scope="module")
+def one_pass(setup):
+    """``one_pass(streaming)``: the whole utterance in one inference call, each mode compiled and run once."""
+    graphdef, params, d = setup
+    return functools.cache(lambda streaming: _one_pass(graphdef, params, d, streaming))
+
+
+def test_chunk_by_chunk_equals_one_streaming_pass(setup, one_pass):
     graphdef, params, d = setup
     streamer = FlowStreamer(graphdef, params, d["prompt_tokens"], d["prompt_feat"], d["embedding"], d["noise"])
     chunks = stream_all(streamer, d["tokens"][0], push_size=7)
     assert [c.shape[0] for c in chunks] == [90, 50, 20]
     streamed = np.concatenate(chunks)
-    full = _one_pass(graphdef, params, d, streaming=True)
+    full = one_pass(True)
     np.testing.assert_allclose(streamed, full, atol=1e-4, rtol=1e-4)
     # The comparison is sharp: full-context attention gives different frames.
-    assert np.abs(_one_pass(graphdef, params, d, streaming=False) - full).max() > 1e-2
+    assert np.abs(one_pass(False) - full).max() > 1e-2
 
 
-def test_cached_chunks_equal_one_streaming_pass(setup):
+def test_cached_chunks_equal_one_streaming_pass(setup, one_pass):
     graphdef, params, d = setup
     streamer = CachedFlowStreamer(
         graphdef, params, d["prompt_tokens"], d["prompt_feat"], d["embedding"], d["noise"], max_frames=300
     )
     chunks = stream_all(streamer, d["tokens"][0], push_size=7)
     assert [c.shape[0] for c in chunks] == [90, 50, 20]
-    np.testing.assert_allclose(np.concatenate(chunks), _one_pass(graphdef, params, d, True), atol=1e-4, rtol=1e-4)
+    np.testing.assert_allclose(np.concatenate(chunks), one_pass(True), atol=1e-4, rtol=1e-4)
 
 
 def test_streamer_rejects_short_noise(setup):

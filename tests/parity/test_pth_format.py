@@ -23,6 +23,8 @@ from sovits2_jax.convert.mapping import ConversionError  # noqa: E402
 from sovits2_jax.models.vits2.config import VitsConfig  # noqa: E402
 from sovits2_jax.parity.references import vits as parity_vits  # noqa: E402
 
+pytestmark = pytest.mark.parity
+
 SMALL = dict(
     n_fft=64,
     hop_length=16,
