@@ -40,12 +40,11 @@ def _put(root, utt: str, wav, text: str | None = None, prompt=None, ref=None) ->
             write_wav(root / f"{utt}{suffix}", audio, SAMPLE_RATE)
 
 
-@pytest.fixture(scope="module")
-def evaluated(tmp_path_factory):
-    """A directory of known pairs (built-in corpus voices and dev sentences), evaluated once through the CLI."""
-    root = tmp_path_factory.mktemp("eval")
+def _evaluate(root) -> None:
+    """A directory of known pairs (built-in corpus voices and dev sentences) in ROOT/wavs, evaluated through the CLI
+    into ROOT/out (its stdout in ROOT/stdout.txt)."""
     wav_dir, out_dir = root / "wavs", root / "out"
-    wav_dir.mkdir()
+    wav_dir.mkdir(parents=True)
     voice_a, voice_b = make_speakers(2, ["en"], seed=0)
     s1, s2 = sorted(split_sentences(load_sentences("en"), "dev"), key=len)[:2]  # the shortest: DTW is slow
     engine = Espeak()
@@ -66,6 +65,14 @@ def evaluated(tmp_path_factory):
         capture_output=True, text=True, cwd=ROOT, timeout=600,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
+    (root / "stdout.txt").write_text(proc.stdout)
+
+
+@pytest.fixture(scope="module")
+def evaluated(build_once):
+    """The known pairs evaluated once through the CLI (once per session: ``build_once``): rows, summary, stdout."""
+    root = build_once("eval_known_pairs", _evaluate)
+    out_dir = root / "out"
     rows = {}
     with open(out_dir / "metrics.tsv", encoding="utf-8") as f:
         header = f.readline().rstrip("\n").split("\t")
@@ -73,8 +80,9 @@ def evaluated(tmp_path_factory):
             row = dict(zip(header, line.rstrip("\n").split("\t")))
             rows[row["utt"]] = row
     summary = json.loads((out_dir / "summary.json").read_text())
-    print(proc.stdout)
-    return rows, summary, proc.stdout
+    stdout = (root / "stdout.txt").read_text()
+    print(stdout)
+    return rows, summary, stdout
 
 
 def _f(rows, utt: str, metric: str) -> float:

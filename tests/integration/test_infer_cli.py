@@ -22,37 +22,47 @@ def _run(args, env, cwd):
     return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=900)
 
 
-@pytest.fixture(scope="module")
-def work(tmp_path_factory, tiny_cosyvoice2_dir):
+def _write_prompt(path) -> None:
     from sovits2_jax.data.prep.espeak import Espeak
 
-    root = tmp_path_factory.mktemp("infer_cli")
     engine = Espeak()
     speech = engine.synthesize(PROMPT_TEXT, "en-us+f3").astype(np.float32) / 32768
-    sf.write(root / "prompt.wav", speech, engine.sample_rate, subtype="PCM_16")  # 22.05 kHz: resampled
+    sf.write(path, speech, engine.sample_rate, subtype="PCM_16")  # 22.05 kHz: resampled
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory, tiny_cosyvoice2_dir, xla_cache):
+    root = tmp_path_factory.mktemp("infer_cli")
+    _write_prompt(root / "prompt.wav")
     repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    env = {**os.environ, "SOVITS2_JAX_CACHE": str(root / "xla"), "JAX_PLATFORMS": "cpu", "PYTHONPATH": repo}
+    env = {**os.environ, "SOVITS2_JAX_CACHE": str(xla_cache), "JAX_PLATFORMS": "cpu", "PYTHONPATH": repo}
     env.pop("XLA_FLAGS", None)  # one CPU device, as a user's process
     return root, env, str(tiny_cosyvoice2_dir)
 
 
 @pytest.fixture(scope="module")
-def zero_shot_run(work):
-    root, env, model = work
-    out = root / "out.wav"
-    prompt = ["--prompt_wav", str(root / "prompt.wav"), "--prompt_text", PROMPT_TEXT]
-    args = ["-m", "sovits2_jax.infer", "--model_dir", model, "--mode", "zero_shot", "--text", TEXT, *prompt,
-            "--out", str(out), "--dump", str(root / "dump")]  # fmt: skip
-    proc = _run(args, env, root)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return out, root / "dump" / "out.npz"
+def zero_shot_run(work, build_once):
+    """The zero_shot CLI run (its own prompt.wav, out.wav and dump/ in one directory), once per session."""
+    _, env, model = work
+
+    def run(root):
+        root.mkdir()
+        _write_prompt(root / "prompt.wav")
+        prompt = ["--prompt_wav", str(root / "prompt.wav"), "--prompt_text", PROMPT_TEXT]
+        args = ["-m", "sovits2_jax.infer", "--model_dir", model, "--mode", "zero_shot", "--text", TEXT, *prompt,
+                "--out", str(root / "out.wav"), "--dump", str(root / "dump")]  # fmt: skip
+        proc = _run(args, env, root)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+
+    root = build_once("infer_cli_zero_shot", run)
+    return root / "out.wav", root / "dump" / "out.npz", root / "prompt.wav"
 
 
 def test_zero_shot_writes_a_wav_and_its_dump(zero_shot_run):
     from sovits2_jax.text import normalize as text_frontend
     from sovits2_jax.text.tokenizer import get_tokenizer
 
-    out, dump = zero_shot_run
+    out, dump, _ = zero_shot_run
     audio, sr = sf.read(out, dtype="float32")
     assert sr == 24000 and audio.ndim == 1 and np.abs(audio).max() > 0
     with np.load(dump) as d:
@@ -90,8 +100,8 @@ def _write_shards(root, dump, prompt_wav):
 
 def test_recipe_stage4_reads_only_its_shards_and_matches_the_cli(work, zero_shot_run):
     root, env, model = work
-    out, dump = zero_shot_run
-    des = _write_shards(root, dump, root / "prompt.wav")
+    out, dump, prompt_wav = zero_shot_run
+    des = _write_shards(root, dump, prompt_wav)
     (root / "tts_text.json").write_text(json.dumps({"u0": [TEXT], "missing_utt": ["Never said."]}))
     result = root / "result"
     args = ["-m", "sovits2_jax.infer.cosyvoice2.recipe", "--model_dir", model, "--data_list", str(des / "data.list"),

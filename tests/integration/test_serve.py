@@ -41,11 +41,6 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def xla_cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("xla")
-
-
-@pytest.fixture(scope="module")
 def server(tmp_path_factory, tiny_cosyvoice2_dir, xla_cache):
     import httpx
 
@@ -136,6 +131,11 @@ def test_concurrent_streams_are_batched_and_equal_the_cli(server, tiny_cosyvoice
         ("/inference_zero_shot", {"tts_text": "Good day.", "prompt_text": PROMPT_TEXT, "seed": "7"},
          {"prompt_wav": ("p.wav", wav, "audio/wav")}),
     ]  # fmt: skip
+    # one request first, so that the pair below is not split by first-use costs (loading the ONNX frontend,
+    # compiling): each of the pair then reaches the queue well within the batch window of the other
+    warm = _post(server, requests[1][0], {**requests[1][1], "tts_text": "Hi."}, requests[1][2], {})
+    assert warm["status"] == 200, warm["body"][:200]
+    before = len(httpx.get(f"{server}/stats").json()["batch_sizes"])
     results = [{} for _ in requests]
     threads = [threading.Thread(target=_post, args=(server, p, d, f, o)) for (p, d, f), o in zip(requests, results)]
     for t in threads:
@@ -144,7 +144,7 @@ def test_concurrent_streams_are_batched_and_equal_the_cli(server, tiny_cosyvoice
         t.join()
     assert [r["status"] for r in results] == [200, 200], [r["body"][:200] for r in results]
     stats = httpx.get(f"{server}/stats").json()
-    assert stats["batch_sizes"] == [2]  # both requests went through one Engine.stream call
+    assert stats["batch_sizes"][before:] == [2]  # both requests went through one Engine.stream call
 
     (tmp_path / "prompt.wav").write_bytes(wav)
     cli_args = [

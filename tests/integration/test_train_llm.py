@@ -12,11 +12,15 @@ REF_STEPS = 8
 
 
 @pytest.fixture(scope="module")
-def reference(tiny_corpus, tmp_path_factory):
-    """One uninterrupted run of the tiny llm: the losses every other run must reproduce."""
-    workdir = tmp_path_factory.mktemp("reference")
-    proc = th.run(workdir, th.llm_overrides(tiny_corpus))
-    assert proc.returncode == 0, proc.stderr[-3000:]
+def reference(tiny_corpus, build_once):
+    """One uninterrupted run of the tiny llm (once per session: ``build_once``): the losses every other run must
+    reproduce."""
+
+    def run(workdir):
+        proc = th.run(workdir, th.llm_overrides(tiny_corpus))
+        assert proc.returncode == 0, proc.stderr[-3000:]
+
+    workdir = build_once("train_llm_reference", run)
     losses = th.losses(workdir)
     assert sorted(losses) == list(range(1, REF_STEPS + 1))
     return workdir, {step: values[0] for step, values in losses.items()}

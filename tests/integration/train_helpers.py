@@ -1,7 +1,8 @@
 """Running ``python -m sovits2_jax.train`` in subprocesses for the trainer tests (``import train_helpers``).
 
-Subprocesses share a persistent JAX compilation cache, so a restarted run loads the executable the first one
-compiled instead of compiling again.
+Subprocesses share a persistent JAX compilation cache (the session's, which tests/conftest.py puts in
+``$JAX_COMPILATION_CACHE_DIR``), so a restarted run loads the executable the first one compiled instead of compiling
+again.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-CACHE = Path(tempfile.gettempdir()) / "sovits2_jax_test_jax_cache"
+CACHE = Path(os.environ.get("JAX_COMPILATION_CACHE_DIR") or Path(tempfile.gettempdir()) / "sovits2_jax_test_jax_cache")
 LLM = "configs/cosyvoice2.py:llm_tiny"
 
 

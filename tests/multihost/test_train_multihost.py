@@ -81,10 +81,14 @@ def assert_losses_match(workdir, expected, steps):
 
 
 @pytest.fixture(scope="module")
-def reference(tiny_corpus, tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("one_process")
-    proc = th.run(workdir, overrides(tiny_corpus), devices=8)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+def reference(tiny_corpus, build_once):
+    """The one-process x 8-device run (once per session: ``build_once``): its workdir and losses."""
+
+    def run(workdir):
+        proc = th.run(workdir, overrides(tiny_corpus), devices=8)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+
+    workdir = build_once("multihost_one_process", run)
     losses = {step: values[0] for step, values in th.losses(workdir).items()}
     assert sorted(losses) == list(range(1, STEPS + 1))
     return workdir, losses

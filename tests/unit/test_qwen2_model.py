@@ -22,14 +22,21 @@ def model():
     return Qwen2ForCausalLM(CONFIG, rngs=nnx.Rngs(0))
 
 
+@nnx.jit
+def _run(model, ids, **inputs):
+    """``model(ids, **inputs)`` compiled as one program per input shape (run eagerly, every op of the forward is
+    compiled on its own for each shape: most of these tests' time)."""
+    return model(ids, **inputs)
+
+
 def test_cache_prefill_and_decode_equal_full_forward(model):
     ids = jax.random.randint(jax.random.key(1), (2, 12), 0, CONFIG.vocab_size)
-    full, _ = model(ids)
+    full, _ = _run(model, ids)
     cache = init_cache(CONFIG, 2, 16)
-    logits, cache = model(ids[:, :7], cache=cache)
+    logits, cache = _run(model, ids[:, :7], cache=cache)
     steps = [logits]
     for t in range(7, 12):
-        logits, cache = model(ids[:, t : t + 1], cache=cache)
+        logits, cache = _run(model, ids[:, t : t + 1], cache=cache)
         steps.append(logits)
     np.testing.assert_allclose(np.concatenate(steps, 1), full, atol=1e-5, rtol=0)
     assert cache.index.tolist() == [12, 12]
@@ -43,15 +50,15 @@ def test_rows_with_different_prompt_lengths(model):
     nxt = rng.integers(0, CONFIG.vocab_size, (2, 3))
     mask = np.arange(9)[None] < np.array(lengths)[:, None]
     cache = init_cache(CONFIG, 2, 16)
-    _, cache = model(jnp.asarray(prompts), attention_mask=jnp.asarray(mask), cache=cache)
+    _, cache = _run(model, jnp.asarray(prompts), attention_mask=jnp.asarray(mask), cache=cache)
     cache = dataclasses.replace(cache, index=jnp.asarray(lengths, jnp.int32))
     outs = []
     for t in range(3):
-        logits, cache = model(jnp.asarray(nxt[:, t : t + 1]), cache=cache)
+        logits, cache = _run(model, jnp.asarray(nxt[:, t : t + 1]), cache=cache)
         outs.append(logits)
     batched = np.concatenate(outs, 1)
     for b, n in enumerate(lengths):
-        single, _ = model(jnp.asarray(np.concatenate([prompts[b, :n], nxt[b]])[None]))
+        single, _ = _run(model, jnp.asarray(np.concatenate([prompts[b, :n], nxt[b]])[None]))
         np.testing.assert_allclose(batched[b], single[0, n:], atol=1e-5, rtol=0)
 
 
@@ -61,13 +68,13 @@ def test_packed_segments_do_not_attend_across(model):
     packed = np.concatenate([a, b])[None]
     segments = np.array([[1] * 6 + [2] * 4])
     positions = np.array([list(range(6)) + list(range(4))])
-    logits, _ = model(jnp.asarray(packed), segment_ids=jnp.asarray(segments), positions=jnp.asarray(positions))
-    la, _ = model(jnp.asarray(a[None]))
-    lb, _ = model(jnp.asarray(b[None]))
+    logits, _ = _run(model, jnp.asarray(packed), segment_ids=jnp.asarray(segments), positions=jnp.asarray(positions))
+    la, _ = _run(model, jnp.asarray(a[None]))
+    lb, _ = _run(model, jnp.asarray(b[None]))
     np.testing.assert_allclose(logits[0, :6], la[0], atol=1e-5, rtol=0)
     np.testing.assert_allclose(logits[0, 6:], lb[0], atol=1e-5, rtol=0)
     # a broken mask (no segments) would let b see a:
-    leaky, _ = model(jnp.asarray(packed), positions=jnp.asarray(positions))
+    leaky, _ = _run(model, jnp.asarray(packed), positions=jnp.asarray(positions))
     assert np.abs(np.asarray(leaky[0, 6:]) - np.asarray(lb[0])).max() > 1e-3
 
 

@@ -16,6 +16,13 @@ S, T, SP, PAD = layouts.SPECIAL, layouts.TEXT, layouts.SPEECH, layouts.PAD
 TINY = Qwen2Config(vocab_size=64, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4, num_kv_heads=2)
 
 
+@nnx.jit
+def _run(model, *args, **inputs):
+    """``model(*args, **inputs)`` compiled as one program per input shape (run eagerly, every op of the forward is
+    compiled on its own for each shape)."""
+    return model(*args, **inputs)
+
+
 def test_gpt_sovits2_packing_by_hand():
     seq = layouts.gpt_sovits2_sequence([[1, 2], [3]], [[10, 11], [12, 13, 14]], speech_token_size=50)
     assert seq["kinds"].tolist() == [S, T, T, S, SP, SP, SP, T, S, SP, SP, SP]
@@ -98,8 +105,9 @@ def test_padding_does_not_change_loss():
     config = slm.SpeechLMConfig(backbone=TINY, speech_token_size=20, layout="gpt_sovits2")
     model = slm.SpeechLM(config, rngs=nnx.Rngs(1))
     seq = layouts.gpt_sovits2_sequence([[1, 2, 3], [4]], [[5, 6], [7, 8, 9]], speech_token_size=20)
-    short = slm.lm_loss(model, layouts.pad_batch([seq]))
-    long = slm.lm_loss(model, layouts.pad_batch([seq], length=len(seq["kinds"]) + 9))
+    loss = nnx.jit(slm.lm_loss)  # one compiled program per batch shape
+    short = loss(model, layouts.pad_batch([seq]))
+    long = loss(model, layouts.pad_batch([seq], length=len(seq["kinds"]) + 9))
     np.testing.assert_allclose(short["loss"], long["loss"], rtol=1e-6)
 
 
@@ -192,8 +200,12 @@ def test_bidirectional_cached_decode_equals_full_forward():
         graphdef, params, {k: prompt[k] for k in ("kinds", "ids", "text_segments")}, prompt["lengths"], fed
     )
     full = np.asarray(
-        nnx.merge(graphdef, params)(
-            train["kinds"], train["ids"], lengths=train["lengths"], text_segments=train["text_segments"]
+        _run(
+            nnx.merge(graphdef, params),
+            train["kinds"],
+            train["ids"],
+            lengths=train["lengths"],
+            text_segments=train["text_segments"],
         )
     )
     np.testing.assert_allclose(cached[0], full[0, p - 1 :], atol=1e-5)
@@ -209,7 +221,7 @@ def test_packed_row_equals_separate_rows():
     ids = np.concatenate([a["ids"], b["ids"]])[None]
     seg = np.asarray([1] * na + [2] * nb)[None]
     pos = np.concatenate([np.arange(na), np.arange(nb)])[None]
-    packed = np.asarray(model(kinds, ids, segment_ids=seg, positions=pos))
-    sep = [np.asarray(model(e["kinds"][None], e["ids"][None])) for e in (a, b)]
+    packed = np.asarray(_run(model, kinds, ids, segment_ids=seg, positions=pos))
+    sep = [np.asarray(_run(model, e["kinds"][None], e["ids"][None])) for e in (a, b)]
     np.testing.assert_allclose(packed[0, :na], sep[0][0], atol=1e-5)
     np.testing.assert_allclose(packed[0, na:], sep[1][0], atol=1e-5)
