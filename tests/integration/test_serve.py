@@ -161,3 +161,36 @@ def test_concurrent_streams_are_batched_and_equal_the_cli(server, tiny_cosyvoice
         assert np.abs(served - want).max() <= 2 / 2**15, path
         assert np.abs(served).max() > 1e-3, path
         print(f"{path}: {len(served) / 24000:.2f} s of audio, first chunk after {got['first_s']:.2f} s")
+
+
+def _client_request(url, path, payload, wav=None) -> bytes:
+    """A request shaped as CosyVoice's own fastapi client sends it: GET with the form in the body (multipart when a
+    prompt file goes with it, else urlencoded), read as a stream."""
+    import requests
+
+    files = [("prompt_wav", ("prompt_wav", io.BytesIO(wav), "application/octet-stream"))] if wav else None
+    with requests.request("GET", url + path, data=payload, files=files, stream=True, timeout=1800) as r:
+        assert r.status_code == 200, r.text[:300]
+        return b"".join(r.iter_content(chunk_size=16000))
+
+
+def test_cosyvoice_client_requests_get_the_same_audio_as_posts(server):
+    import httpx
+
+    wav = _prompt_wav()
+    cases = [
+        ("/inference_sft", {"tts_text": "Hello.", "spk_id": "spk_b"}, None),
+        ("/inference_zero_shot", {"tts_text": "Good day.", "prompt_text": PROMPT_TEXT}, wav),
+        ("/inference_cross_lingual", {"tts_text": "Good day."}, wav),
+        ("/inference_instruct2", {"tts_text": "Good day.", "instruct_text": "Speak slowly."}, wav),
+    ]
+    for path, payload, prompt in cases:
+        got = _client_request(server, path, payload, prompt)
+        files = {"prompt_wav": ("p.wav", prompt, "audio/wav")} if prompt else None
+        posted = httpx.post(server + path, data=payload, files=files, timeout=1800)
+        assert posted.status_code == 200, posted.text[:300]
+        assert len(got) > 0 and len(got) % 2 == 0, path
+        assert got == posted.content, path  # same fields, same seed (0), one row each: the same samples
+    # the fields in the query string of a GET with no body
+    query = httpx.get(server + "/inference_sft", params=cases[0][1], timeout=1800)
+    assert query.status_code == 200 and query.content == _client_request(server, *cases[0][:2])

@@ -1,10 +1,11 @@
 """Streaming HTTP server with CosyVoice's endpoints (runtime/python/fastapi/server.py), batched across requests.
 
-    python -m sovits2_jax.infer.cosyvoice2.server --model_dir DIR [--host 127.0.0.1 --port 50000]
+    python -m sovits2_jax.infer.cosyvoice2.server --model_dir DIR [--base DIR] [--host 127.0.0.1 --port 50000]
 
 ``/inference_sft`` (tts_text, spk_id), ``/inference_zero_shot`` (tts_text, prompt_text, prompt_wav upload),
 ``/inference_cross_lingual`` (tts_text, prompt_wav), ``/inference_instruct2`` (tts_text, instruct_text,
-prompt_wav); GET or POST with form fields, plus an optional ``seed`` (default 0; segment i of the text uses
+prompt_wav); GET or POST, the fields in a multipart or urlencoded body (CosyVoice's client sends GET with a
+multipart body) or in the query string, plus an optional ``seed`` (default 0; segment i of the text uses
 seed + i). Each answers a stream of 16-bit little-endian mono PCM at the model's sample rate (CosyVoice2: 24 kHz),
 chunks sent as the engine produces them. A request goes through the same ``TTS`` frontend as the CLI and the Python
 API (text normalisation and splitting, the uploaded prompt's ONNX tokens, embedding and mel, spk2info speakers), in
@@ -128,6 +129,16 @@ class Batcher:
                     job.out.put(e)
 
 
+async def _fields(request: Request) -> dict:
+    """A request's fields, from a multipart or urlencoded body whatever the method (CosyVoice's client sends its
+    form with GET) and from the query string (a body field wins)."""
+    fields = dict(request.query_params)
+    kind = request.headers.get("content-type", "")
+    if kind.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
+        fields.update((await request.form()).items())
+    return fields
+
+
 def create_app(engine, make_inputs: MakeInputs, *, sample_rate: int = 24000, window_s: float = 0.05,
                max_rows: int = 8):  # fmt: skip
     """The FastAPI app: CosyVoice's four endpoints over a ``Batcher`` of ``engine``."""
@@ -141,7 +152,7 @@ def create_app(engine, make_inputs: MakeInputs, *, sample_rate: int = 24000, win
 
     def endpoint(mode: str, required: tuple[str, ...]):
         async def handle(request: Request):
-            form = await request.form() if request.method == "POST" else request.query_params
+            form = await _fields(request)
             fields = {}
             for name in (*required, "seed"):
                 value = form.get(name)
@@ -190,12 +201,13 @@ def tts_inputs(tts) -> MakeInputs:
 def _flags():
     from absl import flags
 
-    flags.DEFINE_string("model_dir", None, "CosyVoice2 model directory, our converted directory or a checkpoint")
+    flags.DEFINE_string("model_dir", None, "CosyVoice2 model dir, converted Orbax dir or trainer workdir/checkpoint")
+    flags.DEFINE_string("base", None, "model dir for the parts a trainer checkpoint lacks")
     flags.DEFINE_string("host", "127.0.0.1", "address to listen on")
     flags.DEFINE_integer("port", 50000, "port to listen on")
     flags.DEFINE_integer("batch_window_ms", 50, "how long the first request of a batch waits for others")
     flags.DEFINE_integer("max_batch_rows", 8, "most text segments in one batch")
-    flags.DEFINE_string("compile_cache", "", "persistent compilation cache directory ('' = the default one)")
+    flags.DEFINE_string("compile_cache", "", "persistent compilation cache dir ('': the default one; 'off': none)")
     return flags.FLAGS
 
 
@@ -207,13 +219,14 @@ def main(argv) -> int:
         raise cli.Error(f"unexpected arguments {argv[1:]}")
     from sovits2_jax.infer import compile_cache
 
-    compile_cache.enable(FLAGS.compile_cache or None)
+    if FLAGS.compile_cache != "off":
+        compile_cache.enable(FLAGS.compile_cache or None)
     if not FLAGS.model_dir:
         raise cli.Error("give --model_dir DIR")
     from sovits2_jax.infer.cosyvoice2.tts import TTS
 
     try:
-        tts = TTS.from_pretrained(FLAGS.model_dir)
+        tts = TTS.from_pretrained(FLAGS.model_dir, base=FLAGS.base)
         engine = tts.engine  # weights read now: a broken model directory fails before the server listens
     except (ValueError, FileNotFoundError) as e:
         raise cli.Error(str(e)) from e
