@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import difflib
 from collections.abc import Mapping
 from typing import Any
 
@@ -47,6 +48,21 @@ def base_config(family: str, workdir: str, model, **sections) -> ml_collections.
     config.seed = 0
     config.workdir = workdir
     return config
+
+
+SIZES = ("", "small", "tiny")  # release, CPU quality runs, tests
+
+
+def part_config(parts: Mapping[str, Any], arg: str, default: str, where: str) -> ml_collections.ConfigDict:
+    """``parts[part](size)`` for the config argument ``<part>[_<size>]`` of the file ``where``, or a ValueError
+    listing every argument that file takes (and the nearest one)."""
+    part, size = split_arg(arg, default)
+    if part in parts and size in SIZES:
+        return parts[part](size)
+    choices = [f"{p}_{s}" if s else p for p in parts for s in SIZES]
+    near = difflib.get_close_matches(arg, choices, n=1)
+    hint = f" (did you mean {where}:{near[0]}?)" if near else ""
+    raise ValueError(f"unknown config {where}:{arg}{hint}; it takes one of {', '.join(choices)}")
 
 
 def split_arg(arg: str, default: str) -> tuple[str, str]:
@@ -163,7 +179,9 @@ def pipeline_config(kind: str) -> ml_collections.ConfigDict:
     c.max_frames_in_batch = defaults["max_frames_in_batch"]
     # > 0 (llm, flow): ignore bucket_lengths and fit this many lengths to the corpus (least padding)
     c.num_buckets = 0
-    c.batch_multiple = 1  # shard batch sizes are rounded down to a multiple (of the local data-parallel devices)
+    # each shard's batch rows are a multiple of this: 0 = what the mesh, the processes and train.accum_steps need
+    # (resolved when the config is validated)
+    c.batch_multiple = 0
     # processor steps (CosyVoice ``filter`` lengths are in 10 ms frames)
     c.tokenizer = "cosyvoice2"
     c.filter = ml_collections.ConfigDict(

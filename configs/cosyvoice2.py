@@ -20,9 +20,9 @@ from configs.common import (
     base_config,
     generation_config,
     lookup,
+    part_config,
     sampling_config,
     speech_lm_model,
-    split_arg,
     training_sections,
 )
 
@@ -64,13 +64,12 @@ def llm_config(size: str = "", family: str = "llm") -> ml_collections.ConfigDict
     )  # fmt: skip
     data, accum = sections["data"], sections["train"].accum_steps
     if tiny:
-        data.update(LLM_TINY_DATA, batch_multiple=accum)
+        data.update(LLM_TINY_DATA)
     else:
         # one 8-device host, as the recipe: CosyVoice accumulates accum_grad batches of 2000 mel frames (1000 tokens,
         # the llm task's default) per GPU; we split one process batch of devices x accum x 1000 tokens into accum
         # microbatches, each device's share 1000 tokens (other device counts: scale both keys)
         data.max_frames_in_batch *= RECIPE_DEVICES * accum
-        data.batch_multiple = RECIPE_DEVICES * accum
     config.update(sections)
     return config
 
@@ -88,5 +87,4 @@ PARTS = {"llm": llm_config, "dpo": dpo_config, "flow": flow.flow_config, "hift":
 
 
 def get_config(arg: str = "llm") -> ml_collections.ConfigDict:
-    part, size = split_arg(arg, "llm")
-    return lookup(PARTS, part, "cosyvoice2 part")(size)
+    return part_config(PARTS, arg, "llm", "configs/cosyvoice2.py")

@@ -81,6 +81,5 @@ def flow_config(size: str = "") -> ml_collections.ConfigDict:
     else:
         # one 8-device host, as the recipe: per device accum_steps microbatches of the recipe's 2000 frames per step
         data.max_frames_in_batch = RECIPE["max_frames_in_batch"] * RECIPE_DEVICES * accum
-        data.batch_multiple = RECIPE_DEVICES * accum
     config.update(sections)
     return config

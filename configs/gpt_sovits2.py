@@ -16,9 +16,9 @@ from configs.common import (
     base_config,
     generation_config,
     lookup,
+    part_config,
     sampling_config,
     speech_lm_model,
-    split_arg,
     training_sections,
 )
 
@@ -101,5 +101,4 @@ PARTS = {"ar": ar_config, "vits": vits_config}
 
 
 def get_config(arg: str = "ar") -> ml_collections.ConfigDict:
-    part, size = split_arg(arg, "ar")
-    return lookup(PARTS, part, "gpt_sovits2 part")(size)
+    return part_config(PARTS, arg, "ar", "configs/gpt_sovits2.py")

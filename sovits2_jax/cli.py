@@ -17,6 +17,7 @@ absl itself rejects unknown flags.
 
 from __future__ import annotations
 
+import difflib
 import keyword
 import logging
 import sys
@@ -25,9 +26,10 @@ from collections.abc import Callable
 from absl import app, flags
 from ml_collections import config_flags
 
-from sovits2_jax.validation import UserError
+from sovits2_jax.validation import UserError, load_config
 
 ERROR_EXIT = 1
+_CONFIG_FLAGS: list[str] = []  # names of the config flags defined (for the unknown-key hint)
 
 
 class Error(UserError):
@@ -35,13 +37,24 @@ class Error(UserError):
 
 
 def config_flag(default: str | None = None, name: str = "config", help: str = "ml_collections config file[:arg]"):
-    """Defines the locked ``--config`` flag (with ``--config.a.b=v`` overrides); returns its holder."""
-    return config_flags.DEFINE_config_file(name, default, help, lock_config=True)
+    """Defines the locked ``--config`` flag (with ``--config.a.b=v`` overrides), listed in the calling command's
+    ``--help``; returns its holder."""
+    caller = sys._getframe(1).f_globals.get("__name__", "")
+    module = sys.argv[0] if caller == "__main__" else caller  # absl files a __main__ module's flags under argv[0]
+    holder = config_flags.DEFINE_config_file(name, default, help, lock_config=True)
+    _CONFIG_FLAGS.append(name)
+    flags.FLAGS.register_flag_by_module(module, flags.FLAGS[name])
+    return holder
 
 
 def validated(holder: flags.FlagHolder, validate: Callable[[object], None]):
     """The config of ``holder`` after ``validate(config)`` (the caller's validator: the CLI style imports none)."""
-    config = holder.value
+    try:
+        config = holder.value
+        getattr(config, "lock", None)  # an unreadable file leaves a placeholder that raises on first use
+    except OSError as e:
+        reason = [line.strip() for line in str(e).splitlines() if line.strip()][-1]
+        raise Error(f"--{holder.name}: cannot read the config file ({reason})") from None
     if config is None:
         raise Error(f"give --{holder.name}=FILE[:ARG]")
     validate(config)
@@ -67,6 +80,16 @@ def _keyword_overrides(argv: list[str]) -> tuple[list[str], list[tuple[str, list
     return rest, held
 
 
+def _parse_value(current, value: str):
+    """A command-line string as the type of the config value it replaces."""
+    if isinstance(current, bool):
+        words = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+        if value.lower() not in words:
+            raise ValueError(f"{value!r} is not a boolean (true or false)")
+        return words[value.lower()]
+    return type(current)(value) if isinstance(current, (int, float, str)) else value
+
+
 def _apply(held) -> None:
     for flag, path, value in held:
         node = flags.FLAGS[flag].value
@@ -74,22 +97,60 @@ def _apply(held) -> None:
             node = node[key]
         if path[-1] not in node:
             sys.exit(_fail(f"unknown config key in the overrides: {flag}.{'.'.join(path)}"))
-        current = node[path[-1]]
-        node[path[-1]] = type(current)(value) if isinstance(current, (int, float, str)) else value
+        try:
+            node[path[-1]] = _parse_value(node[path[-1]], value)
+        except ValueError as e:
+            sys.exit(_fail(f"--{flag}.{'.'.join(path)}={value}: {e}"))
+
+
+def _flag_error(error: flags.Error) -> str:
+    """absl's flag error as one line; for a config file that failed to build, the exception it raised."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if "Error whilst parsing config file" in lines[0]:
+        return f"{lines[0].split(': Error whilst')[0].removeprefix('flag ')}: {lines[-1]}"
+    return "; ".join(lines)
+
+
+def _config_keys(config, prefix: str = "") -> list[str]:
+    keys = []
+    for key, value in config.items():
+        keys.append(prefix + key)
+        if hasattr(value, "items"):
+            keys.extend(_config_keys(value, f"{prefix}{key}."))
+    return keys
+
+
+def _unknown_key(argv: list[str]) -> str:
+    """The first ``--<flag>.<path>`` override whose path the flag's config lacks, with the nearest keys it has."""
+    for name in _CONFIG_FLAGS:
+        spec = next((a.split("=", 1)[1] for a in argv if a.startswith(f"--{name}=")), flags.FLAGS[name].default)
+        try:
+            keys = _config_keys(load_config(spec))
+        except Exception:  # the plain message below is still right
+            continue
+        for arg in argv:
+            path = arg.split("=", 1)[0].removeprefix(f"--{name}.")
+            if not arg.startswith(f"--{name}.") or path in keys:
+                continue
+            leaf = path.rsplit(".", 1)[-1]
+            others = [k for k in keys if not path.startswith(k + ".")]  # not the sections above it
+            near = [k for k in others if k.rsplit(".", 1)[-1] == leaf] or difflib.get_close_matches(path, others, n=2)
+            hint = f"; did you mean {' or '.join(f'--{name}.{k}' for k in near[:3])}?" if near else ""
+            return f"unknown config key --{name}.{path}{hint}"
+    return "unknown config key in the overrides"
 
 
 def _parse_flags(argv: list[str]) -> list[str]:
     argv, held = _keyword_overrides(argv)
     sys.argv[:] = argv  # config_flags reads its overrides from sys.argv itself
     try:
-        rest = app.parse_flags_with_usage(argv)
+        rest = flags.FLAGS(argv)
         _apply(held)
         return rest
-    except (AttributeError, KeyError) as e:  # a locked config rejecting an unknown --config.a.b key
-        detail = e
-        while isinstance(detail, BaseException) and detail.args:  # ml_collections nests KeyError in AttributeError
-            detail = detail.args[0]
-        sys.exit(_fail(f"unknown config key in the overrides: {str(detail).replace(chr(10), '; ')}"))
+    except flags.Error as e:
+        sys.exit(_fail(f"{_flag_error(e)} (see --help)"))
+    except (AttributeError, KeyError):  # a locked config rejecting an unknown --config.a.b key
+        sys.exit(_fail(_unknown_key(argv)))
 
 
 def run(main: Callable[[list[str]], int | None]) -> None:

@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -29,6 +30,45 @@ def test_unknown_key_is_rejected():
     out = run_cli("--config=configs/qwen2.py:tiny", "--config.model.num_layerz=3")
     assert out.returncode != 0
     assert "num_layerz" in out.stderr
+
+
+@pytest.mark.parametrize(
+    "args,line",
+    [
+        (["--config=configs/cosyvoice2.py:llm_tiny", "--config.train.lr=1e-4"],
+         "error: unknown config key --config.train.lr; did you mean --config.train.optimizer.lr?"),
+        (["--config=configs/cosyvoice2.py:llm_tiny", "--config.init.frm=x"],
+         "error: unknown config key --config.init.frm; did you mean --config.init.from"),
+        (["--config=configs/nope.py:llm"],
+         "error: --config: cannot read the config file ([Errno 2] No such file or directory: 'configs/nope.py')"),
+        (["--config=configs/cosyvoice2.py:llm_tny"],
+         "error: --config=configs/cosyvoice2.py:llm_tny: ValueError: unknown config configs/cosyvoice2.py:llm_tny "
+         "(did you mean configs/cosyvoice2.py:llm_tiny?); it takes one of llm, llm_small, llm_tiny, dpo,"),
+        (["--config=configs/gpt_sovits2.py:vit"], "(did you mean configs/gpt_sovits2.py:vits?)"),
+        (["--config=configs/cosyvoice2.py:llm_tiny", "--config.train.accum_steps=two"],
+         "error: flag --config.train.accum_steps=two: invalid literal for int()"),
+    ],
+)  # fmt: skip
+def test_command_line_mistakes_get_one_line_naming_the_fix(args, line):
+    out = run_cli(*args)
+    assert out.returncode == 1 and out.stdout == ""
+    assert out.stderr.count("\n") == 1 and line in out.stderr, out.stderr
+
+
+def test_a_keyword_key_takes_booleans_by_their_names():
+    from sovits2_jax.cli import _parse_value
+
+    assert _parse_value(True, "False") is False and _parse_value(False, "true") is True
+    assert _parse_value(1, "3") == 3 and _parse_value("a", "b") == "b"
+    with pytest.raises(ValueError, match="not a boolean"):
+        _parse_value(True, "maybe")
+
+
+def test_help_lists_the_config_flag():
+    out = subprocess.run(
+        [sys.executable, "-m", "sovits2_jax.train", "--help"], capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0 and "--config: ml_collections config file" in out.stdout, out.stdout
 
 
 def test_validation_error_from_command_line_names_key():
@@ -70,6 +110,21 @@ def test_mesh_must_fit_device_count():
         validate(config, num_devices=8)
 
 
+@pytest.mark.parametrize(
+    "devices,overrides,multiple",
+    [(1, {}, 1), (8, {}, 8), (8, {"train.accum_steps": 2}, 16), (8, {"mesh.tensor": 2, "mesh.data": -1}, 4),
+     (8, {"data.num_shards": 4}, 2), (6, {"data.num_shards": 4}, 3)],
+)  # fmt: skip
+def test_batch_multiple_follows_the_mesh(devices, overrides, multiple):
+    config = load_config("configs/cosyvoice2.py:llm_tiny")
+    assert config.data.batch_multiple == 0  # the default: what the mesh needs
+    for key, value in overrides.items():
+        section, name = key.split(".")
+        config[section][name] = value
+    validate(config, num_devices=devices)
+    assert config.data.batch_multiple == multiple
+
+
 def test_every_size_validates():
     for size in ("tiny", "50m", "100m", "0.5b"):
         validate(load_config(f"configs/qwen2.py:{size}"), num_devices=8)
@@ -82,7 +137,7 @@ def test_data_section_is_validated():
     config.data.batch_multiple = 2
     validate(config, num_devices=2)
     config.data.batch_multiple = 3
-    with pytest.raises(ConfigError, match=r"config\.data\.batch_multiple=3"):
+    with pytest.raises(ConfigError, match=r"config\.data\.batch_multiple=3 .* config\.data\.batch_multiple=2 \(or 0"):
         validate(config, num_devices=2)
     config.data.batch_multiple = 2
     config.data.kind = "video"
@@ -204,3 +259,20 @@ def test_config_files_import_each_other_as_a_package():
     # the speech LM backbones and the mounted parts are the presets of their own files
     assert cosyvoice2.get_config("llm_small").model.backbone.hidden_size == qwen2.model_config("small").hidden_size
     assert cosyvoice2.get_config("flow_small").model.to_dict() == flow.named_config("small").to_dict()
+
+
+def test_a_url_workdir_is_refused_not_made_a_local_folder(tmp_path, monkeypatch):
+    from sovits2_jax.train.checkpoint import Checkpoints
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match=r"workdir=gs://bucket/exp: gs:// paths are not supported yet"):
+        Checkpoints("gs://bucket/exp")
+    assert list(tmp_path.iterdir()) == []  # no ./gs:/bucket/exp
+    out = subprocess.run(
+        [sys.executable, "-m", "sovits2_jax.train", "--config=configs/cosyvoice2.py:llm_tiny", "--workdir=s3://b/x"],
+        capture_output=True, text=True, timeout=120, cwd=Path(__file__).parents[2],
+    )  # fmt: skip
+    assert out.returncode == 1 and out.stderr.strip().splitlines() == [
+        "error: --workdir=s3://b/x: s3:// paths are not supported yet; use a local or mounted shared disk "
+        "(e.g. the bucket through gcsfuse)"
+    ]
