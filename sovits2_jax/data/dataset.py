@@ -40,7 +40,7 @@ class PlannedBatches(grain.MapDataset):
         self.task = tasks.get(self.cfg.kind)(self.cfg, index)
         self.reader = source.RowReader(index, self.task.columns(index.columns), cache_mb=cfg.cache_mb)
         self._init_plans()
-        self.buckets = batching.make_buckets(self._bucket_lengths(), cfg.max_frames_in_batch, cfg.batch_multiple)
+        self.buckets = batching.make_buckets(self._bucket_lengths(), cfg.max_frames_in_batch, cfg.batch_multiple or 1)
 
     def _bucket_lengths(self) -> list[int]:
         """The configured lengths, or (``num_buckets`` > 0) lengths fitted to this corpus's length histogram:
@@ -52,7 +52,7 @@ class PlannedBatches(grain.MapDataset):
         keep = np.ones(len(lengths), bool)
         for m in skips.values():
             keep &= ~m
-        longest = c["max_frames_in_batch"] // c["batch_multiple"]
+        longest = c["max_frames_in_batch"] // (c["batch_multiple"] or 1)
         lengths = lengths[keep & (lengths <= longest)]
         if lengths.size == 0:
             raise ValueError(f"no utterance fits max_frames_in_batch={c['max_frames_in_batch']}; nothing to bucket")

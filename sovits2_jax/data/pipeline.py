@@ -48,7 +48,7 @@ def validate(cfg) -> None:
     tasks.get(cfg.kind).validate(cfg, check)
     check(cfg.num_buckets >= 0, f"config.data.num_buckets={cfg.num_buckets} must be >= 0 (0 = bucket_lengths)")
     try:
-        batching.make_buckets(cfg.bucket_lengths, cfg.max_frames_in_batch, cfg.batch_multiple)
+        batching.make_buckets(cfg.bucket_lengths, cfg.max_frames_in_batch, cfg.batch_multiple or 1)
     except ValueError as e:
         raise ConfigError(f"config.{e}") from None
 

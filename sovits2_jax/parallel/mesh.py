@@ -50,6 +50,24 @@ def validate_mesh(mesh, num_devices: int | None = None) -> tuple[int, ...]:
         raise ConfigError(f"config.{e}") from None
 
 
+def needed_batch_multiple(config, shape: tuple[int, ...]) -> int:
+    """The smallest ``config.data.batch_multiple`` that the mesh ``shape``, the process count and
+    ``config.train.accum_steps`` allow: each process's rows (batch_multiple x its data shards) then split evenly over
+    its data-parallel devices and the accumulation microbatches."""
+    processes = jax.process_count()
+    local_ways = max(1, shape[0] * shape[1] // processes)
+    accum = config.train.get("accum_steps", 1) if "train" in config else 1
+    shards_per_process = max(1, (config.data.get("num_shards", 0) or processes) // processes)
+    need = local_ways * accum
+    return need // math.gcd(need, shards_per_process)
+
+
+def resolve_batch_multiple(config, shape: tuple[int, ...]) -> None:
+    """``config.data.batch_multiple = 0`` (the default: "what the mesh needs") -> ``needed_batch_multiple``."""
+    if "data" in config and config.data.get("batch_multiple", 1) == 0:
+        config.data.batch_multiple = needed_batch_multiple(config, shape)
+
+
 def validate_batch_sizes(config, shape: tuple[int, ...]) -> None:
     """Batch sizes against the resolved mesh: config.train.batch_size over data*fsdp, config.data.batch_multiple
     over the data-parallel devices of one process."""
@@ -66,7 +84,8 @@ def validate_batch_sizes(config, shape: tuple[int, ...]) -> None:
             local_multiple % local_ways == 0,
             f"config.data.batch_multiple={config.data.batch_multiple} x {shards // jax.process_count()} data "
             f"shards per process is not a multiple of the {local_ways} data-parallel devices per process "
-            "(mesh data*fsdp / processes)",
+            f"(mesh data*fsdp / processes); config.data.batch_multiple={needed_batch_multiple(config, shape)} (or 0, "
+            "the default: what the mesh needs) would do",
         )
     if "train" in config and "batch_size" in config.train:
         check(

@@ -16,6 +16,8 @@ def validate(config, num_devices: int | None = None) -> None:
     shape = mesh.validate_mesh(config.mesh, num_devices) if "mesh" in config else None
     if "sharding" in config:
         rules.validate_rules(config.sharding.rules)
+    if shape is not None:
+        mesh.resolve_batch_multiple(config, shape)
     if "data" in config:
         pipeline.validate(config.data)
     if "train" in config:

@@ -80,11 +80,11 @@ def write_parquet(rows: list[dict], path: str, layout: str = "ours") -> None:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        from sovits2_jax.data.prep.parquet_writer import SCHEMA
+        from sovits2_jax.data.prep.parquet_writer import ROW_GROUP_ROWS, SCHEMA
 
         cols = {name: [r[name] for r in rows] for name in SCHEMA.names}
         table = pa.table({n: pa.array(cols[n], type=SCHEMA.field(n).type) for n in SCHEMA.names})
-        pq.write_table(table, path, row_group_size=max(1, len(rows)))
+        pq.write_table(table, path, row_group_size=ROW_GROUP_ROWS)
     elif layout == "cosyvoice":
         import pandas as pd
 
