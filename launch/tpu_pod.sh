@@ -2,11 +2,11 @@
 # The same set-up and command on every worker of a Cloud TPU VM pod (JAX detects the pod from the TPU metadata).
 #   launch/tpu_pod.sh NAME ZONE [--project P] [--repo DIR] [--setup CMD] [--num_workers N] [--dry_run] -- CMD...
 # --repo: the project's folder on the workers (default: ~/sovits2-jax); --setup runs first (default: the venv set-up);
-# --num_workers only labels the dry-run listing.
+# --num_workers only labels the dry-run listing. The default set-up installs TPU JAX (libtpu).
 set -euo pipefail
 [ $# -ge 2 ] || { echo "usage: launch/tpu_pod.sh NAME ZONE [options] -- CMD..." >&2; exit 2; }
 name=$1 zone=$2; shift 2
-project="" repo="~/sovits2-jax" setup="bash launch/setup_venv.sh" workers="" dry_run=0
+project="" repo="~/sovits2-jax" setup="bash launch/setup_venv.sh --accelerator tpu" workers="" dry_run=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --project) project=$2; shift 2 ;;

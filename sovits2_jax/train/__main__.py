@@ -13,6 +13,7 @@ from absl import logging as absl_logging
 
 from sovits2_jax import cli
 from sovits2_jax.train.validate import validate
+from sovits2_jax.validation import local_path
 
 _CONFIG = cli.config_flag(None)
 _WORKDIR = flags.DEFINE_string("workdir", None, "run directory (checkpoints/, tensorboard/, metrics.jsonl)")
@@ -22,11 +23,14 @@ def main(argv) -> int:
     from sovits2_jax.parallel import distributed
     from sovits2_jax.train import trainer
 
+    if _WORKDIR.value:
+        local_path(_WORKDIR.value, "--workdir")
     distributed.initialize()  # before anything asks JAX for its devices (config validation counts them)
     config = cli.validated(_CONFIG, validate)
     workdir = _WORKDIR.value or config.get("workdir")
     if not workdir:
         raise cli.Error("give --workdir=DIR")
+    local_path(workdir, "config.workdir")
     absl_logging.set_verbosity(absl_logging.WARNING)  # Orbax logs every file it writes at INFO
     logging.getLogger("sovits2_jax").setLevel(logging.INFO)
     return trainer.train(config, workdir)

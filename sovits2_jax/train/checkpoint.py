@@ -17,7 +17,7 @@ import jax
 import orbax.checkpoint as ocp
 
 from sovits2_jax.data import iterator_state
-from sovits2_jax.validation import ConfigError
+from sovits2_jax.validation import ConfigError, local_path
 
 ITEMS = ("params", "opt_state", "train_state", "data", "meta")
 META_FILE = "meta.json"
@@ -67,7 +67,7 @@ class Checkpoints:
     """Saves and restores training state under ``WORKDIR/checkpoints`` (only complete steps are seen)."""
 
     def __init__(self, workdir: str, *, keep_last: int = 3, keep_best: int = 0, async_save: bool = True):
-        self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+        self.directory = os.path.join(os.path.abspath(local_path(workdir, "workdir")), "checkpoints")
         _remove_unfinished(self.directory)
         options = ocp.CheckpointManagerOptions(
             preservation_policy=_preservation(keep_last, keep_best),
