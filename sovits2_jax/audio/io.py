@@ -17,6 +17,8 @@ class AudioError(ValueError):
 
 def audio_info(path: str | os.PathLike) -> tuple[int, int]:
     """(num_frames, sample_rate) from the header; raises AudioError for a missing, corrupt or empty file."""
+    if not os.path.exists(path):
+        raise AudioError(f"{path}: no such file")
     try:
         info = sf.info(str(path))
     except Exception as exc:  # soundfile raises several types for corrupt headers
@@ -29,6 +31,8 @@ def audio_info(path: str | os.PathLike) -> tuple[int, int]:
 def load_audio(source: str | os.PathLike | bytes, target_sr: int | None = None) -> tuple[np.ndarray, int]:
     """Mono float32 waveform in [-1, 1] (first channel, like torchaudio's ``[0]``) and its sample rate."""
     name = "<bytes>" if isinstance(source, bytes) else str(source)
+    if not isinstance(source, bytes) and not os.path.exists(source):
+        raise AudioError(f"{name}: no such file")
     try:
         handle = io.BytesIO(source) if isinstance(source, bytes) else str(source)
         wav, sr = sf.read(handle, dtype="float32", always_2d=True)

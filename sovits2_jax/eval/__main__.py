@@ -15,11 +15,14 @@ _OUT = flags.DEFINE_string("out", None, "where metrics.tsv and summary.json go (
 def main(argv: list[str]) -> int:
     if len(argv) > 1:
         raise cli.Error(f"unexpected arguments {argv[1:]}")
+    from sovits2_jax.eval import evaluate as evaluate_lib
     from sovits2_jax.eval import report
     from sovits2_jax.eval.evaluate import evaluate
 
     if not os.path.isdir(_WAV_DIR.value):
         raise cli.Error(f"--wav_dir {_WAV_DIR.value} is not a directory")
+    if not evaluate_lib.find_utterances(_WAV_DIR.value):
+        raise cli.Error(f"--wav_dir {_WAV_DIR.value} has no utterance to evaluate (no {{utt}}.wav)")
     out = _OUT.value or _WAV_DIR.value
     _rows, summary = evaluate(_WAV_DIR.value, out)
     for line in report.summary_lines(summary):

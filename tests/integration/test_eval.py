@@ -140,3 +140,13 @@ def test_bad_files_are_skipped_and_counted(evaluated):
         assert summary["metrics"][metric]["count"] == count
     finite = [_f(rows, u, "mcd") for u in rows if u != "silence"]
     assert summary["metrics"]["mcd"]["mean"] == pytest.approx(np.mean(finite), abs=1e-3)
+
+
+def test_a_directory_with_nothing_to_evaluate_is_an_error(tmp_path):
+    (tmp_path / "notes.txt").write_text("no audio here")
+    proc = subprocess.run([sys.executable, "-m", "sovits2_jax.eval", f"--wav_dir={tmp_path}"], capture_output=True,
+                          text=True, cwd=ROOT, timeout=600)  # fmt: skip
+    assert proc.returncode == 1 and proc.stderr.strip().splitlines() == [
+        f"error: --wav_dir {tmp_path} has no utterance to evaluate (no {{utt}}.wav)"
+    ]
+    assert not (tmp_path / "metrics.tsv").exists() and not (tmp_path / "summary.json").exists()

@@ -143,6 +143,10 @@ def test_bad_inputs_give_one_error_line_and_no_output(work):
             ["--mode", "cross_lingual", "--text", TEXT, "--prompt_wav", str(root / "corrupt.wav")],
             "unreadable audio",
         ),
+        "missing": (
+            ["--mode", "cross_lingual", "--text", TEXT, "--prompt_wav", str(root / "nope.wav")],
+            "nope.wav: no such file",
+        ),
         "speaker": (sft("carol"), "unknown speaker id 'carol'; known speakers: spk_a, spk_b"),
         "no_hift": ([*sft("spk_a"), "--model_dir", str(_incomplete_model(root, model))], "lacks hift.pt"),
         "no_dir": ([*sft("spk_a"), "--model_dir", str(root / "nope")], "no such model directory"),

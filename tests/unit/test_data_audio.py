@@ -75,6 +75,8 @@ def test_audio_io_round_trip_and_errors(tmp_path):
             load_audio(tmp_path / name)
         with pytest.raises(AudioError, match=name):
             audio_info(tmp_path / name)
+    with pytest.raises(AudioError, match=r"missing\.wav: no such file"):
+        load_audio(tmp_path / "missing.wav")
     sf.write(tmp_path / "zero.wav", np.zeros(0, np.float32), 24000)
     with pytest.raises(AudioError, match="zero samples"):
         audio_info(tmp_path / "zero.wav")
