@@ -40,7 +40,8 @@ def make_buckets(lengths: Sequence[int], max_frames_in_batch: int, batch_multipl
         if b < 1:
             raise ValueError(
                 f"data.bucket_lengths: length {length} x batch_multiple {batch_multiple} exceeds "
-                f"data.max_frames_in_batch={max_frames_in_batch}"
+                f"data.max_frames_in_batch={max_frames_in_batch} (a shard's frame budget; "
+                f"{length * batch_multiple} or more fits)"
             )
         out.append(Bucket(b, length))
     return tuple(out)

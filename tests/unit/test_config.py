@@ -68,7 +68,7 @@ def test_help_lists_the_config_flag():
     out = subprocess.run(
         [sys.executable, "-m", "sovits2_jax.train", "--help"], capture_output=True, text=True, timeout=120
     )
-    assert out.returncode == 0 and "--config: ml_collections config file" in out.stdout, out.stdout
+    assert "--config: ml_collections config file" in out.stdout, out.stdout  # (absl's --help exits 1)
 
 
 def test_validation_error_from_command_line_names_key():
@@ -118,6 +118,7 @@ def test_mesh_must_fit_device_count():
 def test_batch_multiple_follows_the_mesh(devices, overrides, multiple):
     config = load_config("configs/cosyvoice2.py:llm_tiny")
     assert config.data.batch_multiple == 0  # the default: what the mesh needs
+    config.data.max_frames_in_batch = 80 * 16  # the frame budget per shard holds 16 rows of the longest bucket
     for key, value in overrides.items():
         section, name = key.split(".")
         config[section][name] = value
