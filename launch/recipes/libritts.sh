@@ -16,7 +16,9 @@
 #          resumes), 6 average each part's checkpoints (--average_by dev_loss|latest), 7 export WORK/CosyVoice2
 #          (llm.pt, flow.pt, hift.pt, cosyvoice2.yaml, CosyVoice-BlankEN, the ONNX front-end models).
 # --pretrained_dir: a CosyVoice2 model directory to fine-tune from (--config.init.from) and to take the yaml and
-# assets of the export from. --size "" trains the release sizes (the default is tiny, seconds per step on CPU).
+# assets of the export from; its campplus.onnx / speech_tokenizer_v2.onnx prepare the data unless --campplus /
+# --speech_tokenizer say otherwise (a directory without a tokenizer is refused before any stage runs), and the
+# parts train at the release size unless --size is given. --size "" trains the release sizes (the default is tiny, seconds per step on CPU).
 # --corpus: a LibriTTS-layout directory: either real LibriTTS (subsets such as train-clean-100 and dev-clean
 # inside it or inside its LibriTTS/, as the archives unpack) or one set (SPEAKER/CHAPTER/*.wav directly inside).
 # --list FILE (or a .list file as --corpus): a GPT-SoVITS list (wav_path|speaker|lang|text lines, wav paths relative
@@ -42,7 +44,7 @@ num_utts_per_parquet=1000
 codebook_size=512
 dev_per_speaker=4
 offline_speaker=stats
-size=tiny
+size=tiny size_given=0
 num_steps=
 pretrained_dir=
 average_num=5
@@ -74,7 +76,7 @@ while [ $# -gt 0 ]; do
     --num_utts_per_parquet) num_utts_per_parquet=$2; shift 2 ;;
     --codebook_size) codebook_size=$2; shift 2 ;;
     --offline_speaker) offline_speaker=$2; shift 2 ;;
-    --size) size=$2; shift 2 ;;
+    --size) size=$2; size_given=1; shift 2 ;;
     --num_steps) num_steps=$2; shift 2 ;;
     --pretrained_dir) pretrained_dir=$2; shift 2 ;;
     --average_num) average_num=$2; shift 2 ;;
@@ -99,6 +101,19 @@ case "$offline_speaker" in stats|resemblyzer) ;; *) echo "libritts.sh: --offline
 case "$average_by" in dev_loss|latest) ;; *) echo "libritts.sh: --average_by dev_loss|latest" >&2; exit 2 ;; esac
 if [ -n "$pretrained_dir" ] && [ ! -f "$pretrained_dir/cosyvoice2.yaml" ]; then
   echo "libritts.sh: --pretrained_dir $pretrained_dir is not a CosyVoice2 model directory (no cosyvoice2.yaml)" >&2; exit 2
+fi
+if [ -n "$pretrained_dir" ]; then
+  # fine-tuning: the model's own front end (its speech tokens are the vocabulary it was trained on) and, unless
+  # --size says otherwise, the release architecture the checkpoint has
+  [ -n "$campplus" ] || [ ! -f "$pretrained_dir/campplus.onnx" ] || campplus=$pretrained_dir/campplus.onnx
+  [ -n "$speech_tokenizer" ] || [ ! -f "$pretrained_dir/speech_tokenizer_v2.onnx" ] \
+    || speech_tokenizer=$pretrained_dir/speech_tokenizer_v2.onnx
+  [ "$size_given" = 1 ] || size=
+  if [ -z "$speech_tokenizer" ]; then
+    echo "libritts.sh: --pretrained_dir $pretrained_dir has no speech_tokenizer_v2.onnx: give --speech_tokenizer" \
+      "(the tokenizer the model was trained with); stand-in codes fitted here would not match its vocabulary" >&2
+    exit 2
+  fi
 fi
 for f in "$campplus" "$speech_tokenizer"; do
   if [ -n "$f" ] && [ ! -f "$f" ]; then echo "libritts.sh: ONNX model $f does not exist" >&2; exit 2; fi
@@ -187,7 +202,7 @@ if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
     $py -m sovits2_jax.data.prep.offline_models speaker --dir "$data/$fit_set" --out "$campplus"
   fi
   for x in "${sets[@]}"; do
-    echo "stage 1: speaker embeddings for $x"
+    echo "stage 1: speaker embeddings for $x with $campplus"
     $py -m sovits2_jax.data.prep.onnx_extract embedding --dir "$data/$x" --onnx_path "$campplus" --num_workers "$num_workers"
   done
 fi
@@ -200,7 +215,7 @@ if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
       --codebook_size "$codebook_size" --seed "$seed"
   fi
   for x in "${sets[@]}"; do
-    echo "stage 2: speech tokens for $x"
+    echo "stage 2: speech tokens for $x with $speech_tokenizer"
     $py -m sovits2_jax.data.prep.onnx_extract token --dir "$data/$x" --onnx_path "$speech_tokenizer" --num_workers "$num_workers"
   done
 fi
