@@ -150,7 +150,7 @@ def training_sections(family: str, data_kind: str | None, optimizer: dict | None
         )
     )
     section.update(train)
-    out = dict(family=family, train=section, init=ml_collections.ConfigDict({"from": "", "player": ""}))
+    out = dict(family=family, train=section, init=ml_collections.ConfigDict(dict(path="", player="")))
     if data_kind is not None:
         data = pipeline_config(data_kind)
         data.train_list = ""

@@ -76,7 +76,7 @@ def llm_config(size: str = "", family: str = "llm") -> ml_collections.ConfigDict
 
 def dpo_config(size: str = "") -> ml_collections.ConfigDict:
     """The llm fine-tuned by DPO: the rejected speech tokens in the batches, and cosyvoice's train.py
-    ``DPOLoss(beta=0.01)`` against a reference loaded from ``ref_from`` ("" = the policy's init.from)."""
+    ``DPOLoss(beta=0.01)`` against a reference loaded from ``ref_from`` ("" = the policy's init.path)."""
     config = llm_config(size, family="dpo")
     config.data.dpo = True
     config.train.dpo = ml_collections.ConfigDict(dict(beta=0.01, label_smoothing=0.0, ipo=False, ref_from=""))

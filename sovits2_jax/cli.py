@@ -18,7 +18,6 @@ absl itself rejects unknown flags.
 from __future__ import annotations
 
 import difflib
-import keyword
 import logging
 import sys
 from collections.abc import Callable
@@ -66,43 +65,6 @@ def _fail(message: str) -> int:
     return ERROR_EXIT
 
 
-def _keyword_overrides(argv: list[str]) -> tuple[list[str], list[tuple[str, list[str], str]]]:
-    """Splits off ``--config.a.from=v`` style overrides whose path has a Python keyword (ml_collections parses
-    the path as an expression and fails on ``from``): (other args, [(flag name, key path, value)])."""
-    rest, held = [], []
-    for arg in argv:
-        name, eq, value = arg.partition("=")
-        parts = name.lstrip("-").split(".")
-        if arg.startswith("--") and eq and len(parts) > 1 and any(keyword.iskeyword(p) for p in parts[1:]):
-            held.append((parts[0], parts[1:], value))
-        else:
-            rest.append(arg)
-    return rest, held
-
-
-def _parse_value(current, value: str):
-    """A command-line string as the type of the config value it replaces."""
-    if isinstance(current, bool):
-        words = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
-        if value.lower() not in words:
-            raise ValueError(f"{value!r} is not a boolean (true or false)")
-        return words[value.lower()]
-    return type(current)(value) if isinstance(current, (int, float, str)) else value
-
-
-def _apply(held) -> None:
-    for flag, path, value in held:
-        node = flags.FLAGS[flag].value
-        for key in path[:-1]:
-            node = node[key]
-        if path[-1] not in node:
-            sys.exit(_fail(f"unknown config key in the overrides: {flag}.{'.'.join(path)}"))
-        try:
-            node[path[-1]] = _parse_value(node[path[-1]], value)
-        except ValueError as e:
-            sys.exit(_fail(f"--{flag}.{'.'.join(path)}={value}: {e}"))
-
-
 def _flag_error(error: flags.Error) -> str:
     """absl's flag error as one line; for a config file that failed to build, the exception it raised."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
@@ -141,12 +103,11 @@ def _unknown_key(argv: list[str]) -> str:
 
 
 def _parse_flags(argv: list[str]) -> list[str]:
-    argv, held = _keyword_overrides(argv)
-    sys.argv[:] = argv  # config_flags reads its overrides from sys.argv itself
+    renamed = [a for a in argv if a.split("=", 1)[0].endswith(".init.from")]
+    if renamed:
+        sys.exit(_fail(f"{renamed[0].split('=', 1)[0]} is now {renamed[0].split('=', 1)[0][:-4]}path"))
     try:
-        rest = flags.FLAGS(argv)
-        _apply(held)
-        return rest
+        return flags.FLAGS(argv)
     except flags.Error as e:
         sys.exit(_fail(f"{_flag_error(e)} (see --help)"))
     except (AttributeError, KeyError):  # a locked config rejecting an unknown --config.a.b key

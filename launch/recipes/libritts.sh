@@ -15,7 +15,7 @@
 #          5 train llm, flow, hift (configs/cosyvoice2.py:<part>[_<size>], workdirs WORK/exp/<part>; a rerun
 #          resumes), 6 average each part's checkpoints (--average_by dev_loss|latest), 7 export WORK/CosyVoice2
 #          (llm.pt, flow.pt, hift.pt, cosyvoice2.yaml, CosyVoice-BlankEN, the ONNX front-end models).
-# --pretrained_dir: a CosyVoice2 model directory to fine-tune from (--config.init.from) and to take the yaml and
+# --pretrained_dir: a CosyVoice2 model directory to fine-tune from (--config.init.path) and to take the yaml and
 # assets of the export from; its campplus.onnx / speech_tokenizer_v2.onnx prepare the data unless --campplus /
 # --speech_tokenizer say otherwise (a directory without a tokenizer is refused before any stage runs), and the
 # parts train at the release size unless --size is given. --size "" trains the release sizes (the default is tiny, seconds per step on CPU).
@@ -259,7 +259,7 @@ if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
     args=(--config="configs/cosyvoice2.py:$model${size:+_$size}" --workdir="$exp/$model"
           --config.data.train_list="$train_list" --config.data.dev_list="$dev_arg")
     [ -n "$num_steps" ] && args+=(--config.train.num_steps="$num_steps")
-    [ -n "$pretrained_dir" ] && args+=(--config.init.from="$pretrained_dir")
+    [ -n "$pretrained_dir" ] && args+=(--config.init.path="$pretrained_dir")
     $py -m sovits2_jax.train "${args[@]}"
   done
 fi

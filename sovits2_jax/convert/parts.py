@@ -1,4 +1,4 @@
-"""One part's params and model config from any checkpoint we read (``--config.init.from``, inference loading).
+"""One part's params and model config from any checkpoint we read (``--config.init.path``, inference loading).
 
 ``load(path, part)`` resolves ``path`` (a trainer workdir or its ``checkpoints/`` -> the latest step), finds the one
 format whose ``detect`` accepts it (``formats.detect_format``: the format modules of ``sovits2_jax/convert/``) and

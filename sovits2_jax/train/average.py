@@ -5,7 +5,7 @@
 Chooses ``num`` finished steps of ``DIR/checkpoints``: the lowest dev loss (the ``eval_loss`` each step was
 logged for; steps without an eval of their own are left out) or the latest, and writes the element-wise mean of
 their exported player's params as an Orbax checkpoint of ours with meta.json (atomically). The result is a
-valid ``--config.init.from``, ``convert/jax_to_torch.py --src`` and inference checkpoint.
+valid ``--config.init.path``, ``convert/jax_to_torch.py --src`` and inference checkpoint.
 """
 
 from __future__ import annotations

@@ -75,7 +75,7 @@ class Family:
 
     def init_from(self, config, path: str, params: dict[str, Any]) -> dict[str, Any]:
         """Players' params with pretrained weights from ``path`` (any checkpoint ``convert.parts`` reads)."""
-        raise ConfigError(f"family {self.name!r} cannot start from pretrained weights (config.init.from={path!r})")
+        raise ConfigError(f"family {self.name!r} cannot start from pretrained weights (config.init.path={path!r})")
 
     def export_meta(self, config) -> dict:
         """meta.json of a checkpoint (format, model config) so it is a valid ``convert/jax_to_torch.py --src``."""

@@ -65,7 +65,7 @@ def init_optimizers(players, txs, params, mesh) -> dict:
 
 
 def place(tree, like):
-    """Host or device arrays -> arrays with the dtypes and shardings of ``like`` (``init.from`` weights)."""
+    """Host or device arrays -> arrays with the dtypes and shardings of ``like`` (``init.path`` weights)."""
     return jax.tree.map(lambda x, ref: jax.device_put(np.asarray(x, ref.dtype), ref.sharding), tree, like)
 
 
@@ -84,7 +84,7 @@ def check_same_layout(new, old, what: str) -> None:
 
 
 def build(family, config, mesh, init_params=None) -> Built:
-    """Players' params (``init_params(params) -> params`` may replace them: init.from), optimizers and state."""
+    """Players' params (``init_params(params) -> params`` may replace them: init.path), optimizers and state."""
     players = family.players(config)
     rules = config.sharding.rules
     graphdefs, params, txs, schedules = {}, {}, {}, {}
@@ -94,7 +94,7 @@ def build(family, config, mesh, init_params=None) -> Built:
         params[p.name] = nnx.to_pure_dict(state)
     if init_params is not None:
         new = init_params(params)
-        check_same_layout(new, params, f"config.init.from={config.init['from']!r}")
+        check_same_layout(new, params, f"config.init.path={config.init.path!r}")
         params = place(new, params)
     for p in players:
         if p.optimizer is not None:

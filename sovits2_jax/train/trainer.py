@@ -172,7 +172,7 @@ def _run(family, config, workdir, mesh, ckpts) -> int:
         return 0
     batches = open_batches(family, config, "train")
     init = None
-    source = config.init["from"]
+    source = config.init.path
     if start is None and source:
         init = lambda params: family.init_from(config, source, params)
     built = state_lib.build(family, config, mesh, init)

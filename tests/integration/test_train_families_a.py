@@ -97,10 +97,10 @@ def test_dpo_trains_against_a_frozen_reference(dpo_lists, tmp_path):
     assert all(np.array_equal(a, b) for a, b in zip(_leaves(p4["reference"]), _leaves(p8["reference"])))
     assert not all(np.array_equal(a, b) for a, b in zip(_leaves(p4["model"]), _leaves(p8["model"])))
 
-    # init.from = the step-4 policy, ref_from = the step-8 policy (trainer checkpoints, through train/pretrained.py)
+    # init.path = the step-4 policy, ref_from = the step-8 policy (trainer checkpoints, through train/pretrained.py)
     again = tmp_path / "dpo_ref_from"
     extra = {**DPO_DATA, "train.num_steps": 2, "train.eval_every": 0, "train.checkpoint_every": 2}
-    extra.update({"init.from": workdir / "checkpoints" / "4", "train.dpo.ref_from": workdir / "checkpoints" / "8"})
+    extra.update({"init.path": workdir / "checkpoints" / "4", "train.dpo.ref_from": workdir / "checkpoints" / "8"})
     proc = th.run(again, _overrides(*dpo_lists, **extra), config="configs/cosyvoice2.py:dpo_tiny")
     assert proc.returncode == 0, proc.stderr[-3000:]
     loaded = _params(again, 2)

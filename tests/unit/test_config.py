@@ -37,8 +37,10 @@ def test_unknown_key_is_rejected():
     [
         (["--config=configs/cosyvoice2.py:llm_tiny", "--config.train.lr=1e-4"],
          "error: unknown config key --config.train.lr; did you mean --config.train.optimizer.lr?"),
-        (["--config=configs/cosyvoice2.py:llm_tiny", "--config.init.frm=x"],
-         "error: unknown config key --config.init.frm; did you mean --config.init.from"),
+        (["--config=configs/cosyvoice2.py:llm_tiny", "--config.init.pth=x"],
+         "error: unknown config key --config.init.pth; did you mean --config.init.path"),
+        (["--config=configs/cosyvoice2.py:llm_tiny", "--config.init.from=x"],
+         "error: --config.init.from is now --config.init.path"),
         (["--config=configs/nope.py:llm"],
          "error: --config: cannot read the config file ([Errno 2] No such file or directory: 'configs/nope.py')"),
         (["--config=configs/cosyvoice2.py:llm_tny"],
@@ -53,15 +55,6 @@ def test_command_line_mistakes_get_one_line_naming_the_fix(args, line):
     out = run_cli(*args)
     assert out.returncode == 1 and out.stdout == ""
     assert out.stderr.count("\n") == 1 and line in out.stderr, out.stderr
-
-
-def test_a_keyword_key_takes_booleans_by_their_names():
-    from sovits2_jax.cli import _parse_value
-
-    assert _parse_value(True, "False") is False and _parse_value(False, "true") is True
-    assert _parse_value(1, "3") == 3 and _parse_value("a", "b") == "b"
-    with pytest.raises(ValueError, match="not a boolean"):
-        _parse_value(True, "maybe")
 
 
 def test_help_lists_the_config_flag():

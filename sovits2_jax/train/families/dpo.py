@@ -134,13 +134,13 @@ class DpoFamily(Family):
     def players(self, config) -> list[Player]:
         if not config.data.get("dpo", False):
             raise ConfigError("family dpo needs config.data.dpo=True (the rejected speech tokens)")
-        if config.train.dpo.ref_from and not config.init["from"]:
+        if config.train.dpo.ref_from and not config.init.path:
             raise ConfigError(
-                f"config.train.dpo.ref_from={config.train.dpo.ref_from!r} needs config.init.from (the policy's "
+                f"config.train.dpo.ref_from={config.train.dpo.ref_from!r} needs config.init.path (the policy's "
                 "initial weights): the reference is loaded with them"
             )
         dpo_options(config)
-        make = llm.make_model(config)  # the same seed: without init.from the reference is the policy's init
+        make = llm.make_model(config)  # the same seed: without init.path the reference is the policy's init
         return [Player("model", make, config.train.optimizer), Player("reference", make, None)]
 
     def phases(self, config) -> list[Phase]:

@@ -91,7 +91,7 @@ class GptSovits2Family(Family):
 
         scan = llm.model_config(config).backbone.scan_layers
         loaded, _ = parts.load(path, "llm", scan_layers=scan)
-        return {**params, "model": llm.merge_pretrained(params["model"], loaded, f"config.init.from={path!r}")}
+        return {**params, "model": llm.merge_pretrained(params["model"], loaded, f"config.init.path={path!r}")}
 
     def export_meta(self, config) -> dict:
         from sovits2_jax.convert import parts

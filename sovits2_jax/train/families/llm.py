@@ -6,7 +6,7 @@ Each row is laid out unistream or, with probability ``config.train.bistream_prob
 (``length_normalized_loss``: a mean over them, so ``aux["weight"]`` is their count) and the accuracy; rows that
 are batch padding (``valid`` False) score nothing.
 
-``--config.init.from`` takes a CosyVoice2 model directory (its ``llm.pt``), an HF Qwen2 directory (the backbone
+``--config.init.path`` takes a CosyVoice2 model directory (its ``llm.pt``), an HF Qwen2 directory (the backbone
 only, as CosyVoice's ``qwen_pretrain_path``) or an Orbax checkpoint of ours (``convert/parts.py``).
 """
 
@@ -126,7 +126,7 @@ class LlmFamily(Family):
 
         scan = model_config(config).backbone.scan_layers
         loaded, _ = parts.load(path, PART, scan_layers=scan)
-        return {**params, "model": merge_pretrained(params["model"], loaded, f"config.init.from={path!r}")}
+        return {**params, "model": merge_pretrained(params["model"], loaded, f"config.init.path={path!r}")}
 
     def export_meta(self, config) -> dict:
         from sovits2_jax.convert import parts
