@@ -145,6 +145,11 @@ def torch_to_jax(src: str | Path, dst: str | Path) -> Path:
     present = {part: src / f"{part}.pt" for part in mods if (src / f"{part}.pt").is_file()}
     if not present:
         raise ConversionError(f"{src}: none of {', '.join(p + '.pt' for p in COSYVOICE2_PARTS)} can be converted")
+    missing = [f"{part}.pt" for part in mods if part not in present]
+    if missing:
+        log.warning(
+            "%s has no %s: converting %s only", src, ", ".join(missing), ", ".join(f"{p}.pt" for p in present)
+        )
     tmp = ckpt.staging_dir(dst)
     try:
         for part, path in present.items():

@@ -76,7 +76,10 @@ def detect_format(src: str | Path) -> ModuleType:
     found = [mod for mod in mods if mod.detect(src)]
     if not found:
         kinds = "; ".join(f"{m.NAME}: {m.DESCRIPTION}" for m in mods)
-        raise ConversionError(f"{src}: not a checkpoint of a known format ({kinds})")
+        hint = ""
+        if src.is_file() and src.suffix == ".pt":  # e.g. a bare flow.pt: its yaml (the architecture) is beside it
+            hint = f"give the model directory that holds {src.name} and its yaml, not the file; "
+        raise ConversionError(f"{src}: not a checkpoint of a known format ({hint}{kinds})")
     if len(found) > 1:
         raise ConversionError(f"{src}: detected as several formats ({', '.join(m.NAME for m in found)})")
     return found[0]

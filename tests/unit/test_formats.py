@@ -242,12 +242,14 @@ def test_bad_sources_give_one_error_line_naming_the_path(tmp_path):
     ckpt.save_checkpoint(tmp_path / "unknown" / "x", {"w": np.zeros(2, np.float32)}, {"format": "bigram"})
     (tmp_path / "cv2").mkdir()
     (tmp_path / "cv2" / "cosyvoice2.yaml").write_text("sample_rate: 24000\n")
+    (tmp_path / "cv2" / "flow.pt").write_bytes(b"a state dict")
     bad = [
+        (tmp_path / "cv2" / "flow.pt", "flow", "give the model directory that holds flow.pt"),
         (tmp_path / "missing", "llm", "no such file or directory"),
         (tmp_path / "empty", "llm", "not a checkpoint of a known format"),
         (tmp_path / "junk.pth", "vits", "not a checkpoint of a known format"),
         (tmp_path / "unknown" / "x", "llm", "unknown checkpoint format 'bigram'"),
-        (tmp_path / "cv2", "flow", "CosyVoice2 model directory without flow.pt"),
+        (tmp_path / "cv2", "hift", "CosyVoice2 model directory without hift.pt"),
         (tmp_path / "cv2", "vits", "has no part 'vits'"),
     ]
     for src, part, message in bad:
