@@ -7,6 +7,7 @@ from __future__ import annotations
 from sovits2_jax.data import pipeline
 from sovits2_jax.parallel import mesh, rules
 from sovits2_jax.train import family as family_lib
+from sovits2_jax.train import optim
 from sovits2_jax.train.callbacks import profile_steps
 from sovits2_jax.validation import check
 
@@ -38,4 +39,7 @@ def trainer_sections(config) -> None:
     for key in ("eval_every", "eval_batches", "keep_best", "spike_factor", "prefetch"):
         check(t[key] >= 0, f"config.train.{key}={t[key]} must be >= 0")
     check(t.dtype in ("float32", "bfloat16"), f"config.train.dtype={t.dtype!r} not in ('float32', 'bfloat16')")
+    for key in ("optimizer", "optimizer_d"):  # before any data or model is built
+        if key in t:
+            optim.validate(t[key], f"config.train.{key}")
     profile_steps(config)

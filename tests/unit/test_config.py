@@ -1,6 +1,7 @@
 """Config files, command-line overrides (absl config_flags, locked) and validation errors naming the key."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,9 +12,9 @@ from sovits2_jax.train.validate import validate
 from sovits2_jax.validation import ConfigError, load_config
 
 
-def run_cli(*args):
+def run_cli(*args, env=None):
     return subprocess.run(
-        [sys.executable, "-m", "sovits2_jax.show_config", *args], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "sovits2_jax.show_config", *args], capture_output=True, text=True, timeout=120, env=env
     )
 
 
@@ -47,12 +48,16 @@ def test_unknown_key_is_rejected():
          "error: --config=configs/cosyvoice2.py:llm_tny: ValueError: unknown config configs/cosyvoice2.py:llm_tny "
          "(did you mean configs/cosyvoice2.py:llm_tiny?); it takes one of llm, llm_small, llm_tiny, dpo,"),
         (["--config=configs/gpt_sovits2.py:vit"], "(did you mean configs/gpt_sovits2.py:vits?)"),
+        (["--config=configs/cosyvoice2.py:llm_tiny", "--config.train.optimizer.name=adamw8bit"],
+         "error: config.train.optimizer.name='adamw8bit' not in ('adam', 'adamw')"),
+        (["--config=configs/cosyvoice2.py:hift_tiny", "--config.train.optimizer_d.lr=0"],
+         "error: config.train.optimizer_d.lr=0.0 must be positive"),
         (["--config=configs/cosyvoice2.py:llm_tiny", "--config.train.accum_steps=two"],
          "error: flag --config.train.accum_steps=two: invalid literal for int()"),
     ],
 )  # fmt: skip
 def test_command_line_mistakes_get_one_line_naming_the_fix(args, line):
-    out = run_cli(*args)
+    out = run_cli(*args, env={**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""})  # a user's one-CPU machine
     assert out.returncode == 1 and out.stdout == ""
     assert out.stderr.count("\n") == 1 and line in out.stderr, out.stderr
 
