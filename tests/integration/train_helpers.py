@@ -39,11 +39,12 @@ def llm_overrides(corpus, **extra) -> list[str]:
     return [f"--config.{k}={v}" for k, v in values.items()]
 
 
-def env(devices: int = 1) -> dict:
+def env(devices: int = 1, xla_flags: str = "") -> dict:
     out = dict(os.environ)
+    device_count = f"--xla_force_host_platform_device_count={devices}" if devices > 1 else ""
     out.update(
         JAX_PLATFORMS="cpu",
-        XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}" if devices > 1 else "",
+        XLA_FLAGS=" ".join(f for f in (device_count, xla_flags) if f),
         JAX_COMPILATION_CACHE_DIR=str(CACHE),
         JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
         JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0",
@@ -56,10 +57,16 @@ def command(workdir, overrides, config: str = LLM) -> list[str]:
     return [sys.executable, "-m", "sovits2_jax.train", f"--config={config}", f"--workdir={workdir}", *overrides]
 
 
-def run(workdir, overrides, *, config: str = LLM, devices: int = 1, timeout: float = 600):
-    """Runs the trainer to completion; returns the CompletedProcess (stdout/stderr text)."""
+# XLA:CPU's backend (LLVM) optimisation off: about half the compile time of a tiny model's init / train step, for
+# runs that compile much and step little (numerics may differ from the default level in the last bits)
+FAST_COMPILE = "--xla_backend_optimization_level=0"
+
+
+def run(workdir, overrides, *, config: str = LLM, devices: int = 1, timeout: float = 600, xla_flags: str = ""):
+    """Runs the trainer to completion; returns the CompletedProcess (stdout/stderr text). ``xla_flags``: more
+    XLA_FLAGS for the trainer (e.g. FAST_COMPILE)."""
     return subprocess.run(
-        command(workdir, overrides, config), cwd=ROOT, env=env(devices), capture_output=True, text=True,
+        command(workdir, overrides, config), cwd=ROOT, env=env(devices, xla_flags), capture_output=True, text=True,
         timeout=timeout,
     )  # fmt: skip
 
