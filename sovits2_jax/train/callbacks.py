@@ -265,6 +265,7 @@ class Checkpointer(Hook):
         state = info.state
         self.manager.save(info.step, state.params, state.opt_state, counters, StateSnapshot(info.data_state), meta,
                           info.eval_loss)  # fmt: skip
+        log.info("checkpoint: saving step %d to %s/%d", info.step, self.manager.directory, info.step)
         self.last_saved = info.step
 
     def end_step(self, info: StepInfo) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 from collections.abc import Mapping
 
 import jax
@@ -38,7 +39,7 @@ class MetricsWriter:
         """Writes one logged step: ``train`` scalars (must hold ``loss``) and/or ``eval`` scalars."""
         if not self.active:
             return
-        record: dict = {"step": int(step)}
+        record: dict = {"step": int(step), "time": round(time.time(), 3)}  # wall clock (unix seconds)
         for prefix, scalars in (("train", train), ("eval", eval)):
             for name, value in (scalars or {}).items():
                 self.writer.add_scalar(f"{prefix}/{name}", float(value), step)

@@ -164,6 +164,16 @@ def train(config, workdir: str) -> int:
         ckpts.close()
 
 
+def _summary(config, params: dict, mesh, step: int) -> str:
+    """The start-up line: family, parameters per player, mesh, devices, processes, steps."""
+    sizes = ", ".join(f"{name} {sum(x.size for x in jax.tree.leaves(p)) / 1e6:.2f}M" for name, p in params.items())
+    shape = " x ".join(f"{axis} {n}" for axis, n in mesh.shape.items())
+    return (
+        f"{config.family}: parameters {sizes}; mesh {shape} over {mesh.size} devices in {jax.process_count()} "
+        f"process(es); steps {step + 1}..{config.train.num_steps}"
+    )
+
+
 def _run(family, config, workdir, mesh, ckpts) -> int:
     t = config.train
     start = ckpts.latest_step()
@@ -183,6 +193,7 @@ def _run(family, config, workdir, mesh, ckpts) -> int:
         state = state_lib.with_counters(state_lib.TrainState(params, opt_state, *([None] * 3)), saved, mesh)
         step = start
         log.info("resumed from %s/%d", ckpts.directory, start)
+    log.info(_summary(config, state.params, mesh, step))
     if jax.process_index() == 0:
         os.makedirs(workdir, exist_ok=True)
         with open(os.path.join(workdir, "config.json"), "w") as f:

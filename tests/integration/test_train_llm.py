@@ -19,6 +19,7 @@ def reference(tiny_corpus, build_once):
     def run(workdir):
         proc = th.run(workdir, th.llm_overrides(tiny_corpus))
         assert proc.returncode == 0, proc.stderr[-3000:]
+        (workdir / "stderr.txt").write_text(proc.stderr)
 
     workdir = build_once("train_llm_reference", run)
     losses = th.losses(workdir)
@@ -34,7 +35,15 @@ def test_llm_learns_evaluates_checkpoints_and_logs(reference):
     evals = [r for r in records if "eval_loss" in r]
     assert [r["step"] for r in evals] == [4, 8] and all(r["eval_loss"] > 0 for r in evals)
     assert all(r["skipped_steps"] == 0 for r in records if "loss" in r)
+    times = [r["time"] for r in records]  # every row carries its wall time, in order
+    assert times == sorted(times) and times[-1] - times[0] < 600 and times[0] > 1.7e9
     assert th.complete_steps(workdir) == [3, 6, 8]
+    log = (workdir / "stderr.txt").read_text()
+    # one start-up line (family, parameters, mesh, devices, processes, steps), one line per checkpoint
+    summary = [line for line in log.splitlines() if "llm: parameters model " in line]
+    assert len(summary) == 1 and "over 1 devices in 1 process(es); steps 1..8" in summary[0], log[-2000:]
+    saves = [int(line.rsplit("/", 1)[1]) for line in log.splitlines() if "checkpoint: saving step" in line]
+    assert saves == [3, 6, 8], log[-2000:]
     step_dir = workdir / "checkpoints" / "8"
     for item in ("params", "opt_state", "train_state", "data", "meta"):
         assert (step_dir / item).is_dir(), item

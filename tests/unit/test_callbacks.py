@@ -67,6 +67,8 @@ def drive(hooks, num_steps, *, start=0, data_steps=None, clock=None, step_second
 
 
 class FakeManager:
+    directory = "wd/checkpoints"
+
     def __init__(self):
         self.saves, self.waits = [], 0
 
