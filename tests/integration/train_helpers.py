@@ -39,7 +39,13 @@ def llm_overrides(corpus, **extra) -> list[str]:
     return [f"--config.{k}={v}" for k, v in values.items()]
 
 
-def env(devices: int = 1, xla_flags: str = "") -> dict:
+# XLA:CPU's backend (LLVM) optimisation off: about half the compile time of a tiny model's init / train step. The
+# default of every trainer run here (they compile much and step little), so runs compared with each other share it
+# (numerics may differ from the default level in the last bits).
+FAST_COMPILE = "--xla_backend_optimization_level=0"
+
+
+def env(devices: int = 1, xla_flags: str = FAST_COMPILE) -> dict:
     out = dict(os.environ)
     device_count = f"--xla_force_host_platform_device_count={devices}" if devices > 1 else ""
     out.update(
@@ -57,14 +63,11 @@ def command(workdir, overrides, config: str = LLM) -> list[str]:
     return [sys.executable, "-m", "sovits2_jax.train", f"--config={config}", f"--workdir={workdir}", *overrides]
 
 
-# XLA:CPU's backend (LLVM) optimisation off: about half the compile time of a tiny model's init / train step, for
-# runs that compile much and step little (numerics may differ from the default level in the last bits)
-FAST_COMPILE = "--xla_backend_optimization_level=0"
-
-
-def run(workdir, overrides, *, config: str = LLM, devices: int = 1, timeout: float = 600, xla_flags: str = ""):
+def run(
+    workdir, overrides, *, config: str = LLM, devices: int = 1, timeout: float = 600, xla_flags: str = FAST_COMPILE
+):
     """Runs the trainer to completion; returns the CompletedProcess (stdout/stderr text). ``xla_flags``: more
-    XLA_FLAGS for the trainer (e.g. FAST_COMPILE)."""
+    XLA_FLAGS for the trainer (default FAST_COMPILE)."""
     return subprocess.run(
         command(workdir, overrides, config), cwd=ROOT, env=env(devices, xla_flags), capture_output=True, text=True,
         timeout=timeout,
