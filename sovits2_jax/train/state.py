@@ -87,7 +87,7 @@ def build(family, config, mesh, init_params=None) -> Built:
     """Players' params (``init_params(params) -> params`` may replace them: init.path), optimizers and state."""
     players = family.players(config)
     rules = config.sharding.rules
-    graphdefs, params, txs, schedules = {}, {}, {}, {}
+    graphdefs, params = {}, {}
     for p in players:
         graphdef, state, _ = sharded_init(p.make_model, mesh, rules)
         graphdefs[p.name] = graphdef
@@ -96,6 +96,13 @@ def build(family, config, mesh, init_params=None) -> Built:
         new = init_params(params)
         check_same_layout(new, params, f"config.init.path={config.init.path!r}")
         params = place(new, params)
+    return from_params(players, config, mesh, graphdefs, params)
+
+
+def from_params(players, config, mesh, graphdefs: dict, params: dict) -> Built:
+    """The rest of ``build`` for params already on the mesh: each player's optimizer (from its section), the
+    optimizer state and the zeroed counters. For a caller that has its params without a random init to replace."""
+    txs, schedules = {}, {}
     for p in players:
         if p.optimizer is not None:
             labels = p.param_labels

@@ -20,7 +20,6 @@ from sovits2_jax.models.vits2.synthesizer import SynthesizerTrn
 from sovits2_jax.parallel.mesh import make_mesh
 from sovits2_jax.parallel.sharding import activation_rules, sharded_init, split_params
 from sovits2_jax.train import family as family_lib
-from sovits2_jax.train import optim
 from sovits2_jax.train import state as state_lib
 from sovits2_jax.train import step as step_lib
 from sovits2_jax.train.families.vits import generator_terms, param_labels
@@ -130,21 +129,9 @@ def test_gpt_sovits2_layout_learns_reconstruction(tiny):
         }
         state_lib.check_same_layout(params["generator"], nnx.to_pure_dict(nnx.eval_shape(
             lambda: split_params(generator.make_model())[1])), "warmed generator")  # fmt: skip
-        txs = {
-            p.name: optim.make_optimizer(
-                p.optimizer, config.train.num_steps, p.param_labels, params[p.name] if p.param_labels else None
-            )[0]
-            for p in players
-        }
-        state = state_lib.TrainState(
-            params=params,
-            opt_state=state_lib.init_optimizers(players, txs, params, mesh),
-            skipped=jax.device_put(jnp.int32(0), rep),
-            accepted=jax.device_put(jnp.int32(0), rep),
-            loss_ema=jax.device_put(jnp.float32(0), rep),
-        )
-        gan_step = jax.jit(step_lib.make_train_step(family, config, graphdefs, txs))
-        gstate, metrics = gan_step(state, {k: v[:2] for k, v in data.items()}, jnp.int32(0))
+        built = state_lib.from_params(players, config, mesh, graphdefs, params)
+        gan_step = jax.jit(step_lib.make_train_step(family, config, graphdefs, built.txs))
+        gstate, metrics = gan_step(built.state, {k: v[:2] for k, v in data.items()}, jnp.int32(0))
     for name in ("discriminator/loss_disc", "generator/loss_gen", "generator/loss_fm", "generator/loss_mel",
                  "generator/loss_kl"):  # fmt: skip
         assert np.isfinite(float(metrics[name])), name

@@ -3,8 +3,6 @@ pure, jit-able, and it trains (tiny generator and discriminators)."""
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -15,7 +13,6 @@ from sovits2_jax.convert.mapping import expected_shapes, unflatten
 from sovits2_jax.parallel.mesh import make_mesh
 from sovits2_jax.parallel.sharding import activation_rules, split_params
 from sovits2_jax.train import family as family_lib
-from sovits2_jax.train import optim
 from sovits2_jax.train import state as state_lib
 from sovits2_jax.train import step as step_lib
 
@@ -48,29 +45,16 @@ def _random_params(players, seed):
 def _build(players, config, mesh, params):
     """The trainer's state as ``state_lib.build(..., init_params=lambda _: params)`` makes it, without build's
     jitted random init of every player (thrown away for ``params`` anyway; a ~20 s compile on CPU): graphdefs and
-    layouts from abstract models, the same optimizers and optimizer state."""
+    layouts from abstract models, then ``state_lib.from_params`` as build."""
     rep = state_lib.replicated(mesh)
-    graphdefs, placed, txs = {}, {}, {}
+    graphdefs, placed = {}, {}
     for p in players:
         graphdefs[p.name], abstract = split_params(nnx.eval_shape(p.make_model))
         abstract = nnx.to_pure_dict(abstract)
         state_lib.check_same_layout(params[p.name], abstract, p.name)
         placed[p.name] = jax.tree.map(lambda x, ref: jax.device_put(np.asarray(x, ref.dtype), rep), params[p.name],
                                       abstract)  # fmt: skip
-    for p in players:
-        if p.optimizer is not None:
-            labels = p.param_labels
-            txs[p.name], _ = optim.make_optimizer(
-                p.optimizer, config.train.num_steps, labels, placed[p.name] if labels else None
-            )
-    state = state_lib.TrainState(
-        params=placed,
-        opt_state=state_lib.init_optimizers(players, txs, placed, mesh),
-        skipped=jax.device_put(jnp.int32(0), rep),
-        accepted=jax.device_put(jnp.int32(0), rep),
-        loss_ema=jax.device_put(jnp.float32(0), rep),
-    )
-    return SimpleNamespace(graphdefs=graphdefs, txs=txs, state=state)
+    return state_lib.from_params(players, config, mesh, graphdefs, placed)
 
 
 def test_gan_train_step_updates_both_players_and_lowers_the_discriminator_loss():
