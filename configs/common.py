@@ -119,6 +119,7 @@ def optimizer_config(**overrides) -> ml_collections.ConfigDict:
             end_lr_fraction=0.0,  # cosine: final lr / lr
             grad_clip=0.0,  # global-norm clipping; 0 = off
             lr_scale={},  # param group label (Player.param_labels) -> lr multiplier
+            freeze=(),  # regular expressions: parameters whose "/"-joined path matches one are never updated
         )
     )
     section.update(overrides)

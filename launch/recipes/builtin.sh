@@ -4,7 +4,7 @@
 #
 #   launch/recipes/builtin.sh --size tiny|small [--work DIR] [--family cosyvoice2|gpt_sovits2] [--num_steps N] \
 #       [--speakers N] [--hours H] [--codebook_size K] [--average_num N] [--num_utts N] [--num_workers N] [--seed S] \
-#       [--set PART.KEY=VALUE ...] [--skip_prep] [--parallel_train] [--vocoder_check 0|1]
+#       [--set PART.KEY=VALUE ...] [--skip_prep] [--parallel_train] [--vocoder_check 0|1] [--ladder 0|1]
 #
 # Stages -1..3 are launch/recipes/libritts.sh's (corpus, Kaldi files, offline speaker encoder and speech tokenizer,
 # Parquet). Each part then trains with `python -m sovits2_jax.train` on WORK/data/{train,dev}.data.list (the
@@ -24,6 +24,10 @@
 # machine where compilation and start-up dominate, as in the CI's smaller demo, that saves most of their time.
 # --vocoder_check 1 (the default; cosyvoice2 only) also vocodes every ground truth's own mel with the trained HiFT
 # (python -m sovits2_jax.demo.vocode -> WORK/vocoded) and evaluates that: the ceiling the vocoder sets.
+# --ladder 1 (the default for small) adds the quality ladder's other rungs and its calibration rows:
+# python -m sovits2_jax.demo.ladder (cosyvoice2: resynthesis from ground-truth tokens, its Griffin-Lim rendering, the
+# LM's token error -> WORK/ladder) and python -m sovits2_jax.demo.calibration (espeak, another voice, another text,
+# noise, Griffin-Lim of the truth -> WORK/calibration), all scored by one evaluator run; docs/results.md reads it.
 set -euo pipefail
 set -f  # no globbing: config values such as (128,) travel as words
 cd "$(dirname "$0")/../.."
@@ -42,6 +46,7 @@ seed=0
 skip_prep=0
 parallel_train=0
 vocoder_check=1
+ladder=
 sets=()
 
 while [ $# -gt 0 ]; do
@@ -61,7 +66,8 @@ while [ $# -gt 0 ]; do
     --skip_prep) skip_prep=1; shift ;;
     --parallel_train) parallel_train=1; shift ;;
     --vocoder_check) vocoder_check=$2; shift 2 ;;
-    -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
+    --ladder) ladder=$2; shift 2 ;;
+    -h|--help) sed -n '2,32p' "$0"; exit 0 ;;
     *) echo "builtin.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -79,7 +85,7 @@ esac
 declare -A steps part_sets
 case "$size" in
   tiny)
-    d_hours=0.1; d_speakers=4; d_codebook=256; d_average=1; evals=2; d_utts=8
+    d_hours=0.1; d_speakers=4; d_codebook=256; d_average=1; evals=2; d_utts=8; d_ladder=0
     steps=([llm]=100 [flow]=50 [hift]=50 [ar]=100 [vits]=50)
     part_sets=(
       [llm]="data.num_buckets=1 data.max_frames_in_batch=1024"
@@ -94,20 +100,24 @@ case "$size" in
               train.optimizer.lr=2e-3"
       [ar]="" [vits]="train.eval_batches=2") ;;
   small)
-    d_hours=0.5; d_speakers=8; d_codebook=512; d_average=3; evals=4; d_utts=0
-    steps=([llm]=150 [flow]=100 [hift]=60 [ar]=150 [vits]=60)
+    d_hours=0.5; d_speakers=8; d_codebook=512; d_average=3; evals=4; d_utts=0; d_ladder=1
+    steps=([llm]=1000 [flow]=1300 [hift]=2800 [ar]=1000 [vits]=1300)
     # the presets keep the recipe's optimisation (lr 1e-5 after 2500 warm-up steps, 32000 frames per step over 8
-    # devices, accumulation 2): here lr 1e-3 from the first step and about one device's share of a batch
+    # devices, accumulation 2): here lr 1e-3 from the first step and small batches (more updates per CPU-second).
+    # The LM keeps Qwen2's 151936-row text embedding fixed (no dense gradient or Adam update of it each step); the
+    # vocoder trains as hift_mel (its reconstruction losses without the discriminators: a GAN step costs about 20x).
     cpu="data.batch_multiple=1 train.accum_steps=1 train.optimizer.lr=1e-3 train.optimizer.warmup_steps=0"
-    part_sets=([llm]="data.num_buckets=1 data.max_frames_in_batch=1000 $cpu"
-               [flow]="data.num_buckets=1 data.max_frames_in_batch=2560 $cpu"
-               [hift]="data.max_frames_in_batch=102 $cpu train.eval_batches=4" [ar]="data.batch_multiple=1 $cpu"
-               [vits]="data.batch_multiple=1 train.eval_batches=4") ;;
+    part_sets=([llm]="data.num_buckets=1 data.max_frames_in_batch=1000 $cpu train.optimizer.freeze=('embed_tokens',)"
+               [flow]="data.num_buckets=1 data.max_frames_in_batch=960 $cpu"
+               [hift]="family=hift_mel data.max_frames_in_batch=102 $cpu train.optimizer.lr=5e-4 train.eval_batches=4"
+               [ar]="data.batch_multiple=1 $cpu" [vits]="data.batch_multiple=1 train.eval_batches=4") ;;
   *) echo "builtin.sh: --size tiny|small, got '$size'" >&2; exit 2 ;;
 esac
 hours=${hours:-$d_hours}; speakers=${speakers:-$d_speakers}; codebook_size=${codebook_size:-$d_codebook}
 case "$vocoder_check" in 0|1) ;; *) echo "builtin.sh: --vocoder_check 0|1, got '$vocoder_check'" >&2; exit 2 ;; esac
 [ "$family" = cosyvoice2 ] || vocoder_check=0
+ladder=${ladder:-$d_ladder}
+case "$ladder" in 0|1) ;; *) echo "builtin.sh: --ladder 0|1, got '$ladder'" >&2; exit 2 ;; esac
 average_num=${average_num:-$d_average}; num_utts=${num_utts:-$d_utts}
 work=${work:-out/builtin-$family-$size}
 for v in num_steps speakers average_num num_utts num_workers; do
@@ -237,6 +247,18 @@ if [ "$vocoder_check" = 1 ]; then
   timed vocode "$py" -m sovits2_jax.demo.vocode --model_dir "$model_dir" --wav_dir "$work/synthesis" \
     --out_dir "$work/vocoded"
   timed evaluate_vocoded "$py" -m sovits2_jax.eval --wav_dir "$work/vocoded"
+fi
+if [ "$ladder" = 1 ]; then
+  scored=()
+  if [ "$family" = cosyvoice2 ]; then
+    timed ladder "$py" -m sovits2_jax.demo.ladder --model_dir "$model_dir" --data_list "$data/dev/parquet/data.list" \
+      --wav_dir "$work/synthesis" --out_dir "$work/ladder" --seed "$seed"
+    scored+=(--wav_dir "$work/ladder/resynthesis" --wav_dir "$work/ladder/resynthesis_gl")
+  fi
+  timed calibration "$py" -m sovits2_jax.demo.calibration --wav_dir "$work/synthesis" \
+    --speakers "$work/corpus/dev/speakers.tsv" --out_dir "$work/calibration" --seed "$seed"
+  for row in espeak other_voice other_text noise griffin_lim; do scored+=(--wav_dir "$work/calibration/$row"); done
+  timed evaluate_ladder "$py" -m sovits2_jax.eval "${scored[@]}"
 fi
 timed report "$py" -m sovits2_jax.demo.report --work "$work" --size "$size"
 awk -v a="$t_start" -v b="$(date +%s.%N)" 'BEGIN { printf "builtin.sh: total %.1f s\n", b - a }'

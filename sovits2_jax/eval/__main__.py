@@ -1,4 +1,6 @@
-"""CLI: ``python -m sovits2_jax.eval --wav_dir DIR [--out DIR]`` (offline; see sovits2_jax/eval/__init__.py)."""
+"""CLI: ``python -m sovits2_jax.eval --wav_dir DIR [--wav_dir DIR2 ...] [--out DIR]`` (offline; see
+sovits2_jax/eval/__init__.py). Several directories share one load of the models; each gets its own metrics.tsv and
+summary.json (``--out`` only with one directory)."""
 
 from __future__ import annotations
 
@@ -8,7 +10,9 @@ from absl import flags
 
 from sovits2_jax import cli
 
-_WAV_DIR = flags.DEFINE_string("wav_dir", None, "directory of {utt}.wav / .txt / .prompt.wav / .ref.wav", required=True)
+_WAV_DIR = flags.DEFINE_multi_string(
+    "wav_dir", None, "directory of {utt}.wav / .txt / .prompt.wav / .ref.wav (repeatable)", required=True
+)
 _OUT = flags.DEFINE_string("out", None, "where metrics.tsv and summary.json go (default: --wav_dir)")
 
 
@@ -19,15 +23,23 @@ def main(argv: list[str]) -> int:
     from sovits2_jax.eval import report
     from sovits2_jax.eval.evaluate import evaluate
 
-    if not os.path.isdir(_WAV_DIR.value):
-        raise cli.Error(f"--wav_dir {_WAV_DIR.value} is not a directory")
-    if not evaluate_lib.find_utterances(_WAV_DIR.value):
-        raise cli.Error(f"--wav_dir {_WAV_DIR.value} has no utterance to evaluate (no {{utt}}.wav)")
-    out = _OUT.value or _WAV_DIR.value
-    _rows, summary = evaluate(_WAV_DIR.value, out)
-    for line in report.summary_lines(summary):
-        print(line)
-    print(f"eval: wrote {os.path.join(out, 'metrics.tsv')} and {os.path.join(out, 'summary.json')}")
+    dirs = _WAV_DIR.value
+    if _OUT.value and len(dirs) > 1:
+        raise cli.Error("--out takes one --wav_dir (several directories each write their own files)")
+    for wav_dir in dirs:
+        if not os.path.isdir(wav_dir):
+            raise cli.Error(f"--wav_dir {wav_dir} is not a directory")
+        if not evaluate_lib.find_utterances(wav_dir):
+            raise cli.Error(f"--wav_dir {wav_dir} has no utterance to evaluate (no {{utt}}.wav)")
+    evaluator = evaluate_lib.Evaluator()
+    for wav_dir in dirs:
+        out = _OUT.value or wav_dir
+        _rows, summary = evaluate(wav_dir, out, evaluator)
+        if len(dirs) > 1:
+            print(f"eval: {wav_dir}")
+        for line in report.summary_lines(summary):
+            print(line)
+        print(f"eval: wrote {os.path.join(out, 'metrics.tsv')} and {os.path.join(out, 'summary.json')}")
     return 0
 
 

@@ -96,12 +96,13 @@ class Evaluator:
         return row
 
 
-def evaluate(wav_dir: str, out_dir: str | None = None) -> tuple[list[dict], dict]:
-    """Evaluates every utterance of ``wav_dir``; writes metrics.tsv and summary.json to ``out_dir`` when given."""
+def evaluate(wav_dir: str, out_dir: str | None = None, evaluator: Evaluator | None = None) -> tuple[list[dict], dict]:
+    """Evaluates every utterance of ``wav_dir``; writes metrics.tsv and summary.json to ``out_dir`` when given.
+    ``evaluator``: one already loaded (several directories share its models)."""
     if not os.path.isdir(wav_dir):
         raise FileNotFoundError(f"eval: no such directory {wav_dir}")
     utts = find_utterances(wav_dir)
-    evaluator = Evaluator()
+    evaluator = evaluator or Evaluator()
     rows: list[dict] = []
     skipped: collections.Counter = collections.Counter()
     for utt in utts:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 import jax
@@ -22,6 +23,35 @@ def validate(section, prefix: str = "config.train.optimizer") -> None:
     check(section.warmup_steps >= 0, f"{prefix}.warmup_steps={section.warmup_steps} must be >= 0")
     check(section.grad_clip >= 0, f"{prefix}.grad_clip={section.grad_clip} must be >= 0 (0 = off)")
     check(0.0 <= section.end_lr_fraction <= 1.0, f"{prefix}.end_lr_fraction={section.end_lr_fraction} not in [0, 1]")
+    for pattern in section.get("freeze", ()):
+        try:
+            re.compile(pattern)
+        except (re.error, TypeError) as e:
+            raise ConfigError(f"{prefix}.freeze: {pattern!r} is not a regular expression ({e})") from None
+
+
+def path_name(path) -> str:
+    """A parameter's tree path as "/"-joined keys (``embed/embedding``)."""
+    return "/".join(str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))) for k in path)
+
+
+def freeze_labels(section, param_labels: Callable | None, params, prefix: str = "config.train.optimizer"):
+    """``param_labels`` with every parameter matching ``section.freeze`` relabelled "frozen" (labels "default"
+    without ``param_labels``); ``param_labels`` itself when nothing is frozen. A pattern matching nothing is an
+    error naming a few parameter paths."""
+    patterns = [re.compile(p) for p in section.get("freeze", ())]
+    if not patterns:
+        return param_labels
+    base = param_labels(params) if param_labels else jax.tree.map(lambda _: "default", params)
+    paths = [path_name(path) for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+    for pattern in patterns:
+        if not any(pattern.search(p) for p in paths):
+            examples = ", ".join(paths[:3])
+            raise ConfigError(f"{prefix}.freeze: {pattern.pattern!r} matches no parameter (e.g. {examples})")
+    labels = jax.tree_util.tree_map_with_path(
+        lambda path, label: FROZEN if any(p.search(path_name(path)) for p in patterns) else label, base
+    )
+    return lambda _: labels
 
 
 def warmup_lr(lr: float, warmup_steps: int) -> optax.Schedule:
@@ -78,6 +108,7 @@ def make_optimizer(
     ``param_labels`` a ``multi_transform`` where label "frozen" never moves and others scale the lr."""
     validate(section)
     schedule = make_schedule(section, num_steps)
+    param_labels = freeze_labels(section, param_labels, params)
     if param_labels is None:
         tx = _base(section, schedule)
     else:

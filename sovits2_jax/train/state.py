@@ -105,9 +105,8 @@ def from_params(players, config, mesh, graphdefs: dict, params: dict) -> Built:
     txs, schedules = {}, {}
     for p in players:
         if p.optimizer is not None:
-            labels = p.param_labels
             txs[p.name], schedules[p.name] = optim.make_optimizer(
-                p.optimizer, config.train.num_steps, labels, params[p.name] if labels else None
+                p.optimizer, config.train.num_steps, p.param_labels, params[p.name]
             )
     opt_state = init_optimizers(players, txs, params, mesh)
     rep = replicated(mesh)

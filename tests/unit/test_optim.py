@@ -93,3 +93,23 @@ def test_bad_sections_name_the_key():
         optim.make_optimizer(optimizer_config(schedule="step"), 10)
     with pytest.raises(ConfigError, match=r"lr_scale has labels \['txt'\]"):
         optim.make_optimizer(optimizer_config(lr_scale={"txt": 0.5}), 10, labels, {"frozen_w": 0, "text": 0, "rest": 0})
+
+
+def test_freeze_patterns_hold_matching_parameters_and_keep_them_out_of_the_clip():
+    rng = np.random.default_rng(1)
+    init = {"embed": {"table": rng.standard_normal((5, 2)).astype(np.float32)},
+            "layer": {"kernel": rng.standard_normal((2, 2)).astype(np.float32)}}  # fmt: skip
+    grad = {"embed": {"table": np.full((5, 2), 100.0, np.float32)}, "layer": {"kernel": np.ones((2, 2), np.float32)}}
+    # eps 1 makes Adam's first step scale with the gradient: lr * g / (|g| + 1)
+    section = optimizer_config(name="adam", lr=0.1, eps=1.0, grad_clip=1.0, freeze=("^embed/",))
+    tx, _ = optim.make_optimizer(section, 10, None, init)
+    params = jax.tree.map(jnp.asarray, init)
+    updates, _ = tx.update(jax.tree.map(jnp.asarray, grad), tx.init(params), params)
+    np.testing.assert_array_equal(np.asarray(updates["embed"]["table"]), 0.0)
+    # the layer's gradient (norm 2) is clipped alone to 0.5 per entry; were the frozen table's gradient (norm 316)
+    # in the norm, it would shrink to 0.003 and the update 100x
+    np.testing.assert_allclose(np.asarray(updates["layer"]["kernel"]), -0.1 * 0.5 / 1.5, rtol=1e-4)
+    with pytest.raises(ConfigError, match=r"freeze: 'nothing' matches no parameter \(e.g. embed/table, layer/kernel\)"):
+        optim.make_optimizer(optimizer_config(freeze=("nothing",)), 10, None, init)
+    with pytest.raises(ConfigError, match=r"freeze: '\(' is not a regular expression"):
+        optim.make_optimizer(optimizer_config(freeze=("(",)), 10, None, init)

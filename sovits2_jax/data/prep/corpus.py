@@ -154,6 +154,20 @@ def _synthesize_chunk(jobs: list[Job], loudness_lufs: float | None = None) -> li
     return out
 
 
+def render(jobs: list[Job], loudness_lufs: float | None = TARGET_LUFS) -> list[np.ndarray]:
+    """The 24 kHz audio of ``jobs`` rendered as the corpus renders utterances (in a fresh worker process)."""
+    ctx = multiprocessing.get_context("forkserver")
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=ctx, max_tasks_per_child=1) as pool:
+        return pool.submit(_synthesize_chunk, jobs, loudness_lufs).result()
+
+
+def read_speakers(path: str) -> dict[str, Speaker]:
+    """id -> Speaker of a corpus split's ``speakers.tsv``."""
+    with open(path, encoding="utf-8") as f:
+        lines = [line.rstrip("\n").split("\t") for line in f if line.strip()][1:]
+    return {r[0]: Speaker(r[0], r[1], r[2], int(r[3]), int(r[4]), int(r[5])) for r in lines}
+
+
 def _chunks(jobs: Iterator[Job]) -> Iterator[list[Job]]:
     while True:
         yield [next(jobs) for _ in range(CHUNK)]
