@@ -268,6 +268,11 @@ def build(work: str | os.PathLike, wav_dir: str | os.PathLike | None = None, siz
             text = _text(wav_dir / f"{utt}.txt")
             png = plot_mels(utt, wav_dir / f"{utt}.wav", wav_dir / f"{utt}.ref.wav", plots / f"mel_{utt}.png", text)
             mel_pngs[utt] = str(png)
+            resynthesis = work / "ladder" / "resynthesis" / f"{utt}.wav"
+            if resynthesis.is_file():
+                png = plot_mels(utt, resynthesis, wav_dir / f"{utt}.ref.wav", plots / f"mel_resynthesis_{utt}.png",
+                                f"resynthesis (the truth's tokens): {text}")  # fmt: skip
+                mel_pngs[f"{utt} resynthesis"] = str(png)
     stage_times = read_stage_times(work / "stage_times.tsv")
     stage_times["report"] = round(time.perf_counter() - t0, 2)
     metrics = {name: dict(stat) for name, stat in summary["metrics"].items()}

@@ -1,5 +1,9 @@
 """Frame-by-frame distances between two log-mel spectrograms of the same utterance (no time warping).
 
+The mel-cepstral distance here is computed from the natural-log magnitude mel itself (80 bins, coefficients
+1..24), so its scale is close to, not equal to, the evaluator's MCD-DTW (the mel-cepstral-distance package works
+from its own power mel): compare it with itself across runs, and with the calibration rows.
+
 Used where the two mels share their time axis by construction: the flow's mel from an utterance's own speech
 tokens against that utterance's mel. A flow that places frames late or early scores worse here than under
 MCD-DTW, which would forgive it.
@@ -14,18 +18,17 @@ _DB = 10.0 / np.log(10.0) * np.sqrt(2.0)
 
 
 def _dct_matrix(n: int, k: int) -> np.ndarray:
-    """The first ``k`` rows of the orthonormal DCT-II of length ``n`` ([k, n])."""
+    """Rows 1..k of the DCT-II of length ``n`` scaled by 2 / n ([k, n]): the cepstral coefficients whose cosine
+    series rebuilds the log-mel (the convention of the MCD formula's sqrt(2 * sum) over one side)."""
     i = np.arange(n)[None, :]
-    m = np.arange(k)[:, None]
-    basis = np.cos(np.pi / n * (i + 0.5) * m) * np.sqrt(2.0 / n)
-    basis[0] /= np.sqrt(2.0)
-    return basis
+    m = np.arange(1, k + 1)[:, None]
+    return np.cos(np.pi / n * (i + 0.5) * m) * (2.0 / n)
 
 
 def mel_cepstra(log_mel: np.ndarray, count: int = CEPSTRA) -> np.ndarray:
     """Cepstral coefficients 1..count [T, count] of a natural-log mel [T, M]."""
     log_mel = np.asarray(log_mel, np.float64)
-    return log_mel @ _dct_matrix(log_mel.shape[1], count + 1)[1:].T
+    return log_mel @ _dct_matrix(log_mel.shape[1], count).T
 
 
 def frame_distances(ours: np.ndarray, truth: np.ndarray) -> dict[str, float]:

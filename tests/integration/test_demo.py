@@ -34,7 +34,7 @@ def test_builtin_recipe_end_to_end_writes_a_report_with_every_metric(tmp_path):
     work = tmp_path / "demo"
     cmd = ["bash", os.path.join(ROOT, "launch/recipes/builtin.sh"), "--size", "tiny", "--work", str(work),
            "--speakers", "2", "--hours", "0.004", "--codebook_size", "8", "--num_steps", "1", "--num_utts", "2",
-           "--num_workers", "1", "--parallel_train", "--vocoder_check", "0"]  # fmt: skip
+           "--num_workers", "1", "--parallel_train", "--vocoder_check", "0", "--ladder", "1"]  # fmt: skip
     cmd += ["--set", "hift.train.eval_batches=1"]  # `make demo`'s tiny settings otherwise, on a smaller corpus
     env = dict(os.environ, PYTHON=sys.executable, JAX_PLATFORMS="cpu", XLA_FLAGS="")
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1200, cwd=ROOT)
@@ -42,7 +42,7 @@ def test_builtin_recipe_end_to_end_writes_a_report_with_every_metric(tmp_path):
 
     report = json.loads((work / "report.json").read_text())
     stages = ("corpus", "prepare", "train_llm", "train_flow", "train_hift", "average", "export", "synthesize",
-              "evaluate", "report")  # fmt: skip
+              "evaluate", "ladder", "calibration", "evaluate_ladder", "report")  # fmt: skip
     assert list(report["stage_times"]) == list(stages)
     assert all(math.isfinite(t) and t > 0 for t in report["stage_times"].values())
     # the three parts trained at once: the total counts their longest, not their sum
@@ -77,8 +77,27 @@ def test_builtin_recipe_end_to_end_writes_a_report_with_every_metric(tmp_path):
     pairs = {line.split("\t")[0]: line.split("\t")[2] for line in (wav_dir / "pairs.tsv").read_text().splitlines()[1:]}
     assert all(pairs[u] != u and pairs[u].split("_")[0] == u.split("_")[0] for u in utts)
 
+    # the quality ladder: every rung and calibration row scored on both utterances
+    rungs = {r["key"]: r["scores"] for r in report["ladder"]["rungs"]}
+    assert list(rungs) == ["resynthesis", "resynthesis_gl", "lm", "tts"]  # no vocoder check here
+    for key in ("resynthesis", "resynthesis_gl", "tts"):
+        assert rungs[key]["count"] == 2 and math.isfinite(rungs[key]["mcd"]) and rungs[key]["duration_ratio"] > 0
+    lm = rungs["lm"]
+    assert lm["count"] == 2 and lm["token_error"] >= 0 and math.isfinite(lm["teacher_forced_acc"])
+    assert math.isfinite(rungs["resynthesis"]["flow_mel_mcd"])
+    ladder = json.loads((work / "ladder" / "ladder.json").read_text())
+    # resynthesis re-tokenises the ground truth with the export's tokenizer: the very tokens the data carries
+    assert ladder["tokens_match_data"] is True and ladder["utterances"] == 2
+    rows = {c["key"]: c["scores"] for c in report["ladder"]["calibration"]}
+    assert set(rows) == {"espeak", "griffin_lim", "other_text", "other_voice", "noise"}
+    assert all(s["count"] == 2 for s in rows.values())
+    # noise is the worst by MCD; espeak reading the same text again beats another text in the same voice
+    assert rows["noise"]["mcd"] > max(rows[k]["mcd"] for k in ("espeak", "griffin_lim", "other_text")), rows
+    assert rows["espeak"]["mcd"] < rows["other_text"]["mcd"], rows
+    assert "## Quality ladder" in (work / "report.md").read_text()
+
     pngs = [*report["plots"]["curves"].values(), *report["plots"]["mels"].values()]
-    assert len(report["plots"]["curves"]) == 3 and len(report["plots"]["mels"]) == 2
+    assert len(report["plots"]["curves"]) == 3 and len(report["plots"]["mels"]) == 4  # synthesis + resynthesis
     for png in pngs:
         with open(png, "rb") as f:
             assert f.read(8) == PNG_MAGIC, png

@@ -36,8 +36,10 @@ def test_frame_distances_see_a_shift_that_dtw_would_forgive():
     shifted = frame_distances(np.concatenate([mel[:3], mel[:-3]]), mel)
     louder = frame_distances(mel + 1.0, mel)  # a constant log-gain moves c0 only, which MCD leaves out
     assert shifted["mcd"] > 0.5 and louder["mcd"] == pytest.approx(0.0, abs=1e-6) and louder["l1"] == pytest.approx(1.0)
-    # cepstra of a flat spectrum are zero beyond c0
+    # cepstra of a flat spectrum are zero beyond c0; a pure cosine over the bins is one coefficient
     assert np.allclose(mel_cepstra(np.full((2, 80), -3.0)), 0.0, atol=1e-12)
+    cosine = np.cos(np.pi / 80 * (np.arange(80) + 0.5) * 3)[None]
+    np.testing.assert_allclose(mel_cepstra(cosine)[0], np.eye(24)[2], atol=1e-12)
     with pytest.raises(ValueError, match="empty"):
         frame_distances(mel[:0], mel)
 
