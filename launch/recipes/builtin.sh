@@ -3,7 +3,8 @@
 # -> zero-shot synthesis of held-out dev sentences -> offline evaluation -> report.
 #
 #   launch/recipes/builtin.sh --size tiny|small [--work DIR] [--family cosyvoice2|gpt_sovits2] [--num_steps N] \
-#       [--speakers N] [--hours H] [--codebook_size K] [--average_num N] [--num_utts N] [--num_workers N] [--seed S] \
+#       [--speakers N] [--hours H] [--extra_sentences N] [--codebook_size K] [--average_num N] [--num_utts N] \
+#       [--num_workers N] [--seed S] \
 #       [--set PART.KEY=VALUE ...] [--skip_prep] [--parallel_train] [--vocoder_check 0|1] [--ladder 0|1]
 #
 # Stages -1..3 are launch/recipes/libritts.sh's (corpus, Kaldi files, offline speaker encoder and speech tokenizer,
@@ -28,6 +29,8 @@
 # python -m sovits2_jax.demo.ladder (cosyvoice2: resynthesis from ground-truth tokens, its Griffin-Lim rendering, the
 # LM's token error -> WORK/ladder) and python -m sovits2_jax.demo.calibration (espeak, another voice, another text,
 # noise, Griffin-Lim of the truth -> WORK/calibration), all scored by one evaluator run; docs/results.md reads it.
+# --extra_sentences N adds N composed English sentences to the training corpus's text (the dev sentences stay the
+# natural held-out ones): the 222 built-in training sentences are few enough for an LM to memorise.
 set -euo pipefail
 set -f  # no globbing: config values such as (128,) travel as words
 cd "$(dirname "$0")/../.."
@@ -38,6 +41,7 @@ family=cosyvoice2
 num_steps=
 speakers=
 hours=
+extra_sentences=0
 codebook_size=
 average_num=
 num_utts=
@@ -57,6 +61,7 @@ while [ $# -gt 0 ]; do
     --num_steps) num_steps=$2; shift 2 ;;
     --speakers) speakers=$2; shift 2 ;;
     --hours) hours=$2; shift 2 ;;
+    --extra_sentences) extra_sentences=$2; shift 2 ;;
     --codebook_size) codebook_size=$2; shift 2 ;;
     --average_num) average_num=$2; shift 2 ;;
     --num_utts) num_utts=$2; shift 2 ;;
@@ -67,7 +72,7 @@ while [ $# -gt 0 ]; do
     --parallel_train) parallel_train=1; shift ;;
     --vocoder_check) vocoder_check=$2; shift 2 ;;
     --ladder) ladder=$2; shift 2 ;;
-    -h|--help) sed -n '2,32p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,34p' "$0"; exit 0 ;;
     *) echo "builtin.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -120,7 +125,7 @@ ladder=${ladder:-$d_ladder}
 case "$ladder" in 0|1) ;; *) echo "builtin.sh: --ladder 0|1, got '$ladder'" >&2; exit 2 ;; esac
 average_num=${average_num:-$d_average}; num_utts=${num_utts:-$d_utts}
 work=${work:-out/builtin-$family-$size}
-for v in num_steps speakers average_num num_utts num_workers; do
+for v in num_steps speakers average_num num_utts num_workers extra_sentences; do
   case "${!v}" in *[!0-9]*) echo "builtin.sh: --$v must be a non-negative integer, got '${!v}'" >&2; exit 2 ;; esac
 done
 if [ -n "$num_steps" ]; then for part in "${parts[@]}"; do steps[$part]=$num_steps; done; fi
@@ -185,7 +190,8 @@ trainer_args() {
 }
 
 recipe=(bash launch/recipes/libritts.sh --work "$work" --size "$size" --hours "$hours" --speakers "$speakers"
-        --codebook_size "$codebook_size" --num_workers "$num_workers" --seed "$seed" --average_num "$average_num")
+        --codebook_size "$codebook_size" --num_workers "$num_workers" --seed "$seed" --average_num "$average_num"
+        --extra_sentences "$extra_sentences")
 echo "builtin.sh: $family, size $size, $speakers speakers, $hours h -> $work"
 t_start=$(date +%s.%N)
 if [ "$skip_prep" = 0 ]; then

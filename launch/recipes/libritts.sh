@@ -25,7 +25,8 @@
 # to the list; --list_wav_dir DIR finds them by file name in DIR) prepared as set "train", --dev_list as "dev".
 # Without --campplus / --speech_tokenizer the offline stand-ins are fitted on the first training set (see
 # sovits2_jax/data/prep/offline_models.py); --offline_speaker resemblyzer uses resemblyzer's pretrained encoder
-# instead (256-d, needs the package).
+# instead (256-d, needs the package). The built-in corpus: --hours, --speakers, --languages, --extra_sentences N
+# (composed English sentences added to the train set's text; sovits2_jax/data/prep/sentence_maker.py).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -38,6 +39,7 @@ speech_tokenizer=
 hours=0.5
 speakers=8
 languages=en
+extra_sentences=0
 seed=0
 num_workers=2
 num_utts_per_parquet=1000
@@ -71,6 +73,7 @@ while [ $# -gt 0 ]; do
     --hours) hours=$2; shift 2 ;;
     --speakers) speakers=$2; shift 2 ;;
     --languages) languages=$2; shift 2 ;;
+    --extra_sentences) extra_sentences=$2; shift 2 ;;
     --seed) seed=$2; shift 2 ;;
     --num_workers) num_workers=$2; shift 2 ;;
     --num_utts_per_parquet) num_utts_per_parquet=$2; shift 2 ;;
@@ -91,7 +94,7 @@ while [ $# -gt 0 ]; do
     --list) list_file=$2; shift 2 ;;
     --dev_list) dev_list=$2; shift 2 ;;
     --list_wav_dir) list_wav_dir=$2; shift 2 ;;
-    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
     *) echo "libritts.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -150,7 +153,7 @@ if [ "$stage" -le -1 ] && [ "$stop_stage" -ge -1 ]; then
   elif [ "$builtin" = 1 ]; then
     echo "stage -1: built-in corpus ($hours h, $speakers speakers, $languages) -> $corpus/{train,dev}"
     $py -m sovits2_jax.data.prep.corpus --out "$corpus/train" --split train --hours "$hours" --speakers "$speakers" \
-      --languages "$languages" --seed "$seed" --workers "$num_workers"
+      --languages "$languages" --seed "$seed" --workers "$num_workers" --extra_sentences "$extra_sentences"
     $py -m sovits2_jax.data.prep.corpus --out "$corpus/dev" --split dev --utterances "$((speakers * dev_per_speaker))" \
       --speakers "$speakers" --languages "$languages" --seed "$seed" --workers "$num_workers"
   else

@@ -123,3 +123,22 @@ def test_utterances_are_loudness_normalised(built, tmp_path):
     corpus.build_corpus(str(tmp_path / "raw"), utterances=4, num_speakers=4, seed=7, loudness_lufs=None)
     raw = [integrated_loudness(sf.read(w)[0], 24000) for w in sorted((tmp_path / "raw").glob("*/*/*.wav"))]
     assert np.ptp(raw) > 0.5  # espeak's own levels differ between voices
+
+
+def test_extra_sentences_join_the_train_pool_only():
+    from sovits2_jax.data.prep.sentence_maker import compose
+
+    made = compose(500, seed=3)
+    assert len(made) == len(set(made)) == 500 and made == compose(500, seed=3) and made != compose(500, seed=4)
+    assert all(s[0].isupper() and s[-1] in ".?" for s in made)
+    speakers = corpus.make_speakers(2, ["en"], seed=0)
+    natural = corpus.split_sentences(corpus.load_sentences("en"), "train")
+    n = len(natural) + 300
+    jobs = corpus.plan(speakers, 0, "train", extra_sentences=300)
+    train = {next(jobs).text for _ in range(2 * n)}
+    assert set(natural) < train and len(train - set(natural)) == 300  # each speaker reads the whole larger pool
+    dev = corpus.plan(speakers, 0, "dev", extra_sentences=300)
+    dev_texts = {next(dev).text for _ in range(200)}
+    assert dev_texts == set(corpus.split_sentences(corpus.load_sentences("en"), "dev"))  # dev unchanged
+    with pytest.raises(ValueError, match="no speaker reads en"):
+        next(corpus.plan(corpus.make_speakers(1, ["de"], seed=0), 0, "train", extra_sentences=5))

@@ -113,13 +113,21 @@ def split_sentences(sentences: list[str], split: str) -> list[str]:
     raise ValueError(f"corpus: split must be all, train or dev, got {split!r}")
 
 
-def plan(speakers: list[Speaker], seed: int, split: str = "all") -> Iterator[Job]:
+def plan(speakers: list[Speaker], seed: int, split: str = "all", extra_sentences: int = 0) -> Iterator[Job]:
     """Endless utterance plan: speakers take turns; each reads its language's sentences in its own order.
 
     After a speaker has read every sentence it starts again slightly faster or slower (rate offsets cycle through
-    ``PASS_RATE_OFFSETS``), so repeated texts are not identical audio.
+    ``PASS_RATE_OFFSETS``), so repeated texts are not identical audio. ``extra_sentences`` composed English
+    sentences (``sentence_maker``) join the English pool of the train and all splits, never dev.
     """
     sentences = {lang: split_sentences(load_sentences(lang), split) for lang in {s.language for s in speakers}}
+    if extra_sentences > 0 and split != "dev":
+        if "en" not in sentences:
+            raise ValueError("corpus: --extra_sentences composes English sentences; no speaker reads en")
+        from sovits2_jax.data.prep.sentence_maker import compose
+
+        known = set(load_sentences("en"))
+        sentences["en"] = sentences["en"] + [s for s in compose(extra_sentences, seed) if s not in known]
     orders = [
         np.random.default_rng([seed, 2, k]).permutation(len(sentences[s.language])) for k, s in enumerate(speakers)
     ]
@@ -184,6 +192,7 @@ def build_corpus(
     workers: int = 2,
     split: str = "all",
     loudness_lufs: float | None = TARGET_LUFS,
+    extra_sentences: int = 0,
 ) -> dict:
     """Synthesise the corpus into ``out_dir``; stops after ``utterances`` or once ``hours`` of audio exist.
 
@@ -210,7 +219,7 @@ def build_corpus(
     # synthesised, so the audio is reproducible (see Espeak's docstring).
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(["sovits2_jax.data.prep.corpus"])  # numpy etc. imported once; espeak-ng not loaded
-    chunks = _chunks(plan(speakers, seed, split))
+    chunks = _chunks(plan(speakers, seed, split, extra_sentences))
     pending: collections.deque = collections.deque()
     with concurrent.futures.ProcessPoolExecutor(max(1, workers), mp_context=ctx, max_tasks_per_child=1) as pool:
         done = False
@@ -252,7 +261,7 @@ def main(argv: list[str]) -> None:
     stats = build_corpus(
         f.out, hours=f.hours, utterances=f.utterances, num_speakers=f.speakers,
         langs=[s.strip() for s in f.languages.split(",") if s.strip()], seed=f.seed, workers=f.workers,
-        split=f.split, loudness_lufs=None if np.isnan(f.loudness) else f.loudness,
+        split=f.split, loudness_lufs=None if np.isnan(f.loudness) else f.loudness, extra_sentences=f.extra_sentences,
     )  # fmt: skip
     print(f"corpus: {stats['utterances']} utterances, {stats['hours']:.3f} h, {stats['speakers']} speakers -> {f.out}")
 
@@ -267,4 +276,5 @@ if __name__ == "__main__":
     flags.DEFINE_integer("workers", 2, "synthesis processes")
     flags.DEFINE_float("loudness", TARGET_LUFS, "LUFS per utterance (nan: no change)")
     flags.DEFINE_enum("split", "all", ["all", "train", "dev"], "disjoint sentence sets")
+    flags.DEFINE_integer("extra_sentences", 0, "composed English sentences added to the train / all pool")
     cli.run_logged(main)
