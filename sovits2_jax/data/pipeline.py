@@ -47,10 +47,11 @@ def validate(cfg) -> None:
     check(cfg.token_mel_ratio >= 0, f"config.data.token_mel_ratio={cfg.token_mel_ratio} must be >= 0")
     tasks.get(cfg.kind).validate(cfg, check)
     check(cfg.num_buckets >= 0, f"config.data.num_buckets={cfg.num_buckets} must be >= 0 (0 = bucket_lengths)")
-    try:
-        batching.make_buckets(cfg.bucket_lengths, cfg.max_frames_in_batch, cfg.batch_multiple or 1)
-    except ValueError as e:
-        raise ConfigError(f"config.{e}") from None
+    if cfg.num_buckets == 0:  # with num_buckets > 0 lengths fitted to the corpus replace bucket_lengths
+        try:
+            batching.make_buckets(cfg.bucket_lengths, cfg.max_frames_in_batch, cfg.batch_multiple or 1)
+        except ValueError as e:
+            raise ConfigError(f"config.{e}") from None
 
 
 # ---------------------------------------------------------------------------------------------------- runtime

@@ -67,6 +67,15 @@ def test_family_keys_are_validated_by_their_task():
         pipeline.validate(cfg)
 
 
+def test_the_frame_budget_is_checked_against_the_lengths_in_use():
+    cfg = data_configs.get_config("flow").data  # bucket_lengths up to 2000 frames
+    cfg.max_frames_in_batch, cfg.batch_multiple = 960, 1
+    with pytest.raises(ConfigError, match=r"length 1000 x batch_multiple 1 exceeds data.max_frames_in_batch=960"):
+        pipeline.validate(cfg)
+    cfg.num_buckets = 1  # lengths fitted to the corpus (within the budget) replace the configured ones
+    pipeline.validate(cfg)
+
+
 def test_a_new_family_is_one_new_module(tmp_path, monkeypatch):
     (tmp_path / "toy.py").write_text(textwrap.dedent(TOY))
     monkeypatch.setattr(tasks, "__path__", [*tasks.__path__, str(tmp_path)])
