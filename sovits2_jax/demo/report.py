@@ -23,10 +23,11 @@ import numpy as np
 from absl import flags
 
 from sovits2_jax import cli
+from sovits2_jax.demo import ladder_table
 
 FLAGS = flags.FLAGS
-# the quality aims of `builtin.sh --size small` for the zero-shot synthesis: metric -> (comparison, value)
-AIMS = {"mcd": ("<=", 7.0), "similarity": (">=", 0.80), "dnsmos_ovrl": (">=", 2.5)}
+# the zero-shot synthesis' aims at `small` (the ladder's TTS rung) for the metric table: metric -> (comparison, value)
+AIMS = {k: v for k, v in ladder_table.AIMS["tts"].items() if k in ("mcd", "similarity", "dnsmos_ovrl")}
 TABLE = ("mcd", "similarity", "dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl", "wer")
 MEL_PLOTS = 2
 
@@ -212,8 +213,6 @@ def markdown(report: dict, rows: list[dict], wav_dir: Path, work: Path) -> str:
     if vocoded:
         out += ["", "*vocoder alone*: each ground truth's own mel through the trained HiFT (`WORK/vocoded`, "
                 "`python -m sovits2_jax.demo.vocode`), the ceiling this vocoder sets for the system."]  # fmt: skip
-    from sovits2_jax.demo import ladder_table
-
     out.append("")
     out += ladder_table.markdown(report.get("ladder") or {"rungs": [], "calibration": []})
     if not (report.get("ladder") or {}).get("calibration"):
@@ -277,8 +276,6 @@ def build(work: str | os.PathLike, wav_dir: str | os.PathLike | None = None, siz
     stage_times["report"] = round(time.perf_counter() - t0, 2)
     metrics = {name: dict(stat) for name, stat in summary["metrics"].items()}
     vocoded = _json(work / "vocoded" / "summary.json")
-    from sovits2_jax.demo import ladder_table
-
     report = dict(
         family=synthesis.get("family", ""),
         size=size,
