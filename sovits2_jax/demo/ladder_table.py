@@ -119,8 +119,9 @@ def _fmt(value, digits: int = 2) -> str:
     return f"{value:.{digits}f}"
 
 
-def markdown(ladder: dict) -> list[str]:
-    """The ladder table (rungs, then calibration rows) and the aims line per rung; [] when nothing ran."""
+def markdown(ladder: dict, judged: bool = True) -> list[str]:
+    """The ladder table (rungs, then calibration rows) and the aims line per rung (met / not met when ``judged``:
+    a run of another size than ``small`` is not held to its aims); [] when nothing ran."""
     if not ladder["rungs"] and not ladder["calibration"]:
         return []
     out = ["## Quality ladder (held-out dev sentences)", "",
@@ -141,8 +142,8 @@ def markdown(ladder: dict) -> list[str]:
     out.append("")
     for r in ladder["rungs"]:
         if r["aims"]:
-            parts = [f"{m} {a['aim']} ({'met' if a['met'] else 'not met' if a['met'] is False else 'n/a'})"
-                     for m, a in r["aims"].items()]  # fmt: skip
-            out.append(f"- aims, {r['key']}: " + ", ".join(parts))
+            verdicts = {True: " (met)", False: " (not met)", None: " (n/a)"}
+            parts = [f"{m} {a['aim']}{verdicts[a['met']] if judged else ''}" for m, a in r["aims"].items()]
+            out.append(f"- aims of `small`, {r['key']}: " + ", ".join(parts))
     out.append("")
     return out

@@ -1,4 +1,5 @@
-"""Training logs: TensorBoard scalars (tensorboardX) in WORKDIR/tensorboard, WORKDIR/metrics.jsonl and a tqdm bar.
+"""Training logs: TensorBoard scalars (tensorboardX) in WORKDIR/tensorboard, WORKDIR/metrics.jsonl and a tqdm bar
+(on a terminal).
 
 Only process 0 writes. Each logged step is one JSON object in metrics.jsonl (``step``, ``loss``, every scalar under
 its short name; ``eval_loss`` and ``eval_*`` on eval steps); the same scalars go to TensorBoard as ``train/<name>``
@@ -33,7 +34,9 @@ class MetricsWriter:
         os.makedirs(workdir, exist_ok=True)
         self.writer = SummaryWriter(os.path.join(workdir, "tensorboard"), flush_secs=10)
         self.file = open(os.path.join(workdir, "metrics.jsonl"), "a")  # noqa: SIM115 (closed in close())
-        self.bar = tqdm(total=num_steps, initial=start_step, unit="step", dynamic_ncols=True, mininterval=1.0)
+        # disable=None: a bar on a terminal only; logs get the `step N:` lines
+        self.bar = tqdm(total=num_steps, initial=start_step, unit="step", disable=None, dynamic_ncols=True,
+                        mininterval=1.0)  # fmt: skip
 
     def write(self, step: int, train: Mapping[str, float] | None = None, eval: Mapping[str, float] | None = None):
         """Writes one logged step: ``train`` scalars (must hold ``loss``) and/or ``eval`` scalars."""

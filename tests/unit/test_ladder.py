@@ -88,5 +88,8 @@ def test_ladder_table_reads_the_rungs_and_calibration_and_checks_the_aims(tmp_pa
     text = "\n".join(ladder_table.markdown(table))
     assert "| calibration: noise at the truth's level | 15.00 | 0.300 | 1.10 | 1.00 |  |" in text
     assert "token error 0.250; teacher-forced accuracy 0.400" in text
-    assert "- aims, lm: token_error <= 0.3 (met), duration_ratio within 0.15 (not met)" in text
+    assert "- aims of `small`, lm: token_error <= 0.3 (met), duration_ratio within 0.15 (not met)" in text
+    assert "- aims of `small`, lm: token_error <= 0.3, duration_ratio within 0.15\n" in "\n".join(
+        ladder_table.markdown(table, judged=False)
+    )  # another size is not held to them
     assert ladder_table.markdown({"rungs": [], "calibration": []}) == []

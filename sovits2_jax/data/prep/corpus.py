@@ -214,7 +214,7 @@ def build_corpus(
     target_s = None if utterances is not None else hours * 3600.0
     total_s, count = 0.0, 0
     bar = tqdm(total=utterances if utterances is not None else round(target_s), unit="utt" if utterances else "s",
-               desc="corpus", dynamic_ncols=True)  # fmt: skip
+               desc="corpus", disable=None, dynamic_ncols=True)  # fmt: skip
     # forkserver + one task per child: each chunk runs in a fresh process forked from one that never
     # synthesised, so the audio is reproducible (see Espeak's docstring).
     ctx = multiprocessing.get_context("forkserver")

@@ -169,7 +169,8 @@ def _fetch_once(url: str, partial: str, timeout: float) -> bool:
         total = offset + expected if expected is not None else None
         name = os.path.basename(partial).removesuffix(".part")
         with open(partial, mode) as f, tqdm(total=total, initial=offset, unit="B", unit_scale=True, desc=name,
-                                            file=sys.stderr, dynamic_ncols=True, mininterval=1.0) as bar:  # fmt: skip
+                                            file=sys.stderr, disable=None, dynamic_ncols=True,
+                                            mininterval=1.0) as bar:  # fmt: skip
             while chunk := response.read(_CHUNK):
                 f.write(chunk)
                 received += len(chunk)

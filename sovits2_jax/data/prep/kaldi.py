@@ -62,7 +62,7 @@ def scan_libritts(src_dir: str, skips: SkipLog | None = None) -> KaldiData:
         if d not in with_audio:
             skips.add(d, "speaker folder without audio")
     data = KaldiData({}, {}, {})
-    for wav in tqdm(sorted(wavs, key=os.path.basename), desc="kaldi", unit="utt", dynamic_ncols=True):
+    for wav in tqdm(sorted(wavs, key=os.path.basename), desc="kaldi", unit="utt", disable=None, dynamic_ncols=True):
         utt = os.path.basename(wav)[: -len(".wav")]
         text, reason = _check_utterance(wav)
         if reason:

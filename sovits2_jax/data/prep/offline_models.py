@@ -160,7 +160,8 @@ def fit_tokenizer(
     """Fit k-means on the utterances of a Kaldi data dir and save the S3-signature ONNX model."""
     data = read_kaldi_dir(data_dir)
     vectors = []
-    for utt, path in tqdm(data.utt2wav.items(), desc="tokenizer features", unit="utt", dynamic_ncols=True):
+    items = data.utt2wav.items()
+    for utt, path in tqdm(items, desc="tokenizer features", unit="utt", disable=None, dynamic_ncols=True):
         try:
             wav, _ = load_audio(path, target_sr=16000)
         except AudioError as exc:
@@ -273,7 +274,7 @@ def fit_speaker_encoder(data_dir: str, out_path: str, *, dim: int = 192) -> str:
     """Fit the statistical speaker encoder on a Kaldi data dir (needs >= 2 speakers) and save it as ONNX."""
     data = read_kaldi_dir(data_dir)
     stats, labels = [], []
-    for utt, path in tqdm(data.utt2wav.items(), desc="speaker stats", unit="utt", dynamic_ncols=True):
+    for utt, path in tqdm(data.utt2wav.items(), desc="speaker stats", unit="utt", disable=None, dynamic_ncols=True):
         try:
             feats = campplus_features(load_audio(path, target_sr=16000)[0])
         except AudioError as exc:

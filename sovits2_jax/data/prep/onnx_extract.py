@@ -120,7 +120,7 @@ def _run(kind: str, items: list[tuple[str, str]], onnx_path: str, workers: int, 
     size = max(1, min(CHUNK, -(-len(items) // (4 * max(1, workers)))))  # keep every worker busy on small sets
     chunks = [items[i : i + size] for i in range(0, len(items), size)]
     results = []
-    with tqdm(total=len(items), desc=desc, unit="utt", dynamic_ncols=True) as bar:
+    with tqdm(total=len(items), desc=desc, unit="utt", disable=None, dynamic_ncols=True) as bar:
         if workers <= 0:
             _init_worker(kind, onnx_path, batch_size)
             for chunk in chunks:

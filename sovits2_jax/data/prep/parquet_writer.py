@@ -153,7 +153,8 @@ def make_parquet_list(
     todo = [(des_dir, i, shard) for i, shard in enumerate(shards) if not shard_done(des_dir, i, shard)]
     if len(todo) < len(shards):
         log.info("parquet: %d of %d shards already written, resuming", len(shards) - len(todo), len(shards))
-    with tqdm(total=sum(len(s) for _, _, s in todo), desc="parquet", unit="utt", dynamic_ncols=True) as bar:
+    total = sum(len(s) for _, _, s in todo)
+    with tqdm(total=total, desc="parquet", unit="utt", disable=None, dynamic_ncols=True) as bar:
         rows_todo = sum(len(shard) for _, _, shard in todo)
         if num_processes <= 1 or len(todo) <= 1 or rows_todo < MIN_ROWS_FOR_PROCESSES:
             for job in todo:

@@ -72,7 +72,7 @@ def export_libritts(
         ds = tfds.load("libritts", split=split, data_dir=data_dir, download=False)
         target = os.path.join(out_dir, SPLIT_DIRS[split])
         n = 0
-        for example in tqdm(tfds.as_numpy(ds), desc=split, unit="utt", dynamic_ncols=True):
+        for example in tqdm(tfds.as_numpy(ds), desc=split, unit="utt", disable=None, dynamic_ncols=True):
             write_example(target, example)
             n += 1
             if max_examples is not None and n >= max_examples:
