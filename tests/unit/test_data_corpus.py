@@ -142,3 +142,15 @@ def test_extra_sentences_join_the_train_pool_only():
     assert dev_texts == set(corpus.split_sentences(corpus.load_sentences("en"), "dev"))  # dev unchanged
     with pytest.raises(ValueError, match="no speaker reads en"):
         next(corpus.plan(corpus.make_speakers(1, ["de"], seed=0), 0, "train", extra_sentences=5))
+
+
+def test_the_cli_with_workers_prints_no_runpy_warning(tmp_path):
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "sovits2_jax.data.prep.corpus", "--out", str(tmp_path / "c"),
+                          "--utterances", "4", "--speakers", "2", "--workers", "2"],
+                         capture_output=True, text=True, timeout=300, cwd=tmp_path)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "corpus: 4 utterances" in out.stdout
+    assert "RuntimeWarning" not in out.stderr, out.stderr[-2000:]  # one per forkserver worker before
