@@ -106,7 +106,7 @@ case "$size" in
       [ar]="" [vits]="train.eval_batches=2") ;;
   small)
     d_hours=0.5; d_speakers=8; d_codebook=512; d_average=3; evals=4; d_utts=0; d_ladder=1
-    steps=([llm]=1000 [flow]=1300 [hift]=2800 [ar]=1000 [vits]=1300)
+    steps=([llm]=1000 [flow]=1300 [hift]=1800 [ar]=1000 [vits]=1300)
     # the presets keep the recipe's optimisation (lr 1e-5 after 2500 warm-up steps, 32000 frames per step over 8
     # devices, accumulation 2): here lr 1e-3 from the first step and small batches (more updates per CPU-second).
     # The LM keeps Qwen2's 151936-row text embedding fixed (no dense gradient or Adam update of it each step); the
