@@ -10,10 +10,11 @@ For every utterance of a synthesis directory (``{utt}.ref.wav`` the ground truth
 - ``espeak``: espeak-ng reading the same text in the same voice at a rate 15 words/minute higher (the corpus's
   second pass): a perfect system with its own timing;
 - ``other_voice``: the same text in the next speaker's voice (the similarity of a wrong voice);
-- ``other_text``: the prompt itself (the same voice, another sentence: MCD-DTW across texts);
+- ``other_text``: espeak reading another dev sentence in the same voice (MCD-DTW across texts; the similarity of
+  the right voice, measured on other audio than the prompt);
 - ``noise``: Gaussian noise at the truth's length and RMS;
-- ``griffin_lim``: the truth's own 24 kHz mel through Griffin-Lim (an untrained vocoder: what a trained one must
-  beat).
+- ``griffin_lim``: the truth's own full-band 24 kHz mel (the vocoder's loss mel: 80 bins, hop 480, no fmax)
+  through Griffin-Lim (an untrained vocoder: what a trained one must beat).
 
 ``python -m sovits2_jax.eval --wav_dir out_dir/<row>`` scores each; the report prints them under the ladder.
 """
@@ -55,8 +56,9 @@ def stand_ins(wav_dir: str, utts: list[str], speakers: dict, seed: int = 0) -> d
     from sovits2_jax.audio.mel import MelConfig, mel_spectrogram_np
     from sovits2_jax.data.prep.corpus import Job, render
 
-    cfg = MelConfig()
+    cfg = MelConfig(fmax=None)  # full band: a mel cut at 8 kHz would score the missing top band, not the vocoder
     ids = sorted(speakers)
+    texts = [Path(os.path.join(wav_dir, u + ".txt")).read_text(encoding="utf-8").strip() for u in utts]
     rows: dict[str, dict[str, np.ndarray]] = {name: {} for name in ROWS}
     jobs: list[tuple[str, str, Job]] = []
     rng = np.random.default_rng(seed)
@@ -69,8 +71,9 @@ def stand_ins(wav_dir: str, utts: list[str], speakers: dict, seed: int = 0) -> d
         if spk is not None:
             other = speakers[ids[(ids.index(spk.id) + 1) % len(ids)]]
             faster = dataclasses.replace(spk, rate=spk.rate + RATE_OFFSET)
-            jobs += [("espeak", utt, Job(utt, utt, text, faster)), ("other_voice", utt, Job(utt, utt, text, other))]
-        rows["other_text"][utt] = np.asarray(load_audio(base + ".prompt.wav", target_sr=cfg.sampling_rate)[0])
+            another = next((t for t in texts[texts.index(text) + 1 :] + texts if t != text), "A different sentence.")
+            jobs += [("espeak", utt, Job(utt, utt, text, faster)), ("other_voice", utt, Job(utt, utt, text, other)),
+                     ("other_text", utt, Job(utt, utt, another, spk))]  # fmt: skip
         rms = float(np.sqrt(np.mean(truth**2))) or 1e-3
         rows["noise"][utt] = (rng.standard_normal(len(truth)) * rms).astype(np.float32)
         rows["griffin_lim"][utt] = log_mel_to_audio(mel_spectrogram_np(truth, cfg), cfg)
