@@ -7,7 +7,7 @@ config's mel (``config.mel``) and the coarser and finer resolutions of ``EXTRA_M
 both constrained without a discriminator), plus its F0 L1 (``config.loss.f0``). Same config as ``hift``
 (``--config=configs/cosyvoice2.py:hift_small --config.family=hift_mel``; the discriminator sections are unused);
 the generator's checkpoints export and average as the hift family's, and a ``hift`` GAN run continues from one
-with ``--config.init.path=WORKDIR``.
+with ``--config.init.path=WORKDIR/average`` (``python -m sovits2_jax.train.average`` writes it).
 """
 
 from __future__ import annotations
