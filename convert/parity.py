@@ -1,4 +1,4 @@
-"""CLI: see `python convert/parity.py --help`. Logic lives in sovits2_jax.parity.cli."""
+"""`python convert/parity.py ...`: the same as `python -m sovits2_jax.parity` (see its --help)."""
 
 import sys
 

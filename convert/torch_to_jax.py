@@ -1,8 +1,13 @@
-"""CLI: see `python convert/torch_to_jax.py --help`. Logic lives in sovits2_jax.convert.cli."""
+"""`python convert/torch_to_jax.py --src=PATH --dst=PATH`: a PyTorch checkpoint to an Orbax checkpoint; the same as
+`python -m sovits2_jax.convert --to=jax` (see its --help)."""
 
 import sys
 
-from sovits2_jax.convert.cli import torch_to_jax_main
+from absl import flags
+
+from sovits2_jax.convert import __main__ as convert_main
 
 if __name__ == "__main__":
-    sys.exit(torch_to_jax_main())
+    flags.adopt_module_key_flags(convert_main)  # listed in this script's --help
+    sys.argv.append("--to=jax")
+    convert_main.run()

@@ -10,6 +10,7 @@ config-driven ones an ``ml_collections`` config flag (locked: unknown keys are r
     if __name__ == "__main__":
         cli.run(main)
 
+absl's own INFO lines (Orbax, JAX) are shown only with ``--verbosity=0`` (or ``-v 0``): the default is WARNING.
 A ``validation.UserError`` raised by ``main`` (``ConfigError``, ``cli.Error``, a rendezvous timeout) and an
 override of a key the config does not have are printed as one ``error: ...`` line on stderr and the command exits 1;
 absl itself rejects unknown flags.
@@ -107,11 +108,24 @@ def _parse_flags(argv: list[str]) -> list[str]:
     if renamed:
         sys.exit(_fail(f"{renamed[0].split('=', 1)[0]} is now {renamed[0].split('=', 1)[0][:-4]}path"))
     try:
-        return flags.FLAGS(argv)
+        rest = flags.FLAGS(argv)
     except flags.Error as e:
         sys.exit(_fail(f"{_flag_error(e)} (see --help)"))
     except (AttributeError, KeyError):  # a locked config rejecting an unknown --config.a.b key
         sys.exit(_fail(_unknown_key(argv)))
+    _quiet_libraries()
+    return rest
+
+
+def _quiet_libraries() -> None:
+    """absl's INFO (Orbax's line per file written, JAX's backend probing) only when asked for with ``-v`` /
+    ``--verbosity``; the package's own progress lines stay at INFO."""
+    from absl import logging as absl_logging
+
+    if not flags.FLAGS["verbosity"].present:
+        absl_logging.set_verbosity(absl_logging.WARNING)
+    for name in ("sovits2_jax", "__main__"):  # a module run with -m logs as __main__
+        logging.getLogger(name).setLevel(logging.INFO)
 
 
 def run(main: Callable[[list[str]], int | None]) -> None:
@@ -139,6 +153,12 @@ def command(argv: list[str], choices: tuple[str, ...] = ()) -> str:
 
 
 def run_logged(main: Callable[[list[str]], int | None]) -> None:
-    """``run(main)`` logging INFO to stderr (the data preparation stages report their progress)."""
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    """``run(main)`` with the package's INFO lines on stderr as plain lines, once each (the data preparation
+    stages report their progress and summary this way)."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    for name in ("sovits2_jax", "__main__"):
+        logger = logging.getLogger(name)
+        logger.addHandler(handler)
+        logger.propagate = False  # not through absl's handler as well
     run(main)

@@ -1,4 +1,5 @@
-"""Backend of ``convert/parity.py``: our converted model against the PyTorch reference, one component."""
+"""Backend of ``python -m sovits2_jax.parity`` and ``convert/parity.py``: our converted model against the
+PyTorch reference, one component."""
 
 from __future__ import annotations
 

@@ -6,10 +6,7 @@ resumes from its latest complete checkpoint. SIGTERM saves a checkpoint and exit
 
 from __future__ import annotations
 
-import logging
-
 from absl import flags
-from absl import logging as absl_logging
 
 from sovits2_jax import cli
 from sovits2_jax.train.validate import validate
@@ -31,8 +28,6 @@ def main(argv) -> int:
     if not workdir:
         raise cli.Error("give --workdir=DIR")
     local_path(workdir, "config.workdir")
-    absl_logging.set_verbosity(absl_logging.WARNING)  # Orbax logs every file it writes at INFO
-    logging.getLogger("sovits2_jax").setLevel(logging.INFO)
     return trainer.train(config, workdir)
 
 

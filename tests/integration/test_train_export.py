@@ -16,7 +16,7 @@ import pytest
 
 from sovits2_jax.convert import checkpoint as ckpt
 from sovits2_jax.convert import parts
-from sovits2_jax.convert.cli import jax_to_torch_main
+from sovits2_jax.convert.cli import convert
 from sovits2_jax.convert.mapping import ConversionError, expected_shapes, flatten, unflatten
 from sovits2_jax.train import average
 
@@ -68,13 +68,13 @@ def _player(part: str) -> str:
 
 
 def test_step_directory_is_a_jax_to_torch_src(trained, tmp_path):
-    """``convert/jax_to_torch.py --src WORKDIR/checkpoints/2 --dst hift.pt`` (its main, in-process): the generator
+    """``python -m sovits2_jax.convert --src WORKDIR/checkpoints/2 --dst hift.pt`` (its function): the generator
     player only, strictly loadable into cosyvoice's HiFTGenerator with exactly the step's weights."""
     from sovits2_jax.convert import cosyvoice2_hift
     from sovits2_jax.parity.references import hift as parity_hift
 
     workdir, _, steps = trained["hift"]
-    assert jax_to_torch_main([f"--src={workdir / 'checkpoints' / '2'}", f"--dst={tmp_path / 'hift.pt'}"]) == 0
+    convert(workdir / "checkpoints" / "2", tmp_path / "hift.pt", to="torch")
     state = torch.load(tmp_path / "hift.pt", weights_only=True)
     model_config = parts.load(workdir / "checkpoints" / "2", "hift")[1]
     parity_hift.build_reference(model_config, perturb=False).load_state_dict(state, strict=True)
@@ -148,7 +148,7 @@ def test_vits_export_loads_in_gpt_sovits_synthesizer(tmp_path, write_trainer_ste
     write_trainer_steps(tmp_path / "wd", {3: {"generator": generator, "discriminator": {"w": np.ones(3, np.float32)}}},
                         meta)  # fmt: skip
     pth = tmp_path / "s2.pth"
-    assert jax_to_torch_main([f"--src={tmp_path / 'wd' / 'checkpoints' / '3'}", f"--dst={pth}"]) == 0
+    convert(tmp_path / "wd" / "checkpoints" / "3", pth)  # --to=auto: an Orbax step -> PyTorch
     model, loaded_cfg = parity_vits.load_torch_synthesizer(pth)  # raises unless every non-enc_q key fits
     assert loaded_cfg.filter_channels == 64 and loaded_cfg.version == "v2"
     ours, _ = parts.load(pth, "vits")
@@ -158,7 +158,7 @@ def test_vits_export_loads_in_gpt_sovits_synthesizer(tmp_path, write_trainer_ste
     assert model.enc_p.text_embedding.weight.shape[0] == 732
 
 
-def test_pretrained_load_on_every_source_kind_and_bad_sources(trained, tmp_path, capsys):
+def test_pretrained_load_on_every_source_kind_and_bad_sources(trained, tmp_path):
     """HF Qwen2 dir, CosyVoice2 model dir, our Orbax dir, trainer step, workdir and average give the same weights;
     anything else is one clear error naming the path."""
     from sovits2_jax.convert import cosyvoice2, hf_qwen2
@@ -197,8 +197,7 @@ def test_pretrained_load_on_every_source_kind_and_bad_sources(trained, tmp_path,
         with pytest.raises(ConversionError, match=message) as err:
             parts.load(src, part)
         assert str(src) in str(err.value)
-    capsys.readouterr()
-    assert jax_to_torch_main([f"--src={tmp_path / 'empty'}", f"--dst={tmp_path / 'x.pt'}"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err == f"error: {tmp_path / 'empty'}: not a sovits2-jax checkpoint (no meta.json)"
+    with pytest.raises(ConversionError) as err:
+        convert(tmp_path / "empty", tmp_path / "x.pt", to="torch")
+    assert str(err.value) == f"{tmp_path / 'empty'}: not a sovits2-jax checkpoint (no meta.json)"
     assert ckpt.resolve_checkpoint_dir(workdir) == workdir / "checkpoints" / "2"

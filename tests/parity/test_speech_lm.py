@@ -283,8 +283,8 @@ def test_clis_on_a_model_directory(model_dir, tmp_path, capsys):
     from sovits2_jax.convert import cli
     from sovits2_jax.parity import cli as parity_cli
 
-    assert cli.torch_to_jax_main(["--src", str(model_dir), "--dst", str(tmp_path / "j")]) == 0
-    assert cli.jax_to_torch_main(["--src", str(tmp_path / "j"), "--dst", str(tmp_path / "t")]) == 0
+    assert cli.convert(model_dir, tmp_path / "j").endswith("(cosyvoice2, PyTorch -> Orbax)")  # --to=auto
+    assert cli.convert(tmp_path / "j", tmp_path / "t").endswith("(cosyvoice2, Orbax -> PyTorch)")
     assert (tmp_path / "t" / "llm.pt").is_file()
     report = tmp_path / "report.json"
     assert parity_cli.main(["--src", str(tmp_path / "t"), "--report", str(report)]) == 0

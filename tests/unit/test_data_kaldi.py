@@ -60,3 +60,21 @@ def test_prepare_errors_name_the_directory(tmp_path):
         prepare(str(tmp_path / "empty"), str(tmp_path / "des"))
     with pytest.raises(FileNotFoundError, match=r"wav\.scp"):
         read_kaldi_dir(str(tmp_path / "empty"))
+
+
+def test_the_cli_prints_its_summary_once_and_nothing_else(tmp_path):
+    """A prep stage run as a command says what it did in one plain line (no absl prefix, no second copy, no JAX
+    start-up lines)."""
+    import subprocess
+    import sys
+
+    src = tmp_path / "src"
+    _utt(src, "19_198_000000_000000", "First one.")
+    _utt(src, "19_198_000001_000000", "")
+    cmd = [sys.executable, "-m", "sovits2_jax.data.prep.kaldi", f"--src_dir={src}", f"--des_dir={tmp_path / 'des'}"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0
+    assert (out.stdout + out.stderr).splitlines() == [  # one line per skipped input, then the summary
+        "kaldi: skipped 19_198_000001_000000: empty transcript",
+        f"kaldi: 1 utterances, 1 speakers -> {tmp_path / 'des'}; kaldi: skipped 1 (1 empty transcript)",
+    ]

@@ -27,7 +27,7 @@ ORDER = (
     ("configs",),
     ("sovits2_jax.eval",),
     ("sovits2_jax.parity",),
-    ("sovits2_jax.demo", "sovits2_jax.bench", "sovits2_jax.cluster", "sovits2_jax.show_config"),
+    ("sovits2_jax.demo", "sovits2_jax.bench", "sovits2_jax.cluster", "sovits2_jax.show_config", "sovits2_jax.scripts"),
 )
 
 

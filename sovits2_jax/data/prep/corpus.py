@@ -258,12 +258,11 @@ def main(argv: list[str]) -> None:
     """CLI: the built-in corpus in ``--out``."""
     cli.command(argv)
     f = flags.FLAGS
-    stats = build_corpus(
+    build_corpus(  # logs its one summary line
         f.out, hours=f.hours, utterances=f.utterances, num_speakers=f.speakers,
         langs=[s.strip() for s in f.languages.split(",") if s.strip()], seed=f.seed, workers=f.workers,
         split=f.split, loudness_lufs=None if np.isnan(f.loudness) else f.loudness, extra_sentences=f.extra_sentences,
     )  # fmt: skip
-    print(f"corpus: {stats['utterances']} utterances, {stats['hours']:.3f} h, {stats['speakers']} speakers -> {f.out}")
 
 
 if __name__ == "__main__":

@@ -185,10 +185,9 @@ def main(argv: list[str]) -> None:
     if f.wav_dir and not f.list:
         raise cli.Error("kaldi: --wav_dir goes with --list")
     try:
-        data, skips = prepare(f.src_dir or f.list, f.des_dir, f.wav_dir)
+        prepare(f.src_dir or f.list, f.des_dir, f.wav_dir)  # logs its one summary line
     except (FileNotFoundError, ValueError) as exc:
         raise cli.Error(str(exc)) from None
-    print(f"kaldi: {len(data)} utterances, {len(data.spk2utt)} speakers -> {f.des_dir}; {skips.summary()}")
 
 
 if __name__ == "__main__":

@@ -301,13 +301,13 @@ def main(argv: list[str]) -> None:
         from sovits2_jax.data.prep.resemblyzer_encoder import export_resemblyzer
 
         export_resemblyzer(f.out)
+        print(f"wrote {f.out}")
     elif not f.dir:
         raise app.UsageError(f"{what} needs --dir")
     elif what == "tokenizer":
         fit_tokenizer(f.dir, f.out, codebook_size=f.codebook_size, seed=f.seed)
     else:
-        fit_speaker_encoder(f.dir, f.out, dim=f.dim)
-    print(f"wrote {f.out}")
+        fit_speaker_encoder(f.dir, f.out, dim=f.dim)  # the fits log their one summary line
 
 
 if __name__ == "__main__":

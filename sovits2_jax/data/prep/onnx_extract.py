@@ -202,13 +202,10 @@ def main(argv: list[str]) -> None:
     """CLI: ``embedding`` or ``token`` for the Kaldi data dir ``--dir``."""
     what = cli.command(argv, ("embedding", "token"))
     f = flags.FLAGS
-    if what == "embedding":
-        skips = extract_embeddings(f.dir, f.onnx_path, workers=f.num_workers, torch_pt=f.torch_pt)
+    if what == "embedding":  # each logs its one summary line
+        extract_embeddings(f.dir, f.onnx_path, workers=f.num_workers, torch_pt=f.torch_pt)
     else:
-        skips = extract_speech_tokens(
-            f.dir, f.onnx_path, workers=f.num_workers, batch_size=f.batch_size, torch_pt=f.torch_pt
-        )
-    print(skips.summary())
+        extract_speech_tokens(f.dir, f.onnx_path, workers=f.num_workers, batch_size=f.batch_size, torch_pt=f.torch_pt)
 
 
 if __name__ == "__main__":

@@ -181,10 +181,9 @@ def main(argv: list[str]) -> None:
     """CLI: Parquet shards and list files in ``--des_dir`` from the Kaldi dir ``--src_dir``."""
     cli.command(argv)
     f = flags.FLAGS
-    parquets, skips = make_parquet_list(
+    make_parquet_list(  # logs its one summary line
         f.src_dir, f.des_dir, num_utts_per_parquet=f.num_utts_per_parquet, num_processes=f.num_processes
     )
-    print(f"parquet: {len(parquets)} shards -> {f.des_dir}; {skips.summary()}")
 
 
 if __name__ == "__main__":
