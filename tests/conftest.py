@@ -222,7 +222,7 @@ def tiny_corpus(tmp_path_factory):
 def write_trainer_steps():
     """``write(workdir, {step: {player: params}}, meta, eval_losses={step: loss | None}, keep_best=10)``: steps saved
     by the trainer's own ``Checkpoints`` (every item of its layout), and metrics.jsonl records as the trainer logs
-    them (eval steps carry ``eval_loss``; train_state keeps the last eval's loss, as the trainer's counters do)."""
+    them (eval steps carry ``eval/loss``; train_state keeps the last eval's loss, as the trainer's counters do)."""
     import json
 
     import numpy as np
@@ -244,10 +244,10 @@ def write_trainer_steps():
                 opt_state = {name: {"count": np.int32(step)} for name in players}
                 ckpts.save(step, players, opt_state, counters, batches, {**meta, "step": step}, eval_loss=loss)
                 ckpts.wait()
-                log.write(json.dumps({"step": step, "loss": 9.0, **({} if loss is None else {"eval_loss": 7.0})}))
+                log.write(json.dumps({"step": step, "train/loss": 9.0, **({} if loss is None else {"eval/loss": 7.0})}))
                 log.write("\n")
                 if loss is not None:  # a resumed run logs the step again: its last record counts
-                    log.write(json.dumps({"step": step, "loss": 9.0, "eval_loss": loss}) + "\n")
+                    log.write(json.dumps({"step": step, "train/loss": 9.0, "eval/loss": loss}) + "\n")
         ckpts.close()
 
     return write

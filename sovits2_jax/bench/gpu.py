@@ -22,6 +22,7 @@ from pathlib import Path
 from absl import flags
 
 from sovits2_jax import cli
+from sovits2_jax.train.metrics import read_metrics
 
 _DEVICE = flags.DEFINE_enum("device", "gpu", ["gpu", "cpu"], "where both sides run")
 _SIZE = flags.DEFINE_enum("size", "release", ["release", "small"], "release shapes (GPU) or a small CPU check")
@@ -77,12 +78,12 @@ def train_qwen2(device: str, size: str) -> dict:
                 f"--config.train.checkpoint_every={steps * 10}",
                 f"--config.train.dtype={'bfloat16' if device == 'gpu' else 'float32'}"]  # fmt: skip
         result = _run(args, timeout=900)
-        path = Path(workdir) / "metrics.jsonl"
-        records = [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+        records = read_metrics(Path(workdir) / "metrics.jsonl")
     last = records[-1] if records else {}
     keys = ("step", "loss", "tokens_per_s", "mfu", "step_time")
-    result["metrics"] = {k: last.get(k) for k in keys}
-    print(f"bench gpu qwen2 train ({preset}, {device}): " + ", ".join(f"{k} {last.get(k)}" for k in keys[2:]))
+    result["metrics"] = {k: last.get(k if k == "step" else f"train/{k}") for k in keys}
+    print(f"bench gpu qwen2 train ({preset}, {device}): "
+          + ", ".join(f"{k} {result['metrics'][k]}" for k in keys[2:]))  # fmt: skip
     return result
 
 

@@ -21,6 +21,7 @@ import numpy as np
 from absl import flags
 
 from sovits2_jax import cli
+from sovits2_jax.train.metrics import read_metrics
 
 flags.DEFINE_enum("size", "tiny", ["tiny", "real"], "model size (real: CosyVoice2-0.5B's flow; llm stays tiny on CPU)")
 flags.DEFINE_integer("batch", 4, "rows per step")
@@ -159,7 +160,6 @@ def bench_flow(size: str, batch: int, tokens: int) -> str:
 def bench_qwen2_trainer(steps: int, batch: int, seq_len: int) -> str:
     """The trainer on ``configs/qwen2.py:0.5b`` (fp32 params, the config's compute dtype) for ``steps`` steps;
     the last step's logged step time, tokens/s and MFU."""
-    import json
     import subprocess
     import sys
 
@@ -171,14 +171,13 @@ def bench_qwen2_trainer(steps: int, batch: int, seq_len: int) -> str:
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             raise cli.Error(f"the qwen2 0.5b trainer run failed: {proc.stderr.strip().splitlines()[-1:]}")
-        with open(os.path.join(workdir, "metrics.jsonl")) as f:
-            last = [json.loads(line) for line in f if line.strip()][-1]
+        last = read_metrics(os.path.join(workdir, "metrics.jsonl"))[-1]
     import jax
 
     line = (
         f"bench train qwen2 0.5b trainer ({jax.devices()[0].platform}, batch {batch} x {seq_len} tokens, step "
-        f"{last['step']}): step_time {last['step_time'] * 1e3:.0f} ms, {last.get('tokens_per_s', float('nan')):.0f} "
-        f"tokens/s, mfu {last.get('mfu', float('nan')):.4f}"
+        f"{last['step']}): step_time {last['train/step_time'] * 1e3:.0f} ms, "
+        f"{last.get('train/tokens_per_s', float('nan')):.0f} tokens/s, mfu {last.get('train/mfu', float('nan')):.4f}"
     )
     print(line, flush=True)
     return line

@@ -57,15 +57,16 @@ def wall_seconds(path: Path) -> float:
 
 
 def read_curves(metrics_jsonl: Path) -> dict[str, dict[int, float]]:
-    """{"loss": {step: value}, "eval_loss": {step: value}}; a step logged again (a resumed run) keeps its last."""
-    curves: dict[str, dict[int, float]] = {"loss": {}, "eval_loss": {}, "eval_acc": {}}
-    for line in metrics_jsonl.read_text(encoding="utf-8").splitlines():
-        if not line.strip():
-            continue
-        record = json.loads(line)
-        for name, curve in curves.items():
-            if isinstance(record.get(name), (int, float)):
-                curve[int(record["step"])] = float(record[name])
+    """{"loss": {step: value}, "eval_loss": {step: value}, "eval_acc": ...} from a trainer's metrics.jsonl; a step
+    logged again (a resumed run) keeps its last."""
+    from sovits2_jax.train.metrics import read_metrics
+
+    names = {"loss": "train/loss", "eval_loss": "eval/loss", "eval_acc": "eval/acc"}
+    curves: dict[str, dict[int, float]] = {name: {} for name in names}
+    for record in read_metrics(metrics_jsonl):
+        for name, key in names.items():
+            if isinstance(record.get(key), (int, float)):
+                curves[name][int(record["step"])] = float(record[key])
     return {name: dict(sorted(curve.items())) for name, curve in curves.items()}
 
 

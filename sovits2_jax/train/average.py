@@ -19,6 +19,7 @@ from absl import flags
 from sovits2_jax import cli
 from sovits2_jax.convert import checkpoint as ckpt
 from sovits2_jax.convert.mapping import ConversionError, flatten, unflatten
+from sovits2_jax.train.metrics import read_metrics
 
 BY = ("dev_loss", "latest")
 EVAL_LOSS = "eval_loss"
@@ -37,7 +38,7 @@ def define_flags() -> None:
 def eval_loss(step_dir: Path) -> float | None:
     """The dev loss of a trainer step, None when it was saved without an eval of its own.
 
-    From the step's Orbax ``metrics`` item (written when the trainer keeps best-N), else the ``eval_loss`` that
+    From the step's Orbax ``metrics`` item (written when the trainer keeps best-N), else the ``eval/loss`` that
     ``WORKDIR/metrics.jsonl`` logged at that step (its last record: a resumed run logs a step again).
     """
     step = int(step_dir.name)
@@ -46,20 +47,10 @@ def eval_loss(step_dir: Path) -> float | None:
     if orbax_metrics.is_file():
         value = json.loads(orbax_metrics.read_text()).get(EVAL_LOSS)
     else:
-        log = step_dir.parent.parent / METRICS_LOG
-        for record in _records(log) if log.is_file() else ():
-            if record.get("step") == step and record.get(EVAL_LOSS) is not None:
-                value = record[EVAL_LOSS]
+        for record in read_metrics(step_dir.parent.parent / METRICS_LOG):
+            if record.get("step") == step and record.get("eval/loss") is not None:
+                value = record["eval/loss"]
     return None if value is None or not np.isfinite(value) else float(value)
-
-
-def _records(path: Path):
-    with open(path) as f:
-        for line in f:
-            try:
-                yield json.loads(line)
-            except ValueError:  # a line cut short by a kill
-                continue
 
 
 def choose(workdir: str | Path, num: int, by: str) -> list[Path]:

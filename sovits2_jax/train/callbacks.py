@@ -142,7 +142,8 @@ class Interval:
     def reset(self, now: float) -> None:
         self.start, self.wait, self.metrics = now, 0.0, []
 
-    def summary(self, schedules, accepted: int, flops: float, peak: float, skipped_rows: int) -> dict[str, float]:
+    def summary(self, schedules, accepted: int, flops: float, peak: float, skipped_rows: int,
+                unit: str = "tokens") -> dict[str, float]:  # fmt: skip
         now = time.perf_counter()
         rows = jax.device_get(self.metrics)
         n = len(rows)
@@ -152,7 +153,7 @@ class Interval:
         elapsed = max(now - self.start, 1e-9)
         out["step_time"] = elapsed / n
         out["data_wait_fraction"] = self.wait / elapsed
-        out["tokens_per_s"] = float(sum(r["tokens"] for r in rows)) / elapsed
+        out[f"{unit}_per_s"] = float(sum(r["tokens"] for r in rows)) / elapsed
         out["mfu"] = mfu.mfu(flops, out["step_time"], peak)
         out["data_skipped_rows"] = float(skipped_rows)
         for name, schedule in schedules.items():
@@ -162,13 +163,14 @@ class Interval:
 
 
 class MetricsLogger(Hook):
-    """Every ``every`` steps and at the last: the interval's mean metrics, step time, data wait, tokens/s, MFU and
-    learning rates, written with this step's eval scalars (if any) as one record of ``writer`` (a MetricsWriter)."""
+    """Every ``every`` steps and at the last: the interval's mean metrics, step time, data wait, tokens/s (frames/s
+    where ``unit`` is frames), MFU and learning rates, written with this step's eval scalars (if any) as one record
+    of ``writer`` (a MetricsWriter)."""
 
     def __init__(self, writer, every: int, num_steps: int, schedules: Mapping, peak: float,
-                 skipped_rows: Callable[[], int]):  # fmt: skip
+                 skipped_rows: Callable[[], int], unit: str = "tokens"):  # fmt: skip
         self.writer, self.every, self.num_steps = writer, every, num_steps
-        self.schedules, self.peak, self.skipped_rows = schedules, peak, skipped_rows
+        self.schedules, self.peak, self.skipped_rows, self.unit = schedules, peak, skipped_rows, unit
         self.interval = Interval()
 
     def after_step(self, info: StepInfo) -> None:
@@ -176,7 +178,7 @@ class MetricsLogger(Hook):
         self.interval.metrics.append(info.metrics)
         if due(info.step, self.every, self.num_steps):
             skipped, accepted = self.skipped_rows(), int(info.state.accepted)
-            info.summary = self.interval.summary(self.schedules, accepted, info.flops, self.peak, skipped)
+            info.summary = self.interval.summary(self.schedules, accepted, info.flops, self.peak, skipped, self.unit)
 
     def end_step(self, info: StepInfo) -> None:
         self.interval.start += info.eval_seconds  # step_time counts training only

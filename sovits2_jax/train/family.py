@@ -50,6 +50,7 @@ class Family:
     ``phases``, ``eval_loss`` and ``export_meta``; the other hooks have working defaults."""
 
     name: str = ""
+    throughput_unit: str = "tokens"  # what ``tokens`` counts: logged as ``train/<unit>_per_s``
 
     def validate(self, config) -> None:
         """Checks the family's own sections (its model section first); ConfigError naming the key."""
@@ -70,7 +71,8 @@ class Family:
         return None
 
     def tokens(self, batch: dict) -> jax.Array | int:
-        """Tokens (or frames) a batch trains on, for the logged throughput and MFU; 0 when not meaningful."""
+        """Tokens (or frames: ``throughput_unit``) a batch trains on, for the logged throughput; 0 when not
+        meaningful."""
         return 0
 
     def init_from(self, config, path: str, params: dict[str, Any]) -> dict[str, Any]:

@@ -1,9 +1,10 @@
 """Training logs: TensorBoard scalars (tensorboardX) in WORKDIR/tensorboard, WORKDIR/metrics.jsonl and a tqdm bar
 (on a terminal).
 
-Only process 0 writes. Each logged step is one JSON object in metrics.jsonl (``step``, ``loss``, every scalar under
-its short name; ``eval_loss`` and ``eval_*`` on eval steps); the same scalars go to TensorBoard as ``train/<name>``
-and ``eval/<name>``. A resumed run appends; a step already in metrics.jsonl is written again (its new values).
+Only process 0 writes. Each logged step is one JSON object in metrics.jsonl: ``step``, ``time`` (wall clock, unix
+seconds) and every scalar under its TensorBoard name, ``train/<name>`` (``train/loss``, ``train/lr``, ...) and on eval
+steps ``eval/<name>`` (``eval/loss`` first). A resumed run appends; a step already in metrics.jsonl is written again
+(its new values). ``read_metrics`` reads the file, older runs' short names (``loss``, ``eval_loss``) included.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ class MetricsWriter:
         for prefix, scalars in (("train", train), ("eval", eval)):
             for name, value in (scalars or {}).items():
                 self.writer.add_scalar(f"{prefix}/{name}", float(value), step)
-                record[name if prefix == "train" else f"eval_{name}"] = _clean(value)
+                record[f"{prefix}/{name}"] = _clean(value)
         self.file.write(json.dumps(record) + "\n")
         self.file.flush()
         if train:
@@ -67,3 +68,26 @@ class MetricsWriter:
             self.bar.close()
             self.writer.close()
             self.file.close()
+
+
+def _tensorboard_name(key: str) -> str:
+    """A metrics.jsonl key as written today: an older run's ``loss`` / ``eval_loss`` -> ``train/loss`` /
+    ``eval/loss``."""
+    if key in ("step", "time") or key.startswith(("train/", "eval/")):
+        return key
+    return f"eval/{key[5:]}" if key.startswith("eval_") else f"train/{key}"
+
+
+def read_metrics(path: str | os.PathLike) -> list[dict]:
+    """The records of a metrics.jsonl in order, keys as TensorBoard names; [] when the file does not exist. A line
+    cut short (the process was killed while writing it) is left out."""
+    if not os.path.isfile(path):
+        return []
+    records = []
+    with open(path) as f:
+        for line in f:
+            try:
+                records.append({_tensorboard_name(k): v for k, v in json.loads(line).items()})
+            except ValueError:
+                continue
+    return records

@@ -225,7 +225,8 @@ def _run(family, config, workdir, mesh, ckpts) -> int:
     profile = callbacks.profile_steps(config)
     hooks = callbacks.Hooks([
         *([callbacks.Profiler(*profile, os.path.join(workdir, "profile"))] if profile else []),
-        callbacks.MetricsLogger(writer, t.log_every, t.num_steps, built.schedules, peak, skipped_rows),
+        callbacks.MetricsLogger(writer, t.log_every, t.num_steps, built.schedules, peak, skipped_rows,
+                                family.throughput_unit),
         callbacks.Evaluator(lambda params: evaluate(family, config, eval_fn, params, mesh), t.eval_every, t.num_steps),
         callbacks.Preemption(preempted),
         callbacks.Checkpointer(ckpts, t.checkpoint_every, t.num_steps, contents, last_saved=start),

@@ -119,9 +119,9 @@ def test_a_family_outside_the_package_trains_through_the_cli(tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2]
-    first, second = rows[0]["loss"], rows[1]["loss"]
+    first, second = rows[0]["train/loss"], rows[1]["train/loss"]
     assert 2.0 < first < 4.0  # a mean NLL over 16 ids starts near log(16) = 2.77
-    assert second < first and "eval_loss" in rows[1]  # it learns, and the dev batches came from make_batches
+    assert second < first and "eval/loss" in rows[1]  # it learns, and the dev batches came from make_batches
     meta = json.loads((tmp_path / "run" / "checkpoints" / "2" / "meta" / "meta.json").read_text())
     assert meta["family"] == "toy_pkg.family" and meta["format"] == "bigram" and meta["step"] == 2
     assert _package_digest() == before

@@ -28,14 +28,14 @@ def _train(workdir, config, overrides):
     proc = th.run(workdir, overrides, config=config)
     assert proc.returncode == 0, proc.stderr[-3000:]
     records = th.read_metrics(workdir)
-    train = {r["step"]: r for r in records if "loss" in r}
+    train = {r["step"]: r for r in records if "train/loss" in r}
     assert sorted(train) == list(range(1, STEPS + 1))
-    evals = [r for r in records if "eval_loss" in r]
-    assert [r["step"] for r in evals] == [STEPS] and math.isfinite(evals[0]["eval_loss"])
+    evals = [r for r in records if "eval/loss" in r]
+    assert [r["step"] for r in evals] == [STEPS] and math.isfinite(evals[0]["eval/loss"])
     assert th.complete_steps(workdir) == [4, STEPS]
     for item in ("params", "opt_state", "train_state", "data", "meta"):
         assert (workdir / "checkpoints" / str(STEPS) / item).is_dir(), item
-    assert all(r["skipped_steps"] == 0 for r in train.values())
+    assert all(r["train/skipped_steps"] == 0 for r in train.values())
     return train
 
 
@@ -106,7 +106,7 @@ def test_dpo_trains_against_a_frozen_reference(dpo_lists, tmp_path):
     loaded = _params(again, 2)
     assert all(np.array_equal(a, b) for a, b in zip(_leaves(loaded["reference"]), _leaves(p8["model"])))
     # the step-4 policy against the step-8 reference: a preference from the first step on
-    assert abs(th.read_metrics(again)[0]["chosen_reward"]) > 1e-6
+    assert abs(th.read_metrics(again)[0]["train/chosen_reward"]) > 1e-6
 
 
 def test_gpt_sovits2_trains_on_packed_references(tiny_corpus, tmp_path):

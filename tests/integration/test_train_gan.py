@@ -49,13 +49,13 @@ def _moved(a, b) -> float:
 def _check_run(workdir, proc, part: str, fraction: float) -> list[float]:
     assert proc.returncode == 0, proc.stderr[-3000:]
     records = th.read_metrics(workdir)
-    mel = [r["generator/loss_mel"] for r in records if "generator/loss_mel" in r]
+    mel = [r["train/generator/loss_mel"] for r in records if "train/generator/loss_mel" in r]
     assert len(mel) == STEPS and np.isfinite(mel).all()
-    assert all(np.isfinite(r["discriminator/loss"]) for r in records if "discriminator/loss" in r)
+    assert all(np.isfinite(r["train/discriminator/loss"]) for r in records if "train/discriminator/loss" in r)
     end = float(np.mean(mel[-3:]))
     assert end < fraction * mel[0], f"generator mel loss {mel[0]:.3f} -> {end:.3f} (bound {fraction} x first)"
-    evals = [r for r in records if "eval_loss" in r]
-    assert [r["step"] for r in evals] == [STEPS] and np.isfinite(evals[0]["eval_loss"])
+    evals = [r for r in records if "eval/loss" in r]
+    assert [r["step"] for r in evals] == [STEPS] and np.isfinite(evals[0]["eval/loss"])
     assert th.complete_steps(workdir) == [STEPS // 2, STEPS]
     half, last = (_params(workdir / "checkpoints" / str(s)) for s in (STEPS // 2, STEPS))
     assert set(last) == {"generator", "discriminator"}

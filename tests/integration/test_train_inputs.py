@@ -97,7 +97,7 @@ def test_qwen2_family_trains_on_synthetic_tokens(qwen2_workdir):
     assert sorted(losses) == list(range(1, 9))
     assert losses[8] < 0.9 * losses[1], losses
     assert th.complete_steps(qwen2_workdir) == [8]
-    assert any("eval_loss" in r for r in th.read_metrics(qwen2_workdir))
+    assert any("eval/loss" in r for r in th.read_metrics(qwen2_workdir))
     # --config.train.profile_steps=2,4: one jax.profiler trace (XPlane protobuf) in WORKDIR/profile
     traces = list((qwen2_workdir / "profile").glob("plugins/profile/*/*.xplane.pb"))
     assert len(traces) == 1 and traces[0].stat().st_size > 1000, traces

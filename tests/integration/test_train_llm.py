@@ -32,9 +32,11 @@ def test_llm_learns_evaluates_checkpoints_and_logs(reference):
     # random speech tokens: the model can only memorise the 24 training utterances, which it starts doing at once
     assert losses[REF_STEPS] < 0.9 * losses[1], losses
     records = th.read_metrics(workdir)
-    evals = [r for r in records if "eval_loss" in r]
-    assert [r["step"] for r in evals] == [4, 8] and all(r["eval_loss"] > 0 for r in evals)
-    assert all(r["skipped_steps"] == 0 for r in records if "loss" in r)
+    evals = [r for r in records if "eval/loss" in r]
+    assert [r["step"] for r in evals] == [4, 8] and all(r["eval/loss"] > 0 for r in evals)
+    assert all(r["train/skipped_steps"] == 0 for r in records if "train/loss" in r)
+    # metrics.jsonl uses TensorBoard's names: every key but step and time is a train/ or eval/ scalar
+    assert {k.split("/")[0] for r in records for k in r} == {"step", "time", "train", "eval"}
     times = [r["time"] for r in records]  # every row carries its wall time, in order
     assert times == sorted(times) and times[-1] - times[0] < 600 and times[0] > 1.7e9
     assert th.complete_steps(workdir) == [3, 6, 8]
@@ -51,7 +53,7 @@ def test_llm_learns_evaluates_checkpoints_and_logs(reference):
     assert (meta["family"], meta["player"], meta["step"], meta["part"]) == ("llm", "model", 8, "llm")
     state = json.loads((step_dir / "train_state" / "metadata").read_text())
     assert state["step"] == 8 and state["family"] == "llm" and state["accepted_steps"] == 8
-    assert state["eval_loss"] == pytest.approx(evals[-1]["eval_loss"])
+    assert state["eval_loss"] == pytest.approx(evals[-1]["eval/loss"])
 
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

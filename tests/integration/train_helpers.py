@@ -95,6 +95,7 @@ def wait_for(predicate, proc: subprocess.Popen, timeout: float = 600, poll: floa
 
 
 def read_metrics(workdir) -> list[dict]:
+    """WORKDIR/metrics.jsonl's records, read as the file is (keys as the trainer wrote them)."""
     path = Path(workdir) / "metrics.jsonl"
     if not path.is_file():
         return []
@@ -105,8 +106,8 @@ def losses(workdir) -> dict[int, list[float]]:
     """Every logged train loss by step (a step logged by several runs of a resumed workdir has several)."""
     out: dict[int, list[float]] = {}
     for r in read_metrics(workdir):
-        if "loss" in r:
-            out.setdefault(r["step"], []).append(r["loss"])
+        if "train/loss" in r:
+            out.setdefault(r["step"], []).append(r["train/loss"])
     return out
 
 

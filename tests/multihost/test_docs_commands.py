@@ -33,4 +33,4 @@ def test_the_documented_local_multihost_command_trains(tiny_corpus, tmp_path):
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     steps = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in steps if "loss" in r][-1] == 3
+    assert [r["step"] for r in steps if "train/loss" in r][-1] == 3

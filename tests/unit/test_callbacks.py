@@ -5,6 +5,7 @@ traces steps first..last. ``drive`` is the trainer's loop with the batch fetch a
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -264,6 +265,34 @@ def test_logger_writes_at_log_every_multiples_and_the_last_step(clock):
         assert "skipped" not in train and "tokens" not in train
     assert [train["lr"] for _, train, _ in writer.records] == [1.5, 3.5, 4.5]  # schedule(accepted - 1)
     assert writer.closed
+
+
+def test_a_frame_counting_family_logs_frames_per_s(clock):
+    writer = FakeWriter()
+    hook = callbacks.MetricsLogger(writer, 5, 5, {"model": lambda c: 0.0}, peak=0.0, skipped_rows=lambda: 0,
+                                   unit="frames")  # fmt: skip
+    drive([hook], num_steps=5, clock=clock)
+    (_, train, _), = writer.records
+    assert train["frames_per_s"] == pytest.approx(10.0) and "tokens_per_s" not in train
+
+
+def test_metrics_jsonl_uses_tensorboard_names_and_reads_older_runs(tmp_path):
+    from sovits2_jax.train.metrics import MetricsWriter, read_metrics
+
+    writer = MetricsWriter(str(tmp_path), num_steps=2)
+    writer.write(1, train={"loss": 2.0, "generator/lr": 0.1})
+    writer.write(2, train={"loss": 1.0}, eval={"loss": 1.5, "acc": 0.5})
+    writer.close()
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [sorted(r) for r in rows] == [["step", "time", "train/generator/lr", "train/loss"],
+                                         ["eval/acc", "eval/loss", "step", "time", "train/loss"]]  # fmt: skip
+    assert read_metrics(tmp_path / "metrics.jsonl") == rows
+    # a run written before the names changed (and a line cut short by a kill) reads under today's names
+    old = tmp_path / "old.jsonl"
+    old.write_text('{"step": 4, "time": 1.0, "loss": 3.0, "generator/lr": 0.1, "eval_loss": 2.5}\n{"step": 5, "lo')
+    assert read_metrics(old) == [{"step": 4, "time": 1.0, "train/loss": 3.0, "train/generator/lr": 0.1,
+                                  "eval/loss": 2.5}]  # fmt: skip
+    assert read_metrics(tmp_path / "missing.jsonl") == []
 
 
 def test_logger_names_each_players_lr_when_there_are_several(clock):

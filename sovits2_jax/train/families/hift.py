@@ -57,6 +57,7 @@ def _weights(config) -> GanLossWeights:
 
 class HiftFamily(Family):
     name = "hift"
+    throughput_unit = "frames"  # mel / spectrogram frames
 
     def validate(self, config) -> None:
         hift_model.validate(config.model)
