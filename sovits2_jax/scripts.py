@@ -13,6 +13,7 @@ COMMANDS = {
     "sovits2-show-config": "sovits2_jax.show_config",
     "sovits2-infer": "sovits2_jax.infer",
     "sovits2-serve": "sovits2_jax.infer.cosyvoice2.server",
+    "sovits2-serve-gpt-sovits2": "sovits2_jax.infer.gpt_sovits2.server",
     "sovits2-export": "sovits2_jax.convert.cosyvoice2_export",
     "sovits2-convert": "sovits2_jax.convert",
     "sovits2-parity": "sovits2_jax.parity",
@@ -43,6 +44,10 @@ def infer() -> None:
 
 def serve() -> None:
     _run(COMMANDS["sovits2-serve"])
+
+
+def serve_gpt_sovits2() -> None:
+    _run(COMMANDS["sovits2-serve-gpt-sovits2"])
 
 
 def export() -> None:

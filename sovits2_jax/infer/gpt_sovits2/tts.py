@@ -47,12 +47,14 @@ class TextTokenizer(Protocol):
 class Reference:
     """One reference utterance: its audio, its transcript and (optionally) its S3 speech tokens.
 
-    Without ``speech_tokens`` the synthesizer's ``speech_tokenizer`` computes them from the audio.
+    Without ``speech_tokens`` the synthesizer's ``speech_tokenizer`` computes them from the audio. A reference
+    with ``text=None`` lends only its voice: its style vector joins the fused ones, the AR prompt leaves it out
+    (GPT-SoVITS's auxiliary references).
     """
 
     wav: np.ndarray
     sample_rate: int
-    text: str
+    text: str | None
     speech_tokens: Sequence[int] | None = None
 
 
@@ -201,13 +203,19 @@ class GptSoVITS2:
             raise SynthesisError(f"{what} has token ids outside [0, {limit}) the models embed")
         return ids
 
-    def _reference(self, i: int, ref: Reference) -> tuple[list[int], list[int], np.ndarray]:
+    def _reference(self, i: int, ref: Reference) -> tuple[list[int] | None, list[int] | None, np.ndarray]:
+        """(text ids, speech tokens, spectrogram) of a reference; the first two None for a voice-only one."""
         if not isinstance(ref, Reference):
             raise SynthesisError(f"reference {i} must be a Reference(wav, sample_rate, text[, speech_tokens])")
-        text = self._text_ids(ref.text, f"reference {i}'s text")
+        text = None if ref.text is None else self._text_ids(ref.text, f"reference {i}'s text")
         wav = np.asarray(ref.wav, np.float32).reshape(-1)
         if wav.size == 0 or not np.isfinite(wav).all():
             raise SynthesisError(f"reference {i}'s audio is empty or not finite")
+        cfg = self.vits_config
+        if wav.size * cfg.sampling_rate // ref.sample_rate <= cfg.n_fft:
+            raise SynthesisError(f"reference {i}'s audio is too short for the VITS spectrogram (n_fft {cfg.n_fft})")
+        if text is None:
+            return None, None, reference_spectrogram(wav, ref.sample_rate, cfg)
         tokens = ref.speech_tokens
         if tokens is None:
             if self.speech_tokenizer is None:
@@ -217,9 +225,6 @@ class GptSoVITS2:
         size = self.ar_config.speech_token_size
         if not tokens or min(tokens) < 0 or max(tokens) >= size:
             raise SynthesisError(f"reference {i}'s speech tokens must be a non-empty list of ids in [0, {size})")
-        cfg = self.vits_config
-        if wav.size * cfg.sampling_rate // ref.sample_rate <= cfg.n_fft:
-            raise SynthesisError(f"reference {i}'s audio is too short for the VITS spectrogram (n_fft {cfg.n_fft})")
         return text, tokens, reference_spectrogram(wav, ref.sample_rate, cfg)
 
     # -- synthesis ---------------------------------------------------------------------------------------------
@@ -238,10 +243,14 @@ class GptSoVITS2:
         if not references:
             raise SynthesisError("GPT-SoVITS2 synthesis needs at least one reference (wav, text, speech tokens)")
         refs = [self._reference(i, r) for i, r in enumerate(references)]
+        spoken = [r for r in refs if r[0] is not None]  # the AR prompt: references with their transcript
+        if not spoken:
+            raise SynthesisError("at least one reference needs its transcript (the others may lend only their voice)")
         text_ids = [self._text_ids(t, f"text {i}" if len(texts) > 1 else "text") for i, t in enumerate(texts)]
         size = self.ar_config.speech_token_size
         examples = [
-            prompt_sequence([r[0] for r in refs], [r[1] for r in refs], ids, speech_token_size=size) for ids in text_ids
+            prompt_sequence([r[0] for r in spoken], [r[1] for r in spoken], ids, speech_token_size=size)
+            for ids in text_ids
         ]
         prompt, prompt_len = prompt_batch(examples)
         s = self.settings
