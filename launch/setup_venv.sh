@@ -30,8 +30,9 @@ $pip install -q --upgrade pip
 $pip install -q "torch==2.13.0"
 $pip install -q -e ".[test,parity,eval]"
 # The reference implementations, without their own (GPU, hub-downloading) dependency sets.
+# openai-whisper: CosyVoice2's own loader imports it (its triton pin would pull a GPU stack).
 $pip install -q --no-deps "cosyvoice-minicpmo==0.1.0" "gpt-sovits-infer==0.2.8" "s3tokenizer==0.3.0" \
-  "resemblyzer==0.1.4"
+  "resemblyzer==0.1.4" "openai-whisper==20250625"
 # Upstream-era GPT-SoVITS v2 (multi-reference SynthesizerTrn.decode) in a side folder: its top-level names would
 # clash with the packages above, so tests put it on sys.path only while importing it.
 $pip install -q --no-deps --upgrade --target .venv/refs/gpt-sovits-cpufast "gpt-sovits-cpufast==0.1.0"

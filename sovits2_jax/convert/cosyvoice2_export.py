@@ -7,8 +7,9 @@ Each ``CKPT`` is a part checkpoint of ours (an averaged one, a trainer step, a t
 ``DIR`` gets ``llm.pt`` / ``flow.pt`` / ``hift.pt`` (the converters' writers), ``cosyvoice2.yaml`` and
 ``CosyVoice-BlankEN/``. With ``--pretrained`` (the release directory a fine-tune started from) its yaml, BlankEN
 folder and assets (campplus.onnx, speech_tokenizer_v2.onnx, spk2info.pt, ...) are copied, after checking that the
-yaml describes the exported models; without it the yaml is written from the checkpoints' configs and BlankEN is
-the trained backbone as a HF Qwen2 directory. Written atomically.
+yaml describes the exported models; without it the yaml is written from the checkpoints' configs (with the
+frontend entries CosyVoice2's own loader reads) and BlankEN is the trained backbone as a HF Qwen2 directory with
+the BPE's tokenizer files. Written atomically.
 """
 
 from __future__ import annotations
@@ -44,7 +45,9 @@ def _part_format(src: Path, part: str) -> PartFormat:
 
 
 def write_backbone(params: dict, config, dst: Path) -> None:
-    """The SpeechLM's Qwen2 backbone as a HF directory (config.json + safetensors), as CosyVoice-BlankEN."""
+    """The SpeechLM's Qwen2 backbone as a HF directory (config.json, safetensors, the BPE's tokenizer files), as
+    CosyVoice-BlankEN."""
+    from sovits2_jax.convert.qwen_tokenizer_files import write_tokenizer_files
     from sovits2_jax.convert.torch_io import save_hf_weights
 
     backbone = config.backbone
@@ -54,6 +57,7 @@ def write_backbone(params: dict, config, dst: Path) -> None:
     dst.mkdir()
     save_hf_weights(ours_to_torch(flat, hf_qwen2.RULES), dst)
     (dst / "config.json").write_text(json.dumps(backbone.to_hf(), indent=2))
+    write_tokenizer_files(dst)
 
 
 def _check_yaml(directory: Path, configs: dict) -> None:

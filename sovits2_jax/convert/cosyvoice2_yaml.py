@@ -1,7 +1,9 @@
 """``cosyvoice2.yaml`` (HyperPyYAML) written from our llm / flow / hift configs, for a model trained here.
 
-Only the model sections (``llm``, ``flow``, ``hift`` and the values they reference) are written, in the
-released file's layout; the text frontend sections come with a release directory when one is exported from.
+The model sections (``llm``, ``flow``, ``hift`` and the values they reference) are written in the released file's
+layout; with the llm, also the frontend entries CosyVoice2's own loader reads (``get_tokenizer``,
+``allowed_special``, ``feat_extractor``: the Qwen2 BPE of ``qwen_pretrain_path`` and the mel of ``MelConfig`` at the
+vocoder's sample rate).
 Each written section is read back with the part's ``config_from_yaml`` and must give the same architecture
 (execution switches such as dtype, remat or layer scanning are not part of the file).
 """
@@ -130,6 +132,30 @@ def _value(v) -> str:
     return str(v)
 
 
+_FRONTEND = """get_tokenizer: !name:cosyvoice.tokenizer.tokenizer.get_qwen_tokenizer
+    token_path: !ref <qwen_pretrain_path>
+    skip_special_tokens: True
+allowed_special: 'all'
+feat_extractor: !name:matcha.utils.audio.mel_spectrogram
+    n_fft: {n_fft}
+    num_mels: {num_mels}
+    sampling_rate: {sampling_rate}
+    hop_size: {hop_size}
+    win_size: {win_size}
+    fmin: {fmin}
+    fmax: {fmax}
+    center: False
+"""
+
+
+def frontend_section(sample_rate: int) -> str:
+    """The tokenizer and mel extractor entries of the released yaml (the mel: ``MelConfig`` at ``sample_rate``)."""
+    from sovits2_jax.audio.mel import MelConfig
+
+    mel = dataclasses.replace(MelConfig(), sampling_rate=sample_rate)
+    return _fill(_FRONTEND, **dataclasses.asdict(mel))
+
+
 def _fill(template: str, **values) -> str:
     return template.format(**{k: _value(v) for k, v in values.items()})
 
@@ -211,6 +237,8 @@ def cosyvoice2_yaml(llm=None, flow=None, hift=None, sampling=None, *, qwen_pretr
         sections.append(flow_section(flow))
     if hift is not None:
         sections.append(hift_section(hift))
+    if llm is not None:
+        sections.append(frontend_section(hift.sampling_rate if hift is not None else 24000))
     text = header + "\n".join(sections)
     parsed = load_hyperpyyaml(text, overrides={"qwen_pretrain_path": qwen_pretrain_path} if llm else None)
     readers = {"flow": cosyvoice2_flow.config_from_yaml, "hift": cosyvoice2_hift.config_from_yaml}
