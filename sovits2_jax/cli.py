@@ -61,6 +61,11 @@ def validated(holder: flags.FlagHolder, validate: Callable[[object], None]):
     return config
 
 
+def overrides(holder: flags.FlagHolder) -> dict:
+    """The ``--<flag>.a.b=value`` overrides given on the command line, by dotted key (``a.b``)."""
+    return dict(config_flags.get_override_values(flags.FLAGS[holder.name]))
+
+
 def _fail(message: str) -> int:
     print(f"error: {message}", file=sys.stderr)
     return ERROR_EXIT

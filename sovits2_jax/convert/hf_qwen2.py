@@ -98,6 +98,11 @@ def load_part(src: str | Path, part: str) -> tuple[dict, Qwen2Config | SpeechLMC
     return (params, config) if part == "qwen2" else backbone_as_llm(params, config)
 
 
+def architecture_scope(src: str | Path, part: str) -> str:
+    """An ``llm`` read from a Qwen2 source has only its backbone from it (CosyVoice's ``qwen_pretrain_path``)."""
+    return "backbone" if part == "llm" else ""
+
+
 def backbone_as_llm(params: dict, backbone: Qwen2Config) -> tuple[dict, SpeechLMConfig]:
     """A Qwen2ForCausalLM's params as the ``llm`` subtree of a SpeechLM (the lm_head only when untied)."""
     sub = {"model": params["model"]}

@@ -37,6 +37,13 @@ def load_part(src: str | Path, part: str) -> tuple[dict, Any]:
     return formats.writer_format(src).load_part(src, part)
 
 
+def architecture_scope(src: str | Path, part: str) -> str:
+    """The scope of the format that wrote ``src`` (an Orbax copy of a HF Qwen2 directory is a backbone)."""
+    src = ckpt.resolve_checkpoint_dir(src)
+    scope = getattr(formats.writer_format(src), "architecture_scope", None)
+    return scope(src, part) if scope else ""
+
+
 def torch_to_jax(src: str | Path, dst: str | Path) -> Path:
     name = ckpt.read_meta(ckpt.resolve_checkpoint_dir(src)).get("format")
     raise ConversionError(

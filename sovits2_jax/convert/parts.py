@@ -58,6 +58,16 @@ def load(path: str | Path, part: str, *, scan_layers: bool | None = None) -> tup
     return params, config
 
 
+def load_config(path: str | Path, part: str) -> tuple[Any, str]:
+    """(model config of ``part`` at ``path``, scope): scope "" when the source defines the whole part's
+    architecture, else the section of it that it defines (a HF Qwen2 directory read as an ``llm`` defines its
+    ``backbone``; the format's optional ``architecture_scope(src, part)`` says so)."""
+    _, config = load(path, part)
+    src = ckpt.resolve_checkpoint_dir(path)
+    scope = getattr(formats.detect_format(src), "architecture_scope", None)
+    return config, scope(src, part) if scope else ""
+
+
 def held_parts(path: str | Path) -> tuple[str, ...]:
     """The parts ``path`` holds (its format's ``parts``), read without loading weights."""
     src = ckpt.resolve_checkpoint_dir(path)

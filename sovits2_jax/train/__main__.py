@@ -9,7 +9,7 @@ from __future__ import annotations
 from absl import flags
 
 from sovits2_jax import cli
-from sovits2_jax.train.validate import validate
+from sovits2_jax.train.validate import adopt_init, validate
 from sovits2_jax.validation import local_path
 
 _CONFIG = cli.config_flag(None)
@@ -23,7 +23,7 @@ def main(argv) -> int:
     if _WORKDIR.value:
         local_path(_WORKDIR.value, "--workdir")
     distributed.initialize()  # before anything asks JAX for its devices (config validation counts them)
-    config = cli.validated(_CONFIG, validate)
+    config = cli.validated(_CONFIG, lambda c: validate(adopt_init(c, cli.overrides(_CONFIG))))
     workdir = _WORKDIR.value or config.get("workdir")
     if not workdir:
         raise cli.Error("give --workdir=DIR")

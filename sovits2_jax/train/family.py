@@ -51,6 +51,7 @@ class Family:
 
     name: str = ""
     throughput_unit: str = "tokens"  # what ``tokens`` counts: logged as ``train/<unit>_per_s``
+    init_part: str = ""  # the part ``init.path`` gives weights and architecture of (``convert.parts``); "": none
 
     def validate(self, config) -> None:
         """Checks the family's own sections (its model section first); ConfigError naming the key."""

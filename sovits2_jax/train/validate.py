@@ -29,6 +29,15 @@ def validate(config, num_devices: int | None = None) -> None:
         mesh.validate_batch_sizes(config, shape)
 
 
+def adopt_init(config, overrides=()):
+    """``config`` with ``config.model``'s architecture from ``config.init.path`` (see train/init_architecture.py);
+    ``overrides``: the command line's dotted keys, refused where they contradict the checkpoint."""
+    from sovits2_jax.train import init_architecture
+
+    init_architecture.adopt(config, overrides)
+    return config
+
+
 def trainer_sections(config) -> None:
     """The trainer's own sections: ``train`` (loop cadence, dtype, profiling) and ``init``."""
     for key in ("family", "train", "init"):

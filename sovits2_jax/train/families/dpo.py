@@ -127,6 +127,7 @@ def load_llm(config, path: str, current: dict) -> dict:
 @dataclasses.dataclass(frozen=True)
 class DpoFamily(Family):
     name: str = "dpo"
+    init_part = "llm"
 
     def validate(self, config) -> None:
         llm.validate_speech_lm(config)

@@ -57,6 +57,7 @@ def model_config(config) -> FlowConfig:
 @dataclasses.dataclass(frozen=True)
 class FlowFamily(Family):
     name: str = "flow"
+    init_part = "flow"
     throughput_unit = "frames"  # mel / spectrogram frames
 
     def validate(self, config) -> None:

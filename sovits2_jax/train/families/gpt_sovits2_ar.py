@@ -60,6 +60,7 @@ def loss_fn(models, batch, rng, train):
 @dataclasses.dataclass(frozen=True)
 class GptSovits2Family(Family):
     name: str = "gpt_sovits2_ar"
+    init_part = "llm"
 
     def validate(self, config) -> None:
         llm.validate_speech_lm(config)

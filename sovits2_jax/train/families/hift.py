@@ -57,6 +57,7 @@ def _weights(config) -> GanLossWeights:
 
 class HiftFamily(Family):
     name = "hift"
+    init_part = "hift"
     throughput_unit = "frames"  # mel / spectrogram frames
 
     def validate(self, config) -> None:

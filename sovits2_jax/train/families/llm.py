@@ -104,6 +104,7 @@ def merge_pretrained(current: dict, loaded: dict, where: str) -> dict:
 @dataclasses.dataclass(frozen=True)
 class LlmFamily(Family):
     name: str = "llm"
+    init_part = "llm"
 
     def validate(self, config) -> None:
         validate_speech_lm(config)

@@ -45,6 +45,7 @@ def causal_lm_loss(models, batch, rng, train):
 @dataclasses.dataclass(frozen=True)
 class Qwen2Family(Family):
     name: str = "qwen2"
+    init_part = "qwen2"
 
     def validate(self, config) -> None:
         qwen2_model.validate(config.model)

@@ -90,6 +90,7 @@ def _weighted(terms: dict, batch: dict) -> tuple[jax.Array, dict]:
 
 class VitsFamily(Family):
     name = "vits"
+    init_part = "vits"
     throughput_unit = "frames"  # mel / spectrogram frames
 
     def validate(self, config) -> None:
