@@ -1,5 +1,5 @@
-"""Training logs: TensorBoard scalars (tensorboardX) in WORKDIR/tensorboard, WORKDIR/metrics.jsonl and a tqdm bar
-(on a terminal).
+"""Training logs: TensorBoard (tensorboardX) in WORKDIR/tensorboard (scalars; at the start of a run the config as
+text and as hparams), WORKDIR/metrics.jsonl and a tqdm bar (on a terminal).
 
 Only process 0 writes. Each logged step is one JSON object in metrics.jsonl: ``step``, ``time`` (wall clock, unix
 seconds) and every scalar under its TensorBoard name, ``train/<name>`` (``train/loss``, ``train/lr``, ...) and on eval
@@ -23,8 +23,22 @@ def _clean(value) -> float | None:
     return v if math.isfinite(v) else None  # JSON has no NaN
 
 
+def hparams_of(config) -> dict:
+    """The config's scalar settings by dotted key (numbers, strings, booleans; tuples as text), for TensorBoard's
+    hparams dashboard."""
+    from sovits2_jax.convert.mapping import flatten
+
+    out = {}
+    for key, value in flatten(config.to_dict() if hasattr(config, "to_dict") else dict(config)).items():
+        if isinstance(value, (bool, int, float, str)):
+            out[key] = value
+        elif isinstance(value, (tuple, list)):
+            out[key] = str(tuple(value))
+    return out
+
+
 class MetricsWriter:
-    def __init__(self, workdir: str, num_steps: int, start_step: int = 0):
+    def __init__(self, workdir: str, num_steps: int, start_step: int = 0, config=None):
         self.active = jax.process_index() == 0
         self.writer = self.file = self.bar = None
         if not self.active:
@@ -34,10 +48,22 @@ class MetricsWriter:
 
         os.makedirs(workdir, exist_ok=True)
         self.writer = SummaryWriter(os.path.join(workdir, "tensorboard"), flush_secs=10)
+        if config is not None and start_step == 0:  # once per run, not again on resume
+            self._write_config(config)
         self.file = open(os.path.join(workdir, "metrics.jsonl"), "a")  # noqa: SIM115 (closed in close())
         # disable=None: a bar on a terminal only; logs get the `step N:` lines
         self.bar = tqdm(total=num_steps, initial=start_step, unit="step", disable=None, dynamic_ncols=True,
                         mininterval=1.0)  # fmt: skip
+
+    def _write_config(self, config) -> None:
+        """The config as text (``config``) and as hparams (TensorBoard's hparams dashboard, against eval/loss)."""
+        from tensorboardX.summary import hparams
+
+        text = config.to_json_best_effort(indent=2) if hasattr(config, "to_json_best_effort") else json.dumps(config)
+        self.writer.add_text("config", "```\n" + text + "\n```", 0)
+        file_writer = self.writer._get_file_writer()
+        for summary in hparams(hparams_of(config), {"eval/loss": math.nan}):
+            file_writer.add_summary(summary)
 
     def write(self, step: int, train: Mapping[str, float] | None = None, eval: Mapping[str, float] | None = None):
         """Writes one logged step: ``train`` scalars (must hold ``loss``) and/or ``eval`` scalars."""

@@ -219,7 +219,7 @@ def _run(family, config, workdir, mesh, ckpts) -> int:
     log.info("MFU against %.3g FLOP/s per device (%s)", peak, peak_source)
 
     preempted = PreemptionNotice()
-    writer = MetricsWriter(workdir, t.num_steps, step)
+    writer = MetricsWriter(workdir, t.num_steps, step, config)
     skipped_rows = lambda: sum(getattr(batches, "skipped", {}).values())
     contents = lambda step, state, eval_loss: (_train_json(config, state, step, eval_loss), _meta(family, config, step))
     profile = callbacks.profile_steps(config)

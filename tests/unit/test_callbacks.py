@@ -295,6 +295,34 @@ def test_metrics_jsonl_uses_tensorboard_names_and_reads_older_runs(tmp_path):
     assert read_metrics(tmp_path / "missing.jsonl") == []
 
 
+def test_tensorboard_gets_the_config_as_text_and_hparams(tmp_path):
+    import ml_collections
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    from sovits2_jax.train.metrics import MetricsWriter
+
+    config = ml_collections.ConfigDict({"family": "llm", "train": {"num_steps": 7, "optimizer": {"lr": 0.5}},
+                                        "data": {"bucket_lengths": (10, 20)}})  # fmt: skip
+    writer = MetricsWriter(str(tmp_path), num_steps=7, config=config)
+    writer.write(1, train={"loss": 2.0})
+    writer.close()
+    events = EventAccumulator(str(tmp_path / "tensorboard"), size_guidance={"tensors": 0})
+    events.Reload()
+    (text,) = events.Tensors("config/text_summary")
+    assert '"lr": 0.5' in text.tensor_proto.string_val[0].decode()
+    plugin = events.PluginTagToContent("hparams")
+    start = plugin_data_pb2.HParamsPluginData.FromString(plugin["_hparams_/session_start_info"])
+    hparams = {k: v.ListFields()[0][1] for k, v in start.session_start_info.hparams.items()}
+    assert hparams == {"family": "llm", "train.num_steps": 7, "train.optimizer.lr": 0.5,
+                       "data.bucket_lengths": "(10, 20)"}  # fmt: skip
+    resumed = MetricsWriter(str(tmp_path / "again"), num_steps=7, start_step=3, config=config)
+    resumed.close()
+    events = EventAccumulator(str(tmp_path / "again" / "tensorboard"))
+    events.Reload()
+    assert not events.Tags()["tensors"]  # a resumed run does not write them again
+
+
 def test_logger_names_each_players_lr_when_there_are_several(clock):
     writer = FakeWriter()
     schedules = {"generator": lambda n: 1.0, "discriminator": lambda n: 2.0}
