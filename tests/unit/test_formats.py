@@ -41,7 +41,7 @@ def test_every_discovered_format_implements_the_protocol():
         for part in mod.PARTS:
             name = mod.checkpoint_format(part)
             assert name is None or name.partition(".")[0] == mod.NAME, (mod.NAME, part, name)
-    assert set(formats.known_parts()) == {"qwen2", "llm", "flow", "hift", "vits", "xlm_roberta"}
+    assert set(formats.known_parts()) == {"qwen2", "llm", "flow", "hift", "vits", "xlm_roberta", "hubert"}
     # every part a trainer can export has exactly one writer, and export_meta names it
     for part in ("qwen2", "llm", "flow", "hift", "vits"):
         writers = [m.checkpoint_format(part) for m in mods if part in m.PARTS and m.checkpoint_format(part)]
