@@ -271,6 +271,7 @@ class Checkpointer(Hook):
         self.last_saved = info.step
 
     def end_step(self, info: StepInfo) -> None:
+        self.manager.check()  # a save that failed in the background stops the run at the next step
         if due(info.step, self.every, self.num_steps) or info.preempted:
             self._save(info)
         if info.preempted:

@@ -3,21 +3,25 @@
 ``WORKDIR/checkpoints/<step>/`` holds the items ``params`` and ``opt_state`` (``{player: tree}``), ``train_state``
 (JSON counters), ``data`` (the Grain iterator state) and ``meta`` (``meta/meta.json``: the export metadata that
 makes the step a ``convert/jax_to_torch.py --src``). Saves are asynchronous; Orbax finalises a step by renaming its
-temporary directory, so a process killed mid-save leaves the previous steps as the latest complete one. Restoring
+temporary directory, so a process killed mid-save leaves the previous steps as the latest complete one. A save
+that fails (a full disk, a file size limit, a lost mount) is a ``SaveError`` at the next step or wait: one line
+naming the step, the path, the cause and the last complete checkpoint; its temporary directory is removed. Restoring
 takes the arrays' shardings from the target, so a checkpoint restores onto any mesh.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
+import sys
 
 import jax
 import orbax.checkpoint as ocp
 
 from sovits2_jax.data import iterator_state
-from sovits2_jax.validation import ConfigError, local_path
+from sovits2_jax.validation import ConfigError, UserError, local_path
 
 ITEMS = ("params", "opt_state", "train_state", "data", "meta")
 META_FILE = "meta.json"
@@ -63,6 +67,31 @@ def _remove_unfinished(directory: str) -> None:
         multihost_utils.sync_global_devices("sovits2_jax checkpoint cleanup")
 
 
+class SaveError(UserError):
+    """A checkpoint could not be written; training stops (the previous checkpoints are intact)."""
+
+
+# Orbax's own reports of a failed save (a traceback per write thread, then per stage): the SaveError says it once
+_SAVE_FAILURE_REPORTS = ("_SignalingThread.run() raised", "in background save thread", "Save Finalize thread",
+                         "Checkpointer failed")  # fmt: skip
+
+
+class _SaveFailureReports(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "orbax" not in record.pathname or record.levelno < logging.ERROR:
+            return True
+        return not any(text in record.getMessage() for text in _SAVE_FAILURE_REPORTS)
+
+
+def _cause(error: BaseException) -> str:
+    """The innermost line of an error that says what failed (tensorstore puts the OS error last)."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    for marker in ("Failed to write", "No space left", "Permission denied", "Read-only"):
+        if marker in text:
+            return text[text.index(marker) :]
+    return text if len(text) < 300 else text[:297] + "..."
+
+
 class Checkpoints:
     """Saves and restores training state under ``WORKDIR/checkpoints`` (only complete steps are seen)."""
 
@@ -76,6 +105,10 @@ class Checkpoints:
             create=True,
         )
         self.manager = ocp.CheckpointManager(self.directory, options=options, item_handlers=_handlers())
+        self._saving: int | None = None  # the step of the save in flight
+        self._failed = False
+        if not any(isinstance(f, _SaveFailureReports) for f in logging.getLogger("absl").filters):
+            logging.getLogger("absl").addFilter(_SaveFailureReports())
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
@@ -101,8 +134,33 @@ class Checkpoints:
                 f"config.family={family!r}: use another --workdir"
             )
 
+    def _failure(self, step: int | None, error: BaseException) -> SaveError:
+        """The SaveError of a failed save of ``step``; its temporary directory removed."""
+        self._failed = True
+        sys.unraisablehook = lambda _: None  # the failed save's threads report again at exit: said once, here
+        last = self.latest_step()
+        if jax.process_index() == 0 and os.path.isdir(self.directory):
+            for name in os.listdir(self.directory):  # the failed steps' temporary directories
+                if ".orbax-checkpoint-tmp" in name and int(name.split(".")[0]) > (last or -1):
+                    shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
+        where = f"{self.directory}/{step}" if step is not None else self.directory
+        kept = f"the last complete checkpoint is step {last} ({self.directory}/{last})" if last is not None else (
+            "no complete checkpoint exists")  # fmt: skip
+        return SaveError(f"checkpoint: saving step {step} to {where} failed ({_cause(error)}); {kept}")
+
+    def check(self) -> None:
+        """Raises a SaveError if the save in flight has failed (a cheap poll, every step)."""
+        if self._saving is None:
+            return
+        try:
+            self.manager.check_for_errors()
+        except Exception as e:
+            raise self._failure(self._saving, e) from None
+
     def save(self, step: int, params, opt_state, counters: dict, batches, meta: dict, eval_loss=None) -> None:
-        """Starts an asynchronous save of ``step`` (``wait`` blocks until it is on disk)."""
+        """Starts an asynchronous save of ``step`` (``wait`` blocks until it is on disk); SaveError when it or the
+        previous save failed."""
+        self.check()
         args = ocp.args.Composite(
             params=ocp.args.StandardSave(params),
             opt_state=ocp.args.StandardSave(opt_state),
@@ -111,7 +169,11 @@ class Checkpoints:
             meta=ocp.args.JsonSave(meta),
         )
         metrics = None if eval_loss is None else {EVAL_METRIC: float(eval_loss)}
-        self.manager.save(step, args=args, metrics=metrics, force=True)
+        try:
+            self.manager.save(step, args=args, metrics=metrics, force=True)
+        except Exception as e:  # Orbax first finishes the save in flight: its failure surfaces here
+            raise self._failure(self._saving if self._saving is not None else step, e) from None
+        self._saving = step
 
     def restore(self, step: int, params, opt_state, batches) -> tuple:
         """(params, opt_state, counters) of ``step`` laid out like the given ``params`` / ``opt_state`` (their
@@ -126,7 +188,19 @@ class Checkpoints:
         return out["params"], out["opt_state"], out["train_state"]
 
     def wait(self) -> None:
-        self.manager.wait_until_finished()
+        """Blocks until the save in flight is on disk; SaveError if it failed."""
+        try:
+            self.manager.wait_until_finished()
+            self.check()
+        except SaveError:
+            raise
+        except Exception as e:
+            raise self._failure(self._saving, e) from None
+        self._saving = None
 
     def close(self) -> None:
-        self.manager.close()
+        try:
+            self.manager.close()
+        except Exception:
+            if not self._failed:  # after a SaveError the same failure would only be reported twice
+                raise

@@ -80,6 +80,9 @@ class FakeManager:
     def wait(self):
         self.waits += 1
 
+    def check(self):
+        pass
+
 
 class FakeNotice:
     def __init__(self, at=None):
