@@ -36,7 +36,8 @@ def _train(workdir, config, overrides):
     for item in ("params", "opt_state", "train_state", "data", "meta"):
         assert (workdir / "checkpoints" / str(STEPS) / item).is_dir(), item
     assert all(r["train/skipped_steps"] == 0 for r in train.values())
-    return train
+    # each step's train scalars by their short names (metrics.jsonl writes them as train/<name>)
+    return {step: {k.removeprefix("train/"): v for k, v in r.items()} for step, r in train.items()}
 
 
 def _params(workdir, step: int) -> dict:
