@@ -91,7 +91,7 @@ def random_text_encoder(save_to: str, train_list: str, *, vocab_size: int = 1000
     model = xlm_roberta.XLMRobertaModel(config, rngs=nnx.Rngs(seed))
     text_encoder_dir.save(save_to, model, {SENTENCEPIECE_MODEL: spm})
     log.info(
-        "text_features: no --text_encoder given: a random-init tiny encoder (%d layers, width %d) and a %d-id "
+        "text_features: --text_encoder=random: a random-init tiny encoder (%d layers, width %d) and a %d-id "
         "sentencepiece tokenizer trained on %d transcripts of %s, saved to %s (inference uses the same pair)",
         config.num_layers, config.hidden_size, tokenizer.vocab_size, len(texts), train_list, save_to,
     )  # fmt: skip
