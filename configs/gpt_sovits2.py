@@ -6,6 +6,11 @@ The AR model is our SpeechLM in the ``gpt_sovits2`` layout: ``x1 + y1 + ... + xn
 S3 speech tokens (6561: the recipe's speech tokenizer v2, as the vits part reads), Qwen2 BPE text (the whole
 151936-id vocabulary at every size) with optional per-token BGE-M3-sized features (1024-d) through an MLP.
 Backbone from GPT-SoVITS2's own config: hidden 768, 16 heads, 20 layers, FFN 4096.
+
+``--config.data.text_source=bge_m3 --config.data.text_encoder=DIR`` trains the AR on GPT-SoVITS2's own text inputs,
+the text encoder's ids and per-token features (columns added by ``python -m sovits2_jax.data.prep.text_features``):
+the text vocabulary (``model.backbone.vocab_size``) and the feature width (``model.text_feature_dim``,
+``data.text_feature_dim``) are then the encoder directory's (see ``sovits2_jax/train/families/gpt_sovits2_ar.py``).
 """
 
 import ml_collections

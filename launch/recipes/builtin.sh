@@ -4,14 +4,19 @@
 #
 #   launch/recipes/builtin.sh --size tiny|small [--work DIR] [--family cosyvoice2|gpt_sovits2] [--num_steps N] \
 #       [--speakers N] [--hours H] [--extra_sentences N] [--codebook_size K] [--average_num N] [--num_utts N] \
-#       [--num_workers N] [--seed S] \
+#       [--num_workers N] [--seed S] [--text_encoder DIR|random|none] \
 #       [--set PART.KEY=VALUE ...] [--skip_prep] [--parallel_train] [--vocoder_check 0|1] [--ladder 0|1]
 #
 # Stages -1..3 are launch/recipes/libritts.sh's (corpus, Kaldi files, offline speaker encoder and speech tokenizer,
 # Parquet). Each part then trains with `python -m sovits2_jax.train` on WORK/data/{train,dev}.data.list (the
 # lists libritts.sh's stage 5 reads): cosyvoice2 trains configs/cosyvoice2.py:{llm,flow,hift}_<size> in
 # WORK/exp/<part> and runs libritts.sh's stages 6 (average) and 7 (export WORK/CosyVoice2); gpt_sovits2 trains
-# configs/gpt_sovits2.py:{ar,vits}_<size> and averages them into WORK/GptSoVITS2/{ar,vits}. Then:
+# configs/gpt_sovits2.py:{ar,vits}_<size> and averages them into WORK/GptSoVITS2/{ar,vits}; its AR reads the text
+# encoder's ids and features, which the stage text_features adds to the Parquet shards
+# (python -m sovits2_jax.data.prep.text_features), and WORK/GptSoVITS2/text_encoder/ carries the encoder for inference.
+# --text_encoder DIR: a BGE-M3 directory (HF or converted); random (the default): a random-init tiny encoder and a
+# sentencepiece tokenizer trained on the corpus (WORK/text_encoder); none: the AR reads Qwen BPE ids as the VITS does.
+# Then:
 #   python -m sovits2_jax.demo.synthesize  -> WORK/synthesis/{utt}.wav, .txt, .prompt.wav, .ref.wav
 #   python -m sovits2_jax.eval             -> WORK/synthesis/metrics.tsv, summary.json
 #   python -m sovits2_jax.demo.report      -> WORK/report.md, WORK/report.json, WORK/plots/*.png
@@ -51,6 +56,7 @@ skip_prep=0
 parallel_train=0
 vocoder_check=1
 ladder=
+text_encoder=random
 sets=()
 
 while [ $# -gt 0 ]; do
@@ -72,7 +78,8 @@ while [ $# -gt 0 ]; do
     --parallel_train) parallel_train=1; shift ;;
     --vocoder_check) vocoder_check=$2; shift 2 ;;
     --ladder) ladder=$2; shift 2 ;;
-    -h|--help) sed -n '2,34p' "$0"; exit 0 ;;
+    --text_encoder) text_encoder=$2; shift 2 ;;
+    -h|--help) sed -n '2,39p' "$0"; exit 0 ;;
     *) echo "builtin.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -125,6 +132,14 @@ ladder=${ladder:-$d_ladder}
 case "$ladder" in 0|1) ;; *) echo "builtin.sh: --ladder 0|1, got '$ladder'" >&2; exit 2 ;; esac
 average_num=${average_num:-$d_average}; num_utts=${num_utts:-$d_utts}
 work=${work:-out/builtin-$family-$size}
+# the AR's text encoder directory (gpt_sovits2; empty: BPE text)
+case "$text_encoder" in
+  none) text_encoder_dir= ;;
+  random) text_encoder_dir=$work/text_encoder ;;
+  *) [ -d "$text_encoder" ] || { echo "builtin.sh: --text_encoder $text_encoder is not a directory" >&2; exit 2; }
+     text_encoder_dir=$text_encoder ;;
+esac
+[ "$family" = gpt_sovits2 ] || text_encoder_dir=
 for v in num_steps speakers average_num num_utts num_workers extra_sentences; do
   case "${!v}" in *[!0-9]*) echo "builtin.sh: --$v must be a non-negative integer, got '${!v}'" >&2; exit 2 ;; esac
 done
@@ -179,6 +194,9 @@ trainer_args() {
   pairs=("data.train_list=$data/train.data.list" "data.dev_list=$data/dev.data.list" "train.num_steps=$n"
          "train.log_every=$(( n / 30 > 0 ? n / 30 : 1 ))" "train.eval_every=$every" "train.checkpoint_every=$every"
          "train.keep_last=4")
+  if [ "$part" = ar ] && [ -n "$text_encoder_dir" ]; then
+    pairs+=("data.text_source=bge_m3" "data.text_encoder=$text_encoder_dir")
+  fi
   for kv in ${part_sets[$part]}; do pairs+=("$kv"); done
   for kv in "${sets[@]}"; do if [ "${kv%%.*}" = "$part" ]; then pairs+=("${kv#*.}"); fi; done
   for kv in "${pairs[@]}"; do
@@ -197,6 +215,11 @@ t_start=$(date +%s.%N)
 if [ "$skip_prep" = 0 ]; then
   timed corpus "${recipe[@]}" --stage -1 --stop_stage -1
   timed prepare "${recipe[@]}" --stage 0 --stop_stage 3
+fi
+if [ -n "$text_encoder_dir" ]; then  # resumable: a rerun (--skip_prep too) skips the shards already done
+  timed text_features "$py" -m sovits2_jax.data.prep.text_features --data_list "$data/train/parquet/data.list" \
+    --data_list "$data/dev/parquet/data.list" --text_encoder "$text_encoder" --save_to "$work/text_encoder" \
+    --seed "$seed"
 fi
 cat "$data/train/parquet/data.list" > "$data/train.data.list"
 cat "$data/dev/parquet/data.list" > "$data/dev.data.list"
@@ -240,6 +263,8 @@ if [ "$family" = gpt_sovits2 ]; then
     timed "average_$part" "$py" -m sovits2_jax.train.average --workdir="$exp/$part" --num="$average_num" \
       --by=dev_loss --dst="$model_dir/$part"
   done
+  rm -rf "$model_dir/text_encoder"
+  if [ -n "$text_encoder_dir" ]; then cp -r "$text_encoder_dir" "$model_dir/text_encoder"; fi
 fi
 if [ "$family" = cosyvoice2 ]; then
   timed average "${recipe[@]}" --stage 6 --stop_stage 6

@@ -198,6 +198,14 @@ def _our_checkpoint(src: Path) -> tuple[dict, dict]:
     return params, meta
 
 
+def checkpoint_meta(config: XLMRobertaConfig, hf_config: dict | None = None, prefix: str = "") -> dict:
+    """meta.json of our checkpoint of an encoder: ``jax_to_torch`` writes ``hf_config`` (default: the config's own
+    HF form) back as config.json and the weights under ``prefix``."""
+    hf = hf_config if hf_config is not None else config.to_hf()
+    return {"format": NAME, "model": "XLMRobertaModel", "config": config.to_dict(), "hf_config": hf,
+            "torch_prefix": prefix}  # fmt: skip
+
+
 def torch_to_jax(src: str | Path, dst: str | Path) -> Path:
     """Converts a HF XLM-RoBERTa directory to an Orbax checkpoint directory; its other top-level files (tokenizer,
     sentence-transformers settings) are kept in ``extra/``."""
@@ -205,8 +213,7 @@ def torch_to_jax(src: str | Path, dst: str | Path) -> Path:
     hf = read_hf_config(src)
     config, prefix = source_config(src)
     flat = load_hf_params(src, config, prefix)
-    meta = {"format": NAME, "model": "XLMRobertaModel", "config": config.to_dict(), "hf_config": hf,
-            "torch_prefix": prefix}  # fmt: skip
+    meta = checkpoint_meta(config, hf, prefix)
     tmp = ckpt.staging_dir(dst)
     try:
         ckpt.write_checkpoint(tmp, unflatten(flat), meta)

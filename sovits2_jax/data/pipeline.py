@@ -80,10 +80,16 @@ def build_dataset(
         process_index, process_count = jax.process_index(), jax.process_count()
     if index is None:
         files = source.read_data_list(data_list or cfg.data_list)
-        from sovits2_jax.text.tokenizer import get_tokenizer
+        task = tasks.get(cfg.kind)
+        text_column = task.text_length_column(cfg)
+        tokenizer = None
+        if text_column is None:
+            from sovits2_jax.text.tokenizer import get_tokenizer
 
-        tokenizer = get_tokenizer(cfg.tokenizer)  # text lengths for planning (cheap next to audio)
-        index = source.build_index(files, tokenizer=tokenizer, measure_audio=tasks.get(cfg.kind).measures_audio(cfg))
+            tokenizer = get_tokenizer(cfg.tokenizer)  # text lengths for planning (cheap next to audio)
+        index = source.build_index(
+            files, tokenizer=tokenizer, text_column=text_column, measure_audio=task.measures_audio(cfg)
+        )
     return PlannedBatches(cfg, index, process_index=process_index, process_count=process_count)
 
 

@@ -91,9 +91,18 @@ def _audio_seconds(blobs: pa.Array) -> np.ndarray:
     return out
 
 
-def build_index(files: list[str], *, tokenizer=None, measure_audio: bool = False) -> ParquetIndex:
-    """Indexes every row of ``files``; ``tokenizer`` (with ``encode``) adds text-token lengths, ``measure_audio``
-    reads audio headers (needed only when there are no speech tokens to derive durations from)."""
+def _list_lengths(column: pa.ChunkedArray) -> np.ndarray:
+    """Lengths of a list column's rows; null lists count as empty."""
+    lens = pc.list_value_length(column).to_numpy(zero_copy_only=False)
+    return np.nan_to_num(lens.astype(np.float64), nan=0).astype(np.int32)
+
+
+def build_index(
+    files: list[str], *, tokenizer=None, text_column: str | None = None, measure_audio: bool = False
+) -> ParquetIndex:
+    """Indexes every row of ``files``; ``text_column`` (a list column of text ids; null or absent = 0) or else
+    ``tokenizer`` (with ``encode``) gives text-token lengths; ``measure_audio`` reads audio headers (needed only when
+    there are no speech tokens to derive durations from)."""
     group_file, group_in_file, group, row, utt, spk_names = [], [], [], [], [], []
     stl, rtl, ttl, secs = [], [], [], []
     columns: tuple[str, ...] | None = None
@@ -108,8 +117,10 @@ def build_index(files: list[str], *, tokenizer=None, measure_audio: bool = False
             raise ValueError(f"{path}: parquet lacks column(s) {missing}; has {list(names)}")
         columns = names if columns is None else tuple(c for c in columns if c in names)
         want = [c for c in ("utt", "spk", "speech_token", "reject_speech_token", "text") if c in names]
-        if tokenizer is None and "text" in want:
+        if (tokenizer is None or text_column is not None) and "text" in want:
             want.remove("text")
+        if text_column in names:
+            want.append(text_column)
         for gi in range(pf.num_row_groups):
             t = pf.read_row_group(gi, columns=want)
             g = len(group_file)
@@ -121,12 +132,10 @@ def build_index(files: list[str], *, tokenizer=None, measure_audio: bool = False
             utt.extend(t.column("utt").to_pylist())
             spk_names.extend(t.column("spk").to_pylist())
             for col, out in (("speech_token", stl), ("reject_speech_token", rtl)):
-                if col in want:  # null lists count as empty
-                    lens = pc.list_value_length(t.column(col)).to_numpy(zero_copy_only=False)
-                    out.append(np.nan_to_num(lens.astype(np.float64), nan=0).astype(np.int32))
-                else:
-                    out.append(np.full(n, -1, np.int32))
-            if tokenizer is not None and "text" in want:
+                out.append(_list_lengths(t.column(col)) if col in want else np.full(n, -1, np.int32))
+            if text_column is not None:  # a file without the column has no text ids (the task says why)
+                ttl.append(_list_lengths(t.column(text_column)) if text_column in want else np.zeros(n, np.int32))
+            elif tokenizer is not None and "text" in want:
                 ttl.append(np.asarray([len(tokenizer.encode(x or "")) for x in t.column("text").to_pylist()], np.int32))
             else:
                 ttl.append(np.full(n, -1, np.int32))

@@ -56,6 +56,12 @@ class Family:
     def validate(self, config) -> None:
         """Checks the family's own sections (its model section first); ConfigError naming the key."""
 
+    def adopt(self, config, overrides=()) -> list[str]:
+        """Sets, in place and before validation, the config keys the family's inputs decide (e.g. a text
+        vocabulary from the data's tokenizer); returns the ``"key: ours -> theirs"`` changes. A key in
+        ``overrides`` (the command line's dotted keys) that contradicts them is a ConfigError naming it."""
+        return []
+
     def players(self, config) -> list[Player]:
         raise NotImplementedError
 

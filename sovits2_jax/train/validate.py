@@ -30,11 +30,14 @@ def validate(config, num_devices: int | None = None) -> None:
 
 
 def adopt_init(config, overrides=()):
-    """``config`` with ``config.model``'s architecture from ``config.init.path`` (see train/init_architecture.py);
-    ``overrides``: the command line's dotted keys, refused where they contradict the checkpoint."""
+    """``config`` with ``config.model``'s architecture from ``config.init.path`` (see train/init_architecture.py),
+    then the keys the family's inputs decide (``Family.adopt``); ``overrides``: the command line's dotted keys,
+    refused where they contradict the checkpoint or the inputs."""
     from sovits2_jax.train import init_architecture
 
     init_architecture.adopt(config, overrides)
+    if "family" in config:
+        family_lib.get(config.family).adopt(config, overrides)
     return config
 
 

@@ -20,6 +20,10 @@ class SkipLog:
         self.items.append((item, reason))
         log.warning("%s: skipped %s: %s", self.stage, item, reason)
 
+    def record(self, item: str, reason: str) -> None:
+        """Counts a skip logged by an earlier run (a resumed stage still lists what its finished part skipped)."""
+        self.items.append((item, reason))
+
     @property
     def counts(self) -> dict[str, int]:
         return dict(collections.Counter(reason.split(":")[0] for _, reason in self.items))

@@ -59,6 +59,12 @@ class Task:
         return self.reads_speech_token and not self.cfg["online_tokenization"]
 
     @classmethod
+    def text_length_column(cls, cfg) -> str | None:
+        """A list column of text ids whose lengths the index plans with; None: ``config.data.tokenizer``'s ids of
+        the ``text`` column."""
+        return None
+
+    @classmethod
     def measures_audio(cls, cfg) -> bool:
         """Whether the index must measure audio durations (rows are bucketed by them)."""
         return False

@@ -2,6 +2,10 @@
 
 Batch (packed): kinds / ids / targets / text_segments / segment_ids / positions [B, L], lengths and
 num_segments [B], valid [B]; pass ``segment_ids`` to the Speech LM so no position sees another example.
+
+Text (``text_source``): "bpe" tokenizes the ``text`` column with ``tokenizer``; "bge_m3" reads the text encoder's
+ids and per-token features from the columns ``data/prep/text_features.py`` adds (``data/text_columns.py``), and the
+batch also holds ``text_features`` [B, L, text_feature_dim] float16: each text position's feature, zero elsewhere.
 """
 
 from __future__ import annotations
@@ -11,14 +15,22 @@ from typing import ClassVar
 
 import numpy as np
 
-from sovits2_jax.data import batching, order, packing, prompts, steps
+from sovits2_jax.data import batching, order, packing, prompts, steps, text_columns
 from sovits2_jax.data.tasks import base
+
+TEXT_SOURCES = ("bpe", "bge_m3")
 
 
 class GptSovits2Task(base.Task):
-    # packed positions per row
-    # min_prompts..max_prompts same-speaker references per target
-    defaults: ClassVar[dict] = dict(bucket_lengths=[2048], max_frames_in_batch=16384, min_prompts=1, max_prompts=3)
+    defaults: ClassVar[dict] = dict(
+        bucket_lengths=[2048],  # packed positions per row
+        max_frames_in_batch=16384,
+        min_prompts=1,  # min_prompts..max_prompts same-speaker references per target
+        max_prompts=3,
+        text_source="bpe",  # "bpe": `tokenizer` over `text`; "bge_m3": the text encoder's columns (ids, features)
+        text_encoder="",  # bge_m3: the directory the columns were made with (the AR's text sizes come from it)
+        text_feature_dim=0,  # bge_m3: the features' width (the gpt_sovits2_ar family sets it from text_encoder)
+    )
     primary = "kinds"
 
     @staticmethod
@@ -26,11 +38,42 @@ class GptSovits2Task(base.Task):
         check(len(cfg.bucket_lengths) == 1, "config.data.bucket_lengths: gpt_sovits2 packs into one row length")
         ok = 1 <= cfg.min_prompts <= cfg.max_prompts
         check(ok, "config.data.min_prompts must be in [1, config.data.max_prompts]")
+        check(cfg.text_source in TEXT_SOURCES, f"config.data.text_source={cfg.text_source!r} not in {TEXT_SOURCES}")
+        if cfg.text_source == "bge_m3":
+            check(cfg.text_feature_dim >= 1, f"config.data.text_feature_dim={cfg.text_feature_dim} must be >= 1 with "
+                  "text_source='bge_m3': the text encoder's width (the gpt_sovits2_ar family reads it from "
+                  "config.data.text_encoder)")  # fmt: skip
+
+    @classmethod
+    def text_length_column(cls, cfg) -> str | None:
+        return text_columns.TOKEN if cfg["text_source"] == "bge_m3" else None
 
     def __init__(self, cfg, index):
         super().__init__(cfg, index)
         usable = (index.speech_token_len > 0) & (index.text_token_len != 0)
         self.speakers = prompts.SpeakerRows(index.spk, index.group, usable=usable)
+        self.feature_dim = cfg["text_feature_dim"] if cfg["text_source"] == "bge_m3" else 0
+        if self.feature_dim:
+            self.check_feature_files()
+
+    def check_feature_files(self) -> None:
+        """Every shard carries the text encoder's columns, of the configured width."""
+        for path in self.index.files:
+            info = text_columns.read_info(path)
+            if info is None:
+                raise ValueError(
+                    f"{path}: no text encoder columns ({', '.join(text_columns.COLUMNS)}), which "
+                    "config.data.text_source='bge_m3' reads: run python -m sovits2_jax.data.prep.text_features on "
+                    "its data.list"
+                )
+            if info["dim"] != self.feature_dim:
+                raise ValueError(
+                    f"config.data.text_feature_dim={self.feature_dim} but {path} holds features of width "
+                    f"{info['dim']} (from {info.get('source')})"
+                )
+
+    def columns(self, available):
+        return (*super().columns(available), *(text_columns.COLUMNS if self.feature_dim else ()))
 
     def plan(self, rows, epoch, shard, skips, buckets):
         """Each target with same-speaker references drawn per (seed, epoch, shard), dropping references before
@@ -69,7 +112,16 @@ class GptSovits2Task(base.Task):
         return [self.read_tokens, self.nonempty_text]
 
     def read_tokens(self, s, rng=None):
-        return steps.check_tokens(steps.tokenize(s, self.tokenizer()), need_speech_token=True)
+        if not self.feature_dim:
+            s = steps.tokenize(s, self.tokenizer())
+        elif s.get(text_columns.TOKEN) is None:
+            raise steps.SkipSample("no text features")  # skipped by the preparation stage
+        else:
+            s["text_token"] = np.asarray(s[text_columns.TOKEN], np.int32)
+            s["text_features"] = text_columns.features(s["text_token"], s.get(text_columns.FEATURE), self.feature_dim)
+            if s["text_features"] is None:
+                raise steps.SkipSample("text features not text ids x text_feature_dim")
+        return steps.check_tokens(s, need_speech_token=True)
 
     @staticmethod
     def nonempty_text(s, rng=None):
@@ -84,15 +136,16 @@ class GptSovits2Task(base.Task):
                                         self._example, reader, ex, bucket, skipped)) for ex in slot]  # fmt: skip
             rows.append([seq for _, seq in loaded])
             utts.append([self.index.utt[ex[-1]] for ex, seq in loaded if seq is not None])  # segment order
-        batch = packing.pack_rows(rows, bucket.length)
+        batch = packing.pack_rows(rows, bucket.length, self.feature_dim)
         batch["valid"] = batch["num_segments"] > 0
         return batch, utts
 
     def _example(self, reader, ex, bucket, skipped):
         samples = [self.process(reader.read(r), None) for r in ex]
+        features = [s["text_features"] for s in samples] if self.feature_dim else None
         out = packing.gpt_sovits2_example(
             [s["text_token"] for s in samples], [s["speech_token"] for s in samples],
-            speech_token_size=self.cfg["speech_token_size"],
+            speech_token_size=self.cfg["speech_token_size"], text_features=features,
         )  # fmt: skip
         if len(out["kinds"]) > bucket.length:  # text lengths changed since indexing
             skipped["longer than the pack length"] += 1

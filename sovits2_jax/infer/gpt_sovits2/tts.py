@@ -9,6 +9,12 @@ in one batched ``generate`` call with a key per row. Each row's S3 tokens are th
 fusion, as GPT-SoVITS averages ``ge`` over a list of references), at ``speed`` (length scale) and
 ``noise_scale``. The VITS decode runs row by row at each row's exact length, as GPT-SoVITS decodes its batched
 AR output per sentence: padding a batch would change the vocoder's last frames.
+
+With a text encoder (``from_pretrained`` finds ``MODEL_DIR/text_encoder/``, see ``convert/text_encoder.py``) the AR
+reads what it was trained on with ``config.data.text_source="bge_m3"``: every text of a call (the targets and the
+references' transcripts) is tokenized by the encoder's tokenizer and encoded in one bucketed, jitted
+``xlm_roberta.encode`` call, and each text position of the prompt carries its feature (rounded to float16, as the
+training data stores them). The VITS keeps reading ``tokenizer``'s ids.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import dataclasses
 import functools
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -32,7 +38,11 @@ from sovits2_jax.models.speech_lm import SpeechLM, SpeechLMConfig
 from sovits2_jax.models.vits2 import SynthesizerTrn, VitsConfig
 from sovits2_jax.text import layouts
 
+if TYPE_CHECKING:
+    from sovits2_jax.convert.text_encoder import TextEncoder
+
 SPEECH_TOKENIZER_RATE = 16000  # S3 tokenizers read 16 kHz audio
+TEXT_ENCODER_DIR = "text_encoder"  # in a model directory, beside ar/ and vits/
 
 
 class SynthesisError(ValueError):
@@ -73,22 +83,29 @@ class SynthesisSettings:
 # ------------------------------------------------------------------------------------------------ prompts
 
 
+PROMPT_KEYS = ("kinds", "ids", "text_segments", "text_features")
+
+
 def prompt_sequence(
     ref_texts: Sequence[Sequence[int]],
     ref_speeches: Sequence[Sequence[int]],
     text: Sequence[int],
     *,
     speech_token_size: int,
+    text_features: Sequence[np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
-    """The AR prompt ``x1 + y1 + ... + xn + x`` (kinds, ids, text_segments) ending in the last task_id."""
-    seq = layouts.gpt_sovits2_sequence([*ref_texts, text], list(ref_speeches), speech_token_size=speech_token_size)
-    return {k: seq[k] for k in ("kinds", "ids", "text_segments")}
+    """The AR prompt ``x1 + y1 + ... + xn + x`` (kinds, ids, text_segments) ending in the last task_id; with
+    ``text_features`` (one [len, F] array per text, the references' first) also its [T, F] ``text_features``."""
+    seq = layouts.gpt_sovits2_sequence(
+        [*ref_texts, text], list(ref_speeches), speech_token_size=speech_token_size, text_features=text_features
+    )
+    return {k: seq[k] for k in PROMPT_KEYS if k in seq}
 
 
 def prompt_batch(examples: Sequence[dict[str, np.ndarray]]) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Right-padded prompts for ``generate`` and their lengths."""
     batch = layouts.pad_batch(examples)
-    return {k: batch[k] for k in ("kinds", "ids", "text_segments")}, batch["lengths"]
+    return {k: batch[k] for k in PROMPT_KEYS if k in batch}, batch["lengths"]
 
 
 # ------------------------------------------------------------------------------------------------- VITS
@@ -130,6 +147,7 @@ class GptSoVITS2:
         tokenizer: TextTokenizer,
         settings: SynthesisSettings,
         speech_tokenizer: Callable[[np.ndarray], Sequence[int]] | None = None,
+        text_encoder: TextEncoder | None = None,
     ):
         self.ar_config: SpeechLMConfig = ar.config
         self.vits_config: VitsConfig = vits.cfg
@@ -142,6 +160,15 @@ class GptSoVITS2:
                 f"the AR speaks {self.ar_config.speech_token_size} speech tokens but the VITS embeds only "
                 f"{self.vits_config.speech_vocab_size}"
             )
+        if text_encoder is not None:
+            width, vocab = self.ar_config.text_feature_dim, self.ar_config.backbone.vocab_size
+            if width != text_encoder.hidden_size:
+                raise SynthesisError(f"the AR reads text features of width {width} but the text encoder "
+                                     f"{text_encoder.source} gives {text_encoder.hidden_size}")  # fmt: skip
+            if text_encoder.vocab_size > vocab:
+                raise SynthesisError(f"the text encoder's tokenizer gives {text_encoder.vocab_size} ids but the AR "
+                                     f"embeds only {vocab}")  # fmt: skip
+        self.text_encoder = text_encoder
         self.ar_graphdef, self.ar_params = nnx.split(ar, nnx.Param)
         self.vits_graphdef, self.vits_params = nnx.split(vits, nnx.Param)
         self.tokenizer = tokenizer
@@ -158,9 +185,11 @@ class GptSoVITS2:
         settings: SynthesisSettings | None = None,
         *,
         speech_tokenizer: Callable[[np.ndarray], Sequence[int]] | None = None,
+        text_encoder: TextEncoder | None = None,
     ) -> GptSoVITS2:
-        """From built models; ``speech_tokenizer`` maps 16 kHz audio to S3 tokens for references given without."""
-        return cls(ar_model, vits_model, tokenizer, settings or SynthesisSettings(), speech_tokenizer)
+        """From built models; ``speech_tokenizer`` maps 16 kHz audio to S3 tokens for references given without;
+        ``text_encoder`` (a loaded ``convert.text_encoder.TextEncoder``) gives the AR its text ids and features."""
+        return cls(ar_model, vits_model, tokenizer, settings or SynthesisSettings(), speech_tokenizer, text_encoder)
 
     @classmethod
     def from_pretrained(
@@ -171,15 +200,20 @@ class GptSoVITS2:
         tokenizer: TextTokenizer | None = None,
         settings: SynthesisSettings | None = None,
         speech_tokenizer: Callable[[np.ndarray], Sequence[int]] | None = None,
+        text_encoder: str | Path | None = None,
     ) -> GptSoVITS2:
         """From checkpoints ``train.parts.load`` reads (our Orbax directories, trainer checkpoints or
         workdirs): ``ar`` holds the speech LM, ``vits`` the decoder; with ``vits`` None, ``ar`` is a directory
-        holding both as ``ar/`` and ``vits/``. The tokenizer defaults to the Qwen2 BPE one."""
+        holding both as ``ar/`` and ``vits/``, and its ``text_encoder/`` when present. ``text_encoder``: a text
+        encoder directory for the AR's text. The (VITS) tokenizer defaults to the Qwen2 BPE one."""
         from sovits2_jax.convert import parts
+        from sovits2_jax.convert import text_encoder as text_encoder_dir
         from sovits2_jax.convert.mapping import flatten
         from sovits2_jax.convert.params import params_from_flat
 
         if vits is None:
+            if text_encoder is None and (Path(ar) / TEXT_ENCODER_DIR).is_dir():
+                text_encoder = Path(ar) / TEXT_ENCODER_DIR
             ar, vits = Path(ar) / "ar", Path(ar) / "vits"
         ar_params, ar_cfg = parts.load(ar, "llm")
         vits_params, vits_cfg = parts.load(vits, "vits")
@@ -189,25 +223,47 @@ class GptSoVITS2:
             from sovits2_jax.text.tokenizer import get_tokenizer
 
             tokenizer = get_tokenizer("qwen2")
-        return cls(nnx.merge(g, p), nnx.merge(vg, vp), tokenizer, settings or SynthesisSettings(), speech_tokenizer)
+        encoder = None if text_encoder is None else text_encoder_dir.load(text_encoder)
+        return cls(nnx.merge(g, p), nnx.merge(vg, vp), tokenizer, settings or SynthesisSettings(), speech_tokenizer,
+                   encoder)  # fmt: skip
 
     # -- inputs ------------------------------------------------------------------------------------------------
-    def _text_ids(self, text, what: str) -> list[int]:
+    @staticmethod
+    def _check_text(text, what: str) -> str:
         if not isinstance(text, str) or not text.strip():
             raise SynthesisError(f"{what} is empty")
-        ids = [int(i) for i in self.tokenizer.encode(text)]
-        limit = min(self.ar_config.backbone.vocab_size, self.vits_config.n_symbols)
+        return text
+
+    def _text_ids(self, text, what: str) -> list[int]:
+        """``tokenizer``'s ids of a text: the VITS's (and, without a text encoder, the AR's)."""
+        ids = [int(i) for i in self.tokenizer.encode(self._check_text(text, what))]
+        limit = self.vits_config.n_symbols
+        if self.text_encoder is None:
+            limit = min(self.ar_config.backbone.vocab_size, limit)
         if not ids:
             raise SynthesisError(f"{what} gives no text tokens")
         if max(ids) >= limit or min(ids) < 0:
             raise SynthesisError(f"{what} has token ids outside [0, {limit}) the models embed")
         return ids
 
-    def _reference(self, i: int, ref: Reference) -> tuple[list[int] | None, list[int] | None, np.ndarray]:
-        """(text ids, speech tokens, spectrogram) of a reference; the first two None for a voice-only one."""
+    def _ar_texts(self, texts: Sequence[str], whats: Sequence[str]) -> tuple[list[list[int]], list | None]:
+        """The AR's ids of each text and, with a text encoder, their features (float16-rounded float32 [len, F]),
+        all texts encoded in one call."""
+        if self.text_encoder is None:
+            return [self._text_ids(t, w) for t, w in zip(texts, whats)], None
+        enc = self.text_encoder
+        rows = [enc.tokenize(self._check_text(t, w)) for t, w in zip(texts, whats)]
+        for row, what in zip(rows, whats):
+            if len(row) > enc.max_tokens:
+                raise SynthesisError(f"{what} is {len(row)} text encoder tokens, more than its {enc.max_tokens}")
+        features = [f.astype(np.float16).astype(np.float32) for f in enc.features(rows)]
+        return rows, features
+
+    def _reference(self, i: int, ref: Reference) -> tuple[str | None, list[int] | None, np.ndarray]:
+        """(transcript, speech tokens, spectrogram) of a reference; the first two None for a voice-only one."""
         if not isinstance(ref, Reference):
             raise SynthesisError(f"reference {i} must be a Reference(wav, sample_rate, text[, speech_tokens])")
-        text = None if ref.text is None else self._text_ids(ref.text, f"reference {i}'s text")
+        text = None if ref.text is None else self._check_text(ref.text, f"reference {i}'s text")
         wav = np.asarray(ref.wav, np.float32).reshape(-1)
         if wav.size == 0 or not np.isfinite(wav).all():
             raise SynthesisError(f"reference {i}'s audio is empty or not finite")
@@ -246,15 +302,21 @@ class GptSoVITS2:
         spoken = [r for r in refs if r[0] is not None]  # the AR prompt: references with their transcript
         if not spoken:
             raise SynthesisError("at least one reference needs its transcript (the others may lend only their voice)")
-        text_ids = [self._text_ids(t, f"text {i}" if len(texts) > 1 else "text") for i, t in enumerate(texts)]
-        size = self.ar_config.speech_token_size
+        whats = [f"text {i}" if len(texts) > 1 else "text" for i in range(len(texts))]
+        text_ids = [self._text_ids(t, w) for t, w in zip(texts, whats)]  # the VITS's
+        ref_whats = [f"reference {i}'s text" for i, r in enumerate(refs) if r[0] is not None]
+        ar_ids, features = self._ar_texts([r[0] for r in spoken] + list(texts), ref_whats + whats)
+        n_refs, size = len(spoken), self.ar_config.speech_token_size
         examples = [
-            prompt_sequence([r[0] for r in spoken], [r[1] for r in spoken], ids, speech_token_size=size)
-            for ids in text_ids
-        ]
+            prompt_sequence(
+                ar_ids[:n_refs], [r[1] for r in spoken], ids, speech_token_size=size,
+                text_features=None if features is None else [*features[:n_refs], features[n_refs + j]],
+            )
+            for j, ids in enumerate(ar_ids[n_refs:])
+        ]  # fmt: skip
         prompt, prompt_len = prompt_batch(examples)
         s = self.settings
-        n_text = np.asarray([len(t) for t in text_ids])
+        n_text = np.asarray([len(t) for t in ar_ids[n_refs:]])
         max_len = np.minimum((n_text * s.max_ratio).astype(np.int32), s.max_tokens)
         min_len = np.minimum((n_text * s.min_ratio).astype(np.int32), max_len)
         if max_len.min() < 1:
@@ -278,8 +340,9 @@ class GptSoVITS2:
         if empty:
             raise SynthesisError(f"the AR produced no speech token for text {empty[0]}")
         return rows, dict(
-            text_ids=text_ids, refers=tuple(jnp.asarray(r[2])[None] for r in refs), prompt=prompt, prompt_len=prompt_len
-        )
+            text_ids=text_ids, ar_text_ids=ar_ids[n_refs:], refers=tuple(jnp.asarray(r[2])[None] for r in refs),
+            prompt=prompt, prompt_len=prompt_len,
+        )  # fmt: skip
 
     def vocode(
         self,
