@@ -116,8 +116,8 @@ def test_gpt_sovits2_trains_on_packed_references(tiny_corpus, tmp_path):
         "configs/gpt_sovits2.py:ar_tiny",
         _overrides(tiny_corpus.train_list, tiny_corpus.dev_list, **{"train.optimizer.lr": 3e-3}),
     )
-    assert train[STEPS]["train/loss"] < 0.9 * train[1]["train/loss"], train
-    assert all(0 <= r["train/acc"] <= 1 and r["train/target_tokens"] > 0 for r in train.values())
+    assert train[STEPS]["loss"] < 0.9 * train[1]["loss"], train
+    assert all(0 <= r["acc"] <= 1 and r["target_tokens"] > 0 for r in train.values())
 
 
 # one bucket of 4 x 160 frames; a 64-wide encoder (the tiny preset keeps the torch reference's 512) for speed
