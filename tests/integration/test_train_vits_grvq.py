@@ -7,6 +7,7 @@ to audio of the expected length, and their usage measured."""
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -149,3 +150,49 @@ def test_the_data_task_checks_the_feature_dimension(ssl_lists):
     cfg.update(worker_count=0, num_epochs=1, ssl_dim=16)
     with pytest.raises(ValueError, match=r"ssl_feature_dim is 32, config\.data\.ssl_dim=16"):
         pipeline.build_dataset(cfg, data_list=ssl_lists[0])
+
+
+def test_averaged_codebooks_convert_to_a_torch_state_dict_and_back(runs, tmp_path):
+    """The trainer's steps 2 and 3 averaged (codebooks too), written as the documented torch state dict (the VQ
+    loads strictly into vector-quantize-pytorch's GroupedResidualVQ and decodes codes as ours does) and read back
+    bit-exact."""
+    torch = pytest.importorskip("torch")
+    from sovits2_jax.convert import checkpoint as ckpt
+    from sovits2_jax.convert import gpt_sovits, parts, vits_grvq
+    from sovits2_jax.convert.mapping import ConversionError
+    from sovits2_jax.models import grvq
+    from sovits2_jax.train import average
+
+    run = runs(2)
+    dst, chosen = average.average_checkpoints(run, 2, "latest", tmp_path / "avg")
+    assert [d.name for d in chosen] == ["3", "2"]
+    steps = [ckpt.load_buffers(run / "checkpoints" / s)["grvq"] for s in ("2", "3")]
+    mean = ckpt.load_buffers(dst)["grvq"]
+    np.testing.assert_allclose(mean["embed"], (steps[0]["embed"] + steps[1]["embed"]) / 2, rtol=1e-6)
+    assert mean["initted"].dtype == bool and bool(mean["initted"])
+    params, config = parts.load(dst, "vits")
+    assert config.content == "ssl_grvq" and config.num_codebooks == 4
+
+    pt = vits_grvq.jax_to_torch(dst, tmp_path / "model.pt")
+    obj = torch.load(pt, weights_only=True)
+    sd = obj["state_dict"]
+    assert obj["config"]["content"] == "ssl_grvq" and obj["info"].startswith(vits_grvq.LAYOUT)
+    assert tuple(sd["ssl_proj.weight"].shape) == (SSL_DIM, SSL_DIM, 2)  # GPT-SoVITS's names for the parameters
+    assert tuple(sd["enc_p.ssl_proj.weight"].shape) == (config.hidden_channels, SSL_DIM, 1)
+    assert tuple(sd["quantizer.rvqs.1.layers.1._codebook.embed"].shape) == (1, 16, SSL_DIM // 2)
+    assert sd["quantizer.rvqs.0.layers.0._codebook.initted"].dtype == torch.bool
+    vqp = pytest.importorskip("vector_quantize_pytorch")
+    ref = vqp.GroupedResidualVQ(dim=SSL_DIM, groups=2, num_quantizers=2, codebook_size=16, kmeans_init=True,
+                                rotation_trick=False)  # fmt: skip
+    ref.load_state_dict({k[len("quantizer.") :]: v for k, v in sd.items() if k.startswith("quantizer.")}, strict=True)
+    codes = np.random.default_rng(0).integers(0, 16, (2, 3, 5, 2))  # [G, B, N, Q]
+    with torch.no_grad():
+        want = ref.get_output_from_indices(torch.from_numpy(codes)).numpy()
+    got = np.asarray(grvq.decode(grvq.state_from_dict(mean), jnp.asarray(codes)))
+    np.testing.assert_allclose(got, want, atol=1e-6)
+
+    back = vits_grvq.torch_to_jax(pt, tmp_path / "back")
+    assert_trees_equal(parts.load(back, "vits")[0], params)
+    assert_trees_equal(parts.load_buffers(back, "vits"), {"grvq": mean})
+    with pytest.raises(ConversionError, match=r"convert\.vits_grvq"):
+        gpt_sovits.jax_to_torch(dst, tmp_path / "no.pth")
