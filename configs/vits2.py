@@ -1,12 +1,17 @@
 """VITS decoder configs: ``--config=configs/vits2.py[:ARG]``, ARG in ``v2`` (default, released GPT-SoVITS s2 v2),
 ``v1``, ``sovits2`` (= release: GPT-SoVITS2's VITS2: S3 tokens, BPE text, RoPE, hidden 256 / 4 heads / filter 1024,
 6-layer transformer couplings), ``small`` (the sovits2 layout at 24 kHz and about half width, for CPU-scale quality
-runs), ``tiny`` (the sovits2 layout shrunk for tests, 8 kHz) or ``v2_tiny`` (v2's SSL layout at that size).
+runs), ``tiny`` (the sovits2 layout shrunk for tests, 8 kHz) or ``v2_tiny`` (v2's SSL layout at that size);
+``grvq2`` / ``grvq4`` (GPT-SoVITS2's planned content: the sovits2 layout reading 768-d SSL features through a
+trainable grouped residual VQ of 2 groups x 1 or 2 quantizers = 2 or 4 codebooks of 1024 codes) and their
+``grvq2_tiny`` / ``grvq4_tiny`` (the tiny size on the tiny HuBERT's 32-d features, 64 codes).
 
 ``PRESETS`` is the one table of VitsConfig sizes. ``config.model`` holds ``VitsConfig`` fields
 (``sovits2_jax.models.vits2.config``), ``config.discriminator`` the MPD; the trainer's sections (family
 ``vits``, data task ``vits``) follow GPT-SoVITS's s2.json (``training``). v1 / v2 train on a Parquet carrying
-SSL features (``ssl_feature``) and GPT-SoVITS phoneme ids (``phone_ids``), referencing themselves.
+SSL features (``ssl_feature``) and GPT-SoVITS phoneme ids (``phone_ids``), referencing themselves; the grvq
+presets read ``ssl_feature`` (``python -m sovits2_jax.infer.ssl_features`` writes it) with BPE text and
+same-speaker references.
 """
 
 import ml_collections
@@ -113,8 +118,23 @@ def v2_tiny() -> VitsConfig:
     )  # fmt: skip
 
 
+def sovits2_grvq(quantizers: int) -> VitsConfig:
+    """GPT-SoVITS2's VITS2 on SSL features (chinese-hubert-base / mHuBERT-147, 768-d at 50 Hz) through a grouped
+    residual VQ: 2 groups of 384 dims x ``quantizers`` residual stages, 1024 codes each, GPT-SoVITS's VQ settings."""
+    return gpt_sovits2().replace(content="ssl_grvq", ssl_dim=768, codebook_size=1024, vq_groups=2,
+                                 vq_quantizers=quantizers)  # fmt: skip
+
+
+def grvq_tiny(quantizers: int) -> VitsConfig:
+    """The tiny size reading the tiny HuBERT's 32-d features (``models.hubert.tiny``) through 2 groups x
+    ``quantizers`` codebooks of 64 codes (10 k-means iterations)."""
+    return tiny().replace(content="ssl_grvq", ssl_dim=32, codebook_size=64, vq_groups=2, vq_quantizers=quantizers,
+                          vq_kmeans_iters=10, n_symbols=151936)  # fmt: skip
+
+
 PRESETS = {"v2": gpt_sovits_v2, "v1": gpt_sovits_v1, "sovits2": gpt_sovits2, "small": small, "tiny": tiny,
-           "v2_tiny": v2_tiny}  # fmt: skip
+           "v2_tiny": v2_tiny, "grvq2": lambda: sovits2_grvq(1), "grvq4": lambda: sovits2_grvq(2),
+           "grvq2_tiny": lambda: grvq_tiny(1), "grvq4_tiny": lambda: grvq_tiny(2)}  # fmt: skip
 ALIASES = {"": "v2", "release": "sovits2"}
 
 
@@ -150,9 +170,12 @@ def training(model: VitsConfig, *, batch_size: int, crop_frames: int, reference:
     data.text_vocab_size = model.n_symbols
     if model.content == "tokens":
         data.speech_token_size = model.speech_vocab_size - 3
+        data.ssl_column = ""
     else:
+        data.ssl_column = "ssl_feature"
         data.ssl_dim = model.ssl_dim
-        data.text_ids_column = "phone_ids"
+        if model.content == "hubert_vq":  # GPT-SoVITS's phonemes; ssl_grvq reads BPE text as the tokens layout
+            data.text_ids_column = "phone_ids"
     return sections
 
 
@@ -173,9 +196,9 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         model,
         f"out/vits2_{name}",
         discriminator=discriminator_section(name),
-        batch_size={"tiny": 4, "v2_tiny": 4, "small": 8}.get(name, 32),
+        batch_size=4 if tiny_size else {"small": 8}.get(name, 32),
         crop_frames=40 if tiny_size else max(200, 2 * model.segment_size // model.hop_length),
-        reference="speaker" if model.content == "tokens" else "self",
+        reference="self" if model.content == "hubert_vq" else "speaker",
         ref_frames=100 if tiny_size else 300,
     )
 

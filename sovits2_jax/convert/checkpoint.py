@@ -1,4 +1,8 @@
-"""Orbax parameter checkpoints that carry their model config (``meta.json``), written atomically."""
+"""Orbax parameter checkpoints that carry their model config (``meta.json``), written atomically.
+
+A checkpoint directory holds ``params/`` (Orbax), ``meta.json`` and, for a model with non-gradient state (the
+``ssl_grvq`` VITS's codebooks), ``buffers/`` (Orbax, laid out like ``params``: a trainer step's holds every player's,
+``{player: tree}``, and its meta.json names the exported one)."""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from sovits2_jax.convert.mapping import ConversionError, flatten, unflatten
 
 META = "meta.json"
 PARAMS = "params"
+BUFFERS = "buffers"  # the item of non-gradient state (a trainer's Family.init_buffers), beside params
 PLAYER = "player"  # meta.json key: the trainer player whose params are the model
 META_ITEM = "meta"  # a trainer step keeps meta.json in this Orbax item
 CHECKPOINTS = "checkpoints"  # a trainer workdir's CheckpointManager directory
@@ -46,23 +51,28 @@ def commit(tmp: Path, dst: str | Path, overwrite: bool = True) -> None:
         tmp.rename(dst)
 
 
-def write_checkpoint(directory: str | Path, params: Mapping, meta: Mapping) -> None:
-    """Writes params (nested dict of arrays) with Orbax and meta.json into an existing, empty ``directory``."""
+def write_checkpoint(directory: str | Path, params: Mapping, meta: Mapping, buffers: Mapping | None = None) -> None:
+    """Writes params (nested dict of arrays) with Orbax and meta.json into an existing, empty ``directory``;
+    ``buffers`` (non-empty) as the ``buffers`` item."""
     import orbax.checkpoint as ocp
 
     directory = Path(directory).absolute()
-    tree = _stringify(params)
     with ocp.StandardCheckpointer() as ckptr:
-        ckptr.save(directory / PARAMS, tree)
+        ckptr.save(directory / PARAMS, _stringify(params))
+        if buffers:
+            ckptr.save(directory / BUFFERS, _stringify(buffers))
         ckptr.wait_until_finished()
     (directory / META).write_text(json.dumps(dict(meta), indent=2, default=str))
 
 
-def save_checkpoint(dst: str | Path, params: Mapping, meta: Mapping, overwrite: bool = True) -> Path:
-    """Atomically writes an Orbax params checkpoint + meta.json at ``dst`` (nothing half-written on failure)."""
+def save_checkpoint(
+    dst: str | Path, params: Mapping, meta: Mapping, overwrite: bool = True, buffers: Mapping | None = None
+) -> Path:
+    """Atomically writes an Orbax params checkpoint + meta.json (+ buffers) at ``dst`` (nothing half-written on
+    failure)."""
     tmp = staging_dir(dst)
     try:
-        write_checkpoint(tmp, params, meta)
+        write_checkpoint(tmp, params, meta, buffers)
         commit(tmp, dst, overwrite)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -90,24 +100,46 @@ def load_checkpoint(directory: str | Path) -> tuple[dict, dict]:
     A trainer checkpoint's params item holds every player (``{"generator": ..., "discriminator": ...}``); its
     meta.json names the exported one as ``"player"``, and only that player's params are returned.
     """
-    import orbax.checkpoint as ocp
-
     directory = Path(directory).absolute()
     meta = read_meta(directory)
     if not (directory / PARAMS).is_dir():
         raise ConversionError(f"{directory}: has {META} but no {PARAMS}/ item")
+    return _load_item(directory, PARAMS, meta), meta
+
+
+def load_buffers(directory: str | Path) -> dict:
+    """The checkpoint's buffers (nested numpy; a trainer step's: those of the player meta.json names), ``{}`` when
+    it has none (most models)."""
+    directory = Path(directory).absolute()
+    meta = read_meta(directory)
+    if not (directory / BUFFERS).is_dir():
+        return {}
+    player = meta.get(PLAYER)
+    if player is not None:  # a trainer step: players without buffers have no entry
+        import orbax.checkpoint as ocp
+
+        with ocp.StandardCheckpointer() as ckptr:
+            metadata = ckptr.metadata(directory / BUFFERS)
+        if player not in getattr(metadata, "item_metadata", metadata):
+            return {}
+    return _load_item(directory, BUFFERS, meta)
+
+
+def _load_item(directory: Path, item: str, meta: dict) -> dict:
+    import orbax.checkpoint as ocp
+
     player = meta.get(PLAYER)
     with ocp.StandardCheckpointer() as ckptr:
-        metadata = ckptr.metadata(directory / PARAMS)
+        metadata = ckptr.metadata(directory / item)
         tree = getattr(metadata, "item_metadata", metadata)
         if player is None:
-            restored = ckptr.restore(directory / PARAMS, _numpy_target(tree))
+            restored = ckptr.restore(directory / item, _numpy_target(tree))
         elif player not in tree:
-            raise ConversionError(f"{directory}: meta.json names player {player!r}, params hold {sorted(tree)}")
+            raise ConversionError(f"{directory}: meta.json names player {player!r}, {item} hold {sorted(tree)}")
     if player is not None:
-        restored = _restore_player(directory / PARAMS, tree, player)
+        restored = _restore_player(directory / item, tree, player)
     flat = {k: np.asarray(v) for k, v in flatten(restored).items()}
-    return unflatten(flat), meta
+    return unflatten(flat)
 
 
 def _restore_player(path: Path, tree, player: str) -> dict:

@@ -342,9 +342,10 @@ def jax_to_torch(src_dir: str | Path, dst: str | Path) -> Path:
 
     cfg = VitsConfig.from_dict(meta["config"])
     if (cfg.content, cfg.flow, cfg.position, cfg.text_input) != ("hubert_vq", "wavenet", "relative", "ids"):
+        hint = "; python -m sovits2_jax.convert.vits_grvq writes its state dict" if cfg.content == "ssl_grvq" else ""
         raise ConversionError(
             f"{src_dir}: the {cfg.version} layout (content={cfg.content}, flow={cfg.flow}, position={cfg.position}, "
-            f"text_input={cfg.text_input}) has no GPT-SoVITS SynthesizerTrn equivalent to write as .pth"
+            f"text_input={cfg.text_input}) has no GPT-SoVITS SynthesizerTrn equivalent to write as .pth{hint}"
         )
     tmeta = meta.get("torch", {})
     items = dict(flat_to_torch_items(flatten(params)))

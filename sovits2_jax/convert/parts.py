@@ -58,6 +58,17 @@ def load(path: str | Path, part: str, *, scan_layers: bool | None = None) -> tup
     return params, config
 
 
+def load_buffers(path: str | Path, part: str) -> dict:
+    """The non-gradient state stored with ``part`` at ``path`` (nested numpy, e.g. ``{"grvq": ...}``, the
+    ``ssl_grvq`` VITS's codebooks): a checkpoint of ours' ``buffers`` item; ``{}`` for a source without one."""
+    if part not in formats.known_parts():
+        raise ConversionError(f"unknown part {part!r} (one of {', '.join(formats.known_parts())})")
+    src = ckpt.resolve_checkpoint_dir(Path(path))
+    if not src.is_dir() or ckpt.meta_path(src) is None:
+        return {}
+    return ckpt.load_buffers(src)
+
+
 def load_config(path: str | Path, part: str) -> tuple[Any, str]:
     """(model config of ``part`` at ``path``, scope): scope "" when the source defines the whole part's
     architecture, else the section of it that it defines (a HF Qwen2 directory read as an ``llm`` defines its

@@ -144,7 +144,7 @@ def init_state(config: GRVQConfig, key: jax.Array | None = None) -> GRVQState:
         embed = jax.random.uniform(key, shape, jnp.float32, -bound, bound)
     return GRVQState(
         embed=embed,
-        embed_avg=embed,
+        embed_avg=jnp.copy(embed),  # a buffer of its own: a trainer donates the state
         cluster_size=jnp.ones(shape[:3], jnp.float32),
         initted=jnp.asarray(not config.kmeans_init),
     )
@@ -333,3 +333,73 @@ def decode(state: GRVQState, codes: jax.Array) -> jax.Array:
         picked = jax.vmap(lambda book, c: book[jnp.maximum(c, 0)])(books, idx)  # [G, B, N, d]
         total = total + jnp.where((idx >= 0)[..., None], picked, 0.0)
     return jnp.transpose(total, (1, 2, 0, 3)).reshape(b, n, -1)
+
+
+# ------------------------------------------------------------------------------------------------ layouts
+
+
+def state_to_dict(state: GRVQState) -> dict[str, jax.Array]:
+    """The state as a plain dict (``embed``, ``embed_avg``, ``cluster_size``, ``initted``): how trainers and
+    checkpoints carry it."""
+    return {f.name: getattr(state, f.name) for f in dataclasses.fields(GRVQState)}
+
+
+def state_from_dict(values) -> GRVQState:
+    """``state_to_dict`` back (a mapping with exactly the four fields)."""
+    names = {f.name for f in dataclasses.fields(GRVQState)}
+    if set(values) != names:
+        raise ValueError(f"a GRVQ state has the fields {sorted(names)}, got {sorted(values)}")
+    return GRVQState(**{k: values[k] for k in names})
+
+
+def codes_to_rows(codes: jax.Array) -> jax.Array:
+    """codes [groups, B, N, Q] -> [groups * Q, B, N]; row ``g * Q + q`` is group g's stage q."""
+    g, b, n, q = codes.shape
+    return jnp.transpose(codes, (0, 3, 1, 2)).reshape(g * q, b, n)
+
+
+def rows_to_codes(rows: jax.Array, config: GRVQConfig) -> jax.Array:
+    """``codes_to_rows`` back: [groups * Q', B, N] -> [groups, B, N, Q'] (Q' <= num_quantizers: the first stages)."""
+    k, b, n = rows.shape
+    if k % config.groups or k // config.groups > config.num_quantizers:
+        raise ValueError(
+            f"codes have {k} rows; expected groups ({config.groups}) x up to {config.num_quantizers} quantizers"
+        )
+    return jnp.transpose(rows.reshape(config.groups, k // config.groups, b, n), (0, 2, 3, 1))
+
+
+# ------------------------------------------------------------------------------------------------ usage
+
+
+def perplexity(codes: jax.Array, codebook_size: int) -> jax.Array:
+    """Jittable: the perplexity of each codebook's code distribution in one batch, codes [groups, B, N, Q] (-1 left
+    out) -> [groups, Q] (``code_usage``'s figure, for a training metric)."""
+    onehot = jax.nn.one_hot(codes, codebook_size, dtype=jnp.float32)  # -1 gives a zero row
+    counts = jnp.sum(onehot, axis=(1, 2))  # [G, Q, C]
+    p = counts / jnp.maximum(jnp.sum(counts, axis=-1, keepdims=True), 1.0)
+    return jnp.exp(-jnp.sum(jnp.where(p > 0, p * jnp.log(jnp.where(p > 0, p, 1.0)), 0.0), axis=-1))
+
+
+def code_counts(rows, codebook_size: int) -> np.ndarray:
+    """How often each code occurs per codebook: rows [K, ...] int (-1 = padding, left out) -> [K, codebook_size]
+    int64 (sum the counts of several batches to measure a corpus)."""
+    rows = np.asarray(rows).reshape(np.shape(rows)[0], -1)
+    out = np.zeros((rows.shape[0], codebook_size), np.int64)
+    for k, r in enumerate(rows):
+        r = r[r >= 0]
+        out[k] = np.bincount(r, minlength=codebook_size)[:codebook_size]
+    return out
+
+
+def code_usage(counts) -> list[dict[str, float]]:
+    """Per codebook (a row of ``code_counts``): ``used`` (codes seen at least once), ``usage`` (their fraction of
+    the codebook) and ``perplexity`` (exp of the entropy of the code distribution: the number of equally used
+    codes that would give the same entropy; the codebook size when use is uniform, 1 when one code takes all)."""
+    out = []
+    for row in np.asarray(counts, np.float64):
+        total = row.sum()
+        p = row[row > 0] / total if total > 0 else np.zeros(0)
+        entropy = float(-(p * np.log(p)).sum()) if p.size else 0.0
+        used = int((row > 0).sum())
+        out.append({"used": float(used), "usage": used / len(row), "perplexity": float(np.exp(entropy))})
+    return out

@@ -4,7 +4,9 @@
 
 Chooses ``num`` finished steps of ``DIR/checkpoints``: the lowest dev loss (the ``eval_loss`` each step was
 logged for; steps without an eval of their own are left out) or the latest, and writes the element-wise mean of
-their exported player's params as an Orbax checkpoint of ours with meta.json (atomically). The result is a
+their exported player's params (and of its buffers, e.g. EMA codebooks, when the family has some: torch's
+``average_model.py`` averages a state dict's buffers too) as an Orbax checkpoint of ours with meta.json
+(atomically). The result is a
 valid ``--config.init.path``, ``convert/jax_to_torch.py --src`` and inference checkpoint.
 """
 
@@ -77,32 +79,51 @@ def _same_model(meta: dict, other: dict, where: Path) -> None:
             raise cli.Error(f"{where}: meta.json {key} differs from the other checkpoints'; cannot average them")
 
 
-def average(step_dirs: list[Path]) -> tuple[dict, dict]:
-    """(mean params, meta) of the checkpoints; floats are summed in float64 and cast back to their dtype."""
+def _mean(trees: list[dict], step_dirs: list[Path], what: str) -> dict:
+    """Element-wise mean of same-layout trees; floats summed in float64 and cast back, others must agree."""
     total: dict[str, np.ndarray] = {}
     dtypes: dict[str, np.dtype] = {}
-    first_meta = None
-    for d in step_dirs:
-        params, meta = ckpt.load_checkpoint(d)
-        flat = flatten(params)
-        if first_meta is None:
-            first_meta = meta
+    for i, (tree, d) in enumerate(zip(trees, step_dirs)):
+        flat = flatten(tree)
+        if i == 0:
             dtypes = {k: v.dtype for k, v in flat.items()}
             total = {k: v.astype(np.float64) if _is_float(v) else v for k, v in flat.items()}
             continue
-        _same_model(first_meta, meta, d)
         if set(flat) != set(total) or any(flat[k].shape != total[k].shape for k in flat):
-            raise cli.Error(f"{d}: parameter names or shapes differ from {step_dirs[0]}'s; cannot average them")
+            raise cli.Error(f"{d}: {what} names or shapes differ from {step_dirs[0]}'s; cannot average them")
         for k, v in flat.items():
             if _is_float(v):
                 total[k] += v
             elif not np.array_equal(v, total[k]):
-                raise cli.Error(f"{d}: non-float parameter {k} differs between checkpoints")
-    n = len(step_dirs)
-    mean = {k: (v / n).astype(dtypes[k]) if _is_float(v) else v for k, v in total.items()}
+                raise cli.Error(f"{d}: non-float {what} {k} differs between checkpoints")
+    n = len(trees)
+    return unflatten({k: (v / n).astype(dtypes[k]) if _is_float(v) else v for k, v in total.items()})
+
+
+def average(step_dirs: list[Path]) -> tuple[dict, dict]:
+    """(mean params, meta) of the checkpoints; floats are summed in float64 and cast back to their dtype."""
+    trees, first_meta = [], None
+    for d in step_dirs:
+        params, meta = ckpt.load_checkpoint(d)
+        if first_meta is None:
+            first_meta = meta
+        else:
+            _same_model(first_meta, meta, d)
+        trees.append(params)
+    mean = _mean(trees, step_dirs, "parameter")
     meta = {k: v for k, v in first_meta.items() if k not in (ckpt.PLAYER, "step")}
     meta["averaged"] = {"steps": [int(d.name) for d in step_dirs], "sources": [str(d) for d in step_dirs]}
-    return unflatten(mean), meta
+    return mean, meta
+
+
+def average_buffers(step_dirs: list[Path]) -> dict:
+    """The mean of the exported player's buffers (``{}`` when the checkpoints have none), as ``average``'s params."""
+    trees = [ckpt.load_buffers(d) for d in step_dirs]
+    if not any(trees):
+        return {}
+    if not all(trees):
+        raise cli.Error(f"{step_dirs[0]}: some of the checkpoints have buffers and some do not; cannot average them")
+    return _mean(trees, step_dirs, "buffer")
 
 
 def _is_float(v: np.ndarray) -> bool:
@@ -114,7 +135,7 @@ def average_checkpoints(workdir: str | Path, num: int, by: str, dst: str | Path)
     chosen = choose(workdir, num, by)
     params, meta = average(chosen)
     meta["averaged"]["by"] = by
-    return ckpt.save_checkpoint(dst, params, meta), chosen
+    return ckpt.save_checkpoint(dst, params, meta, buffers=average_buffers(chosen)), chosen
 
 
 def main(argv) -> int:

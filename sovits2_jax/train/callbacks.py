@@ -191,8 +191,8 @@ class MetricsLogger(Hook):
 
 
 class Evaluator(Hook):
-    """Every ``every`` steps and at the last (never when ``every`` is 0): ``evaluate(params)``, the dev-set scalars
-    (``loss`` first among them) or None."""
+    """Every ``every`` steps and at the last (never when ``every`` is 0): ``evaluate(state)`` (the train state: its
+    params and buffers), the dev-set scalars (``loss`` first among them) or None."""
 
     def __init__(self, evaluate: Callable[[object], dict[str, float] | None], every: int, num_steps: int):
         self.evaluate, self.every, self.num_steps = evaluate, every, num_steps
@@ -200,7 +200,7 @@ class Evaluator(Hook):
     def after_step(self, info: StepInfo) -> None:
         if due(info.step, self.every, self.num_steps):
             t0 = time.perf_counter()
-            info.eval_scalars = self.evaluate(info.state.params)
+            info.eval_scalars = self.evaluate(info.state)
             info.eval_seconds = time.perf_counter() - t0
 
 
@@ -256,7 +256,8 @@ class StateSnapshot:
 class Checkpointer(Hook):
     """Saves every ``every`` steps, at the last step and at a preempted one (then stops the loop); when the loop
     ends at a step not saved yet (the data ran out), saves it. ``contents(step, state, eval_loss)`` gives the
-    (train-state counters, meta) that ``manager.save`` stores beside the params, optimizer state and data state."""
+    (train-state counters, meta) that ``manager.save`` stores beside the params, optimizer state, buffers and data
+    state."""
 
     def __init__(self, manager, every: int, num_steps: int, contents: Callable, last_saved: int | None = None):
         self.manager, self.every, self.num_steps, self.contents = manager, every, num_steps, contents
@@ -266,7 +267,7 @@ class Checkpointer(Hook):
         counters, meta = self.contents(info.step, info.state, info.eval_loss)
         state = info.state
         self.manager.save(info.step, state.params, state.opt_state, counters, StateSnapshot(info.data_state), meta,
-                          info.eval_loss)  # fmt: skip
+                          info.eval_loss, buffers=state.buffers)  # fmt: skip
         log.info("checkpoint: saving step %d to %s/%d", info.step, self.manager.directory, info.step)
         self.last_saved = info.step
 

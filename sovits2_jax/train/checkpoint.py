@@ -1,8 +1,9 @@
 """The trainer's Orbax CheckpointManager: params, optimizer state, counters, the Grain position and meta.json.
 
-``WORKDIR/checkpoints/<step>/`` holds the items ``params`` and ``opt_state`` (``{player: tree}``), ``train_state``
-(JSON counters), ``data`` (the Grain iterator state) and ``meta`` (``meta/meta.json``: the export metadata that
-makes the step a ``convert/jax_to_torch.py --src``). Saves are asynchronous; Orbax finalises a step by renaming its
+``WORKDIR/checkpoints/<step>/`` holds the items ``params`` and ``opt_state`` (``{player: tree}``), ``buffers``
+(``{player: tree}``, the family's non-gradient state; only for families that have some), ``train_state`` (JSON
+counters), ``data`` (the Grain iterator state) and ``meta`` (``meta/meta.json``: the export metadata that makes the
+step a ``convert/jax_to_torch.py --src``). Saves are asynchronous; Orbax finalises a step by renaming its
 temporary directory, so a process killed mid-save leaves the previous steps as the latest complete one. A save
 that fails (a full disk, a file size limit, a lost mount) is a ``SaveError`` at the next step or wait: one line
 naming the step, the path, the cause and the last complete checkpoint; its temporary directory is removed. Restoring
@@ -23,7 +24,8 @@ import orbax.checkpoint as ocp
 from sovits2_jax.data import iterator_state
 from sovits2_jax.validation import ConfigError, UserError, local_path
 
-ITEMS = ("params", "opt_state", "train_state", "data", "meta")
+ITEMS = ("params", "opt_state", "buffers", "train_state", "data", "meta")
+BUFFERS = "buffers"
 META_FILE = "meta.json"
 EVAL_METRIC = "eval_loss"
 
@@ -32,6 +34,7 @@ def _handlers() -> dict:
     return dict(
         params=ocp.StandardCheckpointHandler(),
         opt_state=ocp.StandardCheckpointHandler(),
+        buffers=ocp.StandardCheckpointHandler(),
         train_state=ocp.JsonCheckpointHandler(),
         data=iterator_state.PositionHandler(),
         meta=ocp.JsonCheckpointHandler(filename=META_FILE),
@@ -157,17 +160,22 @@ class Checkpoints:
         except Exception as e:
             raise self._failure(self._saving, e) from None
 
-    def save(self, step: int, params, opt_state, counters: dict, batches, meta: dict, eval_loss=None) -> None:
-        """Starts an asynchronous save of ``step`` (``wait`` blocks until it is on disk); SaveError when it or the
-        previous save failed."""
+    def save(
+        self, step: int, params, opt_state, counters: dict, batches, meta: dict, eval_loss=None, buffers=None
+    ) -> None:
+        """Starts an asynchronous save of ``step`` (``wait`` blocks until it is on disk); ``buffers`` (non-empty)
+        become the ``buffers`` item. SaveError when this or the previous save failed."""
         self.check()
-        args = ocp.args.Composite(
+        items = dict(
             params=ocp.args.StandardSave(params),
             opt_state=ocp.args.StandardSave(opt_state),
             train_state=ocp.args.JsonSave(counters),
             data=iterator_state.orbax_save_args(batches),
             meta=ocp.args.JsonSave(meta),
         )
+        if buffers:
+            items[BUFFERS] = ocp.args.StandardSave(buffers)
+        args = ocp.args.Composite(**items)
         metrics = None if eval_loss is None else {EVAL_METRIC: float(eval_loss)}
         try:
             self.manager.save(step, args=args, metrics=metrics, force=True)
@@ -175,17 +183,25 @@ class Checkpoints:
             raise self._failure(self._saving if self._saving is not None else step, e) from None
         self._saving = step
 
-    def restore(self, step: int, params, opt_state, batches) -> tuple:
-        """(params, opt_state, counters) of ``step`` laid out like the given ``params`` / ``opt_state`` (their
-        shardings: the new mesh); ``batches`` is moved to the saved data position."""
-        args = ocp.args.Composite(
+    def restore(self, step: int, params, opt_state, batches, buffers=None) -> tuple:
+        """(params, opt_state, counters, buffers) of ``step`` laid out like the given ``params`` / ``opt_state`` /
+        ``buffers`` (their shardings: the new mesh); ``batches`` is moved to the saved data position. Buffers are
+        restored when ``buffers`` is non-empty (``{}`` otherwise)."""
+        items = dict(
             params=ocp.args.StandardRestore(_abstract(params)),
             opt_state=ocp.args.StandardRestore(_abstract(opt_state)),
             train_state=ocp.args.JsonRestore(),
             data=iterator_state.orbax_restore_args(batches),
         )
-        out = self.manager.restore(step, args=args)
-        return out["params"], out["opt_state"], out["train_state"]
+        if buffers:
+            if not os.path.isdir(os.path.join(self.directory, str(step), BUFFERS)):
+                raise ConfigError(
+                    f"checkpoint {self.directory}/{step} has no {BUFFERS} item, which this family carries (saved by "
+                    "another kind of model?)"
+                )
+            items[BUFFERS] = ocp.args.StandardRestore(_abstract(buffers))
+        out = self.manager.restore(step, args=ocp.args.Composite(**items))
+        return out["params"], out["opt_state"], out["train_state"], (out[BUFFERS] if buffers else {})
 
     def wait(self) -> None:
         """Blocks until the save in flight is on disk; SaveError if it failed."""

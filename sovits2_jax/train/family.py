@@ -11,6 +11,14 @@ Losses are pure: ``loss(models, batch, rng, train) -> (loss, aux)`` with ``model
 modules, ``batch`` the data task's global arrays and ``aux`` a dict of scalars. ``aux["weight"]`` (default 1) is
 the count the loss is a mean over (tokens, frames, utterances): gradient accumulation and eval combine
 microbatches weighted by it, so k microbatches of B/k give the gradient of one batch of B.
+
+Buffers: state that is carried and checkpointed with a player but not trained by its optimizer (EMA codebooks,
+running statistics). ``init_buffers`` gives them, ``{player: tree of arrays}``; a family that has any gets them as a
+fifth argument of every loss, ``loss(models, batch, rng, train, buffers)``, and a loss may return what they became
+as ``aux["buffers"]`` (``{player: tree}`` for some players, same structure, shapes and dtypes; the others keep
+theirs). The step threads them through its phases in order and through the microbatches of an accumulated step,
+keeps the old ones when it skips a step, and the checkpoints save, restore and average them (the ``buffers`` item
+beside ``params``). A family without buffers keeps four-argument losses.
 """
 
 from __future__ import annotations
@@ -24,7 +32,8 @@ import jax
 
 from sovits2_jax.validation import ConfigError
 
-LossFn = Callable[[dict, dict, jax.Array, bool], tuple[jax.Array, dict[str, jax.Array]]]
+LossFn = Callable[..., tuple[jax.Array, dict[str, Any]]]  # (models, batch, rng, train[, buffers]) -> (loss, aux)
+BUFFERS = "buffers"  # the aux key of a loss's updated buffers
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,6 +94,16 @@ class Family:
     def init_from(self, config, path: str, params: dict[str, Any]) -> dict[str, Any]:
         """Players' params with pretrained weights from ``path`` (any checkpoint ``convert.parts`` reads)."""
         raise ConfigError(f"family {self.name!r} cannot start from pretrained weights (config.init.path={path!r})")
+
+    def init_buffers(self, config, mesh) -> dict[str, Any]:
+        """The players' non-gradient state at step 0, ``{player: tree of jax.Arrays}`` placed on ``mesh`` (see the
+        module docstring); ``{}`` (the default): none. With ``config.init.path`` set, a new run's buffers come from
+        there (``buffers_from``)."""
+        return {}
+
+    def buffers_from(self, config, path: str, buffers: dict[str, Any]) -> dict[str, Any]:
+        """The buffers with pretrained values from ``path`` (``config.init.path``); default: unchanged."""
+        return buffers
 
     def export_meta(self, config) -> dict:
         """meta.json of a checkpoint (format, model config) so it is a valid ``convert/jax_to_torch.py --src``."""

@@ -1,4 +1,5 @@
-"""The training state on the mesh: every player's params (pure dicts, fp32), optimizer states and step counters.
+"""The training state on the mesh: every player's params (pure dicts, fp32), optimizer states, step counters and
+the family's buffers (non-gradient state such as EMA codebooks, ``Family.init_buffers``; ``{}`` for most families).
 
 ``build`` creates each player's params directly sharded (``parallel.sharding.sharded_init``), its optimizer from
 its section and the optimizer state sharded like the params (GSPMD places Adam's moments with their params).
@@ -28,10 +29,11 @@ class TrainState:
     skipped: jax.Array  # int32: steps skipped (non-finite or spike)
     accepted: jax.Array  # int32: optimizer updates applied
     loss_ema: jax.Array  # float32: running mean of accepted losses (spike detection)
+    buffers: dict = dataclasses.field(default_factory=dict)  # {player: tree}: non-gradient state
 
 
 jax.tree_util.register_dataclass(
-    TrainState, data_fields=["params", "opt_state", "skipped", "accepted", "loss_ema"], meta_fields=[]
+    TrainState, data_fields=["params", "opt_state", "skipped", "accepted", "loss_ema", "buffers"], meta_fields=[]
 )
 
 
@@ -83,8 +85,9 @@ def check_same_layout(new, old, what: str) -> None:
             raise ConfigError(f"{what}: {jax.tree_util.keystr(key)} has shape {np.shape(value)}, model {ref.shape}")
 
 
-def build(family, config, mesh, init_params=None) -> Built:
-    """Players' params (``init_params(params) -> params`` may replace them: init.path), optimizers and state."""
+def build(family, config, mesh, init_params=None, init_buffers=None) -> Built:
+    """Players' params (``init_params(params) -> params`` may replace them: init.path), optimizers and state, with
+    the family's buffers (``init_buffers(buffers) -> buffers`` may replace them)."""
     players = family.players(config)
     rules = config.sharding.rules
     graphdefs, params = {}, {}
@@ -96,12 +99,18 @@ def build(family, config, mesh, init_params=None) -> Built:
         new = init_params(params)
         check_same_layout(new, params, f"config.init.path={config.init.path!r}")
         params = place(new, params)
-    return from_params(players, config, mesh, graphdefs, params)
+    buffers = family.init_buffers(config, mesh)
+    if init_buffers is not None and buffers:
+        new = init_buffers(buffers)
+        check_same_layout(new, buffers, f"config.init.path={config.init.path!r} (buffers)")
+        buffers = place(new, buffers)
+    return from_params(players, config, mesh, graphdefs, params, buffers)
 
 
-def from_params(players, config, mesh, graphdefs: dict, params: dict) -> Built:
+def from_params(players, config, mesh, graphdefs: dict, params: dict, buffers: dict | None = None) -> Built:
     """The rest of ``build`` for params already on the mesh: each player's optimizer (from its section), the
-    optimizer state and the zeroed counters. For a caller that has its params without a random init to replace."""
+    optimizer state and the zeroed counters (``buffers``: the family's, already on the mesh). For a caller that has
+    its params without a random init to replace."""
     txs, schedules = {}, {}
     for p in players:
         if p.optimizer is not None:
@@ -116,6 +125,7 @@ def from_params(players, config, mesh, graphdefs: dict, params: dict) -> Built:
         skipped=jax.device_put(jnp.int32(0), rep),
         accepted=jax.device_put(jnp.int32(0), rep),
         loss_ema=jax.device_put(jnp.float32(0), rep),
+        buffers=dict(buffers or {}),
     )
     return Built(graphdefs, txs, schedules, state, shardings_of(state, mesh))
 

@@ -105,8 +105,9 @@ def feed(batches, mesh, axes, prefetch: int) -> Iterator[tuple[dict, dict]]:
 # ------------------------------------------------------------------------------------------------------ eval
 
 
-def evaluate(family, config, eval_fn, params, mesh) -> dict[str, float] | None:
-    """The eval loss and aux terms over the dev list, weighted by utterances (CosyVoice's cv)."""
+def evaluate(family, config, eval_fn, params, mesh, buffers: dict | None = None) -> dict[str, float] | None:
+    """The eval loss and aux terms over the dev list, weighted by utterances (CosyVoice's cv); ``buffers``: the
+    state's (``Family.init_buffers``)."""
     batches = open_batches(family, config, "dev")
     if batches is None:
         return None
@@ -116,7 +117,8 @@ def evaluate(family, config, eval_fn, params, mesh) -> dict[str, float] | None:
         for i, batch in enumerate(batches):
             if limit is not None and i >= limit:
                 break
-            scalars, utts = eval_fn(params, mesh_feed.to_global(batch, mesh, _batch_axes(config, batches)), i)
+            batch = mesh_feed.to_global(batch, mesh, _batch_axes(config, batches))
+            scalars, utts = eval_fn(params, batch, i, buffers or {})
             scalars, utts = jax.device_get((scalars, utts))
             total += float(utts)
             for k, v in scalars.items():
@@ -181,16 +183,20 @@ def _run(family, config, workdir, mesh, ckpts) -> int:
         log.warning("workdir %s is already at step %d >= num_steps %d: nothing to do", workdir, start, t.num_steps)
         return 0
     batches = open_batches(family, config, "train")
-    init = None
+    init = init_buffers = None
     source = config.init.path
     if start is None and source:
         init = lambda params: family.init_from(config, source, params)
-    built = state_lib.build(family, config, mesh, init)
+        init_buffers = lambda buffers: family.buffers_from(config, source, buffers)
+    built = state_lib.build(family, config, mesh, init, init_buffers)
     state = built.state
     step = 0
     if start is not None:
-        params, opt_state, saved = ckpts.restore(start, state.params, state.opt_state, batches)
-        state = state_lib.with_counters(state_lib.TrainState(params, opt_state, *([None] * 3)), saved, mesh)
+        params, opt_state, saved, buffers = ckpts.restore(
+            start, state.params, state.opt_state, batches, buffers=state.buffers
+        )
+        restored = state_lib.TrainState(params, opt_state, *([None] * 3), buffers=buffers)
+        state = state_lib.with_counters(restored, saved, mesh)
         step = start
         log.info("resumed from %s/%d", ckpts.directory, start)
     log.info(_summary(config, state.params, mesh, step))
@@ -227,7 +233,8 @@ def _run(family, config, workdir, mesh, ckpts) -> int:
         *([callbacks.Profiler(*profile, os.path.join(workdir, "profile"))] if profile else []),
         callbacks.MetricsLogger(writer, t.log_every, t.num_steps, built.schedules, peak, skipped_rows,
                                 family.throughput_unit),
-        callbacks.Evaluator(lambda params: evaluate(family, config, eval_fn, params, mesh), t.eval_every, t.num_steps),
+        callbacks.Evaluator(lambda s: evaluate(family, config, eval_fn, s.params, mesh, s.buffers), t.eval_every,
+                            t.num_steps),
         callbacks.Preemption(preempted),
         callbacks.Checkpointer(ckpts, t.checkpoint_every, t.num_steps, contents, last_saved=start),
     ])  # fmt: skip

@@ -36,7 +36,9 @@ def clock(monkeypatch):
 
 
 def fake_state(step):
-    return SimpleNamespace(accepted=step, params=("params", step), opt_state=("opt_state", step))
+    return SimpleNamespace(
+        accepted=step, params=("params", step), opt_state=("opt_state", step), buffers={"model": ("buffers", step)}
+    )
 
 
 def drive(hooks, num_steps, *, start=0, data_steps=None, clock=None, step_seconds=1.0, wait=0.25) -> StepInfo:
@@ -73,9 +75,9 @@ class FakeManager:
     def __init__(self):
         self.saves, self.waits = [], 0
 
-    def save(self, step, params, opt_state, counters, batches, meta, eval_loss=None):
+    def save(self, step, params, opt_state, counters, batches, meta, eval_loss=None, buffers=None):
         self.saves.append(dict(step=step, params=params, opt_state=opt_state, counters=counters,
-                               data=batches.state, meta=meta, eval_loss=eval_loss))  # fmt: skip
+                               data=batches.state, meta=meta, eval_loss=eval_loss, buffers=buffers))  # fmt: skip
 
     def wait(self):
         self.waits += 1
@@ -124,12 +126,12 @@ def logger(writer, every, num_steps, schedules=None, skipped=lambda: 7):
 
 
 def evaluator(every, num_steps, clock=None, seconds=100.0, calls=None):
-    def evaluate(params):
+    def evaluate(state):
         if calls is not None:
-            calls.append(params)
+            calls.append(state.params)
         if clock is not None:
             clock.now += seconds
-        return {"loss": 1.0 / params[1], "acc": 0.5}
+        return {"loss": 1.0 / state.params[1], "acc": 0.5}
 
     return callbacks.Evaluator(evaluate, every, num_steps)
 
@@ -188,6 +190,7 @@ def test_checkpointer_saves_multiples_and_the_last_step_once():
     assert manager.waits == 1
     last = manager.saves[-1]
     assert last["params"] == ("params", 10) and last["opt_state"] == ("opt_state", 10)
+    assert last["buffers"] == {"model": ("buffers", 10)}
     assert last["data"] == {"position": 10}
     assert last["counters"] == {"step": 10, "eval_loss": None} and last["meta"] == {"step": 10}
 

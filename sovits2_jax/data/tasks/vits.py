@@ -7,8 +7,13 @@ Audio is resampled to ``sample_rate`` (32 kHz for the released sizes). A crop is
 is another utterance of the target's speaker (never the target), drawn per (seed, step, slot), its spectrogram
 randomly cropped to ``ref_frames``; ``reference="self"`` omits it (GPT-SoVITS's own training: ref = spec).
 
-Batch: codes [B, F/u] (or ssl [B, F, ssl_dim] when the Parquet has ``ssl_column``), spec [B, F, n_fft/2+1],
-wav [B, F*hop], text [B, text_length], refer [B, ref_frames, n_fft/2+1], each with ``X_len``; valid [B].
+Batch: codes [B, F/u] (or ssl [B, F, ssl_dim] with ``ssl_column`` set: the SSL content kinds, ``hubert_vq`` and
+``ssl_grvq``), spec [B, F, n_fft/2+1], wav [B, F*hop], text [B, text_length], refer [B, ref_frames, n_fft/2+1], each
+with ``X_len``; valid [B].
+
+SSL features are a flat list of a row's [frames at 50 Hz, ssl_dim] values (float16 or float32, as
+``data.prep.ssl_features`` or GPT-SoVITS's own extraction wrote them); a row whose list is null (audio the SSL stage
+could not read) is skipped. When the Parquet also has ``<ssl_column>_dim``, every row's value must equal ``ssl_dim``.
 """
 
 from __future__ import annotations
@@ -40,6 +45,27 @@ def linear_spectrogram_np(wav: np.ndarray, *, n_fft: int, hop_size: int, win_siz
     return np.sqrt(spec.real**2 + spec.imag**2 + MAGNITUDE_EPS).astype(np.float32)
 
 
+def check_ssl_dim(index, column: str, ssl_dim: int) -> None:
+    """A ValueError naming the file when the Parquet lacks ``column`` or its ``<column>_dim`` (when present) is not
+    ``ssl_dim``."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    if column not in index.columns:
+        raise ValueError(
+            f"config.data.ssl_column={column!r} is not a column of the Parquet (python -m "
+            "sovits2_jax.infer.ssl_features adds SSL features)"
+        )
+    dim_column = f"{column}_dim"
+    if dim_column not in index.columns:
+        return
+    for path in index.files:
+        dims = pc.unique(pq.read_table(path, columns=[dim_column]).column(dim_column).drop_null()).to_pylist()
+        bad = [d for d in dims if d != ssl_dim]
+        if bad:
+            raise ValueError(f"{path}: {dim_column} is {bad[0]}, config.data.ssl_dim={ssl_dim}")
+
+
 class VitsTask(base.Task):
     defaults: ClassVar[dict] = dict(
         bucket_lengths=[200],  # crop length in spectrogram frames (4 s at 50 frames/s)
@@ -53,7 +79,7 @@ class VitsTask(base.Task):
         ref_frames=300,
         min_prompts=1,  # same-speaker references drawn per target (reference="speaker")
         max_prompts=3,
-        ssl_column="ssl_feature",  # GPT-SoVITS v1/v2: flat float list of [frames at 50 Hz, ssl_dim] when present
+        ssl_column="",  # SSL content kinds: the flat float list of [frames at 50 Hz, ssl_dim]; "": speech tokens
         ssl_dim=768,
         text_ids_column="",  # an int-list column of text ids (e.g. GPT-SoVITS phonemes) instead of BPE of `text`
         text_vocab_size=0,  # > 0: rows with a text id at or above it are skipped (the model's symbols)
@@ -76,7 +102,9 @@ class VitsTask(base.Task):
 
     def __init__(self, cfg, index):
         super().__init__(cfg, index)
-        self.uses_ssl = bool(cfg["ssl_column"]) and cfg["ssl_column"] in index.columns
+        self.uses_ssl = bool(cfg["ssl_column"])
+        if self.uses_ssl:
+            check_ssl_dim(index, cfg["ssl_column"], cfg["ssl_dim"])
         usable = index.speech_token_len > 0 if self.needs_speech_token else None
         self.speakers = prompts.SpeakerRows(index.spk, index.group, usable=usable)
 
@@ -131,6 +159,8 @@ class VitsTask(base.Task):
         hop, u = c["spectrogram"]["hop_size"], c["unit_frames"]
         wav = s["speech"]
         if self.uses_ssl:
+            if s.get(c["ssl_column"]) is None:
+                raise steps.SkipSample("no ssl features")
             ssl = np.asarray(s[c["ssl_column"]], np.float32)
             if ssl.size == 0 or ssl.size % c["ssl_dim"]:
                 raise steps.SkipSample("ssl features not a multiple of ssl_dim")

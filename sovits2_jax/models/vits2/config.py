@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 
+from sovits2_jax.models import grvq
 from sovits2_jax.models.config_base import ConfigBase
 
-CONTENT_KINDS = ("hubert_vq", "tokens")
+CONTENT_KINDS = ("hubert_vq", "tokens", "ssl_grvq")
+SSL_CONTENT = ("hubert_vq", "ssl_grvq")  # the kinds that read SSL features
 TEXT_INPUTS = ("ids", "features")
 FLOW_KINDS = ("wavenet", "transformer")
 POSITIONS = ("relative", "rope")
@@ -36,12 +38,19 @@ class VitsConfig(ConfigBase):
     position: str = "relative"
     window_size: int = 4
     rope_theta: float = 10000.0
-    # content input: GPT-SoVITS hubert + 1-codebook RVQ, or S3 tokens embedded directly (GPT-SoVITS2)
+    # content input: GPT-SoVITS hubert + 1-codebook RVQ, S3 tokens embedded directly (GPT-SoVITS2), or SSL
+    # features through a trainable grouped residual VQ (ssl_grvq: vq_groups x vq_quantizers EMA codebooks)
     content: str = "hubert_vq"
     ssl_dim: int = 768
     codebook_size: int = 1024
     semantic_frame_rate: str = "25hz"
     speech_vocab_size: int = 4096 + 3
+    vq_groups: int = 2
+    vq_quantizers: int = 1
+    vq_decay: float = 0.99
+    vq_kmeans_iters: int = 50
+    vq_dead_code_threshold: float = 2.0
+    vq_commitment_weight: float = 1.0
     # text: phoneme / BPE ids, or per-token features (BGE-M3 style)
     text_input: str = "ids"
     n_symbols: int = 732
@@ -97,6 +106,20 @@ class VitsConfig(ConfigBase):
     def content_upsample(self) -> int:
         return 2 if self.semantic_frame_rate == "25hz" else 1
 
+    @property
+    def num_codebooks(self) -> int:
+        """Rows of the content codes: 1 (hubert_vq), vq_groups x vq_quantizers (ssl_grvq), 0 (tokens)."""
+        return {"hubert_vq": 1, "ssl_grvq": self.vq_groups * self.vq_quantizers}.get(self.content, 0)
+
+    def grvq_config(self) -> grvq.GRVQConfig:
+        """The grouped residual VQ of ``content="ssl_grvq"`` over the projected ssl_dim features."""
+        return grvq.GRVQConfig(
+            dim=self.ssl_dim, groups=self.vq_groups, num_quantizers=self.vq_quantizers,
+            codebook_size=self.codebook_size, decay=self.vq_decay, kmeans_init=True,
+            kmeans_iters=self.vq_kmeans_iters, threshold_ema_dead_code=self.vq_dead_code_threshold,
+            commitment_weight=self.vq_commitment_weight,
+        )  # fmt: skip
+
     def validate(self) -> None:
         def need(ok: bool, key: str, msg: str):
             if not ok:
@@ -144,6 +167,12 @@ class VitsConfig(ConfigBase):
         need(self.resblock in ("1", "2"), "resblock", "must be '1' or '2'")
         need(self.segment_size % self.hop_length == 0, "segment_size", "must be a multiple of hop_length")
         need(self.n_layers >= 2, "n_layers", "the content encoders use n_layers // 2 >= 1 layers")
+        if self.content == "ssl_grvq":
+            need(self.vq_groups >= 1 and self.vq_quantizers >= 1, "vq_groups", "vq_groups and vq_quantizers >= 1")
+            need(self.ssl_dim % self.vq_groups == 0, "vq_groups", f"must divide ssl_dim={self.ssl_dim}")
+            need(self.codebook_size >= 1, "codebook_size", "must be >= 1")
+            need(0.0 <= self.vq_decay < 1.0, "vq_decay", "must be in [0, 1)")
+            need(self.vq_kmeans_iters >= 1, "vq_kmeans_iters", "must be >= 1 (k-means initialises the codebooks)")
 
     def replace(self, **kw) -> VitsConfig:
         return dataclasses.replace(self, **kw)

@@ -91,7 +91,8 @@ class MelStyleEncoder(nnx.Module):
         x = self.slf_attn(x, valid, r, keys[4])
         x = self.fc(x)
         x = jnp.where(valid[..., None], x, 0.0)
-        n = jnp.sum(valid, axis=1, keepdims=True).astype(x.dtype)
+        # an empty reference (a batch's padding row) gives ge = 0 instead of 0 / 0, which would poison the batch
+        n = jnp.maximum(jnp.sum(valid, axis=1, keepdims=True), 1).astype(x.dtype)
         return (jnp.sum(x, axis=1) / n)[:, None, :]
 
 

@@ -1,7 +1,12 @@
 """``SynthesizerTrn``: GPT-SoVITS's SoVITS model (v1 / v2) and the GPT-SoVITS2 VITS2 variant, in Flax NNX.
 
 Layout (batch, time, channels). Spectrograms are [B, frames, 1025]; semantic codes are [n_q, B, T_codes]
-(hubert + RVQ) or [B, T_codes] (S3 tokens); at 25 Hz they are repeated x2 to the 50 Hz spectrogram frame rate.
+(hubert + RVQ), [groups * quantizers, B, T_codes] (``ssl_grvq``: row ``g * quantizers + q`` is group g's residual
+stage q, ``grvq.codes_to_rows``) or [B, T_codes] (S3 tokens); at 25 Hz they are repeated x2 to the 50 Hz
+spectrogram frame rate.
+
+``ssl_grvq`` keeps its codebooks outside the module: they are an EMA state (``grvq.GRVQState``), not parameters,
+so every method that quantises or decodes codes takes it as ``vq_state`` (a GRVQState or its ``state_to_dict``).
 """
 
 from __future__ import annotations
@@ -12,8 +17,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from sovits2_jax.models import grvq
 from sovits2_jax.models.vits2.attention import split_key
-from sovits2_jax.models.vits2.config import VitsConfig
+from sovits2_jax.models.vits2.config import SSL_CONTENT, VitsConfig
 from sovits2_jax.models.vits2.flows import transformer_flow, wavenet_flow
 from sovits2_jax.models.vits2.generator import Generator
 from sovits2_jax.models.vits2.posterior import PosteriorEncoder
@@ -38,10 +44,11 @@ def slice_segments(x: jax.Array, starts: jax.Array, size: int) -> jax.Array:
 class SynthesizerTrn(nnx.Module):
     def __init__(self, cfg: VitsConfig, *, rngs: nnx.Rngs):
         self.cfg = cfg
-        if cfg.content == "hubert_vq":
-            stride = 2 if cfg.semantic_frame_rate == "25hz" else 1
+        if cfg.content in SSL_CONTENT:
+            stride = cfg.content_upsample
             self.ssl_proj = Conv1d(cfg.ssl_dim, cfg.ssl_dim, stride, stride=stride, rngs=rngs)
-            self.quantizer = ResidualCodebook(cfg.ssl_dim, cfg.codebook_size, 1, rngs=rngs)
+            if cfg.content == "hubert_vq":
+                self.quantizer = ResidualCodebook(cfg.ssl_dim, cfg.codebook_size, 1, rngs=rngs)
         else:
             self.token_embedding = Embed(cfg.speech_vocab_size, cfg.hidden_channels, rngs=rngs)
         self.enc_p = TextEncoder(cfg, rngs=rngs)
@@ -83,23 +90,57 @@ class SynthesizerTrn(nnx.Module):
             raise ValueError("fused_style needs at least one reference spectrogram")
         return fuse_references(jnp.stack([self.style(r) for r in refers]), weights)
 
-    def content(self, codes: jax.Array) -> jax.Array:
-        """Semantic codes -> content features at the spectrogram frame rate [B, T_codes * up, C]."""
+    def content(self, codes: jax.Array, vq_state=None) -> jax.Array:
+        """Semantic codes -> content features at the spectrogram frame rate [B, T_codes * up, C] (``ssl_grvq``: the
+        codebooks' entries summed per group, groups concatenated; code -1 gives zeros)."""
         if self.cfg.content == "hubert_vq":
             x = self.quantizer.decode(codes)
+        elif self.cfg.content == "ssl_grvq":
+            if codes.ndim != 3:
+                raise ValueError(f"ssl_grvq codes must be [groups * quantizers, batch, frames], got {codes.shape}")
+            x = grvq.decode(self._vq_state(vq_state), grvq.rows_to_codes(codes, self.cfg.grvq_config()))
         else:
             if codes.ndim != 2:
                 raise ValueError(f"S3 token codes must be [batch, tokens], got shape {codes.shape}")
             x = self.token_embedding(codes)
         return upsample_nearest(x, self.cfg.content_upsample)
 
-    def extract_codes(self, ssl: jax.Array) -> jax.Array:
-        """hubert features [B, T_50Hz, 768] -> codes [1, B, T_codes] (``extract_latent``)."""
+    @staticmethod
+    def _vq_state(vq_state) -> grvq.GRVQState:
+        if vq_state is None:
+            raise ValueError("content 'ssl_grvq' needs the VQ codebooks: pass vq_state (a GRVQState or its dict)")
+        return vq_state if isinstance(vq_state, grvq.GRVQState) else grvq.state_from_dict(vq_state)
+
+    def quantize(
+        self, ssl: jax.Array, vq_state, key: jax.Array | None = None, *, ssl_lengths: jax.Array | None = None,
+        training: bool = False,
+    ) -> grvq.GRVQOutput:  # fmt: skip
+        """``ssl_grvq``: SSL features [B, T_50Hz, ssl_dim] -> ``ssl_proj`` (stride 2 at 25 Hz) -> the grouped
+        residual VQ: (straight-through quantized [B, T_codes, ssl_dim], codes [groups, B, T_codes, Q], commitment
+        losses [groups, Q], the new state). ``ssl_lengths`` (50 Hz frames) keeps padded frames out of the
+        codebook statistics; ``training`` (static) updates the EMA codebooks and replaces dead codes, and k-means
+        runs on the first call whatever the mode (``key`` draws its start and the replacement rows)."""
+        if self.cfg.content != "ssl_grvq":
+            raise ValueError(f"quantize is the ssl_grvq content's; this model's content is {self.cfg.content!r}")
+        x = self.ssl_proj(ssl)
+        mask = None
+        if ssl_lengths is not None:
+            mask = jnp.arange(x.shape[1])[None, :] < (jnp.asarray(ssl_lengths) // self.cfg.content_upsample)[:, None]
+        return grvq.quantize(
+            self._vq_state(vq_state), x, key, config=self.cfg.grvq_config(), mask=mask, training=training
+        )
+
+    def extract_codes(self, ssl: jax.Array, vq_state=None, *, ssl_lengths: jax.Array | None = None) -> jax.Array:
+        """SSL features [B, T_50Hz, ssl_dim] -> codes: [1, B, T_codes] (hubert_vq, ``extract_latent``) or
+        [groups * quantizers, B, T_codes] (ssl_grvq, eval mode: the codebooks are not updated; -1 past
+        ``ssl_lengths``)."""
+        if self.cfg.content == "ssl_grvq":
+            return grvq.codes_to_rows(self.quantize(ssl, vq_state, ssl_lengths=ssl_lengths).codes)
         return self.quantizer.encode(self.ssl_proj(ssl))
 
-    def prior(self, codes, text, ge, code_lengths=None, text_lengths=None, speed: float = 1.0):
+    def prior(self, codes, text, ge, code_lengths=None, text_lengths=None, speed: float = 1.0, *, vq_state=None):
         """(m_p, logs_p, mask) from codes + text + style (``speed`` as GPT-SoVITS v2's decode)."""
-        c = self.content(codes)
+        c = self.content(codes, vq_state)
         b, t = c.shape[:2]
         mask = length_mask(None if code_lengths is None else code_lengths * self.cfg.content_upsample, t, b)
         tmask = length_mask(text_lengths, text.shape[1], b)
@@ -120,17 +161,19 @@ class SynthesizerTrn(nnx.Module):
         ge: jax.Array | None = None,
         noise: jax.Array | None = None,
         speed: float = 1.0,
+        vq_state=None,
     ) -> jax.Array:
         """codes + text + reference spectrogram(s) -> waveform [B, T_codes * up * hop] (32 kHz for s2).
 
         ``refer`` may be a list of spectrograms: their style vectors are averaged (multi-reference fusion).
         ``noise_scale`` 0 (or no key) is deterministic; ``noise`` [B, T, inter] replaces the draw from ``key``.
         A precomputed ``ge`` skips the reference encoder. ``speed`` (static) != 1 resamples the prior frames
-        to int(T / speed) + 1 as GPT-SoVITS v2's decode does (> 1 speaks faster).
+        to int(T / speed) + 1 as GPT-SoVITS v2's decode does (> 1 speaks faster). ``ssl_grvq`` decodes its
+        codes [groups * quantizers, B, T_codes] with the codebooks ``vq_state``.
         """
         if ge is None and refer is not None:
             ge = self.fused_style(refer) if isinstance(refer, (list, tuple)) else self.style(refer)
-        m_p, logs_p, mask = self.prior(codes, text, ge, code_lengths, text_lengths, speed)
+        m_p, logs_p, mask = self.prior(codes, text, ge, code_lengths, text_lengths, speed, vq_state=vq_state)
         if noise is None and key is not None:
             noise = jax.random.normal(key, m_p.shape, m_p.dtype)
         z_p = m_p if noise is None else m_p + noise * jnp.exp(logs_p) * noise_scale
@@ -151,13 +194,16 @@ class SynthesizerTrn(nnx.Module):
         refer_lengths: jax.Array | None = None,
         posterior_eps: jax.Array | None = None,
         slice_starts: jax.Array | None = None,
+        content: jax.Array | None = None,
     ) -> dict[str, jax.Array]:
         """Training forward. spec [B, T, 1025] (T = content frames); ``refer`` defaults to spec itself (GPT-SoVITS)
         and may be another utterance of the same speaker (zero-shot training). Returns the sliced waveform
         ``y_hat`` [B, segment], slice starts (frames) and the latent statistics for the KL loss.
         ``posterior_eps`` [B, T, inter] and ``slice_starts`` [B] replace the draws from ``key`` (reproducibility).
         With a key and ``p_dropout`` > 0 the transformers and the reference encoder apply dropout as in training;
-        without a key (or with p_dropout 0) the forward is the deterministic eval-mode one."""
+        without a key (or with p_dropout 0) the forward is the deterministic eval-mode one. ``content``
+        [B, T_codes, C] replaces the codes' content features (``ssl_grvq`` training: the VQ's straight-through
+        output, so gradients reach ``ssl_proj``); ``codes`` is then unused."""
         if not self.cfg.with_posterior:
             raise ValueError("training forward needs the posterior encoder (config with_posterior=False)")
         b, t = spec.shape[:2]
@@ -171,7 +217,7 @@ class SynthesizerTrn(nnx.Module):
         else:
             rmask = length_mask(refer_lengths, refer.shape[1], b)
             ge = self.ref_enc(refer * rmask, rmask, dropout_key=k_ref)
-        c = self.content(codes)
+        c = self.content(codes) if content is None else upsample_nearest(content, self.cfg.content_upsample)
         if c.shape[1] != t:
             raise ValueError(f"content has {c.shape[1]} frames but the spectrogram has {t}")
         tmask = length_mask(text_lengths, text.shape[1], b)

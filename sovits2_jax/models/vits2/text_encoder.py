@@ -7,7 +7,7 @@ import jax
 from flax import nnx
 
 from sovits2_jax.models.vits2.attention import Encoder, conv1x1, split_key
-from sovits2_jax.models.vits2.config import VitsConfig
+from sovits2_jax.models.vits2.config import SSL_CONTENT, VitsConfig
 from sovits2_jax.models.vits2.mrte import MRTE
 from sovits2_jax.models.vits2.quantizer import interpolate_linear, interpolate_nearest
 from sovits2_jax.nn.layers import Embed, Linear
@@ -46,8 +46,8 @@ class TextEncoder(nnx.Module):
                 **pos,
             )
 
-        # hubert+VQ content arrives as ssl_dim features; S3 tokens are embedded straight to `hidden`
-        self.ssl_proj = conv1x1(cfg.ssl_dim, h, rngs=rngs) if cfg.content == "hubert_vq" else None
+        # quantised SSL content (hubert+VQ, ssl_grvq) arrives as ssl_dim features; S3 tokens are embedded to `hidden`
+        self.ssl_proj = conv1x1(cfg.ssl_dim, h, rngs=rngs) if cfg.content in SSL_CONTENT else None
         self.encoder_ssl = encoder(cfg.n_layers // 2)
         self.encoder_text = encoder(cfg.n_layers)
         if cfg.text_input == "ids":

@@ -8,77 +8,113 @@ S3 tokens, BPE text and a same-speaker reference spectrogram; GPT-SoVITS v1/v2 (
 the Parquet's SSL feature column, quantised by the frozen codebook inside the loss, and reference themselves.
 Each phase runs its own generator forward with its own key (slice starts, posterior noise, dropout); eval is the
 deterministic forward (posterior mean, segments from frame 0).
+
+``content="ssl_grvq"`` (GPT-SoVITS2's plan): SSL features -> ``ssl_proj`` (trained) -> a grouped residual VQ whose
+codebooks are the generator's buffer ``grvq`` (``Family.init_buffers``: ``{"generator": {"grvq": state dict}}``).
+k-means initialises them on the first batch (in the discriminator phase, which runs first; its result is kept), the
+generator phase updates them by EMA and replaces dead codes, and its commitment loss (the mean over the codebooks,
+GPT-SoVITS's ``kl_ssl``) joins the generator objective as ``loss_commit``; ``vq_perplexity`` logs the batch's mean
+code perplexity per codebook. Eval quantises without updating them.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from sovits2_jax.models import grvq
 from sovits2_jax.models.discriminators import VITS_S_LAYERS, MultiPeriodDiscriminator
 from sovits2_jax.models.vits2 import config as vits_config
 from sovits2_jax.models.vits2.config import VitsConfig
 from sovits2_jax.models.vits2.synthesizer import SynthesizerTrn
 from sovits2_jax.train import vits_losses as losses
-from sovits2_jax.train.family import Family, Phase, Player
+from sovits2_jax.train.family import BUFFERS, Family, Phase, Player
 from sovits2_jax.validation import ConfigError
+
+log = logging.getLogger("sovits2_jax.train")
 
 FROZEN_PREFIXES = ("quantizer", "ssl_proj")  # GPT-SoVITS: frozen quantizer; its codebook is a torch buffer
 TEXT_PREFIXES = ("enc_p.text_embedding", "enc_p.encoder_text", "enc_p.mrte")  # trained at text_low_lr_rate
+VQ_BUFFER = "grvq"  # the generator's buffer of ssl_grvq codebooks (grvq.state_to_dict)
 
 
-def param_labels(params) -> object:
+def param_labels(params, frozen: tuple[str, ...] = FROZEN_PREFIXES) -> object:
     """Same-structure tree of "frozen" / "text" / "base" labels from each parameter's dotted path."""
 
     def label(path, _):
         name = ".".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
-        if name.startswith(FROZEN_PREFIXES):
+        if frozen and name.startswith(frozen):
             return "frozen"
         return "text" if name.startswith(TEXT_PREFIXES) else "base"
 
     return jax.tree_util.tree_map_with_path(label, params)
 
 
+def _need_ssl(model: SynthesizerTrn, batch: dict) -> None:
+    if "ssl" not in batch:
+        raise ConfigError(
+            f"config.model.content={model.cfg.content!r} trains on SSL features: the Parquet needs the column named "
+            "by config.data.ssl_column (python -m sovits2_jax.infer.ssl_features adds it)"
+        )
+
+
 def codes_of(model: SynthesizerTrn, batch: dict) -> jax.Array:
     """The content codes: the batch's S3 tokens, or its SSL features through the frozen projection + codebook."""
     if model.cfg.content == "tokens":
         return batch["codes"]
-    if "ssl" not in batch:
-        raise ConfigError(
-            "config.model.content='hubert_vq' trains on SSL features: the Parquet needs the column named by "
-            "config.data.ssl_column"
-        )
+    _need_ssl(model, batch)
     return jax.lax.stop_gradient(model.extract_codes(batch["ssl"]))
 
 
-def generate(model: SynthesizerTrn, batch: dict, key: jax.Array | None) -> tuple[dict, jax.Array, jax.Array]:
-    """(training forward, real waveform segment, its mel); ``key`` None: the deterministic eval forward."""
+def vq_content(model: SynthesizerTrn, batch: dict, key, buffers: dict, training: bool):
+    """``ssl_grvq``: (the straight-through quantised content [B, T_codes, ssl_dim], the commitment loss (mean over
+    the codebooks), the batch's mean code perplexity, the buffers after the VQ call)."""
+    _need_ssl(model, batch)
+    state = buffers["generator"][VQ_BUFFER]
+    out = model.quantize(batch["ssl"], state, key, ssl_lengths=batch["ssl_len"], training=training)
+    perplexity = jnp.mean(grvq.perplexity(out.codes, model.cfg.codebook_size))
+    new = {**buffers["generator"], VQ_BUFFER: grvq.state_to_dict(out.state)}
+    return out.quantized, jnp.mean(out.commit_loss), perplexity, {"generator": new}
+
+
+def generate(
+    model: SynthesizerTrn, batch: dict, key: jax.Array | None, content: jax.Array | None = None
+) -> tuple[dict, jax.Array, jax.Array]:
+    """(training forward, real waveform segment, its mel); ``key`` None: the deterministic eval forward.
+    ``content`` (ssl_grvq: the VQ's output) replaces the content of the batch's codes."""
     fixed = {}
     if key is None:
         b, t = batch["spec"].shape[:2]
         fixed = dict(posterior_eps=jnp.zeros((b, t, model.cfg.inter_channels)), slice_starts=jnp.zeros(b, jnp.int32))
+    codes = codes_of(model, batch) if content is None else None
     out = model(
-        codes_of(model, batch), batch["spec"], batch["spec_len"], batch["text"], batch["text_len"], key,
-        refer=batch.get("refer"), refer_lengths=batch.get("refer_len"), **fixed,
+        codes, batch["spec"], batch["spec_len"], batch["text"], batch["text_len"], key,
+        refer=batch.get("refer"), refer_lengths=batch.get("refer_len"), content=content, **fixed,
     )  # fmt: skip
     y, y_mel = losses.segment_targets(model.cfg, batch["wav"], batch["spec"], out["ids_slice"])
     return out, y, y_mel
 
 
-def discriminator_terms(generator, discriminator, batch: dict, key) -> dict:
+def discriminator_terms(generator, discriminator, batch: dict, key, content=None) -> dict:
     """LSGAN discriminator objective on D(real segment, generated segment without its gradient)."""
-    out, y, _ = generate(generator, batch, key)
+    out, y, _ = generate(generator, batch, key, content)
     return losses.discriminator_losses(discriminator(y, jax.lax.stop_gradient(out["y_hat"])))
 
 
-def generator_terms(generator, discriminator, batch: dict, key) -> dict:
-    """GPT-SoVITS's generator objective with D held fixed (``discriminator`` None: mel + KL only)."""
-    out, y, y_mel = generate(generator, batch, key)
+def generator_terms(generator, discriminator, batch: dict, key, content=None, commit=None) -> dict:
+    """GPT-SoVITS's generator objective with D held fixed (``discriminator`` None: mel + KL only); ``commit`` (the
+    ssl_grvq commitment loss) is added as ``loss_commit``."""
+    out, y, y_mel = generate(generator, batch, key, content)
     disc_out = None if discriminator is None else discriminator(y, out["y_hat"])
-    return losses.generator_losses(generator.cfg, out, y_mel, disc_out)
+    terms = losses.generator_losses(generator.cfg, out, y_mel, disc_out)
+    if commit is not None:
+        terms["loss"] = terms["loss"] + commit
+        terms["loss_commit"] = commit
+    return terms
 
 
 def _weighted(terms: dict, batch: dict) -> tuple[jax.Array, dict]:
@@ -114,6 +150,18 @@ class VitsFamily(Family):
                 f"config.data.speech_token_size={data.speech_token_size} exceeds config.model.speech_vocab_size="
                 f"{cfg.speech_vocab_size}"
             )
+        if cfg.content in vits_config.SSL_CONTENT:
+            if not data.ssl_column:
+                raise ConfigError(
+                    f"config.model.content={cfg.content!r} reads SSL features: set config.data.ssl_column"
+                )
+            if data.ssl_dim != cfg.ssl_dim:
+                raise ConfigError(f"config.data.ssl_dim={data.ssl_dim} must equal config.model.ssl_dim={cfg.ssl_dim}")
+        elif data.ssl_column:
+            raise ConfigError(
+                f"config.model.content={cfg.content!r} reads speech tokens: config.data.ssl_column must be '' (got "
+                f"{data.ssl_column!r})"
+            )
         if cfg.text_input != "ids":
             raise ConfigError("config.model.text_input: the vits data task gives text ids ('ids')")
         if data.bucket_lengths[0] < cfg.segment_size // cfg.hop_length:
@@ -133,20 +181,59 @@ class VitsFamily(Family):
 
     def players(self, config) -> list[Player]:
         self.check(config)
+        # GPT-SoVITS freezes its pretrained quantizer and projection; the ssl_grvq projection trains with its VQ
+        frozen = FROZEN_PREFIXES if self.model_config(config).content == "hubert_vq" else ()
+        labels = functools.partial(param_labels, frozen=frozen)
         return [
-            Player("generator", functools.partial(self.make_generator, config), config.train.optimizer, param_labels),
+            Player("generator", functools.partial(self.make_generator, config), config.train.optimizer, labels),
             Player("discriminator", functools.partial(self.make_discriminator, config), config.train.optimizer_d),
         ]
 
-    @staticmethod
-    def discriminator_loss(models, batch, rng, train):
-        key = rng if train else None
-        return _weighted(discriminator_terms(models["generator"], models["discriminator"], batch, key), batch)
+    def init_buffers(self, config, mesh) -> dict:
+        """ssl_grvq: the generator's empty VQ codebooks (k-means fills them on the first batch), placed by the
+        logical axes of ``grvq.STATE_AXES``; other content kinds carry no buffers."""
+        cfg = self.model_config(config)
+        if cfg.content != "ssl_grvq":
+            return {}
+        vq = cfg.grvq_config()
+        state = jax.device_put(grvq.init_state(vq), grvq.state_shardings(vq, mesh, config.sharding.rules))
+        return {"generator": {VQ_BUFFER: grvq.state_to_dict(state)}}
+
+    def buffers_from(self, config, path, buffers):
+        """The VQ codebooks of ``config.init.path`` (a checkpoint of ours with a buffers item), else k-means'."""
+        if not buffers:
+            return buffers
+        from sovits2_jax.convert import parts
+
+        loaded = parts.load_buffers(path, "vits")
+        if VQ_BUFFER not in loaded:
+            log.warning("config.init.path=%s holds no VQ codebooks: k-means initialises them on the first batch", path)
+            return buffers
+        return {"generator": {VQ_BUFFER: loaded[VQ_BUFFER]}}
 
     @staticmethod
-    def generator_loss(models, batch, rng, train):
+    def discriminator_loss(models, batch, rng, train, buffers=None):
+        generator, new, content = models["generator"], None, None
+        if buffers:  # ssl_grvq: codebooks read, not trained here (k-means on the very first batch is kept)
+            k_vq, rng = jax.random.split(rng)
+            content, _, _, new = vq_content(generator, batch, k_vq, buffers, training=False)
+            content = jax.lax.stop_gradient(content)
         key = rng if train else None
-        return _weighted(generator_terms(models["generator"], models["discriminator"], batch, key), batch)
+        loss, aux = _weighted(discriminator_terms(generator, models["discriminator"], batch, key, content), batch)
+        return loss, aux if new is None else {**aux, BUFFERS: new}
+
+    @staticmethod
+    def generator_loss(models, batch, rng, train, buffers=None):
+        generator, new, content, commit, extra = models["generator"], None, None, None, {}
+        if buffers:  # ssl_grvq: the generator phase trains the codebooks (EMA, dead codes) and commits to them
+            k_vq, rng = jax.random.split(rng)
+            content, commit, perplexity, new = vq_content(generator, batch, k_vq, buffers, training=train)
+            extra = {"vq_perplexity": perplexity}
+        key = rng if train else None
+        terms = generator_terms(generator, models["discriminator"], batch, key, content, commit)
+        loss, aux = _weighted(terms, batch)
+        aux = {**aux, **extra}
+        return loss, aux if new is None else {**aux, BUFFERS: new}
 
     def phases(self, config) -> list[Phase]:
         return [Phase("discriminator", self.discriminator_loss), Phase("generator", self.generator_loss)]
