@@ -10,7 +10,7 @@ trainable grouped residual VQ of 2 groups x 1 or 2 quantizers = 2 or 4 codebooks
 (``sovits2_jax.models.vits2.config``), ``config.discriminator`` the MPD; the trainer's sections (family
 ``vits``, data task ``vits``) follow GPT-SoVITS's s2.json (``training``). v1 / v2 train on a Parquet carrying
 SSL features (``ssl_feature``) and GPT-SoVITS phoneme ids (``phone_ids``), referencing themselves; the grvq
-presets read ``ssl_feature`` (``python -m sovits2_jax.infer.ssl_features`` writes it) with BPE text and
+presets read ``ssl_feature`` (``python -m sovits2_jax.data.prep.ssl_features`` writes it) with BPE text and
 same-speaker references.
 """
 

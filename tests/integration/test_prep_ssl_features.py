@@ -1,4 +1,4 @@
-"""The SSL-feature stage (``data/prep/ssl_features.py``, command ``python -m sovits2_jax.infer.ssl_features``) on a
+"""The SSL-feature stage (``data/prep/ssl_features.py``, command ``python -m sovits2_jax.data.prep.ssl_features``) on a
 small synthetic corpus with a random tiny HuBERT: the new columns hold each row's features as the encoder gives them
 for that row alone (float16, 50 frames/s), every existing column and the row groups are kept, unusable audio is
 skipped, counted and listed, a rerun keeps finished shards, and ``--ssl_model`` loads an Orbax checkpoint."""
@@ -15,7 +15,7 @@ from flax import nnx
 from sovits2_jax.audio.io import load_audio
 from sovits2_jax.data import source
 from sovits2_jax.data.prep import ssl_features, synthetic
-from sovits2_jax.infer import ssl_features as command
+from sovits2_jax.data.prep import ssl_features as command
 from sovits2_jax.models import hubert
 
 

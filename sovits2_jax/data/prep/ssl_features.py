@@ -1,6 +1,12 @@
 """SSL features (HuBERT's last hidden state, what GPT-SoVITS trains its SoVITS on) added to prepared Parquet shards
-as a new column; the stage behind ``python -m sovits2_jax.infer.ssl_features`` (that command loads the encoder's
-weights, which data/ may not: package order).
+as a new column:
+
+    python -m sovits2_jax.data.prep.ssl_features --data_list data/train/parquet/data.list \
+        [--ssl_model pretrained/chinese-hubert-base] [--batch_size 8] [--overwrite]
+
+``--ssl_model`` is a HF HuBERT directory (chinese-hubert-base, mHuBERT-147) or an Orbax checkpoint of ours holding
+the ``hubert`` part; without it a random-init encoder of the tiny shape (32-d features) runs, for tests and pipeline
+checks only (the log says so).
 
 For every shard of a ``data.list`` (stage 3's output): each row's ``audio_data`` is decoded and resampled to 16 kHz,
 the waveforms are run through the encoder in length buckets (``models.hubert.BucketedExtractor``: sorted by
@@ -29,11 +35,14 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from absl import flags
 from tqdm import tqdm
 
+from sovits2_jax import cli
 from sovits2_jax.audio.io import AudioError, load_audio
 from sovits2_jax.data import source
 from sovits2_jax.data.prep.skiplog import SkipLog
+from sovits2_jax.models import hubert
 
 log = logging.getLogger(__name__)
 
@@ -177,3 +186,56 @@ def add_ssl_features(
         rows - len(skips), len(files), column, dim, FRAME_RATE, model_name, skips.summary(),
     )  # fmt: skip
     return skips
+
+
+def load_encoder(path: str | None, seed: int = 0) -> tuple[hubert.HubertModel, str]:
+    """(the encoder with its weights, its name for the shards' metadata): ``path``'s HuBERT, or a random-init tiny
+    one when ``path`` is empty."""
+    from flax import nnx
+
+    if not path:
+        log.info("ssl_features: no --ssl_model: a random-init tiny HuBERT (32-d features), for tests only")
+        return hubert.HubertModel(hubert.tiny(), rngs=nnx.Rngs(seed)), f"random-init tiny HuBERT (seed {seed})"
+    from sovits2_jax.convert import parts
+    from sovits2_jax.convert.mapping import ConversionError, flatten
+    from sovits2_jax.convert.params import params_from_flat
+
+    try:
+        params, config = parts.load(path, "hubert")
+        graphdef, state = params_from_flat(lambda: parts.build_module("hubert", config), flatten(params))
+    except ConversionError as e:
+        raise cli.Error(f"--ssl_model={path}: {e}") from None
+    return nnx.merge(graphdef, state), str(path)
+
+
+def extract_corpus(data_list: str, model: hubert.HubertModel, model_name: str, *, batch_size: int = 8,
+                   column: str = COLUMN, chunk_rows: int = CHUNK_ROWS,
+                   overwrite: bool = False):  # fmt: skip
+    """Runs the stage over ``data_list`` with ``model`` (bucketed batches of ``batch_size``); returns its SkipLog."""
+    extractor = hubert.BucketedExtractor(model, batch_size=batch_size)
+    return add_ssl_features(
+        data_list, extractor, dim=model.config.hidden_size, min_samples=model.config.min_samples,
+        model_name=model_name, column=column, chunk_rows=chunk_rows, overwrite=overwrite,
+    )  # fmt: skip
+
+
+def main(argv: list[str]) -> None:
+    cli.command(argv)
+    f = flags.FLAGS
+    model, name = load_encoder(f.ssl_model, f.seed)
+    try:
+        extract_corpus(f.data_list, model, name, batch_size=f.batch_size, column=f.column, chunk_rows=f.chunk_rows,
+                       overwrite=f.overwrite)  # fmt: skip
+    except (OSError, ValueError) as e:
+        raise cli.Error(str(e)) from None
+
+
+if __name__ == "__main__":
+    flags.DEFINE_string("data_list", None, "data.list of the Parquet shards to extend", required=True)
+    flags.DEFINE_string("ssl_model", "", "HF HuBERT directory or Orbax checkpoint (empty: random-init tiny encoder)")
+    flags.DEFINE_string("column", COLUMN, "the new column (its dim goes to <column>_dim)")
+    flags.DEFINE_integer("batch_size", 8, "rows per encoder batch (padded to a length bucket)")
+    flags.DEFINE_integer("chunk_rows", CHUNK_ROWS, "rows decoded and bucketed together")
+    flags.DEFINE_bool("overwrite", False, "recompute shards that already have the column")
+    flags.DEFINE_integer("seed", 0, "seed of the random-init encoder (without --ssl_model)")
+    cli.run_logged(main)

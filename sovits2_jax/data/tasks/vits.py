@@ -54,7 +54,7 @@ def check_ssl_dim(index, column: str, ssl_dim: int) -> None:
     if column not in index.columns:
         raise ValueError(
             f"config.data.ssl_column={column!r} is not a column of the Parquet (python -m "
-            "sovits2_jax.infer.ssl_features adds SSL features)"
+            "sovits2_jax.data.prep.ssl_features adds SSL features)"
         )
     dim_column = f"{column}_dim"
     if dim_column not in index.columns:

@@ -58,7 +58,7 @@ def _need_ssl(model: SynthesizerTrn, batch: dict) -> None:
     if "ssl" not in batch:
         raise ConfigError(
             f"config.model.content={model.cfg.content!r} trains on SSL features: the Parquet needs the column named "
-            "by config.data.ssl_column (python -m sovits2_jax.infer.ssl_features adds it)"
+            "by config.data.ssl_column (python -m sovits2_jax.data.prep.ssl_features adds it)"
         )
 
 
