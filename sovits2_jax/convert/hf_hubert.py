@@ -11,7 +11,6 @@ layout that was read (bit-exact, dtypes kept; transformers loads either style).
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import numpy as np
 from flax import nnx
 
 from sovits2_jax.convert import checkpoint as ckpt
+from sovits2_jax.convert import hf_dir
 from sovits2_jax.convert.mapping import (
     ConversionError,
     Rule,
@@ -38,12 +38,7 @@ DESCRIPTION = "a HF HuBERT directory (config.json with model_type hubert + safet
 PART = "hubert"
 PARTS = (PART,)
 SAFETENSORS, BIN = "safetensors", "bin"
-WEIGHT_FILES = (
-    "model.safetensors",
-    "pytorch_model.bin",
-    "model.safetensors.index.json",
-    "pytorch_model.bin.index.json",
-)
+WEIGHT_FILES = hf_dir.WEIGHT_FILES
 
 # weight norm over torch dim 2 of the positional conv: g is [1, 1, K] in torch, [K] in ours
 register_transform(
@@ -213,23 +208,7 @@ def torch_to_jax(src: str | Path, dst: str | Path) -> Path:
         "weight_norm_style": style,
         "weights": kind,
     }
-    tmp = ckpt.staging_dir(dst)
-    try:
-        ckpt.write_checkpoint(tmp, unflatten(flat), meta)
-        extra = tmp / "extra"
-        extra.mkdir()
-        for f in src.iterdir():
-            if (
-                f.is_file()
-                and f.name not in WEIGHT_FILES
-                and f.name != "config.json"
-                and not f.name.endswith((".safetensors", ".bin"))
-            ):
-                shutil.copy2(f, extra / f.name)
-        ckpt.commit(tmp, dst)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return dst
+    return hf_dir.write_checkpoint_with_extras(src, dst, unflatten(flat), meta)
 
 
 def _check_meta(src: Path, meta: dict) -> None:
@@ -248,19 +227,9 @@ def jax_to_torch(src: str | Path, dst: str | Path) -> Path:
     style = meta.get("weight_norm_style", PARAMETRIZATIONS)
     if style not in _GV_KEYS:
         raise ConversionError(f"{src}: unknown weight_norm_style {style!r} in meta.json")
-    tmp = ckpt.staging_dir(dst)
-    try:
-        items = ours_to_torch(flatten(params), rules(style))
-        if meta.get("weights") == BIN:
-            save_torch_state_dict(items, tmp / "pytorch_model.bin")
-        else:
-            save_hf_weights(items, tmp)
-        (tmp / "config.json").write_text(json.dumps(hf, indent=2))
-        extra = src / "extra"
-        if extra.is_dir():
-            for f in extra.iterdir():
-                shutil.copy2(f, tmp / f.name)
-        ckpt.commit(tmp, dst)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return dst
+    items = ours_to_torch(flatten(params), rules(style))
+    if meta.get("weights") == BIN:
+        write = lambda d: save_torch_state_dict(items, d / "pytorch_model.bin")
+    else:
+        write = lambda d: save_hf_weights(items, d)
+    return hf_dir.write_hf_dir(src, dst, hf, write)

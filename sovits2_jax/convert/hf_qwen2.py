@@ -7,13 +7,13 @@ A format of ``convert/formats.py``: a source holds ``qwen2`` (the causal LM) and
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 from flax import nnx
 
 from sovits2_jax.convert import checkpoint as ckpt
+from sovits2_jax.convert import hf_dir
 from sovits2_jax.convert.mapping import (
     ConversionError,
     Rule,
@@ -30,12 +30,7 @@ from sovits2_jax.models.speech_lm import SpeechLM, SpeechLMConfig
 NAME = "hf_qwen2"
 DESCRIPTION = "a HF Qwen2 directory (config.json + safetensors)"
 PARTS = ("qwen2", "llm")
-WEIGHT_FILES = (
-    "model.safetensors",
-    "pytorch_model.bin",
-    "model.safetensors.index.json",
-    "pytorch_model.bin.index.json",
-)
+WEIGHT_FILES = hf_dir.WEIGHT_FILES
 
 
 def decoder_rules(ours_prefix: str, torch_prefix: str) -> list[Rule]:
@@ -153,23 +148,7 @@ def torch_to_jax(src: str | Path, dst: str | Path) -> Path:
     config = Qwen2Config.from_hf(hf)
     flat = load_hf_params(src, config)
     meta = {"format": NAME, "model": "Qwen2ForCausalLM", "config": config.to_dict(), "hf_config": hf}
-    tmp = ckpt.staging_dir(dst)
-    try:
-        ckpt.write_checkpoint(tmp, unflatten(flat), meta)
-        extra = tmp / "extra"
-        extra.mkdir()
-        for f in src.iterdir():
-            if (
-                f.is_file()
-                and f.name not in WEIGHT_FILES
-                and f.name != "config.json"
-                and not f.name.endswith((".safetensors", ".bin"))
-            ):
-                shutil.copy2(f, extra / f.name)
-        ckpt.commit(tmp, dst)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return dst
+    return hf_dir.write_checkpoint_with_extras(src, dst, unflatten(flat), meta)
 
 
 def jax_to_torch(src: str | Path, dst: str | Path) -> Path:
@@ -180,15 +159,5 @@ def jax_to_torch(src: str | Path, dst: str | Path) -> Path:
         raise ConversionError(f"{src}: format {meta.get('format')!r} is not {NAME}")
     config = Qwen2Config.from_dict(meta["config"])
     hf = dict(meta.get("hf_config") or config.to_hf())
-    tmp = ckpt.staging_dir(dst)
-    try:
-        save_hf_weights(ours_to_torch(flatten(params), RULES), tmp)
-        (tmp / "config.json").write_text(json.dumps(hf, indent=2))
-        extra = src / "extra"
-        if extra.is_dir():
-            for f in extra.iterdir():
-                shutil.copy2(f, tmp / f.name)
-        ckpt.commit(tmp, dst)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return dst
+    items = ours_to_torch(flatten(params), RULES)
+    return hf_dir.write_hf_dir(src, dst, hf, lambda d: save_hf_weights(items, d))

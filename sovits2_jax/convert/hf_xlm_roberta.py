@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from pathlib import Path
 
 import numpy as np
 from flax import nnx
 
 from sovits2_jax.convert import checkpoint as ckpt
+from sovits2_jax.convert import hf_dir
 from sovits2_jax.convert.mapping import (
     ConversionError,
     Rule,
@@ -37,12 +37,7 @@ PART = "xlm_roberta"
 PARTS = (PART,)
 MODEL_TYPE = "xlm-roberta"
 PREFIX = "roberta."  # the base model's name inside HF's task models (XLMRobertaForMaskedLM, ...)
-WEIGHT_FILES = (
-    "model.safetensors",
-    "pytorch_model.bin",
-    "model.safetensors.index.json",
-    "pytorch_model.bin.index.json",
-)
+WEIGHT_FILES = hf_dir.WEIGHT_FILES
 WEIGHT_SUFFIXES = (".safetensors", ".bin")  # shards of either kind
 BUFFERS = r"embeddings\.(position_ids|token_type_ids)$"
 
@@ -214,18 +209,7 @@ def torch_to_jax(src: str | Path, dst: str | Path) -> Path:
     config, prefix = source_config(src)
     flat = load_hf_params(src, config, prefix)
     meta = checkpoint_meta(config, hf, prefix)
-    tmp = ckpt.staging_dir(dst)
-    try:
-        ckpt.write_checkpoint(tmp, unflatten(flat), meta)
-        extra = tmp / "extra"
-        extra.mkdir()
-        for f in src.iterdir():
-            if f.is_file() and f.name not in (*WEIGHT_FILES, "config.json") and f.suffix not in WEIGHT_SUFFIXES:
-                shutil.copy2(f, extra / f.name)
-        ckpt.commit(tmp, dst)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return dst
+    return hf_dir.write_checkpoint_with_extras(src, dst, unflatten(flat), meta)
 
 
 def jax_to_torch(src: str | Path, dst: str | Path) -> Path:
@@ -235,15 +219,5 @@ def jax_to_torch(src: str | Path, dst: str | Path) -> Path:
     params, meta = _our_checkpoint(src)
     config = XLMRobertaConfig.from_dict(meta["config"])
     hf = dict(meta.get("hf_config") or config.to_hf())
-    tmp = ckpt.staging_dir(dst)
-    try:
-        save_hf_weights(ours_to_torch(flatten(params), rules(meta.get("torch_prefix", ""))), tmp)
-        (tmp / "config.json").write_text(json.dumps(hf, indent=2))
-        extra = src / "extra"
-        if extra.is_dir():
-            for f in extra.iterdir():
-                shutil.copy2(f, tmp / f.name)
-        ckpt.commit(tmp, dst)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return dst
+    items = ours_to_torch(flatten(params), rules(meta.get("torch_prefix", "")))
+    return hf_dir.write_hf_dir(src, dst, hf, lambda d: save_hf_weights(items, d))

@@ -79,6 +79,7 @@ def test_stage_writes_ids_and_encoder_features_and_skips_bad_rows(prepared):
     from sovits2_jax.models import xlm_roberta
 
     for got, want in zip(stored, xlm_roberta.encode(encoder.model, ids, batch_size=8)):
+        # the column stores float16: equal up to float16 rounding (2**-10 relative), not a parity tolerance
         np.testing.assert_allclose(got.astype(np.float32), want, rtol=2e-3, atol=2e-3)
     skipped = (prepared["root"] / "train" / stage.SKIP_FILE).read_text().splitlines()
     assert [line.split("\t")[0] for line in skipped] == [prepared["rows"][i]["utt"] for i in (EMPTY, LONG)]
@@ -282,6 +283,7 @@ def test_inference_reads_the_model_directorys_text_encoder(prepared, tmp_path):
     # each text block of the prompt carries its text's features; every other position carries zeros
     want = encoder.features([encoder.tokenize(r.text) for r in refs] + [encoder.tokenize(texts[1])])
     kinds, feats = prompt["kinds"][1, : n[1]], prompt["text_features"][1, : n[1]]
+    # inference rounds features to float16 as the training data stores them
     np.testing.assert_allclose(feats[kinds == TEXT], np.concatenate(want), atol=1e-3)
     assert not np.any(feats[kinds != TEXT])
     # the AR uses them: other encoder weights (same tokenizer) change its logits and its tokens
