@@ -31,8 +31,8 @@
 # --vocoder_check 1 (the default; cosyvoice2 only) also vocodes every ground truth's own mel with the trained HiFT
 # (python -m sovits2_jax.demo.vocode -> WORK/vocoded) and evaluates that: the ceiling the vocoder sets.
 # --ladder 1 (the default for small) adds the quality ladder's other rungs and its calibration rows:
-# python -m sovits2_jax.demo.ladder (cosyvoice2: resynthesis from ground-truth tokens, its Griffin-Lim rendering, the
-# LM's token error -> WORK/ladder) and python -m sovits2_jax.demo.calibration (espeak, another voice, another text,
+# python -m sovits2_jax.demo.ladder (the decoder from ground-truth tokens: cosyvoice2's flow + HiFT and its
+# Griffin-Lim rendering, gpt_sovits2's VITS2; the LM's token error -> WORK/ladder) and python -m sovits2_jax.demo.calibration (espeak, another voice, another text,
 # noise, Griffin-Lim of the truth -> WORK/calibration), all scored by one evaluator run; docs/results.md reads it.
 # --extra_sentences N adds N composed English sentences to the training corpus's text (the dev sentences stay the
 # natural held-out ones): the 222 built-in training sentences are few enough for an LM to memorise.
@@ -113,16 +113,20 @@ case "$size" in
       [ar]="" [vits]="train.eval_batches=2") ;;
   small)
     d_hours=0.5; d_speakers=8; d_codebook=512; d_average=3; evals=4; d_utts=0; d_ladder=1
-    steps=([llm]=1000 [flow]=1300 [hift]=1800 [ar]=1000 [vits]=1300)
+    steps=([llm]=1000 [flow]=1300 [hift]=1800 [ar]=800 [vits]=1600)
     # the presets keep the recipe's optimisation (lr 1e-5 after 2500 warm-up steps, 32000 frames per step over 8
     # devices, accumulation 2): here lr 1e-3 from the first step and small batches (more updates per CPU-second).
     # The LM keeps Qwen2's 151936-row text embedding fixed (no dense gradient or Adam update of it each step); the
-    # vocoder trains as hift_mel (its reconstruction losses without the discriminators: a GAN step costs about 20x).
+    # vocoder trains as hift_mel (its reconstruction losses without the discriminators: a GAN step costs about 20x);
+    # likewise GPT-SoVITS2's decoder as vits_mel (mel + KL + duration; 1.5 s a step at 4 crops against 23 s for
+    # the GAN step at 8), and its AR on one 1024-token row per step.
     cpu="data.batch_multiple=1 train.accum_steps=1 train.optimizer.lr=1e-3 train.optimizer.warmup_steps=0"
     part_sets=([llm]="data.num_buckets=1 data.max_frames_in_batch=1000 $cpu train.optimizer.freeze=('embed_tokens',)"
                [flow]="data.num_buckets=1 data.max_frames_in_batch=960 $cpu"
                [hift]="family=hift_mel data.max_frames_in_batch=102 $cpu train.optimizer.lr=5e-4 train.eval_batches=4"
-               [ar]="data.batch_multiple=1 $cpu" [vits]="data.batch_multiple=1 train.eval_batches=4") ;;
+               [ar]="data.batch_multiple=1 data.max_frames_in_batch=1024 $cpu"
+               [vits]="family=vits_mel data.batch_multiple=1 data.max_frames_in_batch=600 train.optimizer.lr=2e-4
+                       train.eval_batches=4") ;;
   *) echo "builtin.sh: --size tiny|small, got '$size'" >&2; exit 2 ;;
 esac
 hours=${hours:-$d_hours}; speakers=${speakers:-$d_speakers}; codebook_size=${codebook_size:-$d_codebook}
@@ -196,6 +200,8 @@ trainer_args() {
          "train.keep_last=4")
   if [ "$part" = ar ] && [ -n "$text_encoder_dir" ]; then
     pairs+=("data.text_source=bge_m3" "data.text_encoder=$text_encoder_dir")
+  elif [ "$part" = ar ] && [ "$size" = small ]; then  # BPE text: Qwen2's 151936-row embedding stays fixed, as the LM's
+    pairs+=("train.optimizer.freeze=('embed_tokens',)")
   fi
   for kv in ${part_sets[$part]}; do pairs+=("$kv"); done
   for kv in "${sets[@]}"; do if [ "${kv%%.*}" = "$part" ]; then pairs+=("${kv#*.}"); fi; done
@@ -280,12 +286,10 @@ if [ "$vocoder_check" = 1 ]; then
   timed evaluate_vocoded "$py" -m sovits2_jax.eval --wav_dir "$work/vocoded"
 fi
 if [ "$ladder" = 1 ]; then
-  scored=()
-  if [ "$family" = cosyvoice2 ]; then
-    timed ladder "$py" -m sovits2_jax.demo.ladder --model_dir "$model_dir" --data_list "$data/dev/parquet/data.list" \
-      --wav_dir "$work/synthesis" --out_dir "$work/ladder" --seed "$seed"
-    scored+=(--wav_dir "$work/ladder/resynthesis" --wav_dir "$work/ladder/resynthesis_gl")
-  fi
+  timed ladder "$py" -m sovits2_jax.demo.ladder --model_dir "$model_dir" --data_list "$data/dev/parquet/data.list" \
+    --wav_dir "$work/synthesis" --out_dir "$work/ladder" --seed "$seed"
+  scored=(--wav_dir "$work/ladder/resynthesis")
+  if [ "$family" = cosyvoice2 ]; then scored+=(--wav_dir "$work/ladder/resynthesis_gl"); fi
   timed calibration "$py" -m sovits2_jax.demo.calibration --wav_dir "$work/synthesis" \
     --speakers "$work/corpus/dev/speakers.tsv" --out_dir "$work/calibration" --seed "$seed"
   for row in espeak other_voice other_text noise griffin_lim; do scored+=(--wav_dir "$work/calibration/$row"); done

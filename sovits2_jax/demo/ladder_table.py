@@ -14,14 +14,23 @@ import os
 from pathlib import Path
 
 SCORES = ("mcd", "similarity", "dnsmos_ovrl", "duration_ratio")
-# (key, label, directory under WORK)
-RUNGS = (
-    ("vocoder", "vocoder: the truth's mel -> HiFT", "vocoded"),
-    ("resynthesis", "resynthesis: truth tokens + prompt -> flow -> HiFT", "ladder/resynthesis"),
-    ("resynthesis_gl", "resynthesis, the flow's mel -> Griffin-Lim", "ladder/resynthesis_gl"),
-    ("lm", "LM: sampled tokens against the truth's", None),
-    ("tts", "TTS: zero-shot synthesis", "synthesis"),
-)
+# family -> the rungs in order: (key, label, directory under WORK); gpt_sovits2's vocoder rung is its VITS2 decoder
+# from the truth's tokens (it has no separate mel stage)
+RUNGS = {
+    "cosyvoice2": (
+        ("vocoder", "vocoder: the truth's mel -> HiFT", "vocoded"),
+        ("resynthesis", "resynthesis: truth tokens + prompt -> flow -> HiFT", "ladder/resynthesis"),
+        ("resynthesis_gl", "resynthesis, the flow's mel -> Griffin-Lim", "ladder/resynthesis_gl"),
+        ("lm", "LM: sampled tokens against the truth's", None),
+        ("tts", "TTS: zero-shot synthesis", "synthesis"),
+    ),
+    "gpt_sovits2": (
+        ("vocoder", "vocoder: truth tokens + text + references -> VITS2", "ladder/resynthesis"),
+        ("lm", "AR: sampled tokens against the truth's", None),
+        ("tts", "TTS: zero-shot synthesis (AR -> VITS2)", "synthesis"),
+    ),
+}
+LM_PART = {"cosyvoice2": "llm", "gpt_sovits2": "ar"}  # the trainer whose eval_acc is the teacher-forced accuracy
 CALIBRATION = (
     ("espeak", "espeak again: same text and voice, another pass"),
     ("griffin_lim", "the truth's mel -> Griffin-Lim"),
@@ -86,22 +95,23 @@ def collect(work: str | os.PathLike, training: dict | None = None) -> dict:
     ``training``: the report's per-part training summaries (the LM's final eval accuracy)."""
     work = Path(work)
     ladder = _json(work / "ladder" / "ladder.json")
+    family = ladder.get("family") or _json(work / "synthesis" / "synthesis.json").get("family") or "cosyvoice2"
     rungs = []
-    for key, label, folder in RUNGS:
+    for key, label, folder in RUNGS.get(family, RUNGS["cosyvoice2"]):
         if key == "lm":
             if not ladder:
                 continue
             means = ladder["means"]
             scores = dict(token_error=means.get("token_error"), duration_ratio=means.get("duration_ratio"),
                           count=ladder.get("utterances", 0))  # fmt: skip
-            acc = (training or {}).get("llm", {}).get("final_eval_acc")
+            acc = (training or {}).get(LM_PART.get(family, "llm"), {}).get("final_eval_acc")
             if acc is not None:
                 scores["teacher_forced_acc"] = acc
         else:
             scores = _scores(work / folder)
             if scores is None:
                 continue
-            if key == "resynthesis" and ladder:
+            if key == "resynthesis" and ladder.get("means", {}).get("flow_mcd") is not None:
                 scores["flow_mel_mcd"] = ladder["means"].get("flow_mcd")
         aims = {m: dict(aim=f"{op} {v}", met=_met(scores.get(m), op, v)) for m, (op, v) in AIMS.get(key, {}).items()}
         rungs.append(dict(key=key, label=label, scores=scores, aims=aims))

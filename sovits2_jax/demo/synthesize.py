@@ -40,6 +40,13 @@ def families() -> list[str]:
     return sorted(m.name for m in pkgutil.iter_modules(demo_families.__path__) if not m.name.startswith("_"))
 
 
+def family_module(family: str):
+    """The module of ``sovits2_jax/demo/families/`` named ``family`` (a one-line error for another name)."""
+    if family not in families():
+        raise cli.Error(f"--family must be one of {', '.join(families())}, got {family!r}")
+    return importlib.import_module(f"{demo_families.__name__}.{family}")
+
+
 def read_rows(data_list: str) -> dict[str, dict]:
     """utt -> row (utt, spk, text, audio_data, speech_token) of every shard in ``data_list``."""
     import pyarrow.parquet as pq
@@ -86,11 +93,9 @@ def write_layout(out_dir: str, rows: dict[str, dict], pairs: list[Pair], audio: 
 
 def run(model_dir, data_list, out_dir, *, family="cosyvoice2", num=0, references=2, batch_size=8, seed=0) -> dict:
     """Plans, synthesises and writes the layout; returns synthesis.json's content (also written to ``out_dir``)."""
-    if family not in families():
-        raise cli.Error(f"--family must be one of {', '.join(families())}, got {family!r}")
+    module = family_module(family)
     if batch_size < 1:
         raise cli.Error(f"--batch_size must be >= 1, got {batch_size}")
-    module = importlib.import_module(f"{demo_families.__name__}.{family}")
     rows = read_rows(data_list)
     pairs, alone = plan_pairs(rows, num, references if module.MULTI_REFERENCE else 1)
     if not pairs:

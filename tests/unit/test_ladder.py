@@ -93,3 +93,18 @@ def test_ladder_table_reads_the_rungs_and_calibration_and_checks_the_aims(tmp_pa
         ladder_table.markdown(table, judged=False)
     )  # another size is not held to them
     assert ladder_table.markdown({"rungs": [], "calibration": []}) == []
+
+
+def test_gpt_sovits2_ladder_has_its_vits_vocoder_rung_and_the_ar_accuracy(tmp_path):
+    _layout(tmp_path / "ladder" / "resynthesis", 1.0, 3.9, 0.85, 2.4)
+    _layout(tmp_path / "synthesis", 1.0, 7.5, 0.7, 2.6)
+    means = {"token_error": 0.5, "duration_ratio": 1.1, "flow_mcd": None}
+    ladder = {"family": "gpt_sovits2", "means": means, "utterances": 1}
+    (tmp_path / "ladder" / "ladder.json").write_text(json.dumps(ladder))
+    table = ladder_table.collect(tmp_path, {"llm": {"final_eval_acc": 0.9}, "ar": {"final_eval_acc": 0.3}})
+    rungs = {r["key"]: r for r in table["rungs"]}
+    assert list(rungs) == ["vocoder", "lm", "tts"]  # no flow, no separate mel vocoder
+    assert "VITS2" in rungs["vocoder"]["label"] and rungs["vocoder"]["aims"]["mcd"]["met"] is True
+    assert "flow_mel_mcd" not in rungs["vocoder"]["scores"]
+    assert rungs["lm"]["scores"]["teacher_forced_acc"] == 0.3  # the AR's, not another part's
+    assert rungs["lm"]["aims"]["duration_ratio"]["met"] is True
