@@ -17,6 +17,7 @@ What a family reads, how its rows are processed and its batch keys are in ``sovi
 from __future__ import annotations
 
 import collections
+import gc
 import logging
 import sys
 
@@ -159,9 +160,15 @@ class Batches:
         self.iterator.set_state(state)
 
     def close(self) -> None:
-        close = getattr(self.iterator, "close", None)
+        """Stops the workers and frees the batches they left in shared memory. Grain's worker iterators that were
+        started ahead unlink theirs only when collected; at interpreter exit that fails and Python's resource
+        tracker warns of leaked shared_memory objects, so they are collected here."""
+        iterator, self.iterator = self.iterator, None
+        close = getattr(iterator, "close", None)
         if close is not None:
             close()
+        del iterator, close
+        gc.collect()
 
 
 def make_batches(cfg, **kwargs) -> Batches:
