@@ -6,7 +6,8 @@ none of these set runs without initialising.
 
 Timeouts (seconds, from the environment): SOVITS2_INIT_TIMEOUT (300) for every process to arrive: with explicit
 variables a roll call names the processes that never did (``rendezvous``); SOVITS2_HEARTBEAT_TIMEOUT (100) after
-which the survivors of a process that died are stopped by JAX's coordination service instead of hanging.
+which JAX's coordination service stops the survivors of a process that died; SOVITS2_PEER_TIMEOUT (a third of
+that) after which our ``watchdog`` stops them first, naming the lost process in one line.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import os
 
 import jax
 
-from sovits2_jax.parallel import rendezvous
+from sovits2_jax.parallel import rendezvous, watchdog
 
 log = logging.getLogger(__name__)
 
@@ -69,3 +70,6 @@ def initialize(timeout_s: int | None = None, env=os.environ) -> None:
             f"jax.distributed.initialize ({kind}, coordinator {where}) failed after up to {timeout_s}s: {e}"
         ) from e
     log.info("process %d/%d joined (%s)", jax.process_index(), jax.process_count(), kind)
+    from jax._src import distributed as jax_distributed  # the client JAX keeps; no public handle exists
+
+    watchdog.start(jax_distributed.global_state.client, jax.process_index(), jax.process_count(), env)
