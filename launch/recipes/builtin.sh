@@ -3,7 +3,8 @@
 # -> zero-shot synthesis of held-out dev sentences -> offline evaluation -> report.
 #
 #   launch/recipes/builtin.sh --size tiny|small [--work DIR] [--family cosyvoice2|gpt_sovits2] [--num_steps N] \
-#       [--speakers N] [--hours H] [--extra_sentences N] [--codebook_size K] [--average_num N] [--num_utts N] \
+#       [--speakers N] [--hours H] [--languages en,fr,...] [--code_switch F] [--extra_sentences N] \
+#       [--codebook_size K] [--average_num N] [--num_utts N] \
 #       [--num_workers N] [--seed S] [--text_encoder DIR|random|none] \
 #       [--set PART.KEY=VALUE ...] [--skip_prep] [--parallel_train] [--vocoder_check 0|1] [--ladder 0|1]
 #
@@ -34,7 +35,9 @@
 # python -m sovits2_jax.demo.ladder (the decoder from ground-truth tokens: cosyvoice2's flow + HiFT and its
 # Griffin-Lim rendering, gpt_sovits2's VITS2; the LM's token error -> WORK/ladder) and python -m sovits2_jax.demo.calibration (espeak, another voice, another text,
 # noise, Griffin-Lim of the truth -> WORK/calibration), all scored by one evaluator run; docs/results.md reads it.
-# --extra_sentences N adds N composed English sentences to the training corpus's text (the dev sentences stay the
+# --languages en,fr,de,es gives the speakers these languages (round-robin); --code_switch F makes a fraction F of
+# the utterances switch to another of them inside the utterance (no language tag anywhere; the report breaks its
+# metrics down by language). --extra_sentences N adds N composed English sentences to the training corpus's text (the dev sentences stay the
 # natural held-out ones): the 222 built-in training sentences are few enough for an LM to memorise.
 set -euo pipefail
 set -f  # no globbing: config values such as (128,) travel as words
@@ -47,6 +50,8 @@ num_steps=
 speakers=
 hours=
 extra_sentences=0
+languages=en
+code_switch=0
 codebook_size=
 average_num=
 num_utts=
@@ -68,6 +73,8 @@ while [ $# -gt 0 ]; do
     --speakers) speakers=$2; shift 2 ;;
     --hours) hours=$2; shift 2 ;;
     --extra_sentences) extra_sentences=$2; shift 2 ;;
+    --languages) languages=$2; shift 2 ;;
+    --code_switch) code_switch=$2; shift 2 ;;
     --codebook_size) codebook_size=$2; shift 2 ;;
     --average_num) average_num=$2; shift 2 ;;
     --num_utts) num_utts=$2; shift 2 ;;
@@ -215,8 +222,8 @@ trainer_args() {
 
 recipe=(bash launch/recipes/libritts.sh --work "$work" --size "$size" --hours "$hours" --speakers "$speakers"
         --codebook_size "$codebook_size" --num_workers "$num_workers" --seed "$seed" --average_num "$average_num"
-        --extra_sentences "$extra_sentences")
-echo "builtin.sh: $family, size $size, $speakers speakers, $hours h -> $work"
+        --extra_sentences "$extra_sentences" --languages "$languages" --code_switch "$code_switch")
+echo "builtin.sh: $family, size $size, $speakers speakers ($languages), $hours h -> $work"
 t_start=$(date +%s.%N)
 if [ "$skip_prep" = 0 ]; then
   timed corpus "${recipe[@]}" --stage -1 --stop_stage -1

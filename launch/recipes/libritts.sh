@@ -25,8 +25,9 @@
 # to the list; --list_wav_dir DIR finds them by file name in DIR) prepared as set "train", --dev_list as "dev".
 # Without --campplus / --speech_tokenizer the offline stand-ins are fitted on the first training set (see
 # sovits2_jax/data/prep/offline_models.py); --offline_speaker resemblyzer uses resemblyzer's pretrained encoder
-# instead (256-d, needs the package). The built-in corpus: --hours, --speakers, --languages, --extra_sentences N
-# (composed English sentences added to the train set's text; sovits2_jax/data/prep/sentence_maker.py).
+# instead (256-d, needs the package). The built-in corpus: --hours, --speakers, --languages, --code_switch F (the
+# fraction of utterances that switch language inside), --extra_sentences N (composed English sentences added to the
+# train set's text; sovits2_jax/data/prep/sentence_maker.py).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -40,6 +41,7 @@ hours=0.5
 speakers=8
 languages=en
 extra_sentences=0
+code_switch=0
 seed=0
 num_workers=2
 num_utts_per_parquet=1000
@@ -74,6 +76,7 @@ while [ $# -gt 0 ]; do
     --speakers) speakers=$2; shift 2 ;;
     --languages) languages=$2; shift 2 ;;
     --extra_sentences) extra_sentences=$2; shift 2 ;;
+    --code_switch) code_switch=$2; shift 2 ;;
     --seed) seed=$2; shift 2 ;;
     --num_workers) num_workers=$2; shift 2 ;;
     --num_utts_per_parquet) num_utts_per_parquet=$2; shift 2 ;;
@@ -153,9 +156,11 @@ if [ "$stage" -le -1 ] && [ "$stop_stage" -ge -1 ]; then
   elif [ "$builtin" = 1 ]; then
     echo "stage -1: built-in corpus ($hours h, $speakers speakers, $languages) -> $corpus/{train,dev}"
     $py -m sovits2_jax.data.prep.corpus --out "$corpus/train" --split train --hours "$hours" --speakers "$speakers" \
-      --languages "$languages" --seed "$seed" --workers "$num_workers" --extra_sentences "$extra_sentences"
+      --languages "$languages" --seed "$seed" --workers "$num_workers" --extra_sentences "$extra_sentences" \
+      --code_switch "$code_switch"
     $py -m sovits2_jax.data.prep.corpus --out "$corpus/dev" --split dev --utterances "$((speakers * dev_per_speaker))" \
-      --speakers "$speakers" --languages "$languages" --seed "$seed" --workers "$num_workers"
+      --speakers "$speakers" --languages "$languages" --seed "$seed" --workers "$num_workers" \
+      --code_switch "$code_switch"
   else
     echo "stage -1: using the corpus at $corpus (nothing to build)"
   fi

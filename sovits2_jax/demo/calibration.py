@@ -16,7 +16,9 @@ For every utterance of a synthesis directory (``{utt}.ref.wav`` the ground truth
 - ``griffin_lim``: the truth's own full-band 24 kHz mel (the vocoder's loss mel: 80 bins, hop 480, no fmax)
   through Griffin-Lim (an untrained vocoder: what a trained one must beat).
 
-``python -m sovits2_jax.eval --wav_dir out_dir/<row>`` scores each; the report prints them under the ladder.
+An utterance that switches language (the corpus's ``utterances.tsv`` beside ``--speakers``) switches in each
+re-rendered row too. ``python -m sovits2_jax.eval --wav_dir out_dir/<row>`` scores each; the report prints them
+under the ladder.
 """
 
 from __future__ import annotations
@@ -49,8 +51,11 @@ def _speaker_of(utt: str) -> str:
     return utt.split("_", 1)[0]  # LibriTTS naming: speaker_chapter_...
 
 
-def stand_ins(wav_dir: str, utts: list[str], speakers: dict, seed: int = 0) -> dict[str, dict[str, np.ndarray]]:
-    """row -> utt -> 24 kHz float32 audio for the rows of ``ROWS``."""
+def stand_ins(
+    wav_dir: str, utts: list[str], speakers: dict, seed: int = 0, segments: dict | None = None
+) -> dict[str, dict[str, np.ndarray]]:
+    """row -> utt -> 24 kHz float32 audio for the rows of ``ROWS``; ``segments``: utt -> its language segments
+    (the corpus's ``utterances.tsv``), so an utterance that switches language is re-rendered switching too."""
     from sovits2_jax.audio.griffin_lim import log_mel_to_audio
     from sovits2_jax.audio.io import load_audio
     from sovits2_jax.audio.mel import MelConfig, mel_spectrogram_np
@@ -71,9 +76,13 @@ def stand_ins(wav_dir: str, utts: list[str], speakers: dict, seed: int = 0) -> d
         if spk is not None:
             other = speakers[ids[(ids.index(spk.id) + 1) % len(ids)]]
             faster = dataclasses.replace(spk, rate=spk.rate + RATE_OFFSET)
-            another = next((t for t in texts[texts.index(text) + 1 :] + texts if t != text), "A different sentence.")
-            jobs += [("espeak", utt, Job(utt, utt, text, faster)), ("other_voice", utt, Job(utt, utt, text, other)),
-                     ("other_text", utt, Job(utt, utt, another, spk))]  # fmt: skip
+            i = texts.index(text)
+            j = next((k % len(texts) for k in range(i + 1, i + 1 + len(texts)) if texts[k % len(texts)] != text), None)
+            another = "A different sentence." if j is None else texts[j]
+            own, theirs = (segments or {}).get(utt, ()), () if j is None else (segments or {}).get(utts[j], ())
+            jobs += [("espeak", utt, Job(utt, utt, text, faster, own)),
+                     ("other_voice", utt, Job(utt, utt, text, other, own)),
+                     ("other_text", utt, Job(utt, utt, another, spk, theirs))]  # fmt: skip
         rms = float(np.sqrt(np.mean(truth**2))) or 1e-3
         rows["noise"][utt] = (rng.standard_normal(len(truth)) * rms).astype(np.float32)
         rows["griffin_lim"][utt] = log_mel_to_audio(mel_spectrogram_np(truth, cfg), cfg)
@@ -102,7 +111,7 @@ def write_rows(wav_dir: str, out_dir: str, rows: dict[str, dict[str, np.ndarray]
 def run(wav_dir: str, speakers_tsv: str, out_dir: str, num: int = 0, seed: int = 0) -> dict:
     """Writes every row's layout and ``out_dir/calibration.json``; returns its content."""
     from sovits2_jax.audio.mel import MelConfig
-    from sovits2_jax.data.prep.corpus import read_speakers
+    from sovits2_jax.data.prep.corpus import read_speakers, read_utterances
 
     if not os.path.isdir(wav_dir):
         raise cli.Error(f"--wav_dir {wav_dir} is not a directory")
@@ -114,7 +123,10 @@ def run(wav_dir: str, speakers_tsv: str, out_dir: str, num: int = 0, seed: int =
     if not utts:
         raise cli.Error(f"--wav_dir {wav_dir} holds no utterance with .ref.wav, .txt and .prompt.wav")
     t0 = time.perf_counter()
-    counts = write_rows(wav_dir, out_dir, stand_ins(wav_dir, utts, speakers, seed), MelConfig().sampling_rate)
+    index = read_utterances(os.path.join(os.path.dirname(speakers_tsv), "utterances.tsv"))
+    segments = {utt: segs for utt, (_, segs) in index.items()}
+    rows = stand_ins(wav_dir, utts, speakers, seed, segments)
+    counts = write_rows(wav_dir, out_dir, rows, MelConfig().sampling_rate)
     info = dict(rows=counts, utterances=len(utts), seconds=round(time.perf_counter() - t0, 2))
     with open(os.path.join(out_dir, "calibration.json"), "w", encoding="utf-8") as f:
         json.dump(info, f, indent=1)

@@ -7,7 +7,9 @@ Reads ``WORK/stage_times.tsv`` (``name<TAB>seconds[<TAB>parallel]`` per stage), 
 ``summary.json`` and ``metrics.tsv`` (sovits2_jax.eval). Writes ``WORK/report.json`` (stage times, every metric's
 mean, each part's final train / eval loss, the issue's quality aims for the small size, paths),
 ``WORK/plots/curves_<part>.png`` (loss and eval loss vs step), ``WORK/plots/mel_<utt>.png`` for two utterances (our
-mel beside the ground truth's) and ``WORK/report.md`` embedding the plots above a per-utterance table.
+mel beside the ground truth's) and ``WORK/report.md`` embedding the plots above a per-utterance table. When the dev
+utterances speak several languages (``WORK/corpus/dev/utterances.tsv``, else the speakers' languages), the metrics
+are also broken down by language.
 """
 
 from __future__ import annotations
@@ -94,6 +96,40 @@ def read_table(path: Path) -> list[dict]:
             except ValueError:
                 row[name] = math.nan
     return rows
+
+
+def utterance_languages(corpus_split: Path) -> dict[str, str]:
+    """utt -> its languages (``en``, ``en+fr``) from a corpus split's ``utterances.tsv``, else its speaker's
+    language from ``speakers.tsv``; {} when neither exists."""
+    from sovits2_jax.data.prep.corpus import read_speakers, read_utterances
+
+    index = read_utterances(str(corpus_split / "utterances.tsv"))
+    if index:
+        return {utt: langs for utt, (langs, _) in index.items()}
+    if not (corpus_split / "speakers.tsv").is_file():
+        return {}
+    speakers = read_speakers(str(corpus_split / "speakers.tsv"))
+    return {f"{spk}_": s.language for spk, s in speakers.items()}  # prefix: LibriTTS ids start with the speaker
+
+
+def by_language(rows: list[dict], languages: dict[str, str]) -> dict[str, dict]:
+    """language -> {metric: mean over its utterances, "count": n} of the evaluator's rows (an utterance's language
+    looked up by id, or by its speaker prefix); {} when every row has one language."""
+    groups: dict[str, list[dict]] = {}
+    for row in rows:
+        utt = row["utt"]
+        lang = languages.get(utt) or next((v for k, v in languages.items() if k.endswith("_") and
+                                           utt.startswith(k)), None)  # fmt: skip
+        if lang is not None:
+            groups.setdefault(lang, []).append(row)
+    if len(groups) < 2:
+        return {}
+    out = {}
+    for lang in sorted(groups):
+        group = groups[lang]
+        means = {m: [r[m] for r in group if math.isfinite(r[m])] for m in TABLE}
+        out[lang] = {m: (sum(v) / len(v) if v else None) for m, v in means.items()} | {"count": len(group)}
+    return out
 
 
 def _text(path: Path) -> str:
@@ -218,6 +254,14 @@ def markdown(report: dict, rows: list[dict], wav_dir: Path, work: Path) -> str:
         out += ["", "*vocoder alone*: each ground truth's own mel through the trained HiFT (`WORK/vocoded`, "
                 "`python -m sovits2_jax.demo.vocode`), the ceiling this vocoder sets for the system."]  # fmt: skip
     out.append("")
+    if report.get("by_language"):
+        head = "| languages | utterances | " + " | ".join(TABLE) + " |"
+        out += ["## By language", "", "Utterances grouped by the languages they speak (`en+fr`: switches from en to fr "
+                "inside the utterance); no language id is among the model's inputs.", "",
+                head, "|---|---:|" + "---:|" * len(TABLE)]  # fmt: skip
+        for lang, stat in report["by_language"].items():
+            out.append(f"| {lang} | {stat['count']} | " + " | ".join(_fmt(stat[m]) for m in TABLE) + " |")
+        out.append("")
     out += ladder_table.markdown(report.get("ladder") or {"rungs": [], "calibration": []}, judged=judged)
     if not (report.get("ladder") or {}).get("calibration"):
         out += ["This run has no quality ladder: `launch/recipes/builtin.sh --size small` trains for speech and "
@@ -287,6 +331,7 @@ def build(work: str | os.PathLike, wav_dir: str | os.PathLike | None = None, siz
         total_seconds=round(wall_seconds(work / "stage_times.tsv") + stage_times["report"], 2),
         parallel_stages=[n for n, (_, par) in _stage_rows(work / "stage_times.tsv").items() if par],
         metrics=metrics,
+        by_language=by_language(rows, utterance_languages(work / "corpus" / "dev")),
         aims=_aims({k: v["mean"] for k, v in metrics.items()}),
         vocoder_check={name: dict(stat) for name, stat in vocoded.get("metrics", {}).items()},
         evaluation={k: summary[k] for k in ("utterances", "evaluated", "skipped", "missing")},

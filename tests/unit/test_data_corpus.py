@@ -154,3 +154,41 @@ def test_the_cli_with_workers_prints_no_runpy_warning(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stderr.splitlines()[-1].startswith("corpus: 4 utterances")  # the stage's one summary line
     assert "RuntimeWarning" not in out.stderr, out.stderr[-2000:]  # one per forkserver worker before
+
+
+def test_code_switching_utterances_switch_inside_with_plain_transcripts(tmp_path):
+    import itertools
+    import json
+
+    speakers = corpus.make_speakers(4, ["en", "fr", "de"], seed=0)
+    jobs = list(itertools.islice(corpus.plan(speakers, 0, "dev", code_switch=0.5), 40))
+    mixed = [j for j in jobs if "+" in j.languages]
+    assert 10 <= len(mixed) <= 30 and len(mixed) < len(jobs)  # about half
+    dev = {lang: set(corpus.split_sentences(corpus.load_sentences(lang), "dev")) for lang in ("en", "fr", "de")}
+    for job in mixed:
+        (first, own), (second, other) = job.segments
+        assert first == job.speaker.language and second != first and job.languages == f"{first}+{second}"
+        assert own in dev[first] and other in dev[second]  # held-out sentences of both languages
+        assert job.text == f"{own} {other}" and "<" not in job.text  # the transcript carries no tag
+    assert jobs == list(itertools.islice(corpus.plan(speakers, 0, "dev", code_switch=0.5), 40))  # deterministic
+    with pytest.raises(ValueError, match="two or more languages"):
+        next(corpus.plan(corpus.make_speakers(2, ["en"], 0), 0, code_switch=0.3))
+    with pytest.raises(ValueError, match="fraction"):
+        next(corpus.plan(speakers, 0, code_switch=1.5))
+
+    job = mixed[0]
+    ssml = corpus.to_ssml((*job.segments, ("fr", "Tom & <Jerry>")), job.speaker)
+    variant = job.speaker.voice.partition("+")[2]
+    assert ssml.startswith("<speak>") and f'name="{corpus.ESPEAK_VOICE[job.segments[1][0]]}+{variant}"' in ssml
+    assert "Tom &amp; &lt;Jerry&gt;" in ssml
+    switched, plain = corpus.render([job, corpus.Job(job.utt, job.path, job.text, job.speaker)])
+    assert abs(len(switched) - len(plain)) > 0.05 * len(plain)  # the second sentence is read in its own language
+
+    out = tmp_path / "c"
+    corpus.build_corpus(str(out), utterances=6, num_speakers=2, langs=["en", "fr"], split="dev", code_switch=1.0,
+                        workers=1)  # fmt: skip
+    index = corpus.read_utterances(str(out / "utterances.tsv"))
+    assert len(index) == 6 and all("+" in langs for langs, _ in index.values())
+    utt, (_, segments) = next(iter(index.items()))
+    text = next(out.rglob(f"{utt}.normalized.txt")).read_text(encoding="utf-8")
+    assert text == " ".join(seg for _, seg in segments) and json.dumps(segments)

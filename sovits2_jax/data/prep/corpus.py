@@ -1,11 +1,15 @@
 """Built-in multi-speaker corpus: espeak-ng speech in the LibriTTS layout, at 24 kHz, deterministic for a seed.
 
-    python -m sovits2_jax.data.prep.corpus --out DIR --hours 0.5 --speakers 8 --languages en,fr,de,es --seed 0
+    python -m sovits2_jax.data.prep.corpus --out DIR --hours 0.5 --speakers 8 --languages en,fr,de,es \\
+        [--code_switch 0.3] --seed 0
 
 Speakers are espeak-ng voice variants with their own rate, pitch and pitch range, each reading sentences of one
-language. The sentences in ``sentences/*.txt`` were written for this project and are dedicated to the public
-domain. Layout: ``DIR/SPEAKER/CHAPTER/SPEAKER_CHAPTER_PARA_SENT.{wav,normalized.txt,original.txt}`` plus
-``DIR/speakers.tsv``.
+language. With ``--code_switch F`` and several languages, a fraction F of the utterances switch language inside
+the utterance: the speaker's sentence, then a sentence of another of the corpus's languages in the same voice
+variant (espeak-ng SSML ``<voice>``); the transcript is the plain text of both, with no language tag. The
+sentences in ``sentences/*.txt`` were written for this project and are dedicated to the public domain. Layout:
+``DIR/SPEAKER/CHAPTER/SPEAKER_CHAPTER_PARA_SENT.{wav,normalized.txt,original.txt}`` plus ``DIR/speakers.tsv`` and
+``DIR/utterances.tsv`` (utterance, its languages such as ``en`` or ``en+fr``, its segments as JSON).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import dataclasses
+import json
 import logging
 import multiprocessing
 import os
@@ -62,6 +67,29 @@ class Job:
     path: str  # relative to the corpus root, without extension
     text: str
     speaker: Speaker
+    segments: tuple[tuple[str, str], ...] = ()  # (language, text) when the utterance switches language
+
+    @property
+    def languages(self) -> str:
+        """``en``, or ``en+fr`` for an utterance that switches from en to fr."""
+        langs = [lang for lang, _ in self.segments] or [self.speaker.language]
+        return "+".join(dict.fromkeys(langs))
+
+
+def to_ssml(segments, speaker: Speaker) -> str:
+    """SSML for espeak-ng: each segment not in the speaker's language in that language's voice with the speaker's
+    variant (its timbre), the others in the speaker's own voice."""
+    from xml.sax.saxutils import escape, quoteattr
+
+    variant = speaker.voice.partition("+")[2]
+    parts = []
+    for lang, text in segments:
+        if lang == speaker.language:
+            parts.append(escape(text))
+        else:
+            name = ESPEAK_VOICE[lang] + (f"+{variant}" if variant else "")
+            parts.append(f"<voice name={quoteattr(name)}>{escape(text)}</voice>")
+    return "<speak>" + " ".join(parts) + "</speak>"
 
 
 def load_sentences(language: str) -> list[str]:
@@ -113,14 +141,23 @@ def split_sentences(sentences: list[str], split: str) -> list[str]:
     raise ValueError(f"corpus: split must be all, train or dev, got {split!r}")
 
 
-def plan(speakers: list[Speaker], seed: int, split: str = "all", extra_sentences: int = 0) -> Iterator[Job]:
+def plan(
+    speakers: list[Speaker], seed: int, split: str = "all", extra_sentences: int = 0, code_switch: float = 0.0
+) -> Iterator[Job]:
     """Endless utterance plan: speakers take turns; each reads its language's sentences in its own order.
 
     After a speaker has read every sentence it starts again slightly faster or slower (rate offsets cycle through
     ``PASS_RATE_OFFSETS``), so repeated texts are not identical audio. ``extra_sentences`` composed English
-    sentences (``sentence_maker``) join the English pool of the train and all splits, never dev.
+    sentences (``sentence_maker``) join the English pool of the train and all splits, never dev. ``code_switch``:
+    the fraction of utterances followed, inside the utterance, by a sentence of another of the speakers' languages
+    (of the same split).
     """
-    sentences = {lang: split_sentences(load_sentences(lang), split) for lang in {s.language for s in speakers}}
+    if not 0.0 <= code_switch <= 1.0:
+        raise ValueError(f"corpus: --code_switch is a fraction in [0, 1], got {code_switch}")
+    langs = sorted({s.language for s in speakers})
+    if code_switch > 0 and len(langs) < 2:
+        raise ValueError(f"corpus: --code_switch needs speakers of two or more languages, got {langs}")
+    sentences = {lang: split_sentences(load_sentences(lang), split) for lang in langs}
     if extra_sentences > 0 and split != "dev":
         if "en" not in sentences:
             raise ValueError("corpus: --extra_sentences composes English sentences; no speaker reads en")
@@ -140,7 +177,14 @@ def plan(speakers: list[Speaker], seed: int, split: str = "all", extra_sentences
             reader = dataclasses.replace(spk, rate=spk.rate + offset)
             chapter = str(10 + index // UTTS_PER_CHAPTER)
             utt = f"{spk.id}_{chapter}_{index % UTTS_PER_CHAPTER:06d}_000000"
-            yield Job(utt=utt, path=os.path.join(spk.id, chapter, utt), text=text, speaker=reader)
+            segments = ()
+            draw = np.random.default_rng([seed, 3, k, index])
+            if code_switch > 0 and draw.random() < code_switch:
+                other = [lang for lang in langs if lang != spk.language][int(draw.integers(len(langs) - 1))]
+                second = sentences[other][int(draw.integers(len(sentences[other])))]
+                segments = ((spk.language, text), (other, second))
+                text = f"{text} {second}"
+            yield Job(utt=utt, path=os.path.join(spk.id, chapter, utt), text=text, speaker=reader, segments=segments)
         index += 1
 
 
@@ -151,7 +195,10 @@ def _synthesize_chunk(jobs: list[Job], loudness_lufs: float | None = None) -> li
     out = []
     for job in jobs:
         s = job.speaker
-        wav = engine.synthesize(job.text, s.voice, rate=s.rate, pitch=s.pitch, pitch_range=s.pitch_range)
+        text, ssml = job.text, "+" in job.languages
+        if ssml:
+            text = to_ssml(job.segments, s)
+        wav = engine.synthesize(text, s.voice, rate=s.rate, pitch=s.pitch, pitch_range=s.pitch_range, ssml=ssml)
         wav = resample(wav.astype(np.float32) / 32768.0, engine.sample_rate, SAMPLE_RATE)
         if loudness_lufs is not None:
             wav = normalize_loudness(wav, SAMPLE_RATE, loudness_lufs)
@@ -176,6 +223,15 @@ def read_speakers(path: str) -> dict[str, Speaker]:
     return {r[0]: Speaker(r[0], r[1], r[2], int(r[3]), int(r[4]), int(r[5])) for r in lines}
 
 
+def read_utterances(path: str) -> dict[str, tuple[str, tuple[tuple[str, str], ...]]]:
+    """utt -> (languages, segments) of a corpus split's ``utterances.tsv`` ({} when the file is absent)."""
+    if not os.path.isfile(path):
+        return {}
+    with open(path, encoding="utf-8") as f:
+        rows = [line.rstrip("\n").split("\t") for line in f if line.strip()][1:]
+    return {r[0]: (r[1], tuple(tuple(seg) for seg in json.loads(r[2]))) for r in rows}
+
+
 def _chunks(jobs: Iterator[Job]) -> Iterator[list[Job]]:
     while True:
         yield [next(jobs) for _ in range(CHUNK)]
@@ -193,6 +249,7 @@ def build_corpus(
     split: str = "all",
     loudness_lufs: float | None = TARGET_LUFS,
     extra_sentences: int = 0,
+    code_switch: float = 0.0,
 ) -> dict:
     """Synthesise the corpus into ``out_dir``; stops after ``utterances`` or once ``hours`` of audio exist.
 
@@ -219,7 +276,9 @@ def build_corpus(
     # synthesised, so the audio is reproducible (see Espeak's docstring).
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(["sovits2_jax.data.prep.corpus"])  # numpy etc. imported once; espeak-ng not loaded
-    chunks = _chunks(plan(speakers, seed, split, extra_sentences))
+    chunks = _chunks(plan(speakers, seed, split, extra_sentences, code_switch))
+    index = open(os.path.join(out_dir, "utterances.tsv"), "w", encoding="utf-8")  # noqa: SIM115 (closed below)
+    index.write("utt\tlanguages\tsegments\n")
     pending: collections.deque = collections.deque()
     with concurrent.futures.ProcessPoolExecutor(max(1, workers), mp_context=ctx, max_tasks_per_child=1) as pool:
         done = False
@@ -230,6 +289,8 @@ def build_corpus(
             jobs, future = pending.popleft()
             for job, wav in zip(jobs, future.result()):
                 _write_utterance(out_dir, job, wav)
+                segments = [list(seg) for seg in job.segments] or [[job.speaker.language, job.text]]
+                index.write(f"{job.utt}\t{job.languages}\t{json.dumps(segments, ensure_ascii=False)}\n")
                 count += 1
                 total_s += len(wav) / SAMPLE_RATE
                 bar.update(1 if utterances is not None else min(len(wav) / SAMPLE_RATE, bar.total - bar.n))
@@ -240,6 +301,7 @@ def build_corpus(
                     break
         for _, future in pending:
             future.cancel()
+    index.close()
     bar.close()
     log.info("corpus: %d utterances, %.2f h, %d speakers in %s", count, total_s / 3600, len(speakers), out_dir)
     return {"utterances": count, "hours": total_s / 3600, "speakers": len(speakers)}
@@ -262,6 +324,7 @@ def main(argv: list[str]) -> None:
         f.out, hours=f.hours, utterances=f.utterances, num_speakers=f.speakers,
         langs=[s.strip() for s in f.languages.split(",") if s.strip()], seed=f.seed, workers=f.workers,
         split=f.split, loudness_lufs=None if np.isnan(f.loudness) else f.loudness, extra_sentences=f.extra_sentences,
+        code_switch=f.code_switch,
     )  # fmt: skip
 
 
@@ -276,4 +339,5 @@ if __name__ == "__main__":
     flags.DEFINE_float("loudness", TARGET_LUFS, "LUFS per utterance (nan: no change)")
     flags.DEFINE_enum("split", "all", ["all", "train", "dev"], "disjoint sentence sets")
     flags.DEFINE_integer("extra_sentences", 0, "composed English sentences added to the train / all pool")
+    flags.DEFINE_float("code_switch", 0.0, "fraction of utterances that switch to another of --languages inside")
     cli.run_logged(main)

@@ -8,6 +8,7 @@ import numpy as np
 
 _AUDIO_OUTPUT_SYNCHRONOUS = 2
 _CHARS_UTF8 = 1
+_SSML = 0x10
 _PARAM = {"rate": 1, "volume": 2, "pitch": 3, "range": 4}
 _CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
 
@@ -51,16 +52,18 @@ class Espeak:
         ]  # fmt: skip
 
     def synthesize(
-        self, text: str, voice: str, *, rate: int = 175, pitch: int = 50, pitch_range: int = 50
+        self, text: str, voice: str, *, rate: int = 175, pitch: int = 50, pitch_range: int = 50, ssml: bool = False
     ) -> np.ndarray:
-        """int16 waveform at ``self.sample_rate`` for ``text`` spoken by ``voice`` (e.g. "en-us+m3")."""
+        """int16 waveform at ``self.sample_rate`` for ``text`` spoken by ``voice`` (e.g. "en-us+m3"); ``ssml``:
+        ``text`` is SSML (``<voice name=...>`` switches voice and language inside the utterance)."""
         if self._lib.espeak_SetVoiceByName(voice.encode()) != 0:
             raise EspeakError(f"espeak-ng has no voice {voice!r}")
         for name, value in (("rate", rate), ("pitch", pitch), ("range", pitch_range)):
             self._lib.espeak_SetParameter(_PARAM[name], int(value), 0)
         self._chunks = []
         data = text.encode("utf-8") + b"\0"
-        status = self._lib.espeak_Synth(data, len(data), 0, 1, 0, _CHARS_UTF8, None, None)
+        options = _CHARS_UTF8 | (_SSML if ssml else 0)
+        status = self._lib.espeak_Synth(data, len(data), 0, 1, 0, options, None, None)
         self._lib.espeak_Synchronize()
         if status != 0:
             raise EspeakError(f"espeak_Synth failed ({status}) for {text[:40]!r}")
