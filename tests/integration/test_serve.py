@@ -2,7 +2,8 @@
 concurrent streaming requests from httpx (sft, and zero_shot with an uploaded wav going through the ONNX frontend)
 are batched together and answer, as 16-bit PCM, the audio ``python -m sovits2_jax.infer --stream`` writes for the
 same request (the CLI shares the server's persistent compilation cache, so it does not compile again); bad
-requests get a 4xx with a one-line reason."""
+requests get a 4xx with a one-line reason. The same process serves CosyVoice's gRPC protocol: requests encoded by
+hand from its cosyvoice.proto get the HTTP answer's samples, bad ones INVALID_ARGUMENT with a one-line reason."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import numpy as np
 import pytest
 
 PROMPT_TEXT = "The wind carried the smell."
+_GRPC: dict[str, str] = {}  # the server fixture's gRPC address
 
 
 def _prompt_wav() -> bytes:
@@ -44,10 +46,11 @@ def _free_port() -> int:
 def server(tmp_path_factory, tiny_cosyvoice2_dir, xla_cache):
     import httpx
 
-    port = _free_port()
+    port, grpc_port = _free_port(), _free_port()
     log_path = tmp_path_factory.mktemp("serve") / "server.log"
     cmd = [sys.executable, "-m", "sovits2_jax.infer.cosyvoice2.server", f"--model_dir={tiny_cosyvoice2_dir}",
-           f"--port={port}",            "--batch_window_ms=3000", f"--compile_cache={xla_cache}"]  # fmt: skip
+           f"--port={port}", f"--grpc_port={grpc_port}", "--batch_window_ms=3000",
+           f"--compile_cache={xla_cache}"]  # fmt: skip
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     with log_path.open("w") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=Path(__file__).parents[2])
@@ -63,9 +66,15 @@ def server(tmp_path_factory, tiny_cosyvoice2_dir, xla_cache):
         else:
             proc.kill()
             pytest.fail("server did not start")
+        _GRPC["address"] = f"127.0.0.1:{grpc_port}"
         yield url
         proc.terminate()
         proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def grpc_address(server) -> str:
+    return _GRPC["address"]
 
 
 def _post(url, path, data, files=None, out=None):
@@ -194,3 +203,92 @@ def test_cosyvoice_client_requests_get_the_same_audio_as_posts(server):
     # the fields in the query string of a GET with no body
     query = httpx.get(server + "/inference_sft", params=cases[0][1], timeout=1800)
     assert query.status_code == 200 and query.content == _client_request(server, *cases[0][:2])
+
+
+# --- CosyVoice's gRPC protocol, encoded by hand from its cosyvoice.proto (independent of the server's descriptor)
+
+
+def _varint(n: int) -> bytes:
+    out = b""
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out += bytes([byte | (0x80 if n else 0)])
+        if not n:
+            return out
+
+
+def _field(number: int, value: bytes | str) -> bytes:
+    """A length-delimited proto3 field (strings, bytes and sub-messages alike)."""
+    data = value.encode() if isinstance(value, str) else value
+    return _varint(number << 3 | 2) + _varint(len(data)) + data
+
+
+def _grpc_request(member: int, fields: list[tuple[int, bytes | str]]) -> bytes:
+    """``Request`` with its oneof member ``member`` (1 sft, 2 zero_shot, 3 cross_lingual, 4 instruct)."""
+    return _field(member, b"".join(_field(n, v) for n, v in fields))
+
+
+def _tts_audio(response: bytes) -> bytes:
+    """``Response.tts_audio`` (field 1) of one streamed message."""
+    assert response[:1] == b"\x0a", response[:8]
+    length, i, shift = 0, 1, 0
+    while True:
+        length |= (response[i] & 0x7F) << shift
+        shift, i = shift + 7, i + 1
+        if not response[i - 1] & 0x80:
+            break
+    assert len(response) == i + length
+    return response[i:]
+
+
+def _grpc_call(address: str, request: bytes) -> bytes:
+    import grpc
+
+    with grpc.insecure_channel(address) as channel:
+        call = channel.unary_stream("/cosyvoice.CosyVoice/Inference")  # bytes in, bytes out
+        return b"".join(_tts_audio(r) for r in call(request, timeout=1800))
+
+
+def _prompt_16k() -> tuple[bytes, bytes]:
+    """The prompt as CosyVoice's gRPC client sends it (16-bit PCM at 16 kHz) and the same samples as a WAV file."""
+    import soundfile as sf
+
+    from sovits2_jax.audio.io import load_audio
+
+    wav, _ = load_audio(_prompt_wav(), target_sr=16000)
+    pcm = (np.clip(wav, -1, 32767 / 32768) * 2**15).astype("<i2")
+    buf = io.BytesIO()
+    sf.write(buf, pcm, 16000, format="WAV", subtype="PCM_16")
+    return pcm.tobytes(), buf.getvalue()
+
+
+def test_cosyvoice_grpc_client_requests_get_the_http_servers_audio(server, grpc_address):
+    import grpc
+    import httpx
+
+    pcm, wav = _prompt_16k()
+    cases = [
+        ("/inference_sft", {"tts_text": "Hello.", "spk_id": "spk_b"}, None, 1, [(1, "spk_b"), (2, "Hello.")]),
+        ("/inference_zero_shot", {"tts_text": "Good day.", "prompt_text": PROMPT_TEXT}, wav, 2,
+         [(1, "Good day."), (2, PROMPT_TEXT), (3, pcm)]),
+        ("/inference_cross_lingual", {"tts_text": "Good day."}, wav, 3, [(1, "Good day."), (2, pcm)]),
+    ]  # fmt: skip
+    for path, payload, prompt, member, fields in cases:
+        got = _grpc_call(grpc_address, _grpc_request(member, fields))
+        files = {"prompt_wav": ("p.wav", prompt, "audio/wav")} if prompt else None
+        posted = httpx.post(server + path, data=payload, files=files, timeout=1800)
+        assert posted.status_code == 200, posted.text[:300]
+        assert len(got) > 0 and got == posted.content, path  # the same samples, seed 0, one row each
+    # CosyVoice2 has no speaker-id instruct: instruct_request needs a spk2info speaker with a stored prompt, which
+    # this directory's sft speakers lack
+    instruct = _grpc_request(4, [(1, "Good day."), (2, "spk_a"), (3, "Speak slowly.")])
+    for request, reason in [
+        (instruct, "speaker 'spk_a' has no stored prompt (an sft speaker); use mode sft"),
+        (_grpc_request(1, [(1, "carol"), (2, "Hi.")]), "unknown speaker id 'carol'; known speakers: spk_a, spk_b"),
+        (b"", "the request holds none of sft_request"),
+        (_grpc_request(2, [(1, "Hi."), (2, "Yes."), (3, b"\x01")]), "prompt_audio must be 16-bit PCM at 16 kHz"),
+    ]:
+        with pytest.raises(grpc.RpcError) as failed:
+            _grpc_call(grpc_address, request)
+        assert failed.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert reason in failed.value.details() and "\n" not in failed.value.details()

@@ -1,6 +1,7 @@
 """Streaming HTTP server with CosyVoice's endpoints (runtime/python/fastapi/server.py), batched across requests.
 
-    python -m sovits2_jax.infer.cosyvoice2.server --model_dir DIR [--base DIR] [--host 127.0.0.1 --port 50000]
+    python -m sovits2_jax.infer.cosyvoice2.server --model_dir DIR [--base DIR] [--host 127.0.0.1 --port 50000] \\
+        [--grpc_port 50001]
 
 ``/inference_sft`` (tts_text, spk_id), ``/inference_zero_shot`` (tts_text, prompt_text, prompt_wav upload),
 ``/inference_cross_lingual`` (tts_text, prompt_wav), ``/inference_instruct2`` (tts_text, instruct_text,
@@ -13,7 +14,8 @@ a worker thread so requests are prepared concurrently; its audio is ``TTS.<mode>
 arriving within ``--batch_window_ms`` of each other share one ``Engine.stream`` call (one batched LM decode). A bad
 request (missing field, unknown speaker, unreadable or too long prompt, empty text) gets a 4xx whose body is one
 line saying why. ``/stats`` reports the batches made. As CosyVoice's server, no ``speed`` field (CosyVoice2 changes
-the speed offline only).
+the speed offline only). ``--grpc_port`` also serves CosyVoice's gRPC protocol (``grpc_service``) from the same
+batcher.
 """
 
 from __future__ import annotations
@@ -205,6 +207,7 @@ def _flags():
     flags.DEFINE_string("base", None, "model dir for the parts a trainer checkpoint lacks")
     flags.DEFINE_string("host", "127.0.0.1", "address to listen on")
     flags.DEFINE_integer("port", 50000, "port to listen on")
+    flags.DEFINE_integer("grpc_port", 0, "also serve CosyVoice's gRPC protocol on this port (0: no gRPC)")
     flags.DEFINE_integer("batch_window_ms", 50, "how long the first request of a batch waits for others")
     flags.DEFINE_integer("max_batch_rows", 8, "most text segments in one batch")
     flags.DEFINE_string("compile_cache", "", "persistent compilation cache dir ('': the default one; 'off': none)")
@@ -232,9 +235,20 @@ def main(argv) -> int:
         raise cli.Error(str(e)) from e
     import uvicorn
 
-    app = create_app(engine, tts_inputs(tts), sample_rate=tts.sample_rate, window_s=FLAGS.batch_window_ms / 1e3,
+    make_inputs = tts_inputs(tts)
+    app = create_app(engine, make_inputs, sample_rate=tts.sample_rate, window_s=FLAGS.batch_window_ms / 1e3,
                      max_rows=FLAGS.max_batch_rows)  # fmt: skip
+    grpc_server = None
+    if FLAGS.grpc_port:
+        from sovits2_jax.infer.cosyvoice2 import grpc_service
+
+        try:
+            grpc_server = grpc_service.start(app.state.batcher, make_inputs, to_pcm16, FLAGS.grpc_port, host=FLAGS.host)
+        except OSError as e:
+            raise cli.Error(str(e)) from e
     uvicorn.run(app, host=FLAGS.host, port=FLAGS.port, log_level="info")
+    if grpc_server is not None:
+        grpc_server.stop(grace=5)
     return 0
 
 
