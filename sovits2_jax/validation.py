@@ -30,15 +30,3 @@ def load_config(spec: str):
     module_spec.loader.exec_module(module)
     return module.get_config(arg) if arg else module.get_config()
 
-
-def local_path(path: str, what: str) -> str:
-    """``path`` if it is a local path; a ConfigError naming ``what`` for a URL (``gs://``, ``s3://``, ...), which
-    would otherwise become a local folder named like the URL."""
-    scheme, sep, _ = str(path).partition("://")
-    if sep and scheme.isidentifier():
-        raise ConfigError(
-            f"{what}={path}: {scheme}:// paths are not supported yet; use a local or mounted shared disk "
-            "(e.g. the bucket through gcsfuse)"
-        )
-    return str(path)
-

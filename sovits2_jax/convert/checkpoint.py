@@ -2,18 +2,20 @@
 
 A checkpoint directory holds ``params/`` (Orbax), ``meta.json`` and, for a model with non-gradient state (the
 ``ssl_grvq`` VITS's codebooks), ``buffers/`` (Orbax, laid out like ``params``: a trainer step's holds every player's,
-``{player: tree}``, and its meta.json names the exported one)."""
+``{player: tree}``, and its meta.json names the exported one). Paths are ``etils.epath`` paths, so a ``gs://`` one
+works too (sovits2_jax/paths.py; there the final rename is a copy, so not atomic)."""
 
 from __future__ import annotations
 
 import json
-import shutil
+import os
 import uuid
 from collections.abc import Mapping
-from pathlib import Path
 
 import numpy as np
+from etils import epath
 
+from sovits2_jax import paths
 from sovits2_jax.convert.mapping import ConversionError, flatten, unflatten
 
 META = "meta.json"
@@ -22,41 +24,44 @@ BUFFERS = "buffers"  # the item of non-gradient state (a trainer's Family.init_b
 PLAYER = "player"  # meta.json key: the trainer player whose params are the model
 META_ITEM = "meta"  # a trainer step keeps meta.json in this Orbax item
 CHECKPOINTS = "checkpoints"  # a trainer workdir's CheckpointManager directory
+COMMITTED = "commit_success.txt"  # on GCS Orbax writes a step in place and finishes it with this file
 
 
 def _stringify(tree: Mapping) -> dict:
     return {str(k): _stringify(v) if isinstance(v, Mapping) else v for k, v in tree.items()}
 
 
-def staging_dir(dst: str | Path) -> Path:
+def staging_dir(dst: str | os.PathLike) -> epath.Path:
     """A fresh sibling directory to build ``dst`` in before ``commit`` renames it into place."""
-    dst = Path(dst)
+    dst = epath.Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.parent / f".{dst.name}.tmp-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     return tmp
 
 
-def commit(tmp: Path, dst: str | Path, overwrite: bool = True) -> None:
+def commit(tmp: epath.Path, dst: str | os.PathLike, overwrite: bool = True) -> None:
     """Moves a finished staging directory to ``dst`` (replacing an existing one when ``overwrite``)."""
-    dst = Path(dst)
+    dst = epath.Path(dst)
     if dst.exists():
         if not overwrite:
             raise FileExistsError(f"{dst} exists")
         old = dst.parent / f".{dst.name}.old-{uuid.uuid4().hex[:8]}"
         dst.rename(old)
         tmp.rename(dst)
-        shutil.rmtree(old, ignore_errors=True)
+        paths.rmtree(old)
     else:
         tmp.rename(dst)
 
 
-def write_checkpoint(directory: str | Path, params: Mapping, meta: Mapping, buffers: Mapping | None = None) -> None:
+def write_checkpoint(
+    directory: str | os.PathLike, params: Mapping, meta: Mapping, buffers: Mapping | None = None
+) -> None:
     """Writes params (nested dict of arrays) with Orbax and meta.json into an existing, empty ``directory``;
     ``buffers`` (non-empty) as the ``buffers`` item."""
     import orbax.checkpoint as ocp
 
-    directory = Path(directory).absolute()
+    directory = paths.absolute(directory)
     with ocp.StandardCheckpointer() as ckptr:
         ckptr.save(directory / PARAMS, _stringify(params))
         if buffers:
@@ -66,8 +71,8 @@ def write_checkpoint(directory: str | Path, params: Mapping, meta: Mapping, buff
 
 
 def save_checkpoint(
-    dst: str | Path, params: Mapping, meta: Mapping, overwrite: bool = True, buffers: Mapping | None = None
-) -> Path:
+    dst: str | os.PathLike, params: Mapping, meta: Mapping, overwrite: bool = True, buffers: Mapping | None = None
+) -> epath.Path:
     """Atomically writes an Orbax params checkpoint + meta.json (+ buffers) at ``dst`` (nothing half-written on
     failure)."""
     tmp = staging_dir(dst)
@@ -75,42 +80,42 @@ def save_checkpoint(
         write_checkpoint(tmp, params, meta, buffers)
         commit(tmp, dst, overwrite)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return Path(dst)
+        paths.rmtree(tmp)
+    return epath.Path(dst)
 
 
-def meta_path(directory: str | Path) -> Path | None:
+def meta_path(directory: str | os.PathLike) -> epath.Path | None:
     """``directory/meta.json``, or a trainer step's ``directory/meta/meta.json`` (an Orbax item); None if neither."""
-    for path in (Path(directory) / META, Path(directory) / META_ITEM / META):
+    for path in (epath.Path(directory) / META, epath.Path(directory) / META_ITEM / META):
         if path.is_file():
             return path
     return None
 
 
-def read_meta(directory: str | Path) -> dict:
+def read_meta(directory: str | os.PathLike) -> dict:
     path = meta_path(directory)
     if path is None:
         raise ConversionError(f"{directory}: not a sovits2-jax checkpoint (no {META})")
     return json.loads(path.read_text())
 
 
-def load_checkpoint(directory: str | Path) -> tuple[dict, dict]:
+def load_checkpoint(directory: str | os.PathLike) -> tuple[dict, dict]:
     """(nested params of numpy arrays with int keys for layer lists, meta).
 
     A trainer checkpoint's params item holds every player (``{"generator": ..., "discriminator": ...}``); its
     meta.json names the exported one as ``"player"``, and only that player's params are returned.
     """
-    directory = Path(directory).absolute()
+    directory = paths.absolute(directory)
     meta = read_meta(directory)
     if not (directory / PARAMS).is_dir():
         raise ConversionError(f"{directory}: has {META} but no {PARAMS}/ item")
     return _load_item(directory, PARAMS, meta), meta
 
 
-def load_buffers(directory: str | Path) -> dict:
+def load_buffers(directory: str | os.PathLike) -> dict:
     """The checkpoint's buffers (nested numpy; a trainer step's: those of the player meta.json names), ``{}`` when
     it has none (most models)."""
-    directory = Path(directory).absolute()
+    directory = paths.absolute(directory)
     meta = read_meta(directory)
     if not (directory / BUFFERS).is_dir():
         return {}
@@ -125,7 +130,7 @@ def load_buffers(directory: str | Path) -> dict:
     return _load_item(directory, BUFFERS, meta)
 
 
-def _load_item(directory: Path, item: str, meta: dict) -> dict:
+def _load_item(directory: epath.Path, item: str, meta: dict) -> dict:
     import orbax.checkpoint as ocp
 
     player = meta.get(PLAYER)
@@ -142,7 +147,7 @@ def _load_item(directory: Path, item: str, meta: dict) -> dict:
     return unflatten(flat)
 
 
-def _restore_player(path: Path, tree, player: str) -> dict:
+def _restore_player(path: epath.Path, tree, player: str) -> dict:
     """Only ``tree[player]`` as numpy (a trainer's other players, e.g. a GAN discriminator, stay on disk)."""
     import jax
     import orbax.checkpoint as ocp
@@ -155,18 +160,20 @@ def _restore_player(path: Path, tree, player: str) -> dict:
         return ckptr.restore(path, args=args)[player]
 
 
-def step_dirs(checkpoints: str | Path) -> list[Path]:
+def step_dirs(checkpoints: str | os.PathLike) -> list[epath.Path]:
     """The finished step directories (named by their integer step) under a CheckpointManager directory, by step."""
-    checkpoints = Path(checkpoints)
+    checkpoints = epath.Path(checkpoints)
     if not checkpoints.is_dir():
         return []
     dirs = [d for d in checkpoints.iterdir() if d.is_dir() and d.name.isdigit() and meta_path(d)]
+    if paths.is_remote(checkpoints):  # an unfinished step there already has its final name
+        dirs = [d for d in dirs if (d / COMMITTED).exists()]
     return sorted(dirs, key=lambda d: int(d.name))
 
 
-def resolve_checkpoint_dir(src: str | Path) -> Path:
+def resolve_checkpoint_dir(src: str | os.PathLike) -> epath.Path:
     """A trainer workdir or its ``checkpoints/`` folder -> its latest step directory; any other path unchanged."""
-    src = Path(src)
+    src = epath.Path(src)
     for candidate in (src / CHECKPOINTS, src):
         if candidate.is_dir() and meta_path(candidate) is None:
             steps = step_dirs(candidate)

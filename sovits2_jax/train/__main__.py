@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from absl import flags
 
-from sovits2_jax import cli
+from sovits2_jax import cli, paths
 from sovits2_jax.train.validate import adopt_init, validate
-from sovits2_jax.validation import local_path
 
 _CONFIG = cli.config_flag(None)
 _WORKDIR = flags.DEFINE_string("workdir", None, "run directory (checkpoints/, tensorboard/, metrics.jsonl)")
@@ -21,14 +20,13 @@ def main(argv) -> int:
     from sovits2_jax.train import trainer
 
     if _WORKDIR.value:
-        local_path(_WORKDIR.value, "--workdir")
+        paths.resolve(_WORKDIR.value, "--workdir")  # a bad scheme fails before any start-up work
     distributed.initialize()  # before anything asks JAX for its devices (config validation counts them)
     config = cli.validated(_CONFIG, lambda c: validate(adopt_init(c, cli.overrides(_CONFIG))))
     workdir = _WORKDIR.value or config.get("workdir")
     if not workdir:
         raise cli.Error("give --workdir=DIR")
-    local_path(workdir, "config.workdir")
-    return trainer.train(config, workdir)
+    return trainer.train(config, paths.resolve(workdir, "config.workdir"))
 
 
 if __name__ == "__main__":

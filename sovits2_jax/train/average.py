@@ -7,18 +7,20 @@ logged for; steps without an eval of their own are left out) or the latest, and 
 their exported player's params (and of its buffers, e.g. EMA codebooks, when the family has some: torch's
 ``average_model.py`` averages a state dict's buffers too) as an Orbax checkpoint of ours with meta.json
 (atomically). The result is a
-valid ``--config.init.path``, ``convert/jax_to_torch.py --src`` and inference checkpoint.
+valid ``--config.init.path``, ``convert/jax_to_torch.py --src`` and inference checkpoint. ``--workdir`` and ``--dst``
+may be ``gs://`` paths (sovits2_jax/paths.py).
 """
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
+import os
 
 import numpy as np
 from absl import flags
+from etils import epath
 
-from sovits2_jax import cli
+from sovits2_jax import cli, paths
 from sovits2_jax.convert import checkpoint as ckpt
 from sovits2_jax.convert.mapping import ConversionError, flatten, unflatten
 from sovits2_jax.train.metrics import read_metrics
@@ -37,7 +39,7 @@ def define_flags() -> None:
     flags.DEFINE_string("dst", None, "output checkpoint directory")
 
 
-def eval_loss(step_dir: Path) -> float | None:
+def eval_loss(step_dir: epath.Path) -> float | None:
     """The dev loss of a trainer step, None when it was saved without an eval of its own.
 
     From the step's Orbax ``metrics`` item (written when the trainer keeps best-N), else the ``eval/loss`` that
@@ -55,13 +57,14 @@ def eval_loss(step_dir: Path) -> float | None:
     return None if value is None or not np.isfinite(value) else float(value)
 
 
-def choose(workdir: str | Path, num: int, by: str) -> list[Path]:
+def choose(workdir: str | os.PathLike, num: int, by: str) -> list[epath.Path]:
     """The step directories to average, best first (``by`` dev_loss) or newest first (latest)."""
     if num < 1:
         raise cli.Error(f"--num must be >= 1, got {num}")
     if by not in BY:
         raise cli.Error(f"--by must be one of {BY}, got {by!r}")
-    checkpoints = Path(workdir) / ckpt.CHECKPOINTS
+    paths.resolve(workdir, "--workdir")  # an unsupported scheme: one error line
+    checkpoints = epath.Path(workdir) / ckpt.CHECKPOINTS  # as given: meta.json's "sources" name these steps
     steps = ckpt.step_dirs(checkpoints)
     if not steps:
         raise cli.Error(f"{checkpoints}: no finished checkpoint")
@@ -73,13 +76,13 @@ def choose(workdir: str | Path, num: int, by: str) -> list[Path]:
     return [d for _, _, d in sorted(scored)[:num]]
 
 
-def _same_model(meta: dict, other: dict, where: Path) -> None:
+def _same_model(meta: dict, other: dict, where: epath.Path) -> None:
     for key in ("format", "config"):
         if meta.get(key) != other.get(key):
             raise cli.Error(f"{where}: meta.json {key} differs from the other checkpoints'; cannot average them")
 
 
-def _mean(trees: list[dict], step_dirs: list[Path], what: str) -> dict:
+def _mean(trees: list[dict], step_dirs: list[epath.Path], what: str) -> dict:
     """Element-wise mean of same-layout trees; floats summed in float64 and cast back, others must agree."""
     total: dict[str, np.ndarray] = {}
     dtypes: dict[str, np.dtype] = {}
@@ -100,7 +103,7 @@ def _mean(trees: list[dict], step_dirs: list[Path], what: str) -> dict:
     return unflatten({k: (v / n).astype(dtypes[k]) if _is_float(v) else v for k, v in total.items()})
 
 
-def average(step_dirs: list[Path]) -> tuple[dict, dict]:
+def average(step_dirs: list[epath.Path]) -> tuple[dict, dict]:
     """(mean params, meta) of the checkpoints; floats are summed in float64 and cast back to their dtype."""
     trees, first_meta = [], None
     for d in step_dirs:
@@ -116,7 +119,7 @@ def average(step_dirs: list[Path]) -> tuple[dict, dict]:
     return mean, meta
 
 
-def average_buffers(step_dirs: list[Path]) -> dict:
+def average_buffers(step_dirs: list[epath.Path]) -> dict:
     """The mean of the exported player's buffers (``{}`` when the checkpoints have none), as ``average``'s params."""
     trees = [ckpt.load_buffers(d) for d in step_dirs]
     if not any(trees):
@@ -130,8 +133,11 @@ def _is_float(v: np.ndarray) -> bool:
     return np.issubdtype(v.dtype, np.floating)
 
 
-def average_checkpoints(workdir: str | Path, num: int, by: str, dst: str | Path) -> tuple[Path, list[Path]]:
+def average_checkpoints(
+    workdir: str | os.PathLike, num: int, by: str, dst: str | os.PathLike
+) -> tuple[epath.Path, list[epath.Path]]:
     """Chooses, averages and writes; returns (dst, the averaged step directories)."""
+    paths.resolve(dst, "--dst")
     chosen = choose(workdir, num, by)
     params, meta = average(chosen)
     meta["averaged"]["by"] = by

@@ -14,15 +14,15 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
 import sys
 
 import jax
 import orbax.checkpoint as ocp
 
+from sovits2_jax import paths
+from sovits2_jax.convert.checkpoint import COMMITTED
 from sovits2_jax.data import iterator_state
-from sovits2_jax.validation import ConfigError, UserError, local_path
+from sovits2_jax.validation import ConfigError, UserError
 
 ITEMS = ("params", "opt_state", "buffers", "train_state", "data", "meta")
 BUFFERS = "buffers"
@@ -57,13 +57,22 @@ def _abstract(tree):
     return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), tree)
 
 
-def _remove_unfinished(directory: str) -> None:
+def _unfinished(directory) -> list:
+    """The directories of saves that did not finish: ``<step>.orbax-checkpoint-tmp-*`` on a disk; on GCS, where
+    Orbax writes in place (no renames), a step directory without its commit_success.txt."""
+    if not directory.is_dir():
+        return []
+    if not paths.is_remote(directory):
+        return [d for d in directory.iterdir() if ".orbax-checkpoint-tmp" in d.name]
+    return [d for d in directory.iterdir() if d.name.isdigit() and not (d / COMMITTED).exists()]
+
+
+def _remove_unfinished(directory) -> None:
     """Deletes the temporary directories of saves killed half-way (process 0 only, then every process waits):
     a relaunched multi-process job otherwise writes into a stale step-tmp directory of the dead run."""
-    if jax.process_index() == 0 and os.path.isdir(directory):
-        for name in os.listdir(directory):
-            if ".orbax-checkpoint-tmp" in name:
-                shutil.rmtree(os.path.join(directory, name), ignore_errors=True)
+    if jax.process_index() == 0:
+        for d in _unfinished(directory):
+            paths.rmtree(d)
     if jax.process_count() > 1:
         from jax.experimental import multihost_utils
 
@@ -98,8 +107,8 @@ def _cause(error: BaseException) -> str:
 class Checkpoints:
     """Saves and restores training state under ``WORKDIR/checkpoints`` (only complete steps are seen)."""
 
-    def __init__(self, workdir: str, *, keep_last: int = 3, keep_best: int = 0, async_save: bool = True):
-        self.directory = os.path.join(os.path.abspath(local_path(workdir, "workdir")), "checkpoints")
+    def __init__(self, workdir, *, keep_last: int = 3, keep_best: int = 0, async_save: bool = True):
+        self.directory = paths.resolve(workdir, "workdir") / "checkpoints"
         _remove_unfinished(self.directory)
         options = ocp.CheckpointManagerOptions(
             preservation_policy=_preservation(keep_last, keep_best),
@@ -121,9 +130,7 @@ class Checkpoints:
 
     def train_state(self, step: int) -> dict:
         """The JSON counters of a step (read alone, without restoring arrays)."""
-        path = os.path.join(self.directory, str(step), "train_state", "metadata")
-        with open(path) as f:
-            return json.load(f)
+        return json.loads((self.directory / str(step) / "train_state" / "metadata").read_text())
 
     def check_family(self, family: str) -> None:
         """Raises a ConfigError when the workdir's checkpoints belong to another family."""
@@ -142,10 +149,10 @@ class Checkpoints:
         self._failed = True
         sys.unraisablehook = lambda _: None  # the failed save's threads report again at exit: said once, here
         last = self.latest_step()
-        if jax.process_index() == 0 and os.path.isdir(self.directory):
-            for name in os.listdir(self.directory):  # the failed steps' temporary directories
-                if ".orbax-checkpoint-tmp" in name and int(name.split(".")[0]) > (last or -1):
-                    shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
+        if jax.process_index() == 0:
+            for d in _unfinished(self.directory):  # the failed steps' temporary directories
+                if int(d.name.split(".")[0]) > (last or -1):
+                    paths.rmtree(d)
         where = f"{self.directory}/{step}" if step is not None else self.directory
         kept = f"the last complete checkpoint is step {last} ({self.directory}/{last})" if last is not None else (
             "no complete checkpoint exists")  # fmt: skip
@@ -194,7 +201,7 @@ class Checkpoints:
             data=iterator_state.orbax_restore_args(batches),
         )
         if buffers:
-            if not os.path.isdir(os.path.join(self.directory, str(step), BUFFERS)):
+            if not (self.directory / str(step) / BUFFERS).is_dir():
                 raise ConfigError(
                     f"checkpoint {self.directory}/{step} has no {BUFFERS} item, which this family carries (saved by "
                     "another kind of model?)"

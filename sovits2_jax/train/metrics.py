@@ -5,6 +5,9 @@ Only process 0 writes. Each logged step is one JSON object in metrics.jsonl: ``s
 seconds) and every scalar under its TensorBoard name, ``train/<name>`` (``train/loss``, ``train/lr``, ...) and on eval
 steps ``eval/<name>`` (``eval/loss`` first). A resumed run appends; a step already in metrics.jsonl is written again
 (its new values). ``read_metrics`` reads the file, older runs' short names (``loss``, ``eval_loss``) included.
+
+A ``gs://`` workdir (sovits2_jax/paths.py) gets the same files: GCS objects cannot be appended to, so metrics.jsonl
+is rewritten whole (at most every ``REWRITE_SECS`` and on close), and tensorboardX uploads its event file itself.
 """
 
 from __future__ import annotations
@@ -16,6 +19,11 @@ import time
 from collections.abc import Mapping
 
 import jax
+from etils import epath
+
+from sovits2_jax import paths
+
+REWRITE_SECS = 10.0  # GCS takes about one update of an object per second
 
 
 def _clean(value) -> float | None:
@@ -37,8 +45,28 @@ def hparams_of(config) -> dict:
     return out
 
 
+class _Rewritten:
+    """metrics.jsonl on storage that cannot append: the lines kept here, the object rewritten whole."""
+
+    def __init__(self, path: epath.Path):
+        self.path = path
+        self.lines = [path.read_text()] if path.exists() else []  # a resumed run's earlier records
+        self.written = -math.inf
+
+    def write(self, line: str) -> None:
+        self.lines.append(line)
+
+    def flush(self) -> None:
+        if time.monotonic() - self.written >= REWRITE_SECS:
+            self.close()
+
+    def close(self) -> None:
+        self.path.write_text("".join(self.lines))
+        self.written = time.monotonic()
+
+
 class MetricsWriter:
-    def __init__(self, workdir: str, num_steps: int, start_step: int = 0, config=None):
+    def __init__(self, workdir: str | os.PathLike, num_steps: int, start_step: int = 0, config=None):
         self.active = jax.process_index() == 0
         self.writer = self.file = self.bar = None
         if not self.active:
@@ -46,11 +74,13 @@ class MetricsWriter:
         from tensorboardX import SummaryWriter
         from tqdm import tqdm
 
-        os.makedirs(workdir, exist_ok=True)
-        self.writer = SummaryWriter(os.path.join(workdir, "tensorboard"), flush_secs=10)
+        workdir = paths.resolve(workdir, "workdir")
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.writer = SummaryWriter(str(workdir / "tensorboard"), flush_secs=10)
         if config is not None and start_step == 0:  # once per run, not again on resume
             self._write_config(config)
-        self.file = open(os.path.join(workdir, "metrics.jsonl"), "a")  # noqa: SIM115 (closed in close())
+        log = workdir / "metrics.jsonl"
+        self.file = _Rewritten(log) if paths.is_remote(log) else open(log, "a")  # noqa: SIM115 (closed in close())
         # disable=None: a bar on a terminal only; logs get the `step N:` lines
         self.bar = tqdm(total=num_steps, initial=start_step, unit="step", disable=None, dynamic_ncols=True,
                         mininterval=1.0)  # fmt: skip
@@ -107,10 +137,11 @@ def _tensorboard_name(key: str) -> str:
 def read_metrics(path: str | os.PathLike) -> list[dict]:
     """The records of a metrics.jsonl in order, keys as TensorBoard names; [] when the file does not exist. A line
     cut short (the process was killed while writing it) is left out."""
-    if not os.path.isfile(path):
+    path = epath.Path(path)
+    if not path.is_file():
         return []
     records = []
-    with open(path) as f:
+    with path.open() as f:
         for line in f:
             try:
                 records.append({_tensorboard_name(k): v for k, v in json.loads(line).items()})

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 import jax
 import jax.numpy as jnp
 
+from sovits2_jax import paths
 from sovits2_jax.data import mesh_feed
 from sovits2_jax.parallel import mesh as mesh_lib
 from sovits2_jax.parallel import sharding
@@ -150,9 +151,11 @@ def _meta(family, config, step: int) -> dict:
     return {**meta, "family": config.family, "step": step}
 
 
-def train(config, workdir: str) -> int:
-    """Trains until ``config.train.num_steps`` (resuming from ``workdir``'s latest checkpoint); returns 0."""
+def train(config, workdir: str | os.PathLike) -> int:
+    """Trains until ``config.train.num_steps`` (resuming from ``workdir``'s latest checkpoint: a local path or
+    ``gs://``, see sovits2_jax/paths.py); returns 0."""
     validate_lib.trainer_sections(config)  # the CLI ran the whole chain (train.validate.validate)
+    workdir = paths.resolve(workdir, "workdir")
     t = config.train
     family = family_lib.get(config.family)
     mesh = mesh_lib.make_mesh(dict(config.mesh))
@@ -201,9 +204,8 @@ def _run(family, config, workdir, mesh, ckpts) -> int:
         log.info("resumed from %s/%d", ckpts.directory, start)
     log.info(_summary(config, state.params, mesh, step))
     if jax.process_index() == 0:
-        os.makedirs(workdir, exist_ok=True)
-        with open(os.path.join(workdir, "config.json"), "w") as f:
-            f.write(config.to_json_best_effort(indent=2))
+        workdir.mkdir(parents=True, exist_ok=True)
+        (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
 
     rep = state_lib.replicated(mesh)
     axes = _batch_axes(config, batches)
@@ -230,7 +232,7 @@ def _run(family, config, workdir, mesh, ckpts) -> int:
     contents = lambda step, state, eval_loss: (_train_json(config, state, step, eval_loss), _meta(family, config, step))
     profile = callbacks.profile_steps(config)
     hooks = callbacks.Hooks([
-        *([callbacks.Profiler(*profile, os.path.join(workdir, "profile"))] if profile else []),
+        *([callbacks.Profiler(*profile, str(workdir / "profile"))] if profile else []),
         callbacks.MetricsLogger(writer, t.log_every, t.num_steps, built.schedules, peak, skipped_rows,
                                 family.throughput_unit),
         callbacks.Evaluator(lambda s: evaluate(family, config, eval_fn, s.params, mesh, s.buffers), t.eval_every,

@@ -18,7 +18,7 @@ CONFIGS = "configs"
 # (units of one row are independent of each other). Kept in step with docs/architecture.md.
 ORDER = (
     ("sovits2_jax.validation",),
-    ("sovits2_jax.cli",),
+    ("sovits2_jax.cli", "sovits2_jax.paths"),
     ("sovits2_jax.audio", "sovits2_jax.nn", "sovits2_jax.text", "sovits2_jax.parallel"),
     ("sovits2_jax.models",),
     ("sovits2_jax.data",),
