@@ -74,7 +74,7 @@ def test_resume_in_new_process_with_mp_prefetch(corpus, tmp_path):
         pickle.dump(out, open({str(tmp_path / "out.pkl")!r}, "wb"))
         """
     )
-    subprocess.run([sys.executable, "-c", script], check=True, cwd=ROOT, timeout=120)
+    subprocess.run([sys.executable, "-c", script], check=True, cwd=ROOT, timeout=600)  # a loaded 2-core machine
     import pickle
 
     with open(tmp_path / "out.pkl", "rb") as f:
