@@ -139,8 +139,10 @@ class Batches:
 
     def __next__(self) -> dict:
         arrays, meta = split_meta(next(self.iterator))
-        # mp_prefetch hands over grain SharedMemoryArray subclasses: plain ndarray views pickle and print normally
-        arrays = {k: np.asarray(v) for k, v in arrays.items()}
+        # mp_prefetch hands over grain SharedMemoryArrays: copied out, so each block is released (unlinked by
+        # Grain's deletion thread) as soon as it is read, not when the batch is dropped, possibly at exit
+        arrays = {k: np.array(v) if isinstance(v, np.ndarray) and type(v) is not np.ndarray else np.asarray(v)
+                  for k, v in arrays.items()}  # fmt: skip
         self.skipped.update(meta.get("_skipped", {}))
         self.last_meta = meta
         return arrays
@@ -169,6 +171,18 @@ class Batches:
             close()
         del iterator, close
         gc.collect()
+        _wait_for_shared_memory_release()
+
+
+def _wait_for_shared_memory_release(timeout_s: float = 60.0) -> None:
+    """Waits until Grain's deletion thread has unlinked every shared-memory block released so far: it works
+    through them in order on one thread, so a no-op queued now finishes after them (an exit right after a close
+    would otherwise leave them to the resource tracker)."""
+    from grain._src.python.ipc import shared_memory_array  # no public handle on the deletion thread
+
+    deleter = getattr(shared_memory_array.SharedMemoryArray, "_del_thread_pool", None)
+    if deleter is not None:
+        deleter.apply_async(int).get(timeout=timeout_s)
 
 
 def make_batches(cfg, **kwargs) -> Batches:
