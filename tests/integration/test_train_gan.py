@@ -119,3 +119,23 @@ def test_vits_gan_trains_gpt_sovits_v2_on_ssl_features(ssl_lists, tmp_path):
     first = _params(workdir / "checkpoints" / str(STEPS // 2))["generator"]
     # the frozen quantizer and its projection never move (GPT-SoVITS's parameter groups)
     assert _moved(first["quantizer"], last["quantizer"]) == 0 and _moved(first["ssl_proj"], last["ssl_proj"]) == 0
+
+
+def test_vits_mel_trains_the_generator_alone_and_checkpoints_as_a_vits_decoder(tiny_corpus, tmp_path):
+    # the small recipe's decoder warm-up: no discriminator is built, trained or saved; the export metadata is
+    # the vits part's, so averaging and GptSoVITS2.from_pretrained read it as a vits decoder
+    overrides = _overrides(tiny_corpus.train_list, tiny_corpus.dev_list,
+                           **{"model.posterior_layers": 2, "family": "vits_mel"})  # fmt: skip
+    proc = th.run(tmp_path, overrides, config="configs/gpt_sovits2.py:vits_tiny", timeout=1500)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    records = th.read_metrics(tmp_path)
+    key = next(k for k in records[0] if k.endswith("loss_mel"))
+    mel = [r[key] for r in records if key in r]
+    assert len(mel) == STEPS and np.isfinite(mel).all()
+    assert float(np.mean(mel[-3:])) < 0.7 * mel[0], mel
+    assert not any("discriminator" in k for r in records for k in r)
+    last = _params(tmp_path / "checkpoints" / str(STEPS))
+    assert set(last) == {"generator"}
+    assert _moved(_params(tmp_path / "checkpoints" / str(STEPS // 2))["generator"], last["generator"]) > 0
+    meta = json.loads((tmp_path / "checkpoints" / str(STEPS) / "meta" / "meta.json").read_text())
+    assert (meta["player"], meta["part"]) == ("generator", "vits")
