@@ -11,6 +11,7 @@ import sys
 
 import numpy as np
 import pytest
+import train_helpers
 
 from sovits2_jax.demo.pairs import plan_pairs
 
@@ -36,7 +37,8 @@ def test_builtin_recipe_end_to_end_writes_a_report_with_every_metric(tmp_path):
            "--speakers", "2", "--hours", "0.004", "--codebook_size", "8", "--num_steps", "1", "--num_utts", "2",
            "--num_workers", "1", "--parallel_train", "--vocoder_check", "0", "--ladder", "1"]  # fmt: skip
     cmd += ["--set", "hift.train.eval_batches=1"]  # `make demo`'s tiny settings otherwise, on a smaller corpus
-    env = dict(os.environ, PYTHON=sys.executable, JAX_PLATFORMS="cpu", XLA_FLAGS="")
+    # one CPU device as a user has; every stage compiles much and steps little: XLA:CPU backend optimisation off
+    env = dict(os.environ, PYTHON=sys.executable, JAX_PLATFORMS="cpu", XLA_FLAGS=train_helpers.FAST_COMPILE)
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1200, cwd=ROOT)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
 
