@@ -2,17 +2,17 @@
 ``CosyVoice2Model.token2wav`` = flow.inference + hift.inference) with the same random-init weights.
 
 Prints RTF (synthesis seconds per second of audio) at batch 1 and batch N, and the streaming first-chunk latency
-(request -> first audio chunk: LM prefill, the first hop + look-ahead tokens, their flow chunk and HiFT). The
-reference has no batched path: its batch-N time is N sequential batch-1 runs (measured once, multiplied). Both
+(request -> first audio chunk: LM prefill, the first hop + look-ahead tokens, their flow chunk and HiFT), each the
+median of ``--repeats`` interleaved rounds after a warm-up (``bench.timing``). The reference has no batched path:
+its batch-N figure is its batch-1 time per second of audio (N sequential runs). Both
 sides decode exactly ``20 * text_tokens`` speech tokens (min = max ratio), so they do the same work.
 
-python -m sovits2_jax.bench.infer [--size=release] [--text_tokens=4] [--batch=8]
+python -m sovits2_jax.bench.infer [--size=release] [--text_tokens=4] [--batch=8] [--repeats=5]
 """
 
 from __future__ import annotations
 
 import tempfile
-import time
 
 from absl import flags
 
@@ -22,14 +22,9 @@ _SIZE = flags.DEFINE_string("size", "release", "model size preset (release = Cos
 _TEXT = flags.DEFINE_integer("text_tokens", 4, "text tokens per request (20x as many speech tokens)")
 _PROMPT = flags.DEFINE_integer("prompt_tokens", 50, "prompt speech tokens (2x as many prompt mel frames)")
 _BATCH = flags.DEFINE_integer("batch", 8, "the larger batch size")
-_TORCH_THREADS = flags.DEFINE_integer("torch_threads", 0, "torch intra-op threads (0 = torch's default)")
+_TORCH_THREADS = flags.DEFINE_integer("torch_threads", 0, "torch intra-op threads (0 = the cores, as XLA)")
+_REPEATS = flags.DEFINE_integer("repeats", 5, "timed rounds per side, interleaved, after one untimed warm-up")
 RATIO = 20
-
-
-def _timed(fn):
-    start = time.perf_counter()
-    out = fn()
-    return time.perf_counter() - start, out
 
 
 def build(size: str, directory):
@@ -127,40 +122,44 @@ def main(argv) -> int:
     import math
 
     import jax
-    import torch
 
-    from sovits2_jax.bench.timing import report
+    from sovits2_jax.bench.timing import Samples, compare, interleaved, machine_line, pin_threads, record
     from sovits2_jax.infer import compile_cache
 
     compile_cache.enable()
-    if _TORCH_THREADS.value:
-        torch.set_num_threads(_TORCH_THREADS.value)
+    threads = _TORCH_THREADS.value or pin_threads()
+    import torch
+
+    torch.set_num_threads(threads)
     engine, llm_ref, model_ref, x = build(_SIZE.value, tempfile.mkdtemp(prefix="bench-infer-"))
     n_tokens = RATIO * _TEXT.value
     audio_s = n_tokens * 2 * 480 / 24000
     b = _BATCH.value
+    print(machine_line(), flush=True)
     print(
         f"# {_SIZE.value} CosyVoice2, {n_tokens} speech tokens = {audio_s:.2f} s of audio per request, prompt "
-        f"{_PROMPT.value} tokens, {jax.devices()[0].platform}, torch threads {torch.get_num_threads()}",
+        f"{_PROMPT.value} tokens, {jax.devices()[0].platform}, {_REPEATS.value} interleaved repeats after a warm-up",
         flush=True,
     )
-
-    engine.synthesize([x], 0)  # compile
-    ours1, wav = _timed(lambda: engine.synthesize([x], 0))
-    assert abs(len(wav[0]) / 24000 - audio_s) < 1e-6
-    engine.synthesize([x] * b, 0)
-    ours_b, _ = _timed(lambda: engine.synthesize([x] * b, 0))
-    torch1, _ = _timed(lambda: _torch_token2wav(model_ref, x, _torch_tokens(llm_ref, x)))
-    report("infer", "RTF batch 1", ours1 / audio_s, torch1 / audio_s, unit="s/s")
-    report("infer", f"RTF batch {b} (torch: {b} sequential runs)", ours_b / (b * audio_s), torch1 / audio_s, "s/s")
+    (wav,) = engine.synthesize([x], 0)
+    assert abs(len(wav) / 24000 - audio_s) < 1e-6, len(wav)
+    seconds = interleaved(
+        {
+            "ours 1": lambda: engine.synthesize([x], 0),
+            f"ours {b}": lambda: engine.synthesize([x] * b, 0),
+            "torch": lambda: _torch_token2wav(model_ref, x, _torch_tokens(llm_ref, x)),
+        },
+        repeats=_REPEATS.value,
+    )
+    rtf = lambda name, per: Samples(tuple(t / per for t in seconds[name]))
+    record("infer", "RTF batch 1", rtf("ours 1", audio_s), rtf("torch", audio_s), "s/s")
+    record("infer", f"RTF batch {b} (torch: {b} sequential runs)", rtf(f"ours {b}", b * audio_s),
+           rtf("torch", audio_s), "s/s")  # fmt: skip
 
     def first_chunk():
-        start = time.perf_counter()
         for _ in engine.stream([x], 0):
-            return time.perf_counter() - start
+            return
 
-    first_chunk()  # compile
-    ours_first = first_chunk()
     hop = 25
     first_hop = hop + math.ceil(_PROMPT.value / hop) * hop - _PROMPT.value
 
@@ -168,8 +167,7 @@ def main(argv) -> int:
         tokens = _torch_tokens(llm_ref, x, limit=first_hop + 3)
         return _torch_token2wav(model_ref, x, tokens, stream=True, finalize=False)
 
-    torch_first_s, _ = _timed(torch_first)
-    report("infer", "streaming first-chunk latency batch 1", ours_first * 1e3, torch_first_s * 1e3)
+    compare("infer", "streaming first-chunk latency batch 1", first_chunk, torch_first, repeats=_REPEATS.value)
     return 0
 
 

@@ -1,31 +1,149 @@
-"""Small timing helpers shared by the benchmarks."""
+"""Timing shared by the benchmarks: warm both sides up, interleave them, report medians with their spread.
+
+``compare(name, what, ours, theirs)`` is the one way a benchmark times our code against the reference: each side's
+callable runs ``warmup`` times untimed (compilation, torch's first-call allocations), then ``repeats`` rounds time
+one call of each, alternating which side goes first, so a drift of the machine (another process, thermal state)
+reaches both. It prints one line, ``bench NAME WHAT: ours MEDIAN UNIT [MIN-MAX], torch MEDIAN UNIT [MIN-MAX], ratio
+torch/ours R (median of N)``, and, when ``$SOVITS2_BENCH_JSONL`` names a file, appends the figures to it as one JSON
+object (``bench.suite`` collects them into the table of ``make bench``).
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import os
+import platform
 import statistics
 import time
 from collections.abc import Callable
 
-
-def median_ms(fn: Callable[[], object], *, warmup: int = 2, repeats: int = 5) -> float:
-    """Median wall time of ``fn()`` in milliseconds; ``fn`` must block until its result is ready."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
+JSONL_ENV = "SOVITS2_BENCH_JSONL"
 
 
-def report(name: str, what: str, ours_ms: float, torch_ms: float, unit: str = "ms") -> str:
+@dataclasses.dataclass(frozen=True)
+class Samples:
+    """Timed calls of one side, in the unit reported."""
+
+    values: tuple[float, ...]
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.values)
+
+    def text(self, unit: str) -> str:
+        return f"{_figure(self.median)} {unit} [{_figure(min(self.values))}-{_figure(max(self.values))}]"
+
+
+def interleaved(
+    sides: dict[str, Callable[[], object]], *, warmup: int = 1, repeats: int = 5
+) -> dict[str, tuple[float, ...]]:
+    """Seconds per call of each side: ``warmup`` untimed calls each, then ``repeats`` rounds of one timed call per
+    side, the order reversed every other round. Each callable must block until its result is ready."""
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    for fn in sides.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in sides}
+    order = list(sides)
+    for r in range(repeats):
+        for name in order if r % 2 == 0 else order[::-1]:
+            start = time.perf_counter()
+            sides[name]()
+            times[name].append(time.perf_counter() - start)
+    return {name: tuple(t) for name, t in times.items()}
+
+
+def compare(
+    name: str,
+    what: str,
+    ours: Callable[[], object],
+    theirs: Callable[[], object],
+    *,
+    unit: str = "ms",
+    scale: float = 1e3,
+    warmup: int = 1,
+    repeats: int = 5,
+    extra: dict | None = None,
+) -> str:
+    """Times ``ours`` against ``theirs`` (the PyTorch reference) with ``interleaved`` and prints the line. ``scale``
+    turns seconds per call into ``unit`` (1e3 for ms; 1 / seconds of audio for a real-time factor). ``extra``:
+    more fields for the JSON record (e.g. peak memory)."""
+    seconds = interleaved({"ours": ours, "torch": theirs}, warmup=warmup, repeats=repeats)
+    mine = Samples(tuple(t * scale for t in seconds["ours"]))
+    ref = Samples(tuple(t * scale for t in seconds["torch"]))
+    return record(name, what, mine, ref, unit, extra)
+
+
+def record(name: str, what: str, ours: Samples, torch: Samples, unit: str, extra: dict | None = None) -> str:
+    """Prints (and appends to ``$SOVITS2_BENCH_JSONL``) the comparison of two sets of samples."""
+    ratio = torch.median / ours.median
     line = (
-        f"bench {name} {what}: ours {_figure(ours_ms)} {unit}, torch {_figure(torch_ms)} {unit}, "
-        f"ratio torch/ours {torch_ms / ours_ms:.2f}"
+        f"bench {name} {what}: ours {ours.text(unit)}, torch {torch.text(unit)}, ratio torch/ours {ratio:.2f} "
+        f"(median of {len(ours.values)})"
     )
     print(line, flush=True)
+    path = os.environ.get(JSONL_ENV)
+    if path:
+        row = dict(bench=name, what=what, unit=unit, ours=list(ours.values), torch=list(torch.values),
+                   ours_median=ours.median, torch_median=torch.median, ratio=ratio, **(extra or {}))  # fmt: skip
+        with open(path, "a") as f:
+            f.write(json.dumps(row) + "\n")
     return line
+
+
+def pin_threads() -> int:
+    """Gives torch's intra-op pool as many threads as XLA's CPU client uses (the cores this process may run on)
+    and returns that count."""
+    import torch
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    torch.set_num_threads(cores)
+    return cores
+
+
+def machine_line() -> str:
+    """``machine: CPU model, N cores, jax / jaxlib / torch versions, threads per side``: printed first by every
+    benchmark, so a figure is never read without the machine it came from."""
+    import importlib.metadata as md
+
+    def version(pkg: str) -> str:
+        try:
+            return md.version(pkg)
+        except md.PackageNotFoundError:
+            return "absent"
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    threads = "?"
+    try:
+        import torch
+
+        threads = str(torch.get_num_threads())
+    except ImportError:
+        pass
+    return (
+        f"machine: {cpu_model()}, {cores} cores, python {platform.python_version()}, jax {version('jax')}, "
+        f"jaxlib {version('jaxlib')}, torch {version('torch')}; threads: XLA {cores}, torch {threads}"
+    )
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident set size so far, MiB (Linux reports ru_maxrss in KiB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _figure(value: float) -> str:
