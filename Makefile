@@ -27,5 +27,6 @@ test: setup lint
 test-fast: setup lint
 	$(PY) -m pytest -q -n 2 --durations=10 tests/unit
 
+# every ours-vs-PyTorch benchmark, one process each, into one dated table (out/bench/); BENCH_ARGS=--quick for tiny sizes
 bench: setup
-	$(PY) -m sovits2_jax.bench.qwen2
+	$(PY) -m sovits2_jax.bench.suite $(BENCH_ARGS)

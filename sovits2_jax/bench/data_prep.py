@@ -21,22 +21,13 @@ import numpy as np
 from absl import flags
 
 from sovits2_jax import cli
-from sovits2_jax.bench.timing import report
+from sovits2_jax.bench.timing import compare, report
 
 flags.DEFINE_integer("utterances", 64, "utterances in the built-in corpus")
 flags.DEFINE_integer("speakers", 8, "speakers in the built-in corpus")
 flags.DEFINE_integer("workers", 2, "our worker processes")
 flags.DEFINE_integer("batch_size", 4, "speech-token extraction batch size")
 flags.DEFINE_bool("small", False, "small S3 encoder instead of the real size")
-
-
-def _ms(fn, repeats: int = 3) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best * 1e3
 
 
 def _knf_fbank(wav: np.ndarray) -> np.ndarray:
@@ -64,14 +55,11 @@ def bench_frontends(wavs16k: list[np.ndarray]) -> None:
 
     torch.set_num_threads(1)
     n = len(wavs16k)
-    report("data_prep", f"fbank per utterance ({n} utts, vs kaldi-native-fbank)",
-           _ms(lambda: [fbank(w) for w in wavs16k]) / n, _ms(lambda: [_knf_fbank(w) for w in wavs16k]) / n)  # fmt: skip
-    report(
-        "data_prep",
-        f"whisper log-mel per utterance ({n} utts, vs s3tokenizer torch)",
-        _ms(lambda: [log_mel_spectrogram(w) for w in wavs16k]) / n,
-        _ms(lambda: [s3tokenizer.log_mel_spectrogram(torch.from_numpy(w)) for w in wavs16k]) / n,
-    )
+    compare("data_prep", f"fbank per utterance ({n} utts, vs kaldi-native-fbank)",
+            lambda: [fbank(w) for w in wavs16k], lambda: [_knf_fbank(w) for w in wavs16k], scale=1e3 / n)  # fmt: skip
+    compare("data_prep", f"whisper log-mel per utterance ({n} utts, vs s3tokenizer torch)",
+            lambda: [log_mel_spectrogram(w) for w in wavs16k],
+            lambda: [s3tokenizer.log_mel_spectrogram(torch.from_numpy(w)) for w in wavs16k], scale=1e3 / n)  # fmt: skip
 
 
 def reference_stages(data_dir: str, campplus: str, tokenizer: str, out_dir: str) -> dict[str, float]:

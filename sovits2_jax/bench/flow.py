@@ -21,7 +21,7 @@ flags.DEFINE_integer("frames", 200, "mel frames of the estimator step")
 flags.DEFINE_integer("batch", 2, "batch of the estimator step")
 flags.DEFINE_integer("tokens", 100, "generated tokens of the inference (prompt = 25)")
 flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "compute dtype of both sides")
-flags.DEFINE_integer("repeats", 3, "timed repeats (median)")
+flags.DEFINE_integer("repeats", 5, "timed rounds per side, interleaved, after a warm-up")
 flags.DEFINE_integer("torch_threads", 0, "0 = all cores (JAX uses all cores too)")
 
 
@@ -41,7 +41,7 @@ def main(argv) -> None:
     import torch
     from flax import nnx
 
-    from sovits2_jax.bench.timing import median_ms, report
+    from sovits2_jax.bench.timing import compare, machine_line
     from sovits2_jax.parity.references import flow as pf
     from sovits2_jax.parity.torch_refs import to_torch
 
@@ -69,7 +69,6 @@ def main(argv) -> None:
         return jnp.sum(err**2) / (jnp.sum(m) * pred.shape[-1])
 
     step = jax.jit(jax.value_and_grad(our_loss))
-    ours_ms = median_ms(lambda: jax.block_until_ready(step(params, x, target)), repeats=args.repeats)
 
     est = ref.decoder.estimator.train()
     targs = [to_torch(x[k], tdev) for k in ("x", "mask", "mu", "t", "spks", "cond")]
@@ -83,8 +82,9 @@ def main(argv) -> None:
         loss.backward()
         _sync_torch(tdev)
 
-    torch_ms = median_ms(torch_step, repeats=args.repeats)
-    report("flow", f"estimator fwd+bwd (batch {args.batch}, {args.frames} frames, {tag})", ours_ms, torch_ms)
+    print(machine_line(), flush=True)
+    compare("flow", f"estimator fwd+bwd (batch {args.batch}, {args.frames} frames, {tag})",
+            lambda: jax.block_until_ready(step(params, x, target)), torch_step, repeats=args.repeats)  # fmt: skip
 
     # 2. full 10-step inference, batch 1
     inputs = pf.flow_inputs(config, args.tokens, 25, seed=0)
@@ -99,7 +99,6 @@ def main(argv) -> None:
         return mel
 
     infer = jax.jit(our_infer)
-    ours_ms = median_ms(lambda: jax.block_until_ready(infer(params, inputs)), warmup=1, repeats=args.repeats)
     ref.decoder.rand_noise = to_torch(inputs["noise"], tdev)
     names = ("token", "token_len", "prompt_token", "prompt_token_len", "prompt_feat", "prompt_feat_len", "embedding")
     targs = [to_torch(inputs[k], tdev) for k in names]
@@ -109,10 +108,9 @@ def main(argv) -> None:
             ref.inference(*targs, streaming=False, finalize=True)
         _sync_torch(tdev)
 
-    torch_ms = median_ms(torch_infer, warmup=1, repeats=args.repeats)
     frames = 2 * args.tokens
-    report("flow", f"10-step CFG inference ({args.tokens} tokens -> {frames} frames + 25-token prompt, {tag})",
-           ours_ms, torch_ms)  # fmt: skip
+    compare("flow", f"10-step CFG inference ({args.tokens} tokens -> {frames} frames + 25-token prompt, {tag})",
+            lambda: jax.block_until_ready(infer(params, inputs)), torch_infer, repeats=args.repeats)  # fmt: skip
 
     # 3. streaming: CosyVoice2's chunk schedule over the same tokens; torch re-runs the flow per chunk (its way)
     if args.dtype == "float32":
@@ -120,11 +118,9 @@ def main(argv) -> None:
 
 
 def bench_streaming(args, config, ref, graphdef, params, inputs, tdev, tag) -> None:
-    import time
-
     import torch
 
-    from sovits2_jax.bench.timing import report
+    from sovits2_jax.bench.timing import Samples, interleaved, record
     from sovits2_jax.infer.cosyvoice2.flow_streaming import CachedFlowStreamer, FlowStreamer, chunk_plan, stream_all
     from sovits2_jax.parity.torch_refs import to_torch
 
@@ -137,15 +133,6 @@ def bench_streaming(args, config, ref, graphdef, params, inputs, tdev, tag) -> N
                 np.pad(noise, ((0, 200), (0, 0))), **kw)  # fmt: skip
         return stream_all(s, inputs["token"][0], push_size=args.tokens)
 
-    def timed(fn):
-        fn()  # compile every chunk shape
-        start = time.perf_counter()
-        fn()
-        return (time.perf_counter() - start) * 1e3
-
-    recompute_ms = timed(lambda: ours(FlowStreamer))
-    cached_ms = timed(lambda: ours(CachedFlowStreamer, max_frames=frames))
-
     names = ("prompt_token", "prompt_token_len", "prompt_feat", "prompt_feat_len", "embedding")
     fixed = [to_torch(inputs[k], tdev) for k in names]
     tokens = to_torch(inputs["token"], tdev)
@@ -156,10 +143,13 @@ def bench_streaming(args, config, ref, graphdef, params, inputs, tdev, tag) -> N
             for c in chunk_plan(prompt, args.tokens):
                 ref.inference(tokens[:, : c.end], torch.tensor([c.end]), *fixed, streaming=True, finalize=c.finalize)
 
-    torch_ms = timed(torch_stream)
+    seconds = interleaved({"recompute": lambda: ours(FlowStreamer),
+                           "cached": lambda: ours(CachedFlowStreamer, max_frames=frames), "torch": torch_stream},
+                          repeats=args.repeats)  # fmt: skip
+    ms = {k: Samples(tuple(t * 1e3 for t in v)) for k, v in seconds.items()}
     what = f"streaming {args.tokens} tokens + {prompt}-token prompt, {len(chunk_plan(prompt, args.tokens))} chunks"
-    report("flow", f"{what}, recompute per chunk ({tag})", recompute_ms, torch_ms)
-    report("flow", f"{what}, cached estimator ({tag})", cached_ms, torch_ms)
+    record("flow", f"{what}, recompute per chunk ({tag})", ms["recompute"], ms["torch"], "ms")
+    record("flow", f"{what}, cached estimator ({tag})", ms["cached"], ms["torch"], "ms")
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ _BATCH = flags.DEFINE_integer("batch", 1, "inference batch size")
 _GAN_FRAMES = flags.DEFINE_integer("gan_frames", 51, "mel frames per GAN training segment (51 = 24480 samples)")
 _GAN_BATCH = flags.DEFINE_integer("gan_batch", 1, "GAN training batch size")
 _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "our compute dtype")
-_REPEATS = flags.DEFINE_integer("repeats", 5, "timed repeats (median)")
+_REPEATS = flags.DEFINE_integer("repeats", 5, "timed rounds per side, interleaved, after a warm-up")
 _SKIP_GAN = flags.DEFINE_bool("skip_gan", False, "only measure inference")
 
 
@@ -51,7 +51,7 @@ def main(argv) -> int:
     import torch
     from flax import nnx
 
-    from sovits2_jax.bench.timing import median_ms, report
+    from sovits2_jax.bench.timing import compare, machine_line, pin_threads
     from sovits2_jax.convert import cosyvoice2_hift
     from sovits2_jax.convert.mapping import flatten
     from sovits2_jax.convert.params import params_from_flat
@@ -59,6 +59,7 @@ def main(argv) -> int:
     from sovits2_jax.parity.references import hift as parity_hift
 
     platform = jax.devices()[0].platform
+    pin_threads()
     tdev = "cuda" if platform == "gpu" and torch.cuda.is_available() else "cpu"
     config = cosyvoice2_hift.default_config()
     ref = parity_hift.build_reference(config, seed=0, perturb=False)
@@ -71,6 +72,7 @@ def main(argv) -> int:
     g_graphdef, g_params = params_from_flat(lambda: HiFTGenerator(ours_config, rngs=nnx.Rngs(0)), flatten(nested))
     n_g = sum(int(np.prod(v.shape)) for v in jax.tree.leaves(g_params))
     ref, disc_ref = ref.to(tdev), disc_ref.to(tdev)
+    print(machine_line(), flush=True)
     print(
         f"# HiFT {n_g / 1e6:.1f}M parameters, {platform} ({jax.devices()[0].device_kind}), our dtype {_DTYPE.value}, "
         f"torch {tdev} float32, torch threads {torch.get_num_threads()}",
@@ -85,7 +87,6 @@ def main(argv) -> int:
 
     infer = jax.jit(lambda p, m, k: nnx.merge(g_graphdef, p).inference(m, k)[0])
     mel_j, key = jnp.asarray(mel), jax.random.key(0)
-    ours = median_ms(lambda: jax.block_until_ready(infer(g_params, mel_j, key)), repeats=_REPEATS.value)
     mel_t = torch.from_numpy(mel.transpose(0, 2, 1).copy()).to(tdev)
 
     def torch_infer():
@@ -93,10 +94,9 @@ def main(argv) -> int:
         if tdev == "cuda":
             torch.cuda.synchronize()
 
-    theirs = median_ms(torch_infer, repeats=_REPEATS.value)
-    rtf = f"RTF ours {ours / 1e3 / seconds:.4f} torch {theirs / 1e3 / seconds:.4f}"
-    what = f"inference ({seconds:.1f} s audio, batch {batch}, {rtf})"
-    report("hift", what, ours, theirs)
+    compare("hift", f"inference RTF ({seconds:.1f} s audio, batch {batch})",
+            lambda: jax.block_until_ready(infer(g_params, mel_j, key)), torch_infer, unit="s/s",
+            scale=1 / (batch * seconds), repeats=_REPEATS.value)  # fmt: skip
     if _SKIP_GAN.value:
         return 0
 
@@ -138,7 +138,6 @@ def main(argv) -> int:
             holder["state"], metrics = step(holder["state"], batch_j, jnp.int32(0))
         jax.block_until_ready(metrics)
 
-    ours = median_ms(ours_step, warmup=2, repeats=_REPEATS.value)
 
     gan_mel = functools.partial(
         torch_mel, n_fft=1920, num_mels=80, sampling_rate=24000, hop_size=480, win_size=1920, fmin=0, fmax=None
@@ -161,8 +160,8 @@ def main(argv) -> int:
         if tdev == "cuda":
             torch.cuda.synchronize()
 
-    theirs = median_ms(torch_step, warmup=1, repeats=_REPEATS.value)
-    report("hift", f"GAN step D+G ({samples} samples, batch {gb})", ours, theirs)
+    compare("hift", f"GAN step D+G ({samples} samples, batch {gb})", ours_step, torch_step, warmup=2,
+            repeats=_REPEATS.value)  # fmt: skip
     return 0
 
 

@@ -1,5 +1,5 @@
-"""HuBERT encoder throughput (seconds of audio per second): ours (jitted) vs transformers.HubertModel on the same
-batch and weights, fp32 on the default JAX device and torch's CPU.
+"""HuBERT encoder speed (seconds of compute per second of audio, interleaved rounds): ours (jitted) vs
+transformers.HubertModel on the same batch and weights, fp32 on the default JAX device and torch's CPU.
 
 python -m sovits2_jax.bench.hubert [--preset=hubert_base|tiny | --src=HF_DIR] [--batch=4] [--seconds=10] [--repeats=5]
 """
@@ -16,7 +16,7 @@ _PRESET = flags.DEFINE_enum("preset", "hubert_base", ["hubert_base", "tiny"], "r
 _SRC = flags.DEFINE_string("src", None, "a HF HuBERT directory (chinese-hubert-base, mHuBERT-147) instead of --preset")
 _BATCH = flags.DEFINE_integer("batch", 4, "rows per forward")
 _SECONDS = flags.DEFINE_float("seconds", 10.0, "seconds of 16 kHz audio per row")
-_REPEATS = flags.DEFINE_integer("repeats", 5, "timed forwards (median)")
+_REPEATS = flags.DEFINE_integer("repeats", 5, "timed rounds per side, interleaved, after a warm-up")
 
 
 def main(argv) -> int:
@@ -38,7 +38,7 @@ def _bench(src) -> int:
     import transformers
     from flax import nnx
 
-    from sovits2_jax.bench.timing import median_ms
+    from sovits2_jax.bench.timing import compare, machine_line, pin_threads
     from sovits2_jax.convert import hf_hubert
     from sovits2_jax.convert.params import params_from_flat
     from sovits2_jax.models import hubert
@@ -55,7 +55,7 @@ def _bench(src) -> int:
 
     forward = jax.jit(lambda p, w: nnx.merge(graphdef, p)(w))
     wav_j = jax.numpy.asarray(wav)
-    ours_ms = median_ms(lambda: jax.block_until_ready(forward(params, wav_j)), repeats=_REPEATS.value)
+    pin_threads()
 
     ref = transformers.HubertModel.from_pretrained(src, dtype=torch.float32, attn_implementation="sdpa").eval()
     wav_t = torch.from_numpy(wav)
@@ -64,18 +64,11 @@ def _bench(src) -> int:
         with torch.inference_mode():
             ref(wav_t)
 
-    torch_ms = median_ms(torch_forward, repeats=_REPEATS.value)
-    ours, theirs = audio_s / (ours_ms / 1e3), audio_s / (torch_ms / 1e3)
-    print(
-        f"# {n_params / 1e6:.1f}M parameters, batch {_BATCH.value} x {_SECONDS.value:g} s, "
-        f"{jax.devices()[0].platform}, torch threads {torch.get_num_threads()}"
-    )
-    print(
-        f"bench hubert forward ({n_params / 1e6:.0f}M, {_BATCH.value}x{_SECONDS.value:g}s): "
-        f"ours {ours:.1f} s/s ({ours_ms:.1f} ms), torch {theirs:.1f} s/s ({torch_ms:.1f} ms), "
-        f"ratio ours/torch {ours / theirs:.2f}",
-        flush=True,
-    )
+    print(machine_line(), flush=True)
+    print(f"# {n_params / 1e6:.1f}M parameters, {jax.devices()[0].platform}")
+    compare("hubert", f"forward RTF ({n_params / 1e6:.0f}M, {_BATCH.value}x{_SECONDS.value:g}s)",
+            lambda: jax.block_until_ready(forward(params, wav_j)), torch_forward, unit="s/s", scale=1 / audio_s,
+            repeats=_REPEATS.value)  # fmt: skip
     return 0
 
 

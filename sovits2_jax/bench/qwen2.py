@@ -15,7 +15,7 @@ from sovits2_jax.train.validate import validate
 _CONFIG = cli.config_flag("configs/qwen2.py:50m", help="Qwen2 config file[:arg]")
 _BATCH = flags.DEFINE_integer("batch", 4, "batch size")
 _SEQ = flags.DEFINE_integer("seq_len", 256, "sequence length")
-_REPEATS = flags.DEFINE_integer("repeats", 5, "timed steps (median)")
+_REPEATS = flags.DEFINE_integer("repeats", 5, "timed rounds per side, interleaved, after a warm-up")
 
 
 def main(argv) -> int:
@@ -27,7 +27,7 @@ def main(argv) -> int:
     import transformers
     from flax import nnx
 
-    from sovits2_jax.bench.timing import median_ms, report
+    from sovits2_jax.bench.timing import compare, machine_line, pin_threads
     from sovits2_jax.convert import hf_qwen2
     from sovits2_jax.convert.params import params_from_flat
     from sovits2_jax.models.qwen2 import Qwen2Config, Qwen2ForCausalLM
@@ -47,8 +47,7 @@ def main(argv) -> int:
 
     step = jax.jit(jax.value_and_grad(loss_fn))
     ids_j = jax.numpy.asarray(ids)
-    ours = median_ms(lambda: jax.block_until_ready(step(params, ids_j)), repeats=_REPEATS.value)
-
+    pin_threads()
     ref = transformers.Qwen2ForCausalLM.from_pretrained(src, dtype=torch.float32, attn_implementation="sdpa")
     ids_t = torch.from_numpy(ids)
 
@@ -58,12 +57,10 @@ def main(argv) -> int:
         loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids_t[:, 1:].reshape(-1))
         loss.backward()
 
-    theirs = median_ms(torch_step, repeats=_REPEATS.value)
-    print(
-        f"# {n_params / 1e6:.1f}M parameters, batch {_BATCH.value}x{_SEQ.value}, {jax.devices()[0].platform}, "
-        f"torch threads {torch.get_num_threads()}"
-    )
-    report("qwen2", f"fwd+bwd step ({n_params / 1e6:.0f}M, {_BATCH.value}x{_SEQ.value})", ours, theirs)
+    print(machine_line(), flush=True)
+    print(f"# {n_params / 1e6:.1f}M parameters, batch {_BATCH.value}x{_SEQ.value}, {jax.devices()[0].platform}")
+    compare("qwen2", f"fwd+bwd step ({n_params / 1e6:.0f}M, {_BATCH.value}x{_SEQ.value})",
+            lambda: jax.block_until_ready(step(params, ids_j)), torch_step, repeats=_REPEATS.value)  # fmt: skip
     return 0
 
 

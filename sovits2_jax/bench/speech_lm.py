@@ -20,18 +20,9 @@ _CONFIG = cli.config_flag("configs/qwen2.py:100m", help="Qwen2 backbone config f
 _PROMPT = flags.DEFINE_integer("prompt", 64, "prompt tokens")
 _NEW = flags.DEFINE_integer("new", 128, "new tokens per row")
 _BATCHES = flags.DEFINE_list("batches", ["1", "16"], "batch sizes for the plain LM comparison")
-_REPEATS = flags.DEFINE_integer("repeats", 3, "timed runs (median)")
+_REPEATS = flags.DEFINE_integer("repeats", 5, "timed rounds per side, interleaved, after a warm-up")
 _SPEECH = flags.DEFINE_boolean("speech", True, "also time the CosyVoice2 speech LM against Qwen2LM.inference")
-_TORCH_THREADS = flags.DEFINE_integer("torch_threads", 0, "torch intra-op threads (0 = torch's default)")
-
-
-def _tokens_line(name: str, what: str, tokens: int, ours_ms: float, torch_ms: float) -> None:
-    print(
-        f"bench {name} {what}: ours {ours_ms / tokens:.2f} ms/token ({tokens / ours_ms * 1e3:.0f} tokens/s), "
-        f"torch {torch_ms / tokens:.2f} ms/token ({tokens / torch_ms * 1e3:.0f} tokens/s), "
-        f"ratio torch/ours {torch_ms / ours_ms:.2f}",
-        flush=True,
-    )
+_TORCH_THREADS = flags.DEFINE_integer("torch_threads", 0, "torch intra-op threads (0 = the cores, as XLA)")
 
 
 def bench_plain_lm(config, src, batches, prompt_len: int, new: int, repeats: int) -> None:
@@ -41,7 +32,7 @@ def bench_plain_lm(config, src, batches, prompt_len: int, new: int, repeats: int
     import transformers
     from flax import nnx
 
-    from sovits2_jax.bench.timing import median_ms
+    from sovits2_jax.bench.timing import compare
     from sovits2_jax.convert import hf_qwen2
     from sovits2_jax.convert.params import params_from_flat
     from sovits2_jax.infer import generate as gen
@@ -55,7 +46,7 @@ def bench_plain_lm(config, src, batches, prompt_len: int, new: int, repeats: int
     ref = transformers.Qwen2ForCausalLM.from_pretrained(src, dtype=torch.float32).eval()
     print(
         f"# plain LM: {n_params / 1e6:.1f}M parameters, prompt {prompt_len}, {new} new tokens, greedy, "
-        f"{jax.devices()[0].platform}, torch threads {torch.get_num_threads()}",
+        f"{jax.devices()[0].platform}",
         flush=True,
     )
     greedy = SamplingConfig(method="greedy")
@@ -68,7 +59,6 @@ def bench_plain_lm(config, src, batches, prompt_len: int, new: int, repeats: int
                 graphdef, params, {"ids": ids}, lens, jax.random.key(0), max_len=new, min_len=new, sampling=greedy
             )
 
-        ours_ms = median_ms(ours, warmup=1, repeats=repeats)
         ids_t = torch.as_tensor(ids, dtype=torch.long)
 
         def theirs(ids_t=ids_t):
@@ -84,8 +74,8 @@ def bench_plain_lm(config, src, batches, prompt_len: int, new: int, repeats: int
                     pad_token_id=0,
                 )
 
-        torch_ms = median_ms(theirs, warmup=1, repeats=repeats)
-        _tokens_line("speech_lm", f"qwen2 greedy decode batch {b}", b * new, ours_ms, torch_ms)
+        compare("speech_lm", f"qwen2 greedy decode batch {b}", ours, theirs, unit="ms/token", scale=1e3 / (b * new),
+                repeats=repeats)  # fmt: skip
 
 
 def bench_cosyvoice2(backbone, directory, new: int, repeats: int) -> None:
@@ -94,7 +84,7 @@ def bench_cosyvoice2(backbone, directory, new: int, repeats: int) -> None:
     import torch
     from flax import nnx
 
-    from sovits2_jax.bench.timing import median_ms
+    from sovits2_jax.bench.timing import compare
     from sovits2_jax.convert import cosyvoice2_llm
     from sovits2_jax.convert.mapping import flatten
     from sovits2_jax.convert.params import params_from_flat
@@ -137,8 +127,6 @@ def bench_cosyvoice2(backbone, directory, new: int, repeats: int) -> None:
         assert out.lengths[0] == n_tokens
         return out
 
-    ours_ms = median_ms(ours, warmup=1, repeats=repeats)
-
     def theirs():
         with torch.no_grad():
             tokens = list(
@@ -156,20 +144,21 @@ def bench_cosyvoice2(backbone, directory, new: int, repeats: int) -> None:
             )
         return tokens
 
-    torch_ms = median_ms(theirs, warmup=1, repeats=repeats)
     print(f"# cosyvoice2 speech LM: prompt {batch['prompt_len'][0]} positions, RAS sampling, batch 1", flush=True)
-    _tokens_line("speech_lm", "cosyvoice2 RAS decode batch 1", n_tokens, ours_ms, torch_ms)
+    compare("speech_lm", "cosyvoice2 RAS decode batch 1", ours, theirs, unit="ms/token", scale=1e3 / n_tokens,
+            repeats=repeats)  # fmt: skip
 
 
 def main(argv) -> int:
     del argv
+    import torch
+
+    from sovits2_jax.bench.timing import machine_line, pin_threads
     from sovits2_jax.models.qwen2 import Qwen2Config
     from sovits2_jax.parity.random_reference import save_random_hf_qwen2
 
-    if _TORCH_THREADS.value:
-        import torch
-
-        torch.set_num_threads(_TORCH_THREADS.value)
+    torch.set_num_threads(_TORCH_THREADS.value or pin_threads())
+    print(machine_line(), flush=True)
     config = Qwen2Config.from_dict(cli.validated(_CONFIG, validate).model.to_dict())
     src = save_random_hf_qwen2(tempfile.mkdtemp(prefix="bench-speech-lm-"), config)
     bench_plain_lm(config, src, [int(b) for b in _BATCHES.value], _PROMPT.value, _NEW.value, _REPEATS.value)

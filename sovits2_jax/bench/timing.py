@@ -32,7 +32,7 @@ class Samples:
         return statistics.median(self.values)
 
     def text(self, unit: str) -> str:
-        return f"{_figure(self.median)} {unit} [{_figure(min(self.values))}-{_figure(max(self.values))}]"
+        return f"{figure(self.median)} {unit} [{figure(min(self.values))}-{figure(max(self.values))}]"
 
 
 def interleaved(
@@ -76,12 +76,14 @@ def compare(
     return record(name, what, mine, ref, unit, extra)
 
 
-def record(name: str, what: str, ours: Samples, torch: Samples, unit: str, extra: dict | None = None) -> str:
+def record(
+    name: str, what: str, ours: Samples, torch: Samples, unit: str, extra: dict | None = None, *, note: str = ""
+) -> str:
     """Prints (and appends to ``$SOVITS2_BENCH_JSONL``) the comparison of two sets of samples."""
     ratio = torch.median / ours.median
     line = (
         f"bench {name} {what}: ours {ours.text(unit)}, torch {torch.text(unit)}, ratio torch/ours {ratio:.2f} "
-        f"(median of {len(ours.values)})"
+        f"({note or f'median of {len(ours.values)}'})"
     )
     print(line, flush=True)
     path = os.environ.get(JSONL_ENV)
@@ -91,6 +93,12 @@ def record(name: str, what: str, ours: Samples, torch: Samples, unit: str, extra
         with open(path, "a") as f:
             f.write(json.dumps(row) + "\n")
     return line
+
+
+def report(name: str, what: str, ours: float, torch: float, unit: str) -> str:
+    """One measurement per side, for figures that cannot repeat cheaply (a whole corpus through a preparation
+    stage): the line says ``(one run)`` so it is not read as a median."""
+    return record(name, what, Samples((ours,)), Samples((torch,)), unit, note="one run")
 
 
 def pin_threads() -> int:
@@ -146,6 +154,6 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _figure(value: float) -> str:
+def figure(value: float) -> str:
     """One decimal, or three significant digits below 10 (RTFs are fractions of a second per second)."""
     return f"{value:.1f}" if abs(value) >= 10 else f"{value:.3g}"

@@ -8,7 +8,7 @@ The trainer's own step (accumulation, skip guards, metrics) is timed by ``python
 Last, the trainer itself runs the ``qwen2`` family at the 0.5B shape for a few steps in a subprocess and the step
 time and MFU it logs (FLOPs from the compiled step's cost analysis over the device's peak) are printed.
 
-python -m sovits2_jax.bench.train [--size=tiny|real] [--batch=4] [--tokens=100] [--repeats=3]
+python -m sovits2_jax.bench.train [--size=tiny|real] [--batch=4] [--tokens=100] [--repeats=5]
     [--qwen2_batch=2 --qwen2_seq_len=128 --qwen2_steps=3 | --qwen2_steps=0 to skip]
 """
 
@@ -26,7 +26,7 @@ from sovits2_jax.train.metrics import read_metrics
 flags.DEFINE_enum("size", "tiny", ["tiny", "real"], "model size (real: CosyVoice2-0.5B's flow; llm stays tiny on CPU)")
 flags.DEFINE_integer("batch", 4, "rows per step")
 flags.DEFINE_integer("tokens", 100, "speech tokens per row (flow: mel frames = 2x)")
-flags.DEFINE_integer("repeats", 3, "timed repeats (median)")
+flags.DEFINE_integer("repeats", 5, "timed rounds per side, interleaved, after a warm-up")
 flags.DEFINE_integer("torch_threads", 0, "0 = all cores (JAX uses all cores too)")
 flags.DEFINE_integer("qwen2_steps", 3, "trainer steps of configs/qwen2.py:0.5b (0: skip)")
 flags.DEFINE_integer("qwen2_batch", 2, "its global batch (rows)")
@@ -51,10 +51,9 @@ def _jax_adam_step(loss_fn, params):
     return step, tx.init(params)
 
 
-def _time_jax(step, params, opt_state, batch) -> float:
+def _jax_runner(step, params, opt_state, batch):
+    """One Adam step of ours per call (the state carried over), blocking."""
     import jax
-
-    from sovits2_jax.bench.timing import median_ms
 
     state = {"params": params, "opt": opt_state, "i": 0}
 
@@ -63,13 +62,12 @@ def _time_jax(step, params, opt_state, batch) -> float:
         state["params"], state["opt"], loss = step(state["params"], state["opt"], batch, jax.random.key(state["i"]))
         jax.block_until_ready(loss)
 
-    return median_ms(run, repeats=flags.FLAGS.repeats)
+    return run
 
 
-def _time_torch(module, batch) -> float:
+def _torch_runner(module, batch):
+    """One Adam step of the reference module per call."""
     import torch
-
-    from sovits2_jax.bench.timing import median_ms
 
     module.train()
     opt = torch.optim.Adam(module.parameters(), lr=LR)
@@ -79,7 +77,7 @@ def _time_torch(module, batch) -> float:
         module(batch, torch.device("cpu"))["loss"].backward()
         opt.step()
 
-    return median_ms(run, repeats=flags.FLAGS.repeats)
+    return run
 
 
 def bench_llm(batch: int, tokens: int) -> str:
@@ -87,7 +85,7 @@ def bench_llm(batch: int, tokens: int) -> str:
     import jax.numpy as jnp
     from flax import nnx
 
-    from sovits2_jax.bench.timing import report
+    from sovits2_jax.bench.timing import compare
     from sovits2_jax.convert.cosyvoice2 import load_llm
     from sovits2_jax.parity.references import llm as parity_llm
     from sovits2_jax.parity.torch_refs import to_torch
@@ -107,12 +105,11 @@ def bench_llm(batch: int, tokens: int) -> str:
         return cosyvoice2_lm_loss(nnx.merge(graphdef, params), b, draw)[0]
 
     step, opt_state = _jax_adam_step(loss_fn, params)
-    ours_ms = _time_jax(step, params, opt_state, ours_batch)
     ref = parity_llm.reference_model(config, src / parity_llm.BLANK_EN)
     ref.load_state_dict(parity_llm_state(src), strict=True)
-    torch_ms = _time_torch(ref, {k: to_torch(v, "cpu") for k, v in x.items()})
     what = f"llm step (tiny Qwen2LM, batch {batch}, <= {max(speech_lens)} speech tokens, fwd+bwd+Adam, cpu)"
-    return report("train", what, ours_ms, torch_ms)
+    return compare("train", what, _jax_runner(step, params, opt_state, ours_batch),
+                   _torch_runner(ref, {k: to_torch(v, "cpu") for k, v in x.items()}), repeats=flags.FLAGS.repeats)
 
 
 def parity_llm_state(src) -> dict:
@@ -127,7 +124,7 @@ def bench_flow(size: str, batch: int, tokens: int) -> str:
     import jax.numpy as jnp
     from flax import nnx
 
-    from sovits2_jax.bench.timing import report
+    from sovits2_jax.bench.timing import compare
     from sovits2_jax.parity.references import flow as pf
     from sovits2_jax.parity.torch_refs import to_torch
     from sovits2_jax.train.families.flow import cfm_loss
@@ -151,10 +148,9 @@ def bench_flow(size: str, batch: int, tokens: int) -> str:
         return cfm_loss({"model": nnx.merge(graphdef, params)}, b, key, True)[0]
 
     step, opt_state = _jax_adam_step(loss_fn, params)
-    ours_ms = _time_jax(step, params, opt_state, ours_batch)
-    torch_ms = _time_torch(ref, {k: to_torch(v, "cpu") for k, v in x.items()})
     what = f"flow step ({size}, batch {batch}, {ratio * tokens} mel frames, fwd+bwd+Adam, cpu)"
-    return report("train", what, ours_ms, torch_ms)
+    return compare("train", what, _jax_runner(step, params, opt_state, ours_batch),
+                   _torch_runner(ref, {k: to_torch(v, "cpu") for k, v in x.items()}), repeats=flags.FLAGS.repeats)
 
 
 def bench_qwen2_trainer(steps: int, batch: int, seq_len: int) -> str:
@@ -190,7 +186,10 @@ def main(argv) -> None:
     args = flags.FLAGS
     if args.batch < 1 or args.tokens < 10:
         raise cli.Error("--batch must be >= 1 and --tokens >= 10")
-    torch.set_num_threads(args.torch_threads or os.cpu_count() or 1)
+    from sovits2_jax.bench.timing import machine_line, pin_threads
+
+    torch.set_num_threads(args.torch_threads or pin_threads())
+    print(machine_line(), flush=True)
     bench_llm(args.batch, args.tokens)
     bench_flow(args.size, args.batch, args.tokens)
     if args.qwen2_steps > 0:

@@ -11,11 +11,11 @@ import numpy as np
 from absl import flags
 
 from sovits2_jax import cli
-from sovits2_jax.bench.timing import median_ms, report
+from sovits2_jax.bench.timing import compare, machine_line, pin_threads
 
 flags.DEFINE_float("seconds", 5.0, "audio length to synthesise")
-flags.DEFINE_integer("repeats", 3, "timed repeats (median)")
-flags.DEFINE_integer("threads", 0, "torch intra-op threads (0 = torch default)")
+flags.DEFINE_integer("repeats", 5, "timed rounds per side, interleaved, after a warm-up")
+flags.DEFINE_integer("threads", 0, "torch intra-op threads (0 = the cores, as XLA)")
 
 
 def main(argv) -> None:
@@ -30,8 +30,8 @@ def main(argv) -> None:
     from sovits2_jax.parity.references import vits as parity_vits
     from sovits2_jax.parity.torch_refs import import_gpt_sovits
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads or pin_threads())
+    print(machine_line(), flush=True)
     cfg, ref, graphdef, params = parity_vits.reference_pair("v2", 0)
     code_frames = round(args.seconds * 25)
     inputs = parity_vits.make_inputs(
@@ -55,12 +55,8 @@ def main(argv) -> None:
             return ref.decode(codes_t, text_t, refer_t, noise_scale=0.0)
 
     err = np.abs(np.asarray(ours())[:, None] - theirs().numpy()).max()
-    ours_ms = median_ms(ours, warmup=1, repeats=args.repeats)
-    torch_ms = median_ms(theirs, warmup=1, repeats=args.repeats)
-    report("vits", f"decode s2-v2 {audio_s:.1f}s audio cpu (max abs diff {err:.1e})", ours_ms, torch_ms)
-    print(
-        f"bench vits decode RTF: ours {ours_ms / 1e3 / audio_s:.3f}, torch {torch_ms / 1e3 / audio_s:.3f}", flush=True
-    )
+    compare("vits", f"decode RTF s2-v2 {audio_s:.1f}s audio cpu (max abs diff {err:.1e})", ours, theirs,
+            unit="s/s", scale=1 / audio_s, repeats=args.repeats)  # fmt: skip
 
     models = import_gpt_sovits("gpt_sovits.module.mel_processing")
     wav = np.clip(
@@ -68,12 +64,9 @@ def main(argv) -> None:
     ).astype(np.float32)
     spec_j = jax.jit(lambda w: linear_spectrogram(w, n_fft=cfg.n_fft, hop_size=cfg.hop_length, win_size=cfg.win_length))
     wav_j, wav_t = jnp.asarray(wav), torch.from_numpy(wav)
-    ours_ms = median_ms(lambda: spec_j(wav_j).block_until_ready(), repeats=args.repeats * 3)
-    torch_ms = median_ms(
-        lambda: models.spectrogram_torch(wav_t, cfg.n_fft, cfg.sampling_rate, cfg.hop_length, cfg.win_length),
-        repeats=args.repeats * 3,
-    )
-    report("vits", f"linear spectrogram {args.seconds:.1f}s 32kHz", ours_ms, torch_ms)
+    compare("vits", f"linear spectrogram {args.seconds:.1f}s 32kHz", lambda: spec_j(wav_j).block_until_ready(),
+            lambda: models.spectrogram_torch(wav_t, cfg.n_fft, cfg.sampling_rate, cfg.hop_length, cfg.win_length),
+            repeats=args.repeats * 3)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 """XLM-RoBERTa (BGE-M3 text encoder) forward throughput: ours (jitted) vs transformers (PyTorch), same weights and
-batch, in real (non-pad) tokens per second.
+batch, in microseconds per real (non-pad) token.
 
 python -m sovits2_jax.bench.xlm_roberta [--size=small|tiny|bge_m3] [--batch=8] [--seq_len=128] [--dtype=float32]
 
@@ -22,7 +22,7 @@ _SIZE = flags.DEFINE_enum("size", "small", list(SIZES), "encoder size (models/xl
 _BATCH = flags.DEFINE_integer("batch", 8, "rows per batch")
 _SEQ = flags.DEFINE_integer("seq_len", 128, "tokens per row (the longest row)")
 _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "compute dtype of both sides")
-_REPEATS = flags.DEFINE_integer("repeats", 5, "timed forwards (median)")
+_REPEATS = flags.DEFINE_integer("repeats", 5, "timed rounds per side, interleaved, after a warm-up")
 
 
 def main(argv) -> int:
@@ -33,18 +33,12 @@ def main(argv) -> int:
     if _SEQ.value > config.max_tokens:
         raise cli.Error(f"--seq_len={_SEQ.value} is longer than the {config.max_tokens} tokens the model takes")
     with tempfile.TemporaryDirectory(prefix="bench-xlm-roberta-") as workdir:  # the reference's weights
-        ours_tps, torch_tps, tokens = _measure(config, Path(workdir) / "hf")
-    print(
-        f"bench xlm_roberta encode ({_SIZE.value}, {_DTYPE.value}, batch {_BATCH.value}x{_SEQ.value}, "
-        f"{tokens} tokens): ours {ours_tps:.0f} tokens/s, torch {torch_tps:.0f} tokens/s, "
-        f"ratio ours/torch {ours_tps / torch_tps:.2f}",
-        flush=True,
-    )
+        _measure(config, Path(workdir) / "hf")
     return 0
 
 
-def _measure(config, src: Path) -> tuple[float, float, int]:
-    """(ours tokens/s, transformers tokens/s, real tokens per batch) on one random-init model written to ``src``."""
+def _measure(config, src: Path) -> str:
+    """Times ours against transformers on one random-init model written to ``src``, per real (non-pad) token."""
     import dataclasses
 
     import jax
@@ -53,7 +47,7 @@ def _measure(config, src: Path) -> tuple[float, float, int]:
     import transformers
     from flax import nnx
 
-    from sovits2_jax.bench.timing import median_ms
+    from sovits2_jax.bench.timing import compare, machine_line, pin_threads
     from sovits2_jax.convert import hf_xlm_roberta
     from sovits2_jax.convert.params import params_from_flat
     from sovits2_jax.models.xlm_roberta import XLMRobertaModel
@@ -73,7 +67,7 @@ def _measure(config, src: Path) -> tuple[float, float, int]:
         return nnx.merge(graphdef, params)(ids, mask)
 
     ids_j, mask_j = jax.numpy.asarray(inputs["input_ids"]), jax.numpy.asarray(inputs["attention_mask"].astype(bool))
-    ours_ms = median_ms(lambda: jax.block_until_ready(forward(params, ids_j, mask_j)), repeats=_REPEATS.value)
+    pin_threads()
 
     ref = transformers.XLMRobertaModel.from_pretrained(
         src, dtype=getattr(torch, _DTYPE.value), attn_implementation="sdpa", add_pooling_layer=False
@@ -84,9 +78,11 @@ def _measure(config, src: Path) -> tuple[float, float, int]:
         with torch.inference_mode():
             ref(input_ids=ids_t, attention_mask=mask_t)
 
-    torch_ms = median_ms(torch_forward, repeats=_REPEATS.value)
-    print(f"# {n_params / 1e6:.1f}M parameters, {jax.devices()[0].platform}, torch threads {torch.get_num_threads()}")
-    return tokens / ours_ms * 1e3, tokens / torch_ms * 1e3, tokens
+    print(machine_line(), flush=True)
+    print(f"# {n_params / 1e6:.1f}M parameters, {jax.devices()[0].platform}")
+    what = f"encode ({_SIZE.value}, {_DTYPE.value}, batch {_BATCH.value}x{_SEQ.value}, {tokens} real tokens)"
+    return compare("xlm_roberta", what, lambda: jax.block_until_ready(forward(params, ids_j, mask_j)), torch_forward,
+                   unit="us/token", scale=1e6 / tokens, repeats=_REPEATS.value)  # fmt: skip
 
 
 if __name__ == "__main__":
