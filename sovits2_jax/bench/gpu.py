@@ -54,10 +54,12 @@ def parity_results(device: str) -> list[dict]:
 
 
 def _run(args: list[str], timeout: float) -> dict:
-    """Runs one benchmark module; returns its exit code and the ``bench ...`` lines it printed."""
+    """Runs one benchmark module (its figures appended to ``$SOVITS2_BENCH_JSONL`` when main set it); returns its
+    exit code and the ``bench ...`` lines it printed."""
     t0 = time.perf_counter()
     try:
-        out = subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+        out = subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+                             env=dict(os.environ))  # fmt: skip
         text, code = out.stdout + out.stderr, out.returncode
     except subprocess.TimeoutExpired as e:
         text, code = (e.stdout or b"").decode() if isinstance(e.stdout, bytes) else (e.stdout or ""), 124
@@ -87,6 +89,23 @@ def train_qwen2(device: str, size: str) -> dict:
     return result
 
 
+def _write_table(figures: Path, device: str, size: str) -> None:
+    """The benchmarks' figures as ``make bench``'s table (median [range] per side, ratio), beside the JSON."""
+    from sovits2_jax.bench.timing import commit, machine_line, table
+
+    rows = [json.loads(line) for line in figures.read_text().splitlines() if line.strip()]
+    if not rows:
+        return
+    machine = machine_line()
+    if device == "gpu":
+        import jax
+
+        machine += f"; device: {jax.devices()[0].device_kind}"
+    text = table(rows, machine, commit(), time.strftime("%Y-%m-%d"), quick=size != "release")
+    figures.with_suffix(".md").write_text(text)
+    print(text, flush=True)
+
+
 def main(argv) -> int:
     device, size = _DEVICE.value, _SIZE.value
     results: dict = dict(device=device, size=size, started=time.strftime("%Y-%m-%dT%H:%M:%S"))
@@ -95,6 +114,12 @@ def main(argv) -> int:
 
         results["device_kind"] = jax.devices()[0].device_kind
     parts = set(_PARTS.value)
+    from sovits2_jax.bench.timing import JSONL_ENV
+
+    figures = Path(_OUT.value).with_suffix(".figures.jsonl")
+    figures.parent.mkdir(parents=True, exist_ok=True)
+    figures.write_text("")
+    os.environ[JSONL_ENV] = str(figures)  # the benchmark subprocesses record their figures there
     if "parity" in parts:
         results["parity"] = parity_results(device)
     if "train_qwen2" in parts:
@@ -110,8 +135,8 @@ def main(argv) -> int:
     if "tts" in parts:
         results["tts"] = _run(["sovits2_jax.bench.infer", f"--size={'release' if release else 'tiny'}",
                                f"--batch={16 if release else 8}"], 900)  # fmt: skip
-    Path(_OUT.value).parent.mkdir(parents=True, exist_ok=True)
     Path(_OUT.value).write_text(json.dumps(results, indent=2, default=str))
+    _write_table(figures, device, size)
     failed = [r["component"] + ":" + r["dtype"] for r in results.get("parity", []) if not r["ok"]]
     failed += [k for k in ("train_qwen2", "train_step", "decode", "tts") if results.get(k, {}).get("exit")]
     print(f"gpu suite ({device}, {size}): {'all ok' if not failed else 'failed: ' + ', '.join(failed)}; "

@@ -57,37 +57,9 @@ def run_one(name: str, args: list[str], jsonl: Path) -> tuple[bool, str]:
     return proc.returncode == 0, out
 
 
-def table(rows: list[dict], machine: str, commit: str, date: str, quick: bool) -> str:
-    """The markdown table of a run's figures."""
-    size = "tiny sizes (--quick)" if quick else "default sizes"
-    lines = [f"### `make bench`, {date}, commit {commit}, {size}", "", machine, "",
-             "| benchmark | what | ours | torch | torch / ours |", "|---|---|---|---|---|"]  # fmt: skip
-    for r in rows:
-        ours, torch = _side(r, "ours"), _side(r, "torch")
-        lines.append(f"| {r['bench']} | {r['what']} | {ours} | {torch} | {r['ratio']:.2f} |")
-    return "\n".join(lines) + "\n"
-
-
-def _side(row: dict, key: str) -> str:
-    from sovits2_jax.bench.timing import figure
-
-    v = row[key]
-    return f"{figure(row[f'{key}_median'])} [{figure(min(v))}-{figure(max(v))}] {row['unit']}"
-
-
-def _commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                               text=True).stdout.strip()  # fmt: skip
-        return out.stdout.strip() + ("+changes" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def main(argv) -> int:
     del argv
-    from sovits2_jax.bench.timing import machine_line
+    from sovits2_jax.bench.timing import commit, machine_line, table
 
     unknown = sorted(set(_ONLY.value) - set(NAMES))
     if unknown:
@@ -105,11 +77,11 @@ def main(argv) -> int:
                 tail = "\n".join(out.strip().splitlines()[-5:])
                 print(f"bench.suite: {name} failed:\n{tail}", file=sys.stderr, flush=True)
         rows = [json.loads(line) for line in jsonl.read_text().splitlines() if line.strip()]
-    date, commit = datetime.date.today().isoformat(), _commit()
-    text = table(rows, machine_line(), commit, date, _QUICK.value)
+    date, head = datetime.date.today().isoformat(), commit()
+    text = table(rows, machine_line(), head, date, _QUICK.value)
     out_dir = Path(_OUT.value)
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"{date}-{commit}{'-quick' if _QUICK.value else ''}.md"
+    path = out_dir / f"{date}-{head}{'-quick' if _QUICK.value else ''}.md"
     path.write_text(text)
     print(text, flush=True)
     print(f"bench.suite: {len(rows)} figures from {len(chosen) - len(failed)} of {len(chosen)} benchmarks -> {path}")

@@ -15,6 +15,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import time
 from collections.abc import Callable
 
@@ -157,3 +158,30 @@ def peak_rss_mib() -> float:
 def figure(value: float) -> str:
     """One decimal, or three significant digits below 10 (RTFs are fractions of a second per second)."""
     return f"{value:.1f}" if abs(value) >= 10 else f"{value:.3g}"
+
+
+def table(rows: list[dict], machine: str, commit: str, date: str, quick: bool) -> str:
+    """The markdown table of a run's figures."""
+    size = "tiny sizes (--quick)" if quick else "default sizes"
+    lines = [f"### `make bench`, {date}, commit {commit}, {size}", "", machine, "",
+             "| benchmark | what | ours | torch | torch / ours |", "|---|---|---|---|---|"]  # fmt: skip
+    for r in rows:
+        ours, torch = _side(r, "ours"), _side(r, "torch")
+        lines.append(f"| {r['bench']} | {r['what']} | {ours} | {torch} | {r['ratio']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def _side(row: dict, key: str) -> str:
+    v = row[key]
+    return f"{figure(row[f'{key}_median'])} [{figure(min(v))}-{figure(max(v))}] {row['unit']}"
+
+
+def commit() -> str:
+    """The short hash of HEAD, with ``+changes`` when tracked files differ from it."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True).stdout.strip()  # fmt: skip
+        return out.stdout.strip() + ("+changes" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"

@@ -1,5 +1,5 @@
 """The benchmark harness: warm-ups are not timed, the sides alternate who goes first, the line carries median and
-spread per side and the ratio of medians, the JSONL record holds every sample, and ``bench.suite`` tabulates it."""
+spread per side and the ratio of medians, the JSONL record holds every sample, and ``make bench``'s table holds it."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from sovits2_jax.bench import suite, timing
+from sovits2_jax.bench import timing
 
 
 class FakeClock:
@@ -89,6 +89,6 @@ def test_machine_line_names_the_cpu_cores_and_versions():
 def test_suite_table_has_one_row_per_figure():
     rows = [dict(bench="infer", what="RTF batch 1", unit="s/s", ours=[1.0, 2.0, 3.0], torch=[4.0, 5.0, 6.0],
                  ours_median=2.0, torch_median=5.0, ratio=2.5)]  # fmt: skip
-    text = suite.table(rows, "machine: X", "abc123", "2026-12-07", quick=False)
+    text = timing.table(rows, "machine: X", "abc123", "2026-12-07", quick=False)
     assert "commit abc123" in text and "2026-12-07" in text and "machine: X" in text
     assert "| infer | RTF batch 1 | 2 [1-3] s/s | 5 [4-6] s/s | 2.50 |" in text
