@@ -54,12 +54,11 @@ def parity_results(device: str) -> list[dict]:
 
 
 def _run(args: list[str], timeout: float) -> dict:
-    """Runs one benchmark module (its figures appended to ``$SOVITS2_BENCH_JSONL`` when main set it); returns its
-    exit code and the ``bench ...`` lines it printed."""
+    """Runs one benchmark module (it inherits ``$SOVITS2_BENCH_JSONL``, set by main, and appends its figures there);
+    returns its exit code and the ``bench ...`` lines it printed."""
     t0 = time.perf_counter()
     try:
-        out = subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout,
-                             env=dict(os.environ))  # fmt: skip
+        out = subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
         text, code = out.stdout + out.stderr, out.returncode
     except subprocess.TimeoutExpired as e:
         text, code = (e.stdout or b"").decode() if isinstance(e.stdout, bytes) else (e.stdout or ""), 124
