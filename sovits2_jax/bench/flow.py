@@ -9,8 +9,6 @@ python -m sovits2_jax.bench.flow [--size=real|tiny] [--frames=200] [--batch=2] [
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 from absl import flags
 
@@ -41,7 +39,7 @@ def main(argv) -> None:
     import torch
     from flax import nnx
 
-    from sovits2_jax.bench.timing import compare, machine_line
+    from sovits2_jax.bench.timing import compare, machine_line, pin_threads
     from sovits2_jax.parity.references import flow as pf
     from sovits2_jax.parity.torch_refs import to_torch
 
@@ -49,7 +47,7 @@ def main(argv) -> None:
     if args.dtype == "bfloat16" and not gpu:
         raise cli.Error("--dtype=bfloat16 needs a CUDA GPU for both frameworks")
     tdev = "cuda" if gpu else "cpu"
-    torch.set_num_threads(args.torch_threads or os.cpu_count() or 1)
+    pin_threads(args.torch_threads)
     config, ref, _, graphdef, params, _, _ = pf._setup(None, size=args.size, device="gpu" if gpu else "cpu", seed=0)
     ref = ref.to(tdev)
     jdtype = jnp.bfloat16 if args.dtype == "bfloat16" else jnp.float32

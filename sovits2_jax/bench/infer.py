@@ -127,10 +127,7 @@ def main(argv) -> int:
     from sovits2_jax.infer import compile_cache
 
     compile_cache.enable()
-    threads = _TORCH_THREADS.value or pin_threads()
-    import torch
-
-    torch.set_num_threads(threads)
+    pin_threads(_TORCH_THREADS.value)
     engine, llm_ref, model_ref, x = build(_SIZE.value, tempfile.mkdtemp(prefix="bench-infer-"))
     n_tokens = RATIO * _TEXT.value
     audio_s = n_tokens * 2 * 480 / 24000

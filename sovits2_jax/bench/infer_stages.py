@@ -32,7 +32,7 @@ def main(argv) -> int:
     from sovits2_jax.infer.cosyvoice2.token2wav import flow_batch, hift_batch
 
     compile_cache.enable()
-    torch.set_num_threads(bench_infer._TORCH_THREADS.value or pin_threads())
+    pin_threads(bench_infer._TORCH_THREADS.value)
     engine, llm_ref, model_ref, x = bench_infer.build(bench_infer._SIZE.value, tempfile.mkdtemp(prefix="bench-st-"))
     n_text = len(x.text)
     first = Engine(engine.llm, engine.flow, engine.hift, EngineConfig(min_ratio=1 / n_text, max_ratio=1 / n_text))

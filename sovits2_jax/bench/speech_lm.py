@@ -151,13 +151,12 @@ def bench_cosyvoice2(backbone, directory, new: int, repeats: int) -> None:
 
 def main(argv) -> int:
     del argv
-    import torch
 
     from sovits2_jax.bench.timing import machine_line, pin_threads
     from sovits2_jax.models.qwen2 import Qwen2Config
     from sovits2_jax.parity.random_reference import save_random_hf_qwen2
 
-    torch.set_num_threads(_TORCH_THREADS.value or pin_threads())
+    pin_threads(_TORCH_THREADS.value)
     print(machine_line(), flush=True)
     config = Qwen2Config.from_dict(cli.validated(_CONFIG, validate).model.to_dict())
     src = save_random_hf_qwen2(tempfile.mkdtemp(prefix="bench-speech-lm-"), config)

@@ -70,7 +70,7 @@ def compare(
 ) -> str:
     """Times ``ours`` against ``theirs`` (the PyTorch reference) with ``interleaved`` and prints the line. ``scale``
     turns seconds per call into ``unit`` (1e3 for ms; 1 / seconds of audio for a real-time factor). ``extra``:
-    more fields for the JSON record (e.g. peak memory)."""
+    more fields for the JSON record."""
     seconds = interleaved({"ours": ours, "torch": theirs}, warmup=warmup, repeats=repeats)
     mine = Samples(tuple(t * scale for t in seconds["ours"]))
     ref = Samples(tuple(t * scale for t in seconds["torch"]))
@@ -102,14 +102,18 @@ def report(name: str, what: str, ours: float, torch: float, unit: str) -> str:
     return record(name, what, Samples((ours,)), Samples((torch,)), unit, note="one run")
 
 
-def pin_threads() -> int:
-    """Gives torch's intra-op pool as many threads as XLA's CPU client uses (the cores this process may run on)
-    and returns that count."""
+def _cores() -> int:
+    """The cores this process may run on: what XLA's CPU client sizes its thread pool by."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def pin_threads(threads: int = 0) -> int:
+    """Gives torch's intra-op pool ``threads`` threads, or (0) as many as XLA's CPU client uses; returns the count."""
     import torch
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    torch.set_num_threads(cores)
-    return cores
+    threads = threads or _cores()
+    torch.set_num_threads(threads)
+    return threads
 
 
 def machine_line() -> str:
@@ -123,7 +127,7 @@ def machine_line() -> str:
         except md.PackageNotFoundError:
             return "absent"
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    cores = _cores()
     threads = "?"
     try:
         import torch
@@ -146,13 +150,6 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
-
-
-def peak_rss_mib() -> float:
-    """This process's peak resident set size so far, MiB (Linux reports ru_maxrss in KiB)."""
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def figure(value: float) -> str:

@@ -181,14 +181,13 @@ def bench_qwen2_trainer(steps: int, batch: int, seq_len: int) -> str:
 
 def main(argv) -> None:
     del argv
-    import torch
 
     args = flags.FLAGS
     if args.batch < 1 or args.tokens < 10:
         raise cli.Error("--batch must be >= 1 and --tokens >= 10")
     from sovits2_jax.bench.timing import machine_line, pin_threads
 
-    torch.set_num_threads(args.torch_threads or pin_threads())
+    pin_threads(args.torch_threads)
     print(machine_line(), flush=True)
     bench_llm(args.batch, args.tokens)
     bench_flow(args.size, args.batch, args.tokens)

@@ -30,7 +30,7 @@ def main(argv) -> None:
     from sovits2_jax.parity.references import vits as parity_vits
     from sovits2_jax.parity.torch_refs import import_gpt_sovits
 
-    torch.set_num_threads(args.threads or pin_threads())
+    pin_threads(args.threads)
     print(machine_line(), flush=True)
     cfg, ref, graphdef, params = parity_vits.reference_pair("v2", 0)
     code_frames = round(args.seconds * 25)
