@@ -15,6 +15,8 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import threading
+import warnings
 
 import jax
 import orbax.checkpoint as ocp
@@ -100,7 +102,7 @@ def _cause(error: BaseException) -> str:
     text = " ".join(str(error).split()) or type(error).__name__
     for marker in ("Failed to write", "No space left", "Permission denied", "Read-only"):
         if marker in text:
-            return text[text.index(marker) :]
+            return text[text.index(marker) :].split(" [tensorstore_spec=")[0]
     return text if len(text) < 300 else text[:297] + "..."
 
 
@@ -147,7 +149,12 @@ class Checkpoints:
     def _failure(self, step: int | None, error: BaseException) -> SaveError:
         """The SaveError of a failed save of ``step``; its temporary directory removed."""
         self._failed = True
-        sys.unraisablehook = lambda _: None  # the failed save's threads report again at exit: said once, here
+        # the failed save's writers report it again as they unwind (asyncio's never-retrieved futures, thread
+        # exits, coroutines left unawaited): said once, here
+        sys.unraisablehook = lambda _: None
+        threading.excepthook = lambda _: None
+        logging.getLogger("asyncio").disabled = True
+        warnings.filterwarnings("ignore", message="coroutine .* was never awaited")
         last = self.latest_step()
         if jax.process_index() == 0:
             for d in _unfinished(self.directory):  # the failed steps' temporary directories

@@ -96,8 +96,9 @@ def test_whisper_mel_matches_s3tokenizer(waveforms, torch_available):
         ref32 = _s3_reference(wav, torch.float32)
         assert ours.shape == ref32.shape == (128, len(wav) // 160)
         np.testing.assert_allclose(ours, ref64, rtol=0, atol=1e-5)
-        # against the float32 reference we may differ only by that reference's own rounding error
-        assert np.abs(ours - ref32).max() <= np.abs(ref64 - ref32).max() + 1e-6
+        # we compute in float64: at least as close to the exact result as the float32 reference is (whose own
+        # error depends on the machine's FFT kernels)
+        assert np.abs(ours - ref64).max() <= np.abs(ref32 - ref64).max()
 
 
 def test_whisper_filters_equal_the_shipped_ones():
