@@ -33,6 +33,15 @@ def bucket(n: int, minimum: int = 16) -> int:
     return 1 << (n - 1).bit_length()
 
 
+def fine_bucket(n: int, minimum: int = 16, per_octave: int = 8) -> int:
+    """Smallest multiple of ``2**e / per_octave`` >= max(n, minimum), where ``2**e`` is the power of two just below:
+    ``per_octave`` shapes per octave and at most ``1 / per_octave`` padding (a power of two pads 130 frames to 256;
+    this pads them to 144). For the non-autoregressive passes, whose cost grows with every padded frame."""
+    n = max(int(n), minimum, 1)
+    step = 1 << max(0, (n - 1).bit_length() - 1 - (per_octave.bit_length() - 1))
+    return -(-n // step) * step
+
+
 @dataclasses.dataclass(frozen=True)
 class DecodeSpec:
     """Static decoding settings (part of the compiled function's identity)."""

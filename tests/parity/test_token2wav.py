@@ -238,7 +238,7 @@ def _row_mels(data, lengths=(37, 90, 61)):
 
 
 def test_batched_hift_rows_equal_the_reference_on_each_row_alone(models):
-    """One padded HiFT call (rows of 37, 90 and 61 frames in a 128-frame bucket) against the reference's
+    """One padded HiFT call (rows of 37, 90 and 61 frames in a 96-frame bucket) against the reference's
     ``hift.inference`` on each unpadded row: every sample, the last frames included (noise off on both sides)."""
     import torch
 

@@ -24,7 +24,7 @@ from flax import nnx
 
 from sovits2_jax.infer.cosyvoice2.flow_streaming import CachedFlowStreamer, FlowStreamer
 from sovits2_jax.infer.cosyvoice2.hift_streaming import HiftStreamer
-from sovits2_jax.infer.generate import bucket
+from sovits2_jax.infer.generate import fine_bucket
 
 MAX_NOISE_FRAMES = 15000  # CosyVoice2's fixed noise covers 15000 frames (5 minutes)
 
@@ -60,12 +60,12 @@ def _pad_rows(rows: list[np.ndarray], length: int, dtype, tail=()) -> np.ndarray
 
 def flow_batch(graphdef, params, tokens, prompt_tokens, prompt_feats, embeddings, noise, *, streaming=False):
     """Mel [T_b, M] per row for lists of tokens, prompt tokens, prompt mels and x-vectors (one padded flow call;
-    token shapes bucketed to powers of two)."""
+    token shapes bucketed to eighths of an octave: ``fine_bucket``)."""
     ratio = nnx.merge(graphdef, params).cfg.token_mel_ratio
     t_len = np.asarray([len(t) for t in tokens], np.int32)
     p_len = np.asarray([len(p) for p in prompt_tokens], np.int32)
     f_len = np.asarray([len(f) for f in prompt_feats], np.int32)
-    tb, pb = bucket(t_len.max()), bucket(p_len.max())
+    tb, pb = fine_bucket(t_len.max()), fine_bucket(p_len.max())
     frames = ratio * (tb + pb)
     if frames > noise.shape[0]:
         raise ValueError(f"{frames} mel frames exceed the fixed noise ({noise.shape[0]} frames)")
@@ -83,7 +83,7 @@ def hift_batch(graphdef, params, mels: list[np.ndarray], keys: list | None) -> l
     """Audio per row from mels [T_b, M] in one HiFT call (per-row keys, or None for no source noise)."""
     scale = nnx.merge(graphdef, params).config.upsample_scale
     lengths = [len(m) for m in mels]
-    padded = _pad_rows(mels, bucket(max(lengths), 64), np.float32, (mels[0].shape[1],))
+    padded = _pad_rows(mels, fine_bucket(max(lengths), 64), np.float32, (mels[0].shape[1],))
     keys = None if keys is None else jnp.stack(keys)
     wav = np.asarray(_hift(graphdef, params, padded, np.asarray(lengths, np.int32), keys))
     return [wav[b, : n * scale] for b, n in enumerate(lengths)]
