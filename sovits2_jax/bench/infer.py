@@ -7,16 +7,22 @@ median of ``--repeats`` interleaved rounds after a warm-up (``bench.timing``). T
 its batch-N figure is its batch-1 time per second of audio (N sequential runs). Both
 sides decode exactly ``20 * text_tokens`` speech tokens (min = max ratio), so they do the same work.
 
+Then the peak resident memory of each figure's request, one side per child process (``--side``): each child builds
+both sides' weights, frees the other side's model, warms its own up (compilation), and reports the kernel's
+high-water mark over one request of each figure (``bench.timing.peak_rss_mib``). Both children have both libraries
+loaded, so the figures compare the models and the requests' working memory on equal terms.
+
 python -m sovits2_jax.bench.infer [--size=release] [--text_tokens=4] [--batch=8] [--repeats=5]
 """
 
 from __future__ import annotations
 
-import tempfile
+import math
 
 from absl import flags
 
 from sovits2_jax import cli
+from sovits2_jax.bench.timing import scratch_dir
 
 _SIZE = flags.DEFINE_string("size", "release", "model size preset (release = CosyVoice2-0.5B shapes, tiny)")
 _TEXT = flags.DEFINE_integer("text_tokens", 4, "text tokens per request (20x as many speech tokens)")
@@ -24,7 +30,10 @@ _PROMPT = flags.DEFINE_integer("prompt_tokens", 50, "prompt speech tokens (2x as
 _BATCH = flags.DEFINE_integer("batch", 8, "the larger batch size")
 _TORCH_THREADS = flags.DEFINE_integer("torch_threads", 0, "torch intra-op threads (0 = the cores, as XLA)")
 _REPEATS = flags.DEFINE_integer("repeats", 5, "timed rounds per side, interleaved, after one untimed warm-up")
+_MEMORY = flags.DEFINE_boolean("memory", True, "also measure each side's peak RSS (a child process per side)")
+_SIDE = flags.DEFINE_enum("side", None, ["ours", "torch"], "internal: the child process measuring one side's memory")
 RATIO = 20
+MEMORY_LINE = "peak RSS MiB: "
 
 
 def build(size: str, directory):
@@ -117,21 +126,85 @@ def _torch_token2wav(model, x, tokens, *, offset=0, stream=False, finalize=True)
     return wav
 
 
+def _first_hop(prompt_tokens: int, hop: int = 25) -> int:
+    """Tokens before CosyVoice2's first streamed chunk: the prompt's last partial hop filled, then one hop."""
+    return hop + math.ceil(prompt_tokens / hop) * hop - prompt_tokens
+
+
+def _sides(engine, llm_ref, model_ref, x, b: int) -> dict[str, tuple]:
+    """Per figure, (ours, torch) callables of one request (the reference's batch-N figure is its batch-1 run)."""
+
+    def ours_first_chunk():
+        for _ in engine.stream([x], 0):
+            return
+
+    def torch_whole():
+        return _torch_token2wav(model_ref, x, _torch_tokens(llm_ref, x))
+
+    def torch_first_chunk():
+        tokens = _torch_tokens(llm_ref, x, limit=_first_hop(len(x.llm_prompt_speech_token)) + 3)
+        return _torch_token2wav(model_ref, x, tokens, stream=True, finalize=False)
+
+    return {
+        "RTF batch 1": (lambda: engine.synthesize([x], 0), torch_whole),
+        f"RTF batch {b}": (lambda: engine.synthesize([x] * b, 0), torch_whole),
+        "streaming first chunk": (ours_first_chunk, torch_first_chunk),
+    }
+
+
+def _measure_memory(side: str, sides: dict[str, tuple]) -> dict[str, float]:
+    """Peak RSS (MiB) of one request per figure on one side, each right after its own warm-up."""
+    from sovits2_jax.bench.timing import peak_rss_mib
+
+    peaks = {}
+    for what, pair in sides.items():
+        call = pair[0 if side == "ours" else 1]
+        call()
+        peaks[what] = peak_rss_mib(call)
+    return peaks
+
+
+def _child_memory(side: str) -> dict[str, float]:
+    """Runs this benchmark with ``--side`` in a child process; its figures."""
+    import json
+    import subprocess
+    import sys
+
+    forwarded = [f"--{f.name}={f.value}" for f in (_SIZE, _TEXT, _PROMPT, _BATCH, _TORCH_THREADS)]
+    proc = subprocess.run([sys.executable, "-m", "sovits2_jax.bench.infer", f"--side={side}", *forwarded],
+                          capture_output=True, text=True)  # fmt: skip
+    lines = [line for line in proc.stdout.splitlines() if line.startswith(MEMORY_LINE)]
+    if proc.returncode or not lines:
+        raise cli.Error(f"the {side} memory child failed (exit {proc.returncode}): {proc.stderr.strip()[-500:]}")
+    return json.loads(lines[-1].removeprefix(MEMORY_LINE))
+
+
 def main(argv) -> int:
     del argv
-    import math
+    import gc
+    import json
 
     import jax
 
-    from sovits2_jax.bench.timing import Samples, compare, interleaved, machine_line, pin_threads, record
+    from sovits2_jax.bench.timing import Samples, compare, interleaved, machine_line, pin_threads, record, report
     from sovits2_jax.infer import compile_cache
 
     compile_cache.enable()
     pin_threads(_TORCH_THREADS.value)
-    engine, llm_ref, model_ref, x = build(_SIZE.value, tempfile.mkdtemp(prefix="bench-infer-"))
+    engine, llm_ref, model_ref, x = build(_SIZE.value, scratch_dir("bench-infer-"))
+    b = _BATCH.value
+    if _SIDE.value:
+        if _SIDE.value == "ours":
+            sides = _sides(engine, None, None, x, b)
+            del llm_ref, model_ref
+        else:
+            sides = _sides(None, llm_ref, model_ref, x, b)
+            del engine
+        gc.collect()
+        print(MEMORY_LINE + json.dumps(_measure_memory(_SIDE.value, sides)), flush=True)
+        return 0
     n_tokens = RATIO * _TEXT.value
     audio_s = n_tokens * 2 * 480 / 24000
-    b = _BATCH.value
     print(machine_line(), flush=True)
     print(
         f"# {_SIZE.value} CosyVoice2, {n_tokens} speech tokens = {audio_s:.2f} s of audio per request, prompt "
@@ -140,31 +213,22 @@ def main(argv) -> int:
     )
     (wav,) = engine.synthesize([x], 0)
     assert abs(len(wav) / 24000 - audio_s) < 1e-6, len(wav)
+    sides = _sides(engine, llm_ref, model_ref, x, b)
     seconds = interleaved(
-        {
-            "ours 1": lambda: engine.synthesize([x], 0),
-            f"ours {b}": lambda: engine.synthesize([x] * b, 0),
-            "torch": lambda: _torch_token2wav(model_ref, x, _torch_tokens(llm_ref, x)),
-        },
+        {"ours 1": sides["RTF batch 1"][0], f"ours {b}": sides[f"RTF batch {b}"][0], "torch": sides["RTF batch 1"][1]},
         repeats=_REPEATS.value,
     )
     rtf = lambda name, per: Samples(tuple(t / per for t in seconds[name]))
     record("infer", "RTF batch 1", rtf("ours 1", audio_s), rtf("torch", audio_s), "s/s")
     record("infer", f"RTF batch {b} (torch: {b} sequential runs)", rtf(f"ours {b}", b * audio_s),
            rtf("torch", audio_s), "s/s")  # fmt: skip
-
-    def first_chunk():
-        for _ in engine.stream([x], 0):
-            return
-
-    hop = 25
-    first_hop = hop + math.ceil(_PROMPT.value / hop) * hop - _PROMPT.value
-
-    def torch_first():
-        tokens = _torch_tokens(llm_ref, x, limit=first_hop + 3)
-        return _torch_token2wav(model_ref, x, tokens, stream=True, finalize=False)
-
-    compare("infer", "streaming first-chunk latency batch 1", first_chunk, torch_first, repeats=_REPEATS.value)
+    compare("infer", "streaming first-chunk latency batch 1", *sides["streaming first chunk"], repeats=_REPEATS.value)
+    if _MEMORY.value:
+        del engine, llm_ref, model_ref, sides
+        gc.collect()
+        ours, theirs = _child_memory("ours"), _child_memory("torch")
+        for what in ours:
+            report("infer", f"peak RSS, {what}", ours[what], theirs[what], "MiB")
     return 0
 
 

@@ -14,10 +14,9 @@ python -m sovits2_jax.bench.infer_stages [--size=release] [--repeats=5]
 
 from __future__ import annotations
 
-import tempfile
-
 from sovits2_jax import cli
 from sovits2_jax.bench import infer as bench_infer
+from sovits2_jax.bench.timing import scratch_dir
 
 
 def main(argv) -> int:
@@ -33,7 +32,7 @@ def main(argv) -> int:
 
     compile_cache.enable()
     pin_threads(bench_infer._TORCH_THREADS.value)
-    engine, llm_ref, model_ref, x = bench_infer.build(bench_infer._SIZE.value, tempfile.mkdtemp(prefix="bench-st-"))
+    engine, llm_ref, model_ref, x = bench_infer.build(bench_infer._SIZE.value, scratch_dir("bench-st-"))
     n_text = len(x.text)
     first = Engine(engine.llm, engine.flow, engine.hift, EngineConfig(min_ratio=1 / n_text, max_ratio=1 / n_text))
     (tokens,) = engine.speech_tokens([x], 0)

@@ -5,11 +5,10 @@ python -m sovits2_jax.bench.qwen2 [--config=configs/qwen2.py:50m] [--batch=4] [-
 
 from __future__ import annotations
 
-import tempfile
-
 from absl import flags
 
 from sovits2_jax import cli
+from sovits2_jax.bench.timing import scratch_dir
 from sovits2_jax.train.validate import validate
 
 _CONFIG = cli.config_flag("configs/qwen2.py:50m", help="Qwen2 config file[:arg]")
@@ -34,7 +33,7 @@ def main(argv) -> int:
     from sovits2_jax.parity.random_reference import save_random_hf_qwen2
 
     config = Qwen2Config.from_dict(cli.validated(_CONFIG, validate).model.to_dict())
-    src = save_random_hf_qwen2(tempfile.mkdtemp(prefix="bench-qwen2-"), config)
+    src = save_random_hf_qwen2(scratch_dir("bench-qwen2-"), config)
     graphdef, params = params_from_flat(
         lambda: Qwen2ForCausalLM(config, rngs=nnx.Rngs(0)), hf_qwen2.load_hf_params(src, config)
     )

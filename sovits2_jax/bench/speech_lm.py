@@ -9,11 +9,10 @@ python -m sovits2_jax.bench.speech_lm [--config=configs/qwen2.py:100m] [--prompt
 
 from __future__ import annotations
 
-import tempfile
-
 from absl import flags
 
 from sovits2_jax import cli
+from sovits2_jax.bench.timing import scratch_dir
 from sovits2_jax.train.validate import validate
 
 _CONFIG = cli.config_flag("configs/qwen2.py:100m", help="Qwen2 backbone config file[:arg]")
@@ -159,10 +158,10 @@ def main(argv) -> int:
     pin_threads(_TORCH_THREADS.value)
     print(machine_line(), flush=True)
     config = Qwen2Config.from_dict(cli.validated(_CONFIG, validate).model.to_dict())
-    src = save_random_hf_qwen2(tempfile.mkdtemp(prefix="bench-speech-lm-"), config)
+    src = save_random_hf_qwen2(scratch_dir("bench-speech-lm-"), config)
     bench_plain_lm(config, src, [int(b) for b in _BATCHES.value], _PROMPT.value, _NEW.value, _REPEATS.value)
     if _SPEECH.value:
-        bench_cosyvoice2(config, tempfile.mkdtemp(prefix="bench-cv2-llm-"), _NEW.value, _REPEATS.value)
+        bench_cosyvoice2(config, scratch_dir("bench-cv2-llm-"), _NEW.value, _REPEATS.value)
     return 0
 
 

@@ -102,6 +102,42 @@ def report(name: str, what: str, ours: float, torch: float, unit: str) -> str:
     return record(name, what, Samples((ours,)), Samples((torch,)), unit, note="one run")
 
 
+def peak_rss_mib(fn: Callable[[], object]) -> float:
+    """The process's peak resident memory (MiB) while ``fn`` runs: the kernel's high-water mark (``VmHWM``) reset to
+    the current RSS first (``/proc/self/clear_refs``), so what ran before does not count; memory freed before the
+    call is handed back to the kernel first (glibc keeps freed blocks: a dropped model stayed resident). Linux only."""
+    import contextlib
+    import ctypes
+    import gc
+
+    gc.collect()
+    with contextlib.suppress(OSError):  # not glibc: freed memory may still count
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError as e:
+        raise RuntimeError(f"peak RSS needs Linux's /proc/self/clear_refs ({e})") from None
+    fn()
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM line in /proc/self/status")
+
+
+def scratch_dir(prefix: str) -> str:
+    """A temporary directory removed when the process exits (the release-size model directories the benchmarks
+    write are several GB each)."""
+    import atexit
+    import shutil
+    import tempfile
+
+    path = tempfile.mkdtemp(prefix=prefix)
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
+
+
 def _cores() -> int:
     """The cores this process may run on: what XLA's CPU client sizes its thread pool by."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

@@ -21,6 +21,7 @@ import numpy as np
 from absl import flags
 
 from sovits2_jax import cli
+from sovits2_jax.bench.timing import scratch_dir
 from sovits2_jax.train.metrics import read_metrics
 
 flags.DEFINE_enum("size", "tiny", ["tiny", "real"], "model size (real: CosyVoice2-0.5B's flow; llm stays tiny on CPU)")
@@ -91,7 +92,7 @@ def bench_llm(batch: int, tokens: int) -> str:
     from sovits2_jax.parity.torch_refs import to_torch
     from sovits2_jax.train.families.llm import cosyvoice2_lm_loss
 
-    src = parity_llm.write_tiny_model_dir(tempfile.mkdtemp(prefix="bench-train-llm-"), seed=0)
+    src = parity_llm.write_tiny_model_dir(scratch_dir("bench-train-llm-"), seed=0)
     graphdef, params, config, _ = load_llm(src)
     text_lens = tuple(int(x) for x in np.linspace(tokens // 2, tokens // 5, batch))
     speech_lens = tuple(int(x) for x in np.linspace(tokens, tokens // 2, batch))

@@ -92,3 +92,13 @@ def test_suite_table_has_one_row_per_figure():
     text = timing.table(rows, "machine: X", "abc123", "2026-12-07", quick=False)
     assert "commit abc123" in text and "2026-12-07" in text and "machine: X" in text
     assert "| infer | RTF batch 1 | 2 [1-3] s/s | 5 [4-6] s/s | 2.50 |" in text
+
+
+def test_peak_rss_counts_only_what_runs_inside_the_call():
+    import numpy as np
+
+    from sovits2_jax.bench.timing import peak_rss_mib
+
+    big = peak_rss_mib(lambda: np.ones(25_000_000).sum())  # 190 MiB touched, then freed
+    after = peak_rss_mib(lambda: None)  # the high-water mark was reset: the earlier 190 MiB do not count
+    assert big - after > 150, (big, after)

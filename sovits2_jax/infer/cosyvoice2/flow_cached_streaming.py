@@ -14,11 +14,11 @@ from sovits2_jax.models.flow import cfm
 from sovits2_jax.models.flow.estimator import CausalConditionalDecoder, ChunkCache
 
 
-def _cached_estimator(est: CausalConditionalDecoder, offset, n_valid, max_frames=None):
+def _cached_estimator(est: CausalConditionalDecoder, offset, n_valid, max_frames=None, visible=None):
     """The estimator as ``cfm.sample`` calls it with a per-step state: (velocity, the step's new cache entries)."""
 
     def run(x, mask, mu, t, spks, cond, *, streaming, step_state):
-        cache = ChunkCache(step_state, offset, n_valid, max_frames=max_frames)
+        cache = ChunkCache(step_state, offset, n_valid, max_frames=max_frames, visible=visible)
         return est(x, mask, mu, t, spks, cond, streaming=streaming, cache=cache), cache.updates()
 
     return run
@@ -40,13 +40,13 @@ def empty_cache(est: CausalConditionalDecoder, batch: int, frames: int, max_fram
     return {"conv": conv, "kv": kv}
 
 
-def sample_chunk(est: CausalConditionalDecoder, noise, mu, spks, cond, cache, offset, n_valid, cfg):
+def sample_chunk(est: CausalConditionalDecoder, noise, mu, spks, cond, cache, offset, n_valid, cfg, visible=None):
     """``cfm.sample`` in streaming mode over the new frames [offset, offset + T) (the first ``n_valid`` real)
-    given ``cache`` of the earlier ones; returns (mel [B, T, M], updated cache)."""
+    given ``cache`` of the earlier ones; returns (mel [B, T, M], updated cache). ``visible`` (static, >= offset):
+    how many cached positions attention reads (default all)."""
     mask = jnp.broadcast_to(jnp.arange(noise.shape[1]) < n_valid, noise.shape[:2]).astype(mu.dtype)
-    mel, new = cfm.sample(
-        _cached_estimator(est, offset, n_valid), noise, mask, mu, spks, cond, cfg, streaming=True, step_state=cache
-    )
+    run = _cached_estimator(est, offset, n_valid, visible=visible)
+    mel, new = cfm.sample(run, noise, mask, mu, spks, cond, cfg, streaming=True, step_state=cache)
     # write each layer's new K/V (all steps at once) at offset; frames past n_valid are overwritten next chunk
     kv = [
         tuple(jax.lax.dynamic_update_slice_in_dim(c, n.astype(c.dtype), offset, axis=2) for c, n in zip(old, fresh))

@@ -34,6 +34,7 @@ import numpy as np
 from flax import nnx
 
 from sovits2_jax.infer.cosyvoice2 import flow_cached_streaming as cached
+from sovits2_jax.infer.generate import fine_bucket
 from sovits2_jax.models.flow.flow import concat_padded
 
 
@@ -185,10 +186,12 @@ class CachedFlowStreamer(FlowStreamer):
             raise ValueError(f"noise has {self.noise.shape[0]} frames; this chunk needs {b}")
         noise = np.zeros((1, width, self.noise.shape[1]), np.float32)
         noise[0, : b - a] = self.noise[a:b]
+        cached_frames = self.cache["kv"][0][0].shape[2]
+        visible = 0 if a == 0 else min(fine_bucket(a, self.frame_bucket), cached_frames)  # frames before a, bucketed
         mel, self.cache = _RUN_CACHED(
             self.graphdef, self.params, toks, np.array([end], np.int32), self.prompt_tokens, self.prompt_feat,
             self.embedding, finalize, width, self.cache, noise, np.int32(a),
-            np.int32(b - a),
+            np.int32(b - a), visible,
         )  # fmt: skip
         self.done_frames = b
         skip = max(self.prompt_feat.shape[1] - a, 0)
@@ -209,6 +212,7 @@ def _run_cached_chunk(
     noise,
     offset,
     n_valid,
+    visible,
 ):
     model = nnx.merge(graphdef, params)
     cfg = model.cfg
@@ -223,7 +227,9 @@ def _run_cached_chunk(
     mu_new = jax.lax.dynamic_slice_in_dim(pad(mu), offset, width, axis=1)
     cond_new = jax.lax.dynamic_slice_in_dim(pad(cond), offset, width, axis=1)
     spks = model.project_speaker(embedding)
-    return cached.sample_chunk(model.estimator, noise, mu_new, spks, cond_new, cache, offset, n_valid, cfg.cfm)
+    return cached.sample_chunk(
+        model.estimator, noise, mu_new, spks, cond_new, cache, offset, n_valid, cfg.cfm, visible=visible
+    )
 
 
-_RUN_CACHED = jax.jit(_run_cached_chunk, static_argnums=(0, 7, 8), donate_argnums=(9,))
+_RUN_CACHED = jax.jit(_run_cached_chunk, static_argnums=(0, 7, 8, 13), donate_argnums=(9,))

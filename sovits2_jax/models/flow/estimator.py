@@ -32,11 +32,14 @@ class ChunkCache:
     is {"conv": [tail [B, k-1, C]], "kv": [(K, V) [B, max_frames, H, D]]} in call order (``None``: zeros, for
     ``jax.eval_shape`` to size an empty cache; then ``max_frames`` is needed). Blocks read their entry and record
     the new one (conv tails after the ``n_valid`` real frames; the new frames' K/V), collected by ``updates``.
+    Attention reads only the first ``visible`` cached positions (static; at least ``offset``, default all): the
+    rest are later frames, masked anyway, whose keys would cost as much as the real ones.
     """
 
-    def __init__(self, entries, offset, n_valid, *, max_frames: int | None = None):
+    def __init__(self, entries, offset, n_valid, *, max_frames: int | None = None, visible: int | None = None):
         self.entries, self.offset, self.n_valid = entries, offset, n_valid
         self.max_frames = max_frames if entries is None else entries["kv"][0][0].shape[1]
+        self.visible = self.max_frames if visible is None else min(visible, self.max_frames)
         self.convs, self.kvs = [], []
 
     def conv_input(self, x: jax.Array, width: int) -> jax.Array:
@@ -56,17 +59,21 @@ class ChunkCache:
         else:
             k_cache, v_cache = self.entries["kv"][len(self.kvs)]
         self.kvs.append((k, v))
-        joined = lambda cached, new: jnp.concatenate([cached.astype(new.dtype), new], axis=1)
+        if self.visible == 0:
+            return k, v
+        joined = lambda cached, new: jnp.concatenate([cached[:, : self.visible].astype(new.dtype), new], axis=1)
         return joined(k_cache, k), joined(v_cache, v)
 
     def attention_mask(self, valid: jax.Array, chunk_size: int) -> jax.Array:
-        """[B, 1, T, max_frames + T]: cached frames before ``offset`` and valid new frames, under the chunk mask."""
+        """[B, 1, T, visible + T]: cached frames before ``offset`` and valid new frames, under the chunk mask."""
         b, t = valid.shape
         rows = self.offset + jnp.arange(t)[:, None]
-        cached_pos = jnp.arange(self.max_frames)[None, :]
+        cached_pos = jnp.arange(self.visible)[None, :]
         visible = lambda pos: pos < (rows // chunk_size + 1) * chunk_size
-        cached = jnp.broadcast_to((cached_pos < self.offset) & visible(cached_pos), (b, 1, t, self.max_frames))
         new = valid[:, None, None, :] & visible(self.offset + jnp.arange(t)[None, :])
+        if self.visible == 0:
+            return new
+        cached = jnp.broadcast_to((cached_pos < self.offset) & visible(cached_pos), (b, 1, t, self.visible))
         return jnp.concatenate([cached, new], axis=-1)
 
     def updates(self) -> dict:
