@@ -111,7 +111,7 @@ def peak_rss_mib(fn: Callable[[], object]) -> float:
     import gc
 
     gc.collect()
-    with contextlib.suppress(OSError):  # not glibc: freed memory may still count
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: freed memory may still count
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     try:
         with open("/proc/self/clear_refs", "w") as f:
