@@ -14,8 +14,8 @@ configs/flow.py and configs/hift.py.
 
 import ml_collections
 
-from configs import flow, hift, qwen2
-from configs.common import (
+from sovits2_jax.configs import flow, hift, qwen2
+from sovits2_jax.configs.common import (
     RECIPE_DEVICES,
     base_config,
     generation_config,

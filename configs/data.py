@@ -8,7 +8,7 @@ family's bucket lengths and frame budget are its task's ``defaults``.
 
 import ml_collections
 
-from configs.common import mesh_config, pipeline_config, sharding_config
+from sovits2_jax.configs.common import mesh_config, pipeline_config, sharding_config
 
 
 def get_config(arg: str = "flow") -> ml_collections.ConfigDict:

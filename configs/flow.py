@@ -10,7 +10,7 @@ import dataclasses
 
 import ml_collections
 
-from configs.common import RECIPE_DEVICES, base_config, lookup, training_sections
+from sovits2_jax.configs.common import RECIPE_DEVICES, base_config, lookup, training_sections
 from sovits2_jax.models.flow.config import EncoderConfig, EstimatorConfig, FlowConfig
 
 

@@ -15,8 +15,8 @@ the text vocabulary (``model.backbone.vocab_size``) and the feature width (``mod
 
 import ml_collections
 
-from configs import qwen2, vits2
-from configs.common import (
+from sovits2_jax.configs import qwen2, vits2
+from sovits2_jax.configs.common import (
     RECIPE_DEVICES,
     base_config,
     generation_config,

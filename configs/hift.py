@@ -8,7 +8,7 @@ mel with fmax None), ``f0`` the F0 targets' hop; ``discriminator``, ``loss`` and
 
 import ml_collections
 
-from configs.common import RECIPE_DEVICES, base_config, lookup, optimizer_config, training_sections
+from sovits2_jax.configs.common import RECIPE_DEVICES, base_config, lookup, optimizer_config, training_sections
 from sovits2_jax.models.hift import HiFTConfig
 
 # HiFTGenerator sizes: CosyVoice2-0.5B's hift (the HiFTConfig defaults); small and tiny keep the 480x structure with

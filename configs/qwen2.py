@@ -6,7 +6,7 @@ take their backbones from it (``model_config``).
 
 import ml_collections
 
-from configs.common import base_config, lookup, training_sections
+from sovits2_jax.configs.common import base_config, lookup, training_sections
 
 PRESETS = {
     # name: (vocab, hidden, ffn, layers, heads, kv_heads, tied)

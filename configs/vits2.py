@@ -16,7 +16,7 @@ same-speaker references.
 
 import ml_collections
 
-from configs.common import base_config, lookup, optimizer_config, training_sections
+from sovits2_jax.configs.common import base_config, lookup, optimizer_config, training_sections
 from sovits2_jax.models.vits2.config import VitsConfig
 
 

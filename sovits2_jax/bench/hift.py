@@ -104,7 +104,7 @@ def main(argv) -> int:
     from cosyvoice.hifigan.hifigan import HiFiGan
     from matcha.utils.audio import mel_spectrogram as torch_mel
 
-    from configs import cosyvoice2 as cosyvoice2_configs
+    from sovits2_jax.configs import cosyvoice2 as cosyvoice2_configs
     from sovits2_jax.parallel.mesh import make_mesh
     from sovits2_jax.parallel.sharding import activation_rules
     from sovits2_jax.train import family as family_lib

@@ -44,9 +44,9 @@ def build(size: str, directory):
     import torch
     from flax import nnx
 
-    from configs import flow as flow_presets
-    from configs import hift as hift_presets
-    from configs import qwen2 as qwen2_presets
+    from sovits2_jax.configs import flow as flow_presets
+    from sovits2_jax.configs import hift as hift_presets
+    from sovits2_jax.configs import qwen2 as qwen2_presets
     from sovits2_jax.convert import cosyvoice2_llm
     from sovits2_jax.convert.mapping import flatten
     from sovits2_jax.convert.params import params_from_flat

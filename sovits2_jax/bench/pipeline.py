@@ -86,8 +86,8 @@ def run_ours(data_list: str, *, worker_count: int = 0, read_threads: int = 1, nu
     """(samples, seconds, real frames, padded total frames, distinct shapes, % waste of full batches) of our
     flow pipeline."""
     sys.path.insert(0, os.getcwd())
-    from configs import data as data_configs
     from sovits2_jax.audio.mel import mel_filterbank
+    from sovits2_jax.configs import data as data_configs
     from sovits2_jax.data import pipeline
     from sovits2_jax.text.tokenizer import get_tokenizer
 

@@ -7,7 +7,9 @@ works too (sovits2_jax/paths.py; there the final rename is a copy, so not atomic
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import uuid
 from collections.abc import Mapping
@@ -123,14 +125,38 @@ def load_buffers(directory: str | os.PathLike) -> dict:
     if player is not None:  # a trainer step: players without buffers have no entry
         import orbax.checkpoint as ocp
 
-        with ocp.StandardCheckpointer() as ckptr:
+        with _quiet_item_reads(), ocp.StandardCheckpointer() as ckptr:
             metadata = ckptr.metadata(directory / BUFFERS)
         if player not in getattr(metadata, "item_metadata", metadata):
             return {}
     return _load_item(directory, BUFFERS, meta)
 
 
+class _NoStepMetadataNotice(logging.Filter):
+    """Drops Orbax's notice that an item directory has no ``_CHECKPOINT_METADATA``: a trainer step keeps that file
+    one level up (beside its items), and reading one item on its own is how its params are read."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Metadata file does not exist" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _quiet_item_reads():
+    notice = _NoStepMetadataNotice()
+    logger = logging.getLogger("absl")
+    logger.addFilter(notice)
+    try:
+        yield
+    finally:
+        logger.removeFilter(notice)
+
+
 def _load_item(directory: epath.Path, item: str, meta: dict) -> dict:
+    with _quiet_item_reads():
+        return _read_item(directory, item, meta)
+
+
+def _read_item(directory: epath.Path, item: str, meta: dict) -> dict:
     import orbax.checkpoint as ocp
 
     player = meta.get(PLAYER)

@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from configs import flow as flow_presets
-from configs import hift as hift_presets
-from configs import qwen2 as qwen2_presets
-from configs.qwen2 import preset
+from sovits2_jax.configs import flow as flow_presets
+from sovits2_jax.configs import hift as hift_presets
+from sovits2_jax.configs import qwen2 as qwen2_presets
+from sovits2_jax.configs.qwen2 import preset
 from sovits2_jax.infer.cosyvoice2.engine import Engine, EngineConfig
 from sovits2_jax.infer.cosyvoice2.inputs import ModelInput
 from sovits2_jax.models.flow import CausalMaskedDiffWithXvec

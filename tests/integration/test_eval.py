@@ -66,6 +66,7 @@ def _evaluate(root) -> None:
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     (root / "stdout.txt").write_text(proc.stdout)
+    (root / "stderr.txt").write_text(proc.stderr)
 
 
 @pytest.fixture(scope="module")
@@ -125,6 +126,12 @@ def test_wer_is_measured_and_reported(evaluated):
         assert 0.0 <= _f(rows, utt, "wer") <= 2.0
     assert math.isnan(_f(rows, "silence", "wer"))  # no text
     assert summary["metrics"]["wer"]["count"] == 5
+
+
+def test_no_per_file_library_notices(evaluated, build_once):
+    """The MCD package's speed hint about its 32 ms window (768 samples at 24 kHz) is not repeated per file."""
+    stderr = (build_once("eval_known_pairs", _evaluate) / "stderr.txt").read_text()
+    assert "should be a power of 2" not in stderr, stderr[-2000:]
 
 
 def test_bad_files_are_skipped_and_counted(evaluated):

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from configs import data as data_configs
+from sovits2_jax.configs import data as data_configs
 from sovits2_jax.data import pipeline
 from sovits2_jax.data.prep import synthetic
 

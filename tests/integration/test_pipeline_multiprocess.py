@@ -9,7 +9,7 @@ import textwrap
 
 import numpy as np
 
-from configs import data as data_configs
+from sovits2_jax.configs import data as data_configs
 from sovits2_jax.data import pipeline
 from sovits2_jax.data.prep import synthetic
 
@@ -22,7 +22,7 @@ CHILD = textwrap.dedent(
     from sovits2_jax.parallel.distributed import initialize
     initialize(timeout_s=120)
     import jax, jax.numpy as jnp, numpy as np
-    from configs import data as data_configs
+    from sovits2_jax.configs import data as data_configs
     from sovits2_jax.data import pipeline
     from sovits2_jax.parallel.mesh import make_mesh
     cfg = data_configs.get_config("llm").data
@@ -84,7 +84,7 @@ WORKERS_CHILD = textwrap.dedent(
     def main():
         from absl import flags
         flags.FLAGS.mark_as_parsed()
-        from configs import data as data_configs
+        from sovits2_jax.configs import data as data_configs
         from sovits2_jax.data import pipeline
         cfg = data_configs.get_config("llm").data
         cfg.update(worker_count=2, worker_buffer_size=4, batch_multiple=1, bucket_lengths=[80], max_frames_in_batch=160)

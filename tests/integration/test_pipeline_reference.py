@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from configs import data as data_configs
+from sovits2_jax.configs import data as data_configs
 from sovits2_jax.data import pipeline
 from sovits2_jax.data.prep import synthetic
 

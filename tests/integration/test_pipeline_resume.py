@@ -10,7 +10,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from configs import data as data_configs
+from sovits2_jax.configs import data as data_configs
 from sovits2_jax.data import iterator_state, pipeline
 from sovits2_jax.data.prep import synthetic
 
@@ -62,7 +62,7 @@ def test_resume_in_new_process_with_mp_prefetch(corpus, tmp_path):
         f"""
         import json, pickle, sys
         sys.path.insert(0, {ROOT!r})
-        from configs import data as data_configs
+        from sovits2_jax.configs import data as data_configs
         from sovits2_jax.data import iterator_state, pipeline
         cfg = data_configs.get_config("flow").data
         for k, v in json.loads({json.dumps(changes)!r}).items():

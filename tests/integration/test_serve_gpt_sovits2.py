@@ -43,7 +43,7 @@ def served(tmp_path_factory, tiny_cosyvoice2_dir):
     import uvicorn
     from flax import nnx
 
-    from configs.vits2 import tiny
+    from sovits2_jax.configs.vits2 import tiny
     from sovits2_jax.infer.gpt_sovits2 import server, tts
     from sovits2_jax.models import speech_lm as slm
     from sovits2_jax.models.qwen2 import Qwen2Config

@@ -122,7 +122,7 @@ def test_rerun_skips_finished_shards_and_another_encoder_rewrites(prepared, tmp_
 
 
 def _data_config(prepared, **extra):
-    from configs import data as data_configs
+    from sovits2_jax.configs import data as data_configs
 
     cfg = data_configs.get_config("gpt_sovits2").data
     values = dict(worker_count=0, num_epochs=1, read_threads=1, bucket_lengths=[400], max_frames_in_batch=1600,
@@ -168,7 +168,7 @@ def test_data_task_aligns_features_with_text_positions(prepared):
 
 
 def _ar_config(prepared, **overrides):
-    from configs import gpt_sovits2
+    from sovits2_jax.configs import gpt_sovits2
 
     config = gpt_sovits2.get_config("ar_tiny")
     config.data.update({"text_source": "bge_m3", "text_encoder": str(prepared["encoder"]), **overrides})
@@ -250,7 +250,7 @@ def test_inference_reads_the_model_directorys_text_encoder(prepared, tmp_path):
 
     from flax import nnx
 
-    from configs.vits2 import tiny
+    from sovits2_jax.configs.vits2 import tiny
     from sovits2_jax.infer import generate as gen
     from sovits2_jax.infer.gpt_sovits2 import tts
     from sovits2_jax.infer.sampling import SamplingConfig

@@ -78,7 +78,7 @@ FAMILY = BigramFamily()
 CONFIG = '''
 import ml_collections
 
-from configs.common import base_config, training_sections
+from sovits2_jax.configs.common import base_config, training_sections
 
 
 def get_config(arg=""):

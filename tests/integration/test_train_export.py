@@ -47,7 +47,7 @@ def _run(*args: str) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, write_trainer_steps) -> dict:
     """{part: (workdir, config, {step: {player: params}})} with steps 1 and 2 of each tiny CosyVoice2 family."""
-    from configs import cosyvoice2 as presets
+    from sovits2_jax.configs import cosyvoice2 as presets
     from sovits2_jax.train import family as family_lib
 
     root = tmp_path_factory.mktemp("trained")
@@ -137,7 +137,7 @@ def test_vits_export_loads_in_gpt_sovits_synthesizer(tmp_path, write_trainer_ste
 
     from flax import nnx
 
-    from configs.vits2 import gpt_sovits_v2
+    from sovits2_jax.configs.vits2 import gpt_sovits_v2
     from sovits2_jax.models.vits2.synthesizer import SynthesizerTrn
     from sovits2_jax.parity.references import vits as parity_vits
 

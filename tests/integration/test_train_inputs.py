@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import train_helpers as th
 
-from configs import cosyvoice2, qwen2
+from sovits2_jax.configs import cosyvoice2, qwen2
 from sovits2_jax.parallel.mesh import make_mesh
 from sovits2_jax.train import family as family_lib
 from sovits2_jax.train import state as state_lib

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from configs import vits2
+from sovits2_jax.configs import vits2
 from sovits2_jax.data import source
 
 SSL_DIM = 32

@@ -197,7 +197,7 @@ def test_per_token_text_features_and_bpe_ids_shapes():
 
 
 def test_gpt_sovits_parameter_groups_freeze_quantizer_and_slow_text(tiny):
-    from configs.common import optimizer_config
+    from sovits2_jax.configs.common import optimizer_config
     from sovits2_jax.train.optim import make_optimizer
 
     hubert = _tiny_config().replace(content="hubert_vq", ssl_dim=32, codebook_size=16, flow="wavenet")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from configs.flow import tiny_config
+from sovits2_jax.configs.flow import tiny_config
 from sovits2_jax.convert import cosyvoice2_flow
 from sovits2_jax.convert.mapping import ConversionError
 from sovits2_jax.models.flow.config import FlowConfig

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from configs.vits2 import gpt_sovits_v2, tiny
+from sovits2_jax.configs.vits2 import gpt_sovits_v2, tiny
 from sovits2_jax.data import packing
 from sovits2_jax.infer import generate as gen
 from sovits2_jax.infer.gpt_sovits2 import tts as gs2

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from configs import cosyvoice2
+from sovits2_jax.configs import cosyvoice2
 from sovits2_jax.convert.mapping import expected_shapes, unflatten
 from sovits2_jax.parallel.mesh import make_mesh
 from sovits2_jax.parallel.sharding import activation_rules, split_params

@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 
-from configs.flow import tiny_config
+from sovits2_jax.configs.flow import tiny_config
 from sovits2_jax.infer.cosyvoice2.hift_streaming import HiftStreamer
 from sovits2_jax.infer.cosyvoice2.token2wav import (
     GrowingHopFlowStreamer,

@@ -10,7 +10,7 @@ from flax import nnx
 
 torch = pytest.importorskip("torch")
 
-from configs.vits2 import gpt_sovits_v1, gpt_sovits_v2  # noqa: E402
+from sovits2_jax.configs.vits2 import gpt_sovits_v1, gpt_sovits_v2  # noqa: E402
 from sovits2_jax.parity.references import vits as parity_vits  # noqa: E402
 
 pytestmark = pytest.mark.parity

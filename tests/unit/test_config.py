@@ -246,14 +246,27 @@ def test_every_config_arg_loads_validates_and_round_trips(name, arg):
                     cls.from_dict(bad)
 
 
-def test_config_files_import_each_other_as_a_package():
+def test_config_files_import_each_other_as_a_package(tmp_path):
+    """The top-level configs/ (what --config=configs/... names) is the installed sovits2_jax.configs: one set of
+    files, importing each other through the package, with no top-level ``configs`` package of their own."""
+    import subprocess
+    import sys
     from pathlib import Path
 
-    import configs
-    from configs import cosyvoice2, flow, qwen2
+    import sovits2_jax.configs
+    from sovits2_jax.configs import cosyvoice2, flow, qwen2
 
-    for path in Path(configs.__file__).parent.glob("*.py"):
-        assert "spec_from_file_location" not in path.read_text(), path.name
+    top = Path(__file__).resolve().parents[2] / "configs"
+    assert Path(sovits2_jax.configs.__file__).resolve().parent == top
+    for path in top.glob("*.py"):
+        text = path.read_text()
+        assert "spec_from_file_location" not in text and "from configs" not in text, path.name
+    # outside the checkout, the installed package has no top-level module named configs (it would collide with a
+    # user's own) and sovits2_jax.configs still resolves
+    probe = ("import importlib.util as u; "
+             "print(u.find_spec('configs') is None, u.find_spec('sovits2_jax.configs.flow') is not None)")
+    out = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["True", "True"], out
     # the speech LM backbones and the mounted parts are the presets of their own files
     assert cosyvoice2.get_config("llm_small").model.backbone.hidden_size == qwen2.model_config("small").hidden_size
     assert cosyvoice2.get_config("flow_small").model.to_dict() == flow.named_config("small").to_dict()

@@ -6,7 +6,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from configs import data as data_configs
+from sovits2_jax.configs import data as data_configs
 from sovits2_jax.data import pipeline, tasks
 from sovits2_jax.data.prep import synthetic
 from sovits2_jax.data.tasks import base

@@ -8,8 +8,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from configs import gpt_sovits2, vits2
 from sovits2_jax.audio.spectrogram import linear_spectrogram
+from sovits2_jax.configs import gpt_sovits2, vits2
 from sovits2_jax.data import pipeline, source, steps
 from sovits2_jax.data.tasks.vits import linear_spectrogram_np
 

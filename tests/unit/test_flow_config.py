@@ -5,7 +5,7 @@ import dataclasses
 
 import pytest
 
-from configs.flow import named_config
+from sovits2_jax.configs.flow import named_config
 from sovits2_jax.models.flow.config import FlowConfig
 from sovits2_jax.train.validate import validate
 from sovits2_jax.validation import load_config

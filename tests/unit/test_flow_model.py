@@ -12,7 +12,7 @@ import pytest
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
-from configs.flow import tiny_config
+from sovits2_jax.configs.flow import tiny_config
 from sovits2_jax.convert.params import params_from_flat, params_to_flat
 from sovits2_jax.models.flow import CausalMaskedDiffWithXvec
 from sovits2_jax.models.flow.config import EncoderConfig, EstimatorConfig, FlowConfig

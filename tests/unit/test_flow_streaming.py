@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from configs.flow import tiny_config
+from sovits2_jax.configs.flow import tiny_config
 from sovits2_jax.infer.cosyvoice2.flow_streaming import CachedFlowStreamer, Chunk, FlowStreamer, chunk_plan, stream_all
 from sovits2_jax.models.flow import CausalMaskedDiffWithXvec
 from sovits2_jax.parallel.sharding import split_params

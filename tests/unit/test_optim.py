@@ -7,7 +7,7 @@ import numpy as np
 import optax
 import pytest
 
-from configs.common import optimizer_config
+from sovits2_jax.configs.common import optimizer_config
 from sovits2_jax.train import optim
 from sovits2_jax.validation import ConfigError
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from configs import qwen2
+from sovits2_jax.configs import qwen2
 from sovits2_jax.parallel.mesh import make_mesh
 from sovits2_jax.train import family as family_lib
 from sovits2_jax.train import state as state_lib

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from configs import vits2
+from sovits2_jax.configs import vits2
 from sovits2_jax.models import grvq
 from sovits2_jax.models.vits2.config import VitsConfig
 from sovits2_jax.models.vits2.synthesizer import SynthesizerTrn

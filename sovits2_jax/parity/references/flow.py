@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from flax import nnx
 
-from configs.flow import named_config
+from sovits2_jax.configs.flow import named_config
 from sovits2_jax.convert import cosyvoice2_flow
 from sovits2_jax.convert.mapping import flatten
 from sovits2_jax.convert.params import params_from_flat

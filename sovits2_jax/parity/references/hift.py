@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from flax import nnx
 
-from configs import hift as hift_configs
+from sovits2_jax.configs import hift as hift_configs
 from sovits2_jax.convert import cosyvoice2_hift
 from sovits2_jax.convert.mapping import flatten
 from sovits2_jax.convert.params import params_from_flat

@@ -7,7 +7,7 @@ import tempfile
 import numpy as np
 from flax import nnx
 
-from configs import qwen2 as qwen2_configs
+from sovits2_jax.configs import qwen2 as qwen2_configs
 from sovits2_jax.convert import hf_qwen2
 from sovits2_jax.convert.params import params_from_flat
 from sovits2_jax.models.qwen2 import Qwen2Config, Qwen2ForCausalLM

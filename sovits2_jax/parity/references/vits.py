@@ -119,7 +119,7 @@ def ours_from_torch(cfg, state: dict[str, np.ndarray]):
 @functools.lru_cache(maxsize=2)
 def reference_pair(version: str = "v2", seed: int = 0):
     """(torch SynthesizerTrn, our graphdef, our params) at the released s2 sizes, cached per (version, seed)."""
-    from configs.vits2 import gpt_sovits_v1, gpt_sovits_v2
+    from sovits2_jax.configs.vits2 import gpt_sovits_v1, gpt_sovits_v2
 
     cfg = {"v1": gpt_sovits_v1, "v2": gpt_sovits_v2}[version]()
     model = make_torch_reference(cfg, seed)
