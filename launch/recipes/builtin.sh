@@ -205,7 +205,7 @@ trainer_args() {
   pairs=("data.train_list=$data/train.data.list" "data.dev_list=$data/dev.data.list" "train.num_steps=$n"
          "train.log_every=$(( n / 30 > 0 ? n / 30 : 1 ))" "train.eval_every=$every" "train.checkpoint_every=$every"
          "train.keep_last=4")
-  if [ "$part" = ar ] && [ -n "$text_encoder_dir" ]; then
+  if { [ "$part" = ar ] || [ "$part" = vits ]; } && [ -n "$text_encoder_dir" ]; then  # ids + features (AR), features (VITS)
     pairs+=("data.text_source=bge_m3" "data.text_encoder=$text_encoder_dir")
   elif [ "$part" = ar ] && [ "$size" = small ]; then  # BPE text: Qwen2's 151936-row embedding stays fixed, as the LM's
     pairs+=("train.optimizer.freeze=('embed_tokens',)")

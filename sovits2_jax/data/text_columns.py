@@ -33,3 +33,19 @@ def features(ids: np.ndarray, flat: np.ndarray | None, dim: int) -> np.ndarray |
     if flat is None or len(flat) != len(ids) * dim:
         return None
     return np.asarray(flat, np.float16).reshape(len(ids), dim)
+
+
+def check_files(paths, dim: int) -> None:
+    """ValueError naming the shard when one lacks the text encoder's columns or holds features of another width."""
+    for path in paths:
+        info = read_info(path)
+        if info is None:
+            raise ValueError(
+                f"{path}: no text encoder columns ({', '.join(COLUMNS)}), which config.data.text_source='bge_m3' "
+                "reads: run python -m sovits2_jax.data.prep.text_features on its data.list"
+            )
+        if info["dim"] != dim:
+            raise ValueError(
+                f"config.data.text_feature_dim={dim} but {path} holds features of width {info['dim']} "
+                f"(from {info.get('source')})"
+            )

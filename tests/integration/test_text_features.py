@@ -302,3 +302,119 @@ def test_inference_reads_the_model_directorys_text_encoder(prepared, tmp_path):
         ar16 = slm.SpeechLM(slm.SpeechLMConfig(backbone=backbone, speech_token_size=64, layout="gpt_sovits2",
                                                text_feature_dim=16), rngs=nnx.Rngs(0))  # fmt: skip
         tts.GptSoVITS2.from_parts(ar16, vits, CharTokenizer(), settings, text_encoder=encoder)
+
+
+# ------------------------------------------------------------------------------------------------- the VITS2
+
+
+def _vits_overrides(prepared, **extra):
+    return {"data.train_list": prepared["train"], "data.dev_list": prepared["dev"], "data.text_source": "bge_m3",
+            "data.text_encoder": prepared["encoder"], **extra}  # fmt: skip
+
+
+def test_vits_data_task_gives_the_text_encoders_features(prepared):
+    from sovits2_jax.configs import gpt_sovits2
+    from sovits2_jax.data import pipeline
+
+    stored = {}
+    for table in _tables(prepared["train"]).values():
+        for utt, tok, feat in zip(*(table.column(c).to_pylist() for c in ("utt", *text_columns.COLUMNS))):
+            if tok is not None:
+                stored[utt] = np.asarray(feat, np.float16).reshape(len(tok), 32).astype(np.float32)
+    cfg = gpt_sovits2.get_config("vits_tiny").data
+    cfg.update(worker_count=0, num_epochs=1, read_threads=1, text_source="bge_m3", text_feature_dim=32)
+    batches = pipeline.make_batches(cfg, data_list=prepared["train"], process_index=0, process_count=1)
+    seen = set()
+    for batch in batches:
+        text, lengths = batch["text"], batch["text_len"]
+        assert text.dtype == np.float32 and text.shape == (len(lengths), cfg.text_length, 32)
+        for b, utt in enumerate(batches.last_meta["_utts"]):
+            if not batch["valid"][b]:
+                continue
+            np.testing.assert_array_equal(text[b, : lengths[b]], stored[utt])
+            assert not np.any(text[b, lengths[b] :])
+            seen.add(utt)
+    rows = prepared["rows"]
+    assert seen and seen <= set(stored) and not {rows[EMPTY]["utt"], rows[LONG]["utt"]} & seen
+    with pytest.raises(ValueError, match=r"run python -m sovits2_jax\.data\.prep\.text_features"):
+        plain = synthetic.write_corpus(str(prepared["root"] / "plain_vits"), rows[:4], rows_per_file=4)
+        pipeline.build_dataset(cfg, data_list=plain, process_index=0, process_count=1)
+
+
+def test_vits_reads_features_once_told_the_encoder_and_refuses_a_mismatch(prepared):
+    from sovits2_jax.configs import gpt_sovits2
+    from sovits2_jax.train.validate import adopt_init, validate
+    from sovits2_jax.validation import ConfigError
+
+    config = gpt_sovits2.get_config("vits_tiny")
+    config.data.update(text_source="bge_m3", text_encoder=str(prepared["encoder"]), max_frames_in_batch=320)
+    validate(adopt_init(config))
+    got = (config.model.text_input, config.model.text_feature_dim, config.data.text_feature_dim)
+    assert got == ("features", 32, 32)
+    config.model.text_feature_dim = 16
+    with pytest.raises(ConfigError, match=r"config\.model\.text_feature_dim=16 .* width 32"):
+        validate(config)
+    bpe = gpt_sovits2.get_config("vits_tiny")
+    bpe.data.max_frames_in_batch = 320
+    bpe.model.text_input = "features"
+    with pytest.raises(ConfigError, match=r"config\.model\.text_input='features'.*text_source='bge_m3'"):
+        validate(adopt_init(bpe))
+
+
+def test_vits_trains_on_text_features(prepared, tmp_path):
+    overrides = _vits_overrides(prepared, **{"train.num_steps": 2, "train.log_every": 1, "train.eval_every": 0,
+                                             "train.checkpoint_every": 2})  # fmt: skip
+    workdir = tmp_path / "vits"
+    args = [f"--config.{k}={v}" for k, v in overrides.items()]
+    proc = th.run(workdir, args, config="configs/gpt_sovits2.py:vits_tiny")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    train = [r for r in th.read_metrics(workdir) if "train/loss" in r]
+    assert [r["step"] for r in train] == [1, 2] and all(math.isfinite(r["train/loss"]) for r in train)
+    import orbax.checkpoint as ocp
+
+    params = ocp.StandardCheckpointer().restore(workdir / "checkpoints" / "2" / "params")["generator"]
+    assert params["enc_p"]["text_embedding"]["fc1"]["kernel"].shape[0] == 32
+
+
+def test_inference_gives_a_feature_reading_vits_the_encoders_features(prepared, tmp_path):
+    import shutil
+
+    from flax import nnx
+
+    from sovits2_jax.configs.vits2 import tiny
+    from sovits2_jax.infer.gpt_sovits2 import tts
+    from sovits2_jax.infer.sampling import SamplingConfig
+    from sovits2_jax.models import speech_lm as slm
+    from sovits2_jax.models.qwen2 import Qwen2Config
+    from sovits2_jax.models.vits2 import SynthesizerTrn
+
+    vocab, width = te.sizes(prepared["encoder"])
+    backbone = Qwen2Config(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4,
+                           num_kv_heads=2)  # fmt: skip
+    ar = slm.SpeechLM(slm.SpeechLMConfig(backbone=backbone, speech_token_size=64, layout="gpt_sovits2",
+                                         text_feature_dim=width), rngs=nnx.Rngs(0))  # fmt: skip
+    vits_cfg = tiny().replace(with_posterior=False, text_input="features", text_feature_dim=width)
+    vits = SynthesizerTrn(vits_cfg, rngs=nnx.Rngs(1))
+    model_dir = tmp_path / "model"
+    _save(model_dir / "ar", ar, ar.config, "cosyvoice2.llm")
+    _save(model_dir / "vits", vits, vits.cfg, "gpt_sovits")
+    shutil.copytree(prepared["encoder"], model_dir / tts.TEXT_ENCODER_DIR)
+    settings = tts.SynthesisSettings(sampling=SamplingConfig(method="greedy"), min_ratio=1.0, max_ratio=3.0)
+    synth = tts.GptSoVITS2.from_pretrained(model_dir, tokenizer=CharTokenizer(), settings=settings)
+    refs = [_reference(0, "the quick brown fox")]
+    texts = ["a lazy dog jumps", "far away"]
+    rows, inputs = synth.speech_tokens(texts, refs)
+    want = synth.text_encoder.features([synth.text_encoder.tokenize(t) for t in texts])
+    for got, feats in zip(inputs["vits_text"], want):
+        np.testing.assert_allclose(got, feats, atol=1e-3)  # float16-rounded, as training stores them
+    wav = synth.vocode(rows[0], inputs["vits_text"][0], inputs["refers"], noise_scale=0.0)
+    assert wav.size > 0 and np.isfinite(wav).all()
+    zeroed = synth.vocode(rows[0], np.zeros_like(inputs["vits_text"][0]), inputs["refers"], noise_scale=0.0)
+    # the decoder reads them: the same call is bit-identical, zeroed features move the (random-init) output
+    again = synth.vocode(rows[0], inputs["vits_text"][0], inputs["refers"], noise_scale=0.0)
+    np.testing.assert_array_equal(again, wav)
+    assert np.abs(zeroed - wav).max() > 1e-6
+    with pytest.raises(tts.SynthesisError, match=r"text features \[tokens, 32\]"):
+        synth.vocode(rows[0], [1, 2, 3], inputs["refers"])
+    with pytest.raises(tts.SynthesisError, match="reads text features of width 32: it needs the text encoder"):
+        tts.GptSoVITS2.from_parts(ar, vits, CharTokenizer(), settings)

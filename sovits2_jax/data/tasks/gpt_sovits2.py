@@ -54,23 +54,7 @@ class GptSovits2Task(base.Task):
         self.speakers = prompts.SpeakerRows(index.spk, index.group, usable=usable)
         self.feature_dim = cfg["text_feature_dim"] if cfg["text_source"] == "bge_m3" else 0
         if self.feature_dim:
-            self.check_feature_files()
-
-    def check_feature_files(self) -> None:
-        """Every shard carries the text encoder's columns, of the configured width."""
-        for path in self.index.files:
-            info = text_columns.read_info(path)
-            if info is None:
-                raise ValueError(
-                    f"{path}: no text encoder columns ({', '.join(text_columns.COLUMNS)}), which "
-                    "config.data.text_source='bge_m3' reads: run python -m sovits2_jax.data.prep.text_features on "
-                    "its data.list"
-                )
-            if info["dim"] != self.feature_dim:
-                raise ValueError(
-                    f"config.data.text_feature_dim={self.feature_dim} but {path} holds features of width "
-                    f"{info['dim']} (from {info.get('source')})"
-                )
+            text_columns.check_files(self.index.files, self.feature_dim)
 
     def columns(self, available):
         return (*super().columns(available), *(text_columns.COLUMNS if self.feature_dim else ()))

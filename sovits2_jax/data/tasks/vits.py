@@ -8,8 +8,9 @@ is another utterance of the target's speaker (never the target), drawn per (seed
 randomly cropped to ``ref_frames``; ``reference="self"`` omits it (GPT-SoVITS's own training: ref = spec).
 
 Batch: codes [B, F/u] (or ssl [B, F, ssl_dim] with ``ssl_column`` set: the SSL content kinds, ``hubert_vq`` and
-``ssl_grvq``), spec [B, F, n_fft/2+1], wav [B, F*hop], text [B, text_length], refer [B, ref_frames, n_fft/2+1], each
-with ``X_len``; valid [B].
+``ssl_grvq``), spec [B, F, n_fft/2+1], wav [B, F*hop], text [B, text_length] ids (with ``text_source="bge_m3"``
+the text encoder's per-token features [B, text_length, text_feature_dim] float32, from the columns
+``data/prep/text_features.py`` adds), refer [B, ref_frames, n_fft/2+1], each with ``X_len``; valid [B].
 
 SSL features are a flat list of a row's [frames at 50 Hz, ssl_dim] values (float16 or float32, as
 ``data.prep.ssl_features`` or GPT-SoVITS's own extraction wrote them); a row whose list is null (audio the SSL stage
@@ -23,10 +24,11 @@ from typing import ClassVar
 
 import numpy as np
 
-from sovits2_jax.data import prompts, steps
+from sovits2_jax.data import prompts, steps, text_columns
 from sovits2_jax.data.tasks import base
 
 REFERENCES = ("speaker", "self")
+TEXT_SOURCES = ("bpe", "bge_m3")
 
 
 def linear_spectrogram_np(wav: np.ndarray, *, n_fft: int, hop_size: int, win_size: int) -> np.ndarray:
@@ -83,6 +85,9 @@ class VitsTask(base.Task):
         ssl_dim=768,
         text_ids_column="",  # an int-list column of text ids (e.g. GPT-SoVITS phonemes) instead of BPE of `text`
         text_vocab_size=0,  # > 0: rows with a text id at or above it are skipped (the model's symbols)
+        text_source="bpe",  # "bge_m3": `text` is the text encoder's per-token features (data/text_columns.py)
+        text_encoder="",  # bge_m3: the directory the columns were made with (the family reads the width from it)
+        text_feature_dim=0,  # bge_m3: the features' width
     )
     reads_audio = True
     primary = "spec"
@@ -99,10 +104,22 @@ class VitsTask(base.Task):
         s = cfg.spectrogram
         check(s.win_size <= s.n_fft, f"config.data.spectrogram.win_size={s.win_size} exceeds n_fft={s.n_fft}")
         check(cfg.text_length >= 1 and cfg.ref_frames >= 1, "config.data.text_length and ref_frames must be >= 1")
+        check(cfg.text_source in TEXT_SOURCES, f"config.data.text_source={cfg.text_source!r} not in {TEXT_SOURCES}")
+        if cfg.text_source == "bge_m3":
+            check(cfg.text_feature_dim >= 1 and not cfg.text_ids_column,
+                  f"config.data.text_source='bge_m3' reads the text encoder's columns: config.data.text_feature_dim="
+                  f"{cfg.text_feature_dim} must be its width and text_ids_column empty")  # fmt: skip
+
+    @classmethod
+    def text_length_column(cls, cfg) -> str | None:
+        return text_columns.TOKEN if cfg["text_source"] == "bge_m3" else None
 
     def __init__(self, cfg, index):
         super().__init__(cfg, index)
         self.uses_ssl = bool(cfg["ssl_column"])
+        self.feature_dim = cfg["text_feature_dim"] if cfg["text_source"] == "bge_m3" else 0
+        if self.feature_dim:
+            text_columns.check_files(index.files, self.feature_dim)
         if self.uses_ssl:
             check_ssl_dim(index, cfg["ssl_column"], cfg["ssl_dim"])
         usable = index.speech_token_len > 0 if self.needs_speech_token else None
@@ -114,6 +131,7 @@ class VitsTask(base.Task):
 
     def columns(self, available):
         extra = [c for c in (self.cfg["ssl_column"] if self.uses_ssl else "", self.cfg["text_ids_column"]) if c]
+        extra += list(text_columns.COLUMNS) if self.feature_dim else []
         return (*super().columns(available), *extra)
 
     # ------------------------------------------------------------------------------------------------ plans
@@ -132,9 +150,17 @@ class VitsTask(base.Task):
         return [*self.audio_steps(), self.crop]
 
     def read_tokens(self, s, rng=None):
-        """Text ids (BPE of ``text``, or the ``text_ids_column``) within ``text_length``; speech tokens present."""
+        """Text ids (BPE of ``text``, the ``text_ids_column``, or the text encoder's with their features) within
+        ``text_length``; speech tokens present."""
         col = self.cfg["text_ids_column"]
-        if not col:
+        if self.feature_dim:
+            if s.get(text_columns.TOKEN) is None:
+                raise steps.SkipSample("no text features")  # skipped by the preparation stage
+            s["text_token"] = np.asarray(s[text_columns.TOKEN], np.int32)
+            s["text_features"] = text_columns.features(s["text_token"], s.get(text_columns.FEATURE), self.feature_dim)
+            if s["text_features"] is None:
+                raise steps.SkipSample("text features not text ids x text_feature_dim")
+        elif not col:
             s = steps.tokenize(s, self.tokenizer())
         elif s.get(col) is None:
             raise steps.SkipSample("missing text ids")
@@ -143,7 +169,7 @@ class VitsTask(base.Task):
         c = self.cfg
         if len(s["text_token"]) > c["text_length"]:
             raise steps.SkipSample("too many text tokens")
-        if c["text_vocab_size"] > 0 and np.any(s["text_token"] >= c["text_vocab_size"]):
+        if not self.feature_dim and c["text_vocab_size"] > 0 and np.any(s["text_token"] >= c["text_vocab_size"]):
             raise steps.SkipSample("text id beyond the model's symbols")
         s = steps.check_tokens(s, need_speech_token=self.needs_speech_token)
         if self.needs_speech_token and np.any(s["speech_token"] >= c["speech_token_size"]):
@@ -179,7 +205,7 @@ class VitsTask(base.Task):
         else:
             s["codes"] = s["speech_token"][start : start + n]
         s["spec"] = self.spectrogram(s["wav"])
-        s["text"] = s["text_token"]
+        s["text"] = s["text_features"].astype(np.float32) if self.feature_dim else s["text_token"]
         return s
 
     def reference(self, reader, target: int, rng: np.random.Generator) -> np.ndarray:
@@ -206,8 +232,9 @@ class VitsTask(base.Task):
         out = [
             ("spec", length, (bins,), np.float32),
             ("wav", length * c["spectrogram"]["hop_size"], (), np.float32),
-            ("text", c["text_length"], (), np.int32),
-        ]
+            ("text", c["text_length"], (self.feature_dim,), np.float32) if self.feature_dim
+            else ("text", c["text_length"], (), np.int32),
+        ]  # fmt: skip
         if self.uses_ssl:
             out.append(("ssl", length, (c["ssl_dim"],), np.float32))
         else:

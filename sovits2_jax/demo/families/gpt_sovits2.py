@@ -70,6 +70,6 @@ def ladder(model_dir, rows, pairs, *, seed=0, batch_size=8, skips=None):
             base = jax.random.fold_in(jax.random.key(seed + n), 1)
             for k, utt in enumerate(chunk):
                 truth = [int(t) for t in rows[utt]["speech_token"]]
-                wav = model.vocode(truth, inputs["text_ids"][k], inputs["refers"], key=jax.random.fold_in(base, k))
+                wav = model.vocode(truth, inputs["vits_text"][k], inputs["refers"], key=jax.random.fold_in(base, k))
                 yield utt, token_scores(sampled[k], truth), {"resynthesis": (wav, model.sample_rate)}
             n += len(chunk)

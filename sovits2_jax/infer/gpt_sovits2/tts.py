@@ -168,6 +168,11 @@ class GptSoVITS2:
             if text_encoder.vocab_size > vocab:
                 raise SynthesisError(f"the text encoder's tokenizer gives {text_encoder.vocab_size} ids but the AR "
                                      f"embeds only {vocab}")  # fmt: skip
+        if self.vits_config.text_input == "features":
+            width = self.vits_config.text_feature_dim
+            if text_encoder is None or text_encoder.hidden_size != width:
+                raise SynthesisError(f"the VITS reads text features of width {width}: it needs the text encoder it "
+                                     "was trained with (the model directory's text_encoder/)")  # fmt: skip
         self.text_encoder = text_encoder
         self.ar_graphdef, self.ar_params = nnx.split(ar, nnx.Param)
         self.vits_graphdef, self.vits_params = nnx.split(vits, nnx.Param)
@@ -303,10 +308,13 @@ class GptSoVITS2:
         if not spoken:
             raise SynthesisError("at least one reference needs its transcript (the others may lend only their voice)")
         whats = [f"text {i}" if len(texts) > 1 else "text" for i in range(len(texts))]
-        text_ids = [self._text_ids(t, w) for t, w in zip(texts, whats)]  # the VITS's
         ref_whats = [f"reference {i}'s text" for i, r in enumerate(refs) if r[0] is not None]
         ar_ids, features = self._ar_texts([r[0] for r in spoken] + list(texts), ref_whats + whats)
         n_refs, size = len(spoken), self.ar_config.speech_token_size
+        if self.vits_config.text_input == "features":  # the VITS's text: the encoder's features, or BPE ids
+            vits_texts = features[n_refs:]
+        else:
+            vits_texts = [np.asarray(self._text_ids(t, w), np.int32) for t, w in zip(texts, whats)]
         examples = [
             prompt_sequence(
                 ar_ids[:n_refs], [r[1] for r in spoken], ids, speech_token_size=size,
@@ -340,21 +348,22 @@ class GptSoVITS2:
         if empty:
             raise SynthesisError(f"the AR produced no speech token for text {empty[0]}")
         return rows, dict(
-            text_ids=text_ids, ar_text_ids=ar_ids[n_refs:], refers=tuple(jnp.asarray(r[2])[None] for r in refs),
+            vits_text=vits_texts, ar_text_ids=ar_ids[n_refs:], refers=tuple(jnp.asarray(r[2])[None] for r in refs),
             prompt=prompt, prompt_len=prompt_len,
         )  # fmt: skip
 
     def vocode(
         self,
         tokens: Sequence[int],
-        text_ids: Sequence[int],
+        text: Sequence[int] | np.ndarray,
         refers: Sequence,
         *,
         speed: float = 1.0,
         noise_scale: float = 0.5,
         key: jax.Array | None = None,
     ) -> np.ndarray:
-        """VITS decode of one row's speech tokens with its text and the fused style of ``refers``."""
+        """VITS decode of one row's speech tokens with its text (the VITS's ids, or for a VITS that reads them the
+        text encoder's features [len, F]: ``speech_tokens``' ``vits_text``) and the fused style of ``refers``."""
         if not speed > 0:
             raise SynthesisError(f"speed must be > 0, got {speed}")
         if noise_scale < 0:
@@ -364,13 +373,22 @@ class GptSoVITS2:
             self.vits_graphdef,
             self.vits_params,
             _codes(np.asarray(tokens), self.vits_config),
-            jnp.asarray(np.asarray(text_ids, np.int32)[None]),
+            jnp.asarray(self._vits_text(text)[None]),
             tuple(refers),
             jnp.float32(noise_scale),
             key,
             speed=float(speed),
         )
         return np.asarray(wav[0])
+
+    def _vits_text(self, text) -> np.ndarray:
+        if self.vits_config.text_input == "features":
+            text = np.asarray(text, np.float32)
+            if text.ndim != 2 or text.shape[1] != self.vits_config.text_feature_dim:
+                raise SynthesisError(f"the VITS reads text features [tokens, {self.vits_config.text_feature_dim}], "
+                                     f"got shape {text.shape}")  # fmt: skip
+            return text
+        return np.asarray(text, np.int32)
 
     def synthesize_batch(
         self,
@@ -389,7 +407,7 @@ class GptSoVITS2:
             self.vocode(
                 tok, ids, inputs["refers"], speed=speed, noise_scale=noise_scale, key=jax.random.fold_in(base, i)
             )
-            for i, (tok, ids) in enumerate(zip(rows, inputs["text_ids"]))
+            for i, (tok, ids) in enumerate(zip(rows, inputs["vits_text"]))
         ]
 
     def synthesize(

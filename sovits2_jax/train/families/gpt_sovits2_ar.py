@@ -23,6 +23,7 @@ import jax.numpy as jnp
 
 from sovits2_jax.models import speech_lm as slm
 from sovits2_jax.text.layouts import IGNORE_ID, SPEECH
+from sovits2_jax.train import text_encoder_sizes
 from sovits2_jax.train.families import llm
 from sovits2_jax.train.family import Family, Phase, Player
 from sovits2_jax.validation import ConfigError
@@ -61,28 +62,9 @@ def ar_loss(model: slm.SpeechLM, batch: dict) -> tuple[jax.Array, dict[str, jax.
     return loss, {"acc": slm.accuracy(logits, targets), "weight": weight, "target_tokens": scored}
 
 
-def text_encoder_sizes(config) -> dict[str, int] | None:
-    """{config key: the value the text encoder directory gives it}, or None when the AR reads BPE text."""
-    data = config.data
-    if data.get("text_source", "bpe") != "bge_m3":
-        return None
-    if not data.text_encoder:
-        raise ConfigError("config.data.text_encoder: give the text encoder directory the bge_m3 columns were made "
-                          "with (text_source='bge_m3')")  # fmt: skip
-    from sovits2_jax.convert import text_encoder
-    from sovits2_jax.convert.mapping import ConversionError
-
-    try:
-        vocab, width = text_encoder.sizes(data.text_encoder)
-    except (ConversionError, FileNotFoundError, ValueError) as e:
-        raise ConfigError(f"config.data.text_encoder={data.text_encoder!r}: {e}") from None
+def text_encoder_keys(vocab: int, width: int) -> dict:
+    """The AR's keys a text encoder of ``vocab`` ids and ``width``-wide features decides."""
     return {"model.backbone.vocab_size": vocab, "model.text_feature_dim": width, "data.text_feature_dim": width}
-
-
-def _get(config, dotted: str):
-    for key in dotted.split("."):
-        config = config[key]
-    return config
 
 
 def loss_fn(models, batch, rng, train):
@@ -97,36 +79,11 @@ class GptSovits2Family(Family):
 
     def validate(self, config) -> None:
         llm.validate_speech_lm(config)
-        sizes = text_encoder_sizes(config)
-        for key, value in (sizes or {}).items():
-            if _get(config, key) != value:
-                what = "tokenizer gives" if key.endswith("vocab_size") else "features have width"
-                raise ConfigError(
-                    f"config.{key}={_get(config, key)} does not match the text encoder "
-                    f"config.data.text_encoder={config.data.text_encoder!r}: its {what} {value}"
-                )
+        text_encoder_sizes.check(config, text_encoder_keys)
 
     def adopt(self, config, overrides=()) -> list[str]:
-        """The text sizes from ``config.data.text_encoder`` (bge_m3 text only; with ``init.path`` the checkpoint's
-        architecture stays, and validation compares it with the encoder's)."""
-        try:
-            sizes = text_encoder_sizes(config)
-        except ConfigError:
-            return []  # validation names the problem
-        changed = []
-        for key, value in (sizes or {}).items():
-            current = _get(config, key)
-            if current == value or (key.startswith("model.") and config.init.get("path")):
-                continue
-            if key in overrides:
-                raise ConfigError(f"--config.{key}={current!r} contradicts config.data.text_encoder="
-                                  f"{config.data.text_encoder}: it gives {value}")  # fmt: skip
-            *parents, leaf = key.split(".")
-            _get(config, ".".join(parents))[leaf] = value
-            changed.append(f"{key}: {current!r} -> {value!r}")
-        if changed:
-            log.info("text encoder %s: %s", config.data.text_encoder, "; ".join(changed))
-        return changed
+        """The text sizes from ``config.data.text_encoder`` (bge_m3 text only)."""
+        return text_encoder_sizes.adopt(config, text_encoder_keys, overrides)
 
     def players(self, config) -> list[Player]:
         cfg = llm.model_config(config)

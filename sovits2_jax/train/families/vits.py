@@ -31,6 +31,7 @@ from sovits2_jax.models.discriminators import VITS_S_LAYERS, MultiPeriodDiscrimi
 from sovits2_jax.models.vits2 import config as vits_config
 from sovits2_jax.models.vits2.config import VitsConfig
 from sovits2_jax.models.vits2.synthesizer import SynthesizerTrn
+from sovits2_jax.train import text_encoder_sizes
 from sovits2_jax.train import vits_losses as losses
 from sovits2_jax.train.family import BUFFERS, Family, Phase, Player
 from sovits2_jax.validation import ConfigError
@@ -40,6 +41,11 @@ log = logging.getLogger("sovits2_jax.train")
 FROZEN_PREFIXES = ("quantizer", "ssl_proj")  # GPT-SoVITS: frozen quantizer; its codebook is a torch buffer
 TEXT_PREFIXES = ("enc_p.text_embedding", "enc_p.encoder_text", "enc_p.mrte")  # trained at text_low_lr_rate
 VQ_BUFFER = "grvq"  # the generator's buffer of ssl_grvq codebooks (grvq.state_to_dict)
+
+
+def text_encoder_keys(vocab: int, width: int) -> dict:
+    """The keys a text encoder decides for the VITS: its text encoder reads the per-token features."""
+    return {"model.text_input": "features", "model.text_feature_dim": width, "data.text_feature_dim": width}
 
 
 def param_labels(params, frozen: tuple[str, ...] = FROZEN_PREFIXES) -> object:
@@ -131,6 +137,20 @@ class VitsFamily(Family):
 
     def validate(self, config) -> None:
         vits_config.validate(config.model)
+        text_input = config.model.get("text_input", "ids")
+        features = config.data.get("text_source", "bpe") == "bge_m3"
+        if text_input != ("features" if features else "ids"):
+            raise ConfigError(
+                f"config.model.text_input={text_input!r}: the vits data task gives "
+                + ("the text encoder's features ('features') with config.data.text_source='bge_m3'" if features
+                   else "text ids ('ids'); set config.data.text_source='bge_m3' for a text encoder's features")
+            )  # fmt: skip
+        text_encoder_sizes.check(config, text_encoder_keys)
+
+    def adopt(self, config, overrides=()) -> list[str]:
+        """With ``config.data.text_source="bge_m3"``, the text encoder directory's feature width: the text encoder
+        reads its features (``model.text_input="features"``) instead of BPE ids."""
+        return text_encoder_sizes.adopt(config, text_encoder_keys, overrides)
 
     def model_config(self, config) -> VitsConfig:
         return VitsConfig.from_section(config.model, "config.model")
@@ -162,8 +182,6 @@ class VitsFamily(Family):
                 f"config.model.content={cfg.content!r} reads speech tokens: config.data.ssl_column must be '' (got "
                 f"{data.ssl_column!r})"
             )
-        if cfg.text_input != "ids":
-            raise ConfigError("config.model.text_input: the vits data task gives text ids ('ids')")
         if data.bucket_lengths[0] < cfg.segment_size // cfg.hop_length:
             raise ConfigError(
                 f"config.data.bucket_lengths[0]={data.bucket_lengths[0]} frames is shorter than the "
