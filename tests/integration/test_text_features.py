@@ -245,13 +245,14 @@ def _save(path, module, config, fmt):
     save_checkpoint(path, unflatten(flat), {"format": fmt, "config": config.to_dict()})
 
 
-def test_inference_reads_the_model_directorys_text_encoder(prepared, tmp_path):
+def _model_dir(prepared, tmp_path, **vits_changes):
+    """A random-init GPT-SoVITS2 model directory (tiny AR on the encoder's ids and features, tiny VITS with
+    ``vits_changes``, the prepared text encoder) loaded with greedy sampling: (synth, ar, vits, settings, backbone)."""
     import shutil
 
     from flax import nnx
 
     from sovits2_jax.configs.vits2 import tiny
-    from sovits2_jax.infer import generate as gen
     from sovits2_jax.infer.gpt_sovits2 import tts
     from sovits2_jax.infer.sampling import SamplingConfig
     from sovits2_jax.models import speech_lm as slm
@@ -263,13 +264,25 @@ def test_inference_reads_the_model_directorys_text_encoder(prepared, tmp_path):
                            num_kv_heads=2)  # fmt: skip
     ar = slm.SpeechLM(slm.SpeechLMConfig(backbone=backbone, speech_token_size=64, layout="gpt_sovits2",
                                          text_feature_dim=width), rngs=nnx.Rngs(0))  # fmt: skip
-    vits = SynthesizerTrn(tiny().replace(with_posterior=False), rngs=nnx.Rngs(1))
+    vits = SynthesizerTrn(tiny().replace(with_posterior=False, **vits_changes), rngs=nnx.Rngs(1))
     model_dir = tmp_path / "model"
     _save(model_dir / "ar", ar, ar.config, "cosyvoice2.llm")
     _save(model_dir / "vits", vits, vits.cfg, "gpt_sovits")
     shutil.copytree(prepared["encoder"], model_dir / tts.TEXT_ENCODER_DIR)
     settings = tts.SynthesisSettings(sampling=SamplingConfig(method="greedy"), min_ratio=1.0, max_ratio=3.0)
     synth = tts.GptSoVITS2.from_pretrained(model_dir, tokenizer=CharTokenizer(), settings=settings)
+    return synth, ar, vits, settings, backbone
+
+
+def test_inference_reads_the_model_directorys_text_encoder(prepared, tmp_path):
+    from flax import nnx
+
+    from sovits2_jax.infer import generate as gen
+    from sovits2_jax.infer.gpt_sovits2 import tts
+    from sovits2_jax.models import speech_lm as slm
+
+    synth, ar, vits, settings, backbone = _model_dir(prepared, tmp_path)
+    width = te.sizes(prepared["encoder"])[1]
     assert synth.text_encoder is not None and synth.text_encoder.hidden_size == width
 
     refs = [_reference(0, "the quick brown fox"), _reference(1, "seven bright stars")]
@@ -377,36 +390,16 @@ def test_vits_trains_on_text_features(prepared, tmp_path):
 
 
 def test_inference_gives_a_feature_reading_vits_the_encoders_features(prepared, tmp_path):
-    import shutil
-
-    from flax import nnx
-
-    from sovits2_jax.configs.vits2 import tiny
     from sovits2_jax.infer.gpt_sovits2 import tts
-    from sovits2_jax.infer.sampling import SamplingConfig
-    from sovits2_jax.models import speech_lm as slm
-    from sovits2_jax.models.qwen2 import Qwen2Config
-    from sovits2_jax.models.vits2 import SynthesizerTrn
 
-    vocab, width = te.sizes(prepared["encoder"])
-    backbone = Qwen2Config(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4,
-                           num_kv_heads=2)  # fmt: skip
-    ar = slm.SpeechLM(slm.SpeechLMConfig(backbone=backbone, speech_token_size=64, layout="gpt_sovits2",
-                                         text_feature_dim=width), rngs=nnx.Rngs(0))  # fmt: skip
-    vits_cfg = tiny().replace(with_posterior=False, text_input="features", text_feature_dim=width)
-    vits = SynthesizerTrn(vits_cfg, rngs=nnx.Rngs(1))
-    model_dir = tmp_path / "model"
-    _save(model_dir / "ar", ar, ar.config, "cosyvoice2.llm")
-    _save(model_dir / "vits", vits, vits.cfg, "gpt_sovits")
-    shutil.copytree(prepared["encoder"], model_dir / tts.TEXT_ENCODER_DIR)
-    settings = tts.SynthesisSettings(sampling=SamplingConfig(method="greedy"), min_ratio=1.0, max_ratio=3.0)
-    synth = tts.GptSoVITS2.from_pretrained(model_dir, tokenizer=CharTokenizer(), settings=settings)
+    width = te.sizes(prepared["encoder"])[1]
+    synth, ar, vits, settings, _ = _model_dir(prepared, tmp_path, text_input="features", text_feature_dim=width)
     refs = [_reference(0, "the quick brown fox")]
     texts = ["a lazy dog jumps", "far away"]
     rows, inputs = synth.speech_tokens(texts, refs)
     want = synth.text_encoder.features([synth.text_encoder.tokenize(t) for t in texts])
-    for got, feats in zip(inputs["vits_text"], want):
-        np.testing.assert_allclose(got, feats, atol=1e-3)  # float16-rounded, as training stores them
+    for got, feats in zip(inputs["vits_text"], want):  # rounded to float16, as the training data stores them
+        np.testing.assert_array_equal(got, np.asarray(feats).astype(np.float16).astype(np.float32))
     wav = synth.vocode(rows[0], inputs["vits_text"][0], inputs["refers"], noise_scale=0.0)
     assert wav.size > 0 and np.isfinite(wav).all()
     zeroed = synth.vocode(rows[0], np.zeros_like(inputs["vits_text"][0]), inputs["refers"], noise_scale=0.0)
