@@ -120,20 +120,21 @@ case "$size" in
       [ar]="" [vits]="train.eval_batches=2") ;;
   small)
     d_hours=0.5; d_speakers=8; d_codebook=512; d_average=3; evals=4; d_utts=0; d_ladder=1
-    steps=([llm]=1000 [flow]=1300 [hift]=1800 [ar]=800 [vits]=1600)
+    steps=([llm]=1000 [flow]=1300 [hift]=1800 [ar]=800 [vits]=1200)
     # the presets keep the recipe's optimisation (lr 1e-5 after 2500 warm-up steps, 32000 frames per step over 8
     # devices, accumulation 2): here lr 1e-3 from the first step and small batches (more updates per CPU-second).
     # The LM keeps Qwen2's 151936-row text embedding fixed (no dense gradient or Adam update of it each step); the
     # vocoder trains as hift_mel (its reconstruction losses without the discriminators: a GAN step costs about 20x);
     # likewise GPT-SoVITS2's decoder as vits_mel (mel + KL + duration; 1.5 s a step at 4 crops against 23 s for
-    # the GAN step at 8), and its AR on one 1024-token row per step.
+    # the GAN step at 8), and its AR on one 1024-token row per step. The decoder's KL term and posterior noise
+    # ramp in over its first 400 steps: at full strength from the start the posterior collapses (docs/results.md).
     cpu="data.batch_multiple=1 train.accum_steps=1 train.optimizer.lr=1e-3 train.optimizer.warmup_steps=0"
     part_sets=([llm]="data.num_buckets=1 data.max_frames_in_batch=1000 $cpu train.optimizer.freeze=('embed_tokens',)"
                [flow]="data.num_buckets=1 data.max_frames_in_batch=960 $cpu"
                [hift]="family=hift_mel data.max_frames_in_batch=102 $cpu train.optimizer.lr=5e-4 train.eval_batches=4"
                [ar]="data.batch_multiple=1 data.max_frames_in_batch=1024 $cpu"
-               [vits]="family=vits_mel data.batch_multiple=1 data.max_frames_in_batch=600 train.optimizer.lr=2e-4
-                       train.eval_batches=4") ;;
+               [vits]="family=vits_mel data.max_frames_in_batch=600 $cpu
+                       model.kl_warmup_steps=400 train.eval_batches=4") ;;
   *) echo "builtin.sh: --size tiny|small, got '$size'" >&2; exit 2 ;;
 esac
 hours=${hours:-$d_hours}; speakers=${speakers:-$d_speakers}; codebook_size=${codebook_size:-$d_codebook}

@@ -10,7 +10,9 @@ fixed (a GAN: the discriminator phase, then the generator phase; DPO: a frozen r
 Losses are pure: ``loss(models, batch, rng, train) -> (loss, aux)`` with ``models`` the players' merged NNX
 modules, ``batch`` the data task's global arrays and ``aux`` a dict of scalars. ``aux["weight"]`` (default 1) is
 the count the loss is a mean over (tokens, frames, utterances): gradient accumulation and eval combine
-microbatches weighted by it, so k microbatches of B/k give the gradient of one batch of B.
+microbatches weighted by it, so k microbatches of B/k give the gradient of one batch of B. A phase with
+``takes_step`` gets the train step's (traced) step number as a keyword, ``loss(..., step=step)``, for terms on a
+schedule (a KL warm-up); eval losses are called without it and score the full objective.
 
 Buffers: state that is carried and checkpointed with a player but not trained by its optimizer (EMA codebooks,
 running statistics). ``init_buffers`` gives them, ``{player: tree of arrays}``; a family that has any gets them as a
@@ -52,6 +54,7 @@ class Phase:
 
     player: str
     loss: LossFn
+    takes_step: bool = False  # the train step passes its step number as ``loss(..., step=step)`` (schedules)
 
 
 class Family:

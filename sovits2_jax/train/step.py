@@ -14,6 +14,9 @@ microbatch j left, and the step's result holds the last.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+
 import jax
 import jax.numpy as jnp
 import optax
@@ -124,6 +127,8 @@ def make_train_step(family, config, graphdefs: dict, txs: dict):
         params, opt_state, buffers = dict(state.params), dict(state.opt_state), state.buffers
         metrics, finite, loss = {}, jnp.bool_(True), jnp.float32(0)
         for i, phase in enumerate(phases):
+            if phase.takes_step:
+                phase = dataclasses.replace(phase, loss=functools.partial(phase.loss, step=step))
             loss, aux, weight, grads = phase_gradients(
                 phase, graphdefs, params, batch, jax.random.fold_in(key, i), k, buffers
             )

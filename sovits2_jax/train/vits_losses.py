@@ -40,15 +40,22 @@ def generated_mel(cfg, y_hat: jax.Array) -> jax.Array:
     )  # fmt: skip
 
 
-def generator_losses(cfg, out: dict, y_mel: jax.Array, disc_out=None) -> dict[str, jax.Array]:
-    """GPT-SoVITS generator objective: loss_gen + loss_fm + c_mel * mel L1 + c_kl * KL.
+def warmup_fraction(cfg, step) -> jax.Array:
+    """min(step / cfg.kl_warmup_steps, 1) (1 without a warm-up or a step: eval scores the full objective)."""
+    if step is None or cfg.kl_warmup_steps <= 0:
+        return jnp.float32(1.0)
+    return jnp.minimum(jnp.asarray(step, jnp.float32) / cfg.kl_warmup_steps, 1.0)
+
+
+def generator_losses(cfg, out: dict, y_mel: jax.Array, disc_out=None, kl_scale=1.0) -> dict[str, jax.Array]:
+    """GPT-SoVITS generator objective: loss_gen + loss_fm + c_mel * mel L1 + kl_scale * c_kl * KL.
 
     ``out`` is the synthesizer's training forward; ``disc_out`` = D(real, generated) or None (reconstruction
-    terms only, e.g. before the discriminator starts)."""
+    terms only, e.g. before the discriminator starts); ``kl_scale`` is the warm-up's fraction."""
     y_hat_mel = generated_mel(cfg, out["y_hat"])
     terms = {
         "loss_mel": jnp.mean(jnp.abs(y_mel - y_hat_mel)) * cfg.c_mel,
-        "loss_kl": kl_loss(out["z_p"], out["logs_q"], out["m_p"], out["logs_p"], out["mask"]) * cfg.c_kl,
+        "loss_kl": kl_loss(out["z_p"], out["logs_q"], out["m_p"], out["logs_p"], out["mask"]) * cfg.c_kl * kl_scale,
     }
     if disc_out is not None:
         _, d_gs, fmap_rs, fmap_gs = disc_out

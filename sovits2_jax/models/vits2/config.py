@@ -87,6 +87,10 @@ class VitsConfig(ConfigBase):
     segment_size: int = 20480
     c_mel: float = 45.0
     c_kl: float = 1.0
+    # steps over which the KL weight and the posterior's noise ramp linearly from 0 to full (0: from the start);
+    # on small CPU runs the full noise at init buries the posterior's mean and the decoder learns one mean
+    # spectrum (posterior collapse), docs/training.md
+    kl_warmup_steps: int = 0
 
     def __post_init__(self):
         self.validate()
@@ -166,6 +170,7 @@ class VitsConfig(ConfigBase):
         )
         need(self.resblock in ("1", "2"), "resblock", "must be '1' or '2'")
         need(self.segment_size % self.hop_length == 0, "segment_size", "must be a multiple of hop_length")
+        need(self.kl_warmup_steps >= 0, "kl_warmup_steps", "must be >= 0")
         need(self.n_layers >= 2, "n_layers", "the content encoders use n_layers // 2 >= 1 layers")
         if self.content == "ssl_grvq":
             need(self.vq_groups >= 1 and self.vq_quantizers >= 1, "vq_groups", "vq_groups and vq_quantizers >= 1")

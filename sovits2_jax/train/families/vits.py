@@ -88,14 +88,18 @@ def vq_content(model: SynthesizerTrn, batch: dict, key, buffers: dict, training:
 
 
 def generate(
-    model: SynthesizerTrn, batch: dict, key: jax.Array | None, content: jax.Array | None = None
+    model: SynthesizerTrn, batch: dict, key: jax.Array | None, content: jax.Array | None = None, noise_scale=None
 ) -> tuple[dict, jax.Array, jax.Array]:
     """(training forward, real waveform segment, its mel); ``key`` None: the deterministic eval forward.
-    ``content`` (ssl_grvq: the VQ's output) replaces the content of the batch's codes."""
+    ``content`` (ssl_grvq: the VQ's output) replaces the content of the batch's codes; ``noise_scale`` (the KL
+    warm-up's fraction) scales the posterior's noise."""
     fixed = {}
+    b, t = batch["spec"].shape[:2]
     if key is None:
-        b, t = batch["spec"].shape[:2]
         fixed = dict(posterior_eps=jnp.zeros((b, t, model.cfg.inter_channels)), slice_starts=jnp.zeros(b, jnp.int32))
+    elif noise_scale is not None:
+        key, k_eps = jax.random.split(key)
+        fixed = dict(posterior_eps=noise_scale * jax.random.normal(k_eps, (b, t, model.cfg.inter_channels)))
     codes = codes_of(model, batch) if content is None else None
     out = model(
         codes, batch["spec"], batch["spec_len"], batch["text"], batch["text_len"], key,
@@ -111,12 +115,15 @@ def discriminator_terms(generator, discriminator, batch: dict, key, content=None
     return losses.discriminator_losses(discriminator(y, jax.lax.stop_gradient(out["y_hat"])))
 
 
-def generator_terms(generator, discriminator, batch: dict, key, content=None, commit=None) -> dict:
+def generator_terms(generator, discriminator, batch: dict, key, content=None, commit=None, step=None) -> dict:
     """GPT-SoVITS's generator objective with D held fixed (``discriminator`` None: mel + KL only); ``commit`` (the
-    ssl_grvq commitment loss) is added as ``loss_commit``."""
-    out, y, y_mel = generate(generator, batch, key, content)
+    ssl_grvq commitment loss) is added as ``loss_commit``; ``step`` (training) sets the KL warm-up's fraction,
+    which scales the KL term and the posterior's noise (``config.model.kl_warmup_steps``)."""
+    warm = losses.warmup_fraction(generator.cfg, step)
+    noise_scale = None if step is None or generator.cfg.kl_warmup_steps <= 0 else warm
+    out, y, y_mel = generate(generator, batch, key, content, noise_scale)
     disc_out = None if discriminator is None else discriminator(y, out["y_hat"])
-    terms = losses.generator_losses(generator.cfg, out, y_mel, disc_out)
+    terms = losses.generator_losses(generator.cfg, out, y_mel, disc_out, kl_scale=warm)
     if commit is not None:
         terms["loss"] = terms["loss"] + commit
         terms["loss_commit"] = commit
@@ -241,20 +248,23 @@ class VitsFamily(Family):
         return loss, aux if new is None else {**aux, BUFFERS: new}
 
     @staticmethod
-    def generator_loss(models, batch, rng, train, buffers=None):
+    def generator_loss(models, batch, rng, train, buffers=None, step=None):
         generator, new, content, commit, extra = models["generator"], None, None, None, {}
         if buffers:  # ssl_grvq: the generator phase trains the codebooks (EMA, dead codes) and commits to them
             k_vq, rng = jax.random.split(rng)
             content, commit, perplexity, new = vq_content(generator, batch, k_vq, buffers, training=train)
             extra = {"vq_perplexity": perplexity}
         key = rng if train else None
-        terms = generator_terms(generator, models["discriminator"], batch, key, content, commit)
+        terms = generator_terms(generator, models["discriminator"], batch, key, content, commit, step)
         loss, aux = _weighted(terms, batch)
         aux = {**aux, **extra}
         return loss, aux if new is None else {**aux, BUFFERS: new}
 
     def phases(self, config) -> list[Phase]:
-        return [Phase("discriminator", self.discriminator_loss), Phase("generator", self.generator_loss)]
+        return [
+            Phase("discriminator", self.discriminator_loss),
+            Phase("generator", self.generator_loss, takes_step=True),
+        ]
 
     def eval_loss(self, config):
         return self.generator_loss

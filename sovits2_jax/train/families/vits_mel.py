@@ -21,11 +21,11 @@ class VitsMelFamily(VitsFamily):
         return [p for p in super().players(config) if p.name == "generator"]
 
     @staticmethod
-    def reconstruction_loss(models, batch, rng, train, buffers=None):
-        return VitsFamily.generator_loss({**models, "discriminator": None}, batch, rng, train, buffers)
+    def reconstruction_loss(models, batch, rng, train, buffers=None, step=None):
+        return VitsFamily.generator_loss({**models, "discriminator": None}, batch, rng, train, buffers, step)
 
     def phases(self, config) -> list[Phase]:
-        return [Phase("generator", self.reconstruction_loss)]
+        return [Phase("generator", self.reconstruction_loss, takes_step=True)]
 
     def eval_loss(self, config):
         return self.reconstruction_loss
