@@ -1,0 +1,52 @@
+"""Multi-codebook speech codes in Parquet shards: GPT-SoVITS2's grouped residual VQ codes, which the ``gpt_sovits2``
+data task reads with ``config.data.num_codebooks`` > 1.
+
+``grvq_codes`` (the default ``config.data.codes_column``) is list<list<int32>>: K rows per utterance, row
+``g * quantizers + q`` the codes of group g's residual stage q (``grvq.codes_to_rows``), all rows as long (one code
+per 25 Hz frame); null where the row has none. Row 0 is the AR's codebook 0 (its ``speech_token``s), rows 1..K-1
+codebooks 1..K-1.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from sovits2_jax.validation import ConfigError
+
+COLUMN = "grvq_codes"
+
+
+def codes(value) -> np.ndarray | None:
+    """A row's value (as ``RowReader`` reads it) as [K, N] int32, or None when null or ragged."""
+    if value is None:
+        return None
+    rows = [np.asarray(r, np.int32) for r in value]
+    if not rows or any(r is None or r.ndim != 1 or len(r) != len(rows[0]) for r in rows):
+        return None
+    return np.stack(rows)
+
+
+def num_codebooks(path: str, column: str = COLUMN) -> int | None:
+    """K of a shard's first non-null row (None: no such column, or only nulls)."""
+    pf = pq.ParquetFile(path)
+    if column not in pf.schema_arrow.names:
+        return None
+    for batch in pf.iter_batches(batch_size=256, columns=[column]):
+        for value in batch.column(0).to_pylist():
+            if value is not None:
+                return len(value)
+    return None
+
+
+def check_files(paths, num: int, column: str = COLUMN) -> None:
+    """ConfigError naming the shard when one lacks ``column`` or holds another number of codebooks."""
+    for path in paths:
+        k = num_codebooks(path, column)
+        if k is None:
+            raise ConfigError(
+                f"{path}: no {column!r} column (multi-codebook codes), which config.data.num_codebooks={num} reads: "
+                "run python -m sovits2_jax.data.prep.grvq_codes on its data.list"
+            )
+        if k != num:
+            raise ConfigError(f"config.data.num_codebooks={num} but {path} holds {k} codebooks in {column!r}")
