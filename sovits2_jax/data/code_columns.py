@@ -39,6 +39,18 @@ def num_codebooks(path: str, column: str = COLUMN) -> int | None:
     return None
 
 
+def present(index, column: str = COLUMN) -> np.ndarray:
+    """[N] bool: the index's rows whose ``column`` is not null (reads the column once, row group by row group)."""
+    valid = [
+        np.asarray(pq.ParquetFile(index.files[f]).read_row_group(int(g), columns=[column]).column(0).is_valid())
+        for f, g in zip(index.group_file, index.group_in_file)
+    ]
+    if not valid:
+        return np.zeros(0, bool)
+    starts = np.cumsum([0, *map(len, valid)])  # each row group's first row in the concatenation
+    return np.concatenate(valid)[starts[index.group] + index.row]
+
+
 def check_files(paths, num: int, column: str = COLUMN) -> None:
     """ConfigError naming the shard when one lacks ``column`` or holds another number of codebooks."""
     for path in paths:

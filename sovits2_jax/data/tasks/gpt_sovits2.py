@@ -59,14 +59,18 @@ class GptSovits2Task(base.Task):
 
     def __init__(self, cfg, index):
         super().__init__(cfg, index)
-        usable = (index.speech_token_len > 0) & (index.text_token_len != 0)
-        self.speakers = prompts.SpeakerRows(index.spk, index.group, usable=usable)
         self.feature_dim = cfg["text_feature_dim"] if cfg["text_source"] == "bge_m3" else 0
         if self.feature_dim:
             text_columns.check_files(self.index.files, self.feature_dim)
         self.num_extra = cfg["num_codebooks"] - 1
+        self.has_codes = None
         if self.num_extra:
             code_columns.check_files(self.index.files, cfg["num_codebooks"], cfg["codes_column"])
+            self.has_codes = code_columns.present(index, cfg["codes_column"])
+        usable = (index.speech_token_len > 0) & (index.text_token_len != 0)
+        if self.has_codes is not None:
+            usable &= self.has_codes
+        self.speakers = prompts.SpeakerRows(index.spk, index.group, usable=usable)
 
     def columns(self, available):
         return (
@@ -90,6 +94,9 @@ class GptSovits2Task(base.Task):
                 continue
             if ix.text_token_len[r] == 0:
                 skips["too few text tokens"] += 1
+                continue
+            if self.has_codes is not None and not self.has_codes[r]:
+                skips["no multi-codebook codes"] += 1
                 continue
             refs = self.speakers.draw(rnd, r, min_prompts=c["min_prompts"], max_prompts=c["max_prompts"])
             if refs is None:
