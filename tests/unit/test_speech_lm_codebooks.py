@@ -178,3 +178,23 @@ def test_greedy_generation_is_the_argmax_of_the_full_forward():
     pieces = list(gen.stream(graphdef, params, inputs, [p], jax.random.key(0), max_len=n_new, min_len=n_new, chunk=4,
                              sampling=SamplingConfig(method="greedy"), **gen.speech_decode_kwargs(model.config)))
     assert [f for rows, _ in pieces for f in rows[0]] == frames.tolist()
+
+
+def test_sampled_frames_stop_at_eos_and_stream_as_generated():
+    k = 2
+    model = slm.SpeechLM(_config(k), rngs=nnx.Rngs(4))
+    graphdef, params = nnx.split(model)
+    prompts = [layouts.gpt_sovits2_sequence(t, s, speech_token_size=SPEECH_TOKENS, speech_extra=_extra(s, k, seed=i))
+               for i, (t, s) in enumerate([(TEXTS, SPEECHES[:1]), ([[7], [8, 9]], [[3, 4]])])]  # fmt: skip
+    batch = layouts.pad_batch([{key: p[key] for key in ("kinds", "ids", "codes_extra")} for p in prompts])
+    inputs = {key: batch[key] for key in ("kinds", "ids", "codes_extra")}
+    kw = dict(max_len=[12, 7], sampling=SamplingConfig(method="random", temperature=1.5),
+              **gen.speech_decode_kwargs(model.config))  # fmt: skip
+    out = gen.generate(graphdef, params, inputs, batch["lengths"], jax.random.key(5), **kw)
+    assert out.tokens.shape[2] == k
+    for b, n in enumerate(out.lengths):
+        assert np.all(out.tokens[b, :n] >= 0) and np.all(out.tokens[b, n:] == -1)
+        assert np.all(out.tokens[b, :n, 1] < EXTRA) and np.all(out.tokens[b, :n, 0] < SPEECH_TOKENS)
+    assert len({tuple(out.tokens[b, : out.lengths[b], 1]) for b in range(2)}) == 2
+    pieces = list(gen.stream(graphdef, params, inputs, batch["lengths"], jax.random.key(5), chunk=3, **kw))
+    assert [[f for rows, _ in pieces for f in rows[b]] for b in range(2)] == out.rows()
