@@ -49,3 +49,8 @@ def test_ar_trains_on_two_codebooks(tmp_path):
     params = ocp.StandardCheckpointer().restore(workdir / "checkpoints" / "2" / "params")["model"]
     assert params["codebooks"]["embedding"].shape[:2] == (K - 1, VOCAB)
     assert params["speech_embedding"]["embedding"].shape[0] == VOCAB + 3
+    # the checkpoint loads as a part (what inference and init.path read) with its codebook count
+    from sovits2_jax.convert import parts
+
+    loaded, cfg = parts.load(workdir, "llm")
+    assert cfg.num_codebooks == K and loaded["codebooks"]["kernel"].shape == (K - 1, cfg.backbone.hidden_size, VOCAB)
