@@ -198,3 +198,13 @@ def test_sampled_frames_stop_at_eos_and_stream_as_generated():
     assert len({tuple(out.tokens[b, : out.lengths[b], 1]) for b in range(2)}) == 2
     pieces = list(gen.stream(graphdef, params, inputs, batch["lengths"], jax.random.key(5), chunk=3, **kw))
     assert [[f for rows, _ in pieces for f in rows[b]] for b in range(2)] == out.rows()
+
+
+def test_synthesis_refuses_a_multi_codebook_ar():
+    from sovits2_jax.configs import gpt_sovits2
+    from sovits2_jax.infer.gpt_sovits2 import tts
+    from sovits2_jax.models.vits2.synthesizer import SynthesizerTrn
+
+    vits = SynthesizerTrn(gpt_sovits2.vits_model("tiny"), rngs=nnx.Rngs(0))
+    with pytest.raises(tts.SynthesisError, match="predicts 2 codebooks per frame"):
+        tts.GptSoVITS2.from_parts(slm.SpeechLM(_config(2), rngs=nnx.Rngs(0)), vits, tokenizer=None)
