@@ -39,16 +39,29 @@ def num_codebooks(path: str, column: str = COLUMN) -> int | None:
     return None
 
 
-def present(index, column: str = COLUMN) -> np.ndarray:
-    """[N] bool: the index's rows whose ``column`` is not null (reads the column once, row group by row group)."""
-    valid = [
-        np.asarray(pq.ParquetFile(index.files[f]).read_row_group(int(g), columns=[column]).column(0).is_valid())
-        for f, g in zip(index.group_file, index.group_in_file)
-    ]
-    if not valid:
-        return np.zeros(0, bool)
-    starts = np.cumsum([0, *map(len, valid)])  # each row group's first row in the concatenation
-    return np.concatenate(valid)[starts[index.group] + index.row]
+def lengths(index, column: str = COLUMN) -> np.ndarray:
+    """[N] int32: frames of each index row's codes (0 where null), read row group by row group."""
+    out = []
+    for f, g in zip(index.group_file, index.group_in_file):
+        out.append(_first_lengths(pq.ParquetFile(index.files[f]).read_row_group(int(g), columns=[column]).column(0)))
+    if not out:
+        return np.zeros(0, np.int32)
+    starts = np.cumsum([0, *map(len, out)])  # each row group's first row in the concatenation
+    return np.concatenate(out)[starts[index.group] + index.row]
+
+
+def _first_lengths(column) -> np.ndarray:
+    """Length of each row's first list (codebook 0) of a list<list<...>> column; 0 where null or empty."""
+    import pyarrow.compute as pc
+
+    arr = column.combine_chunks()
+    if len(arr) == 0:
+        return np.zeros(0, np.int32)
+    offsets = np.asarray(arr.offsets)
+    inner = np.asarray(pc.fill_null(pc.list_value_length(arr.values), 0), np.int64)
+    has_first = np.asarray(arr.is_valid()) & (np.diff(offsets) > 0)
+    first = inner[np.minimum(offsets[:-1], max(len(inner) - 1, 0))] if len(inner) else np.zeros(len(arr), np.int64)
+    return np.where(has_first, first, 0).astype(np.int32)
 
 
 def check_files(paths, num: int, column: str = COLUMN) -> None:

@@ -23,15 +23,17 @@ def _codes(n: int, seed: int) -> list[list[int]]:
 
 
 def _corpus(root, k: int = K, column: str = code_columns.COLUMN):
+    """Shards whose speech is only the codes column (no speech_token), of lengths unrelated to the audio."""
     rows = synthetic.make_rows(12, num_speakers=3, min_seconds=1.0, max_seconds=2.0, seed=3)
     data_list = synthetic.write_corpus(str(root), rows, rows_per_file=4)
     codes = {}
     for path in Path(data_list).read_text().split():
         table = pq.read_table(path)
         values = []
-        for utt, tok in zip(table.column("utt").to_pylist(), table.column("speech_token").to_pylist()):
-            codes[utt] = np.asarray(_codes(len(tok), seed=len(codes)))[:k]
+        for utt in table.column("utt").to_pylist():
+            codes[utt] = np.asarray(_codes(5 + 7 * len(codes) % 40, seed=len(codes)))[:k]
             values.append(codes[utt].tolist())
+        table = table.drop_columns(["speech_token"])
         table = table.append_column(column, pa.array(values, type=pa.list_(pa.list_(pa.int32()))))
         pq.write_table(table, path)
     return data_list, codes

@@ -8,10 +8,10 @@ ids and per-token features from the columns ``data/prep/text_features.py`` adds 
 batch also holds ``text_features`` [B, L, text_feature_dim] float16: each text position's feature, zero elsewhere.
 
 Several codebooks per frame (``num_codebooks`` K > 1, the AR's ``config.model.num_codebooks``): the speech codes come
-from ``codes_column`` (``data/code_columns.py``, K rows per utterance) instead of ``speech_token``: row 0 is the
-sequence's speech ids, rows 1..K-1 give ``codes_extra`` / ``targets_extra`` [B, L, K-1] (-1 = none / ignored). A
-shard without the column or with another K is refused (ConfigError). The packing plan still sizes examples by the
-``speech_token`` lengths (same 25 Hz frame rate); an example that comes out longer than its row is skipped.
+from ``codes_column`` (``data/code_columns.py``, K rows per utterance) instead of ``speech_token`` (which is then not
+read): row 0 is the sequence's speech ids, rows 1..K-1 give ``codes_extra`` / ``targets_extra`` [B, L, K-1] (-1 =
+none / ignored). The plan sizes examples by the codes' lengths and never draws a row whose codes are null. A shard
+without the column or with another K is refused (ConfigError).
 """
 
 from __future__ import annotations
@@ -63,14 +63,16 @@ class GptSovits2Task(base.Task):
         if self.feature_dim:
             text_columns.check_files(self.index.files, self.feature_dim)
         self.num_extra = cfg["num_codebooks"] - 1
-        self.has_codes = None
+        self.speech_len = index.speech_token_len  # frames per row: speech tokens, or codes (0 where null)
         if self.num_extra:
             code_columns.check_files(self.index.files, cfg["num_codebooks"], cfg["codes_column"])
-            self.has_codes = code_columns.present(index, cfg["codes_column"])
-        usable = (index.speech_token_len > 0) & (index.text_token_len != 0)
-        if self.has_codes is not None:
-            usable &= self.has_codes
+            self.speech_len = code_columns.lengths(index, cfg["codes_column"])
+        usable = (self.speech_len > 0) & (index.text_token_len != 0)
         self.speakers = prompts.SpeakerRows(index.spk, index.group, usable=usable)
+
+    @property
+    def needs_speech_token(self) -> bool:
+        return not self.num_extra and super().needs_speech_token
 
     def columns(self, available):
         return (
@@ -86,17 +88,14 @@ class GptSovits2Task(base.Task):
         rnd = random.Random(int(order.epoch_rng(c["seed"], epoch, 2, shard).integers(2**63)))
         limit = buckets[0].length
         # a (text, speech) block costs text + speech + 2 positions (task_id, and sos or the previous eos)
-        block = np.maximum(ix.text_token_len, 0).astype(np.int64) + ix.speech_token_len + 2
+        block = np.maximum(ix.text_token_len, 0).astype(np.int64) + self.speech_len + 2
         examples, lengths = [], []
         for r in rows.tolist():
-            if ix.speech_token_len[r] <= 0:
-                skips["empty speech tokens"] += 1
+            if self.speech_len[r] <= 0:
+                skips["no multi-codebook codes" if self.num_extra else "empty speech tokens"] += 1
                 continue
             if ix.text_token_len[r] == 0:
                 skips["too few text tokens"] += 1
-                continue
-            if self.has_codes is not None and not self.has_codes[r]:
-                skips["no multi-codebook codes"] += 1
                 continue
             refs = self.speakers.draw(rnd, r, min_prompts=c["min_prompts"], max_prompts=c["max_prompts"])
             if refs is None:
@@ -138,7 +137,7 @@ class GptSovits2Task(base.Task):
             s["text_features"] = text_columns.features(s["text_token"], s.get(text_columns.FEATURE), self.feature_dim)
             if s["text_features"] is None:
                 raise steps.SkipSample("text features not text ids x text_feature_dim")
-        return steps.check_tokens(s, need_speech_token=True)
+        return steps.check_tokens(s, need_speech_token=not self.num_extra)  # K > 1: read_codes gives them
 
     @staticmethod
     def nonempty_text(s, rng=None):
