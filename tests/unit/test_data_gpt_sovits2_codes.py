@@ -110,3 +110,10 @@ def test_the_family_needs_matching_codebook_counts():
     config.model.num_codebooks = 2
     with pytest.raises(ConfigError, match=r"config\.data\.num_codebooks=1 must equal config\.model\.num_codebooks=2"):
         gpt_sovits2_ar.FAMILY.players(config)
+    config.data.num_codebooks = 2
+    config.model.speech_token_size = config.data.speech_token_size = VOCAB
+    config.model.extra_codebook_size = 100
+    assert len(gpt_sovits2_ar.FAMILY.players(config)) == 1
+    config.model.extra_codebook_size = 32
+    with pytest.raises(ConfigError, match=r"config\.model\.extra_codebook_size=32 is below"):
+        gpt_sovits2_ar.FAMILY.players(config)

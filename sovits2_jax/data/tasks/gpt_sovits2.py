@@ -122,7 +122,7 @@ class GptSovits2Task(base.Task):
         codes = code_columns.codes(s.get(self.cfg["codes_column"]))
         if codes is None or codes.shape[0] != self.num_extra + 1 or codes.shape[1] == 0:
             raise steps.SkipSample("no multi-codebook codes")
-        if codes.min() < 0 or codes[0].max() >= self.cfg["speech_token_size"]:
+        if codes.min() < 0 or codes.max() >= self.cfg["speech_token_size"]:  # every codebook below codebook 0's eos
             raise steps.SkipSample("codes out of range")
         s["speech_token"], s["speech_extra"] = codes[0], codes[1:].T
         return s

@@ -133,6 +133,12 @@ class GptSovits2Family(Family):
                 f"config.data.num_codebooks={config.data.get('num_codebooks', 1)} must equal "
                 f"config.model.num_codebooks={cfg.num_codebooks} (the codes per frame the batches carry)"
             )
+        if cfg.num_codebooks > 1 and cfg.extra_vocab < cfg.speech_token_size:
+            raise ConfigError(
+                f"config.model.extra_codebook_size={cfg.extra_codebook_size} is below "
+                f"config.model.speech_token_size={cfg.speech_token_size}: the data task passes codes up to "
+                "speech_token_size - 1 in every codebook"
+            )
         return [Player("model", llm.make_model(config), config.train.optimizer)]
 
     def phases(self, config) -> list[Phase]:
