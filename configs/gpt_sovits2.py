@@ -60,6 +60,7 @@ def ar_config(size: str = "") -> ml_collections.ConfigDict:
         speech_token_size=speech_tokens,
         text_feature_dim=feature_dim,
     )
+    model.update(num_codebooks=1, extra_codebook_size=0)  # > 1: GPT-SoVITS2's GRVQ codes (data.num_codebooks too)
     config = base_config("gpt_sovits2_ar", "out/gpt_sovits2_ar", model, sampling=sampling_config(),
                          generation=generation_config())  # fmt: skip
     recipe, tiny = AR_RECIPE, size == "tiny"

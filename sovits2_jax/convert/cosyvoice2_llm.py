@@ -5,6 +5,10 @@ Torch keys: ``llm.model.model.<Qwen2 decoder>`` (the Qwen2ForCausalLM inside ``Q
 ``llm_embedding.weight``, ``speech_embedding.weight``, ``llm_decoder.{weight,bias}``. Training checkpoints add
 integer ``epoch`` / ``step`` entries, which are dropped. The backbone's shape comes from the ``config.json`` of
 the directory the yaml's ``qwen_pretrain_path`` points at (``CosyVoice-BlankEN``).
+
+A GPT-SoVITS2 AR with several codebooks per frame (``num_codebooks`` K > 1) adds its codebooks 1..K-1 stacked:
+``codebook_embedding`` [K-1, V, D] (row k: codebook k+1's embedding table) and ``codebook_decoder.{weight,bias}``
+[K-1, V, D] / [K-1, V] (row k: codebook k+1's head in torch Linear layout).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from sovits2_jax.convert.mapping import (
     expected_shapes,
     flatten,
     ours_to_torch,
+    register_transform,
     stack_layers,
     torch_to_ours,
     unflatten,
@@ -34,6 +39,9 @@ from sovits2_jax.models.sampling_config import SamplingConfig
 from sovits2_jax.models.speech_lm import SpeechLM, SpeechLMConfig
 
 PART = "llm"
+# ours [K-1, D, V] <-> torch [K-1, V, D]: one Linear weight per stacked codebook
+register_transform("stacked_linear", lambda a: np.ascontiguousarray(np.swapaxes(a, -1, -2)),
+                   lambda a: np.ascontiguousarray(np.swapaxes(a, -1, -2)))  # fmt: skip
 IGNORE = (r"^epoch$", r"^step$", r"rotary_emb\.inv_freq$")
 LM_HEAD = "llm.model.lm_head.weight"
 LAYERS = "llm.model.layers"
@@ -49,6 +57,12 @@ def rules(config: SpeechLMConfig) -> list[Rule]:
         Rule("llm_decoder.kernel", "llm_decoder.weight", "linear"),
         Rule("llm_decoder.bias", "llm_decoder.bias"),
     ]
+    if config.num_codebooks > 1:
+        out += [
+            Rule("codebooks.embedding", "codebook_embedding"),
+            Rule("codebooks.kernel", "codebook_decoder.weight", "stacked_linear"),
+            Rule("codebooks.bias", "codebook_decoder.bias"),
+        ]
     if config.text_feature_dim:
         for ours, torch in (("hidden", "0"), ("out", "2")):
             out.append(Rule(f"text_feature_proj.{ours}.kernel", f"text_feature_proj.{torch}.weight", "linear"))

@@ -6,6 +6,11 @@ function, for the speech LM (next speech token) and plain Qwen2 causal LMs (next
 - Shapes are bucketed (powers of two) so new prompt / output lengths reuse compiled code.
 - ``stream`` runs the same step function in chunks and yields the new tokens of every row after each chunk;
   with the same keys it produces exactly what ``generate`` produces.
+- A speech LM with several codebooks per frame (``num_codebooks`` K > 1) predicts a frame per step: codebook 0 is
+  sampled as with one codebook (eos, min / max length, RAS), codebooks 1..K-1 from their heads with the same
+  sampling settings but without RAS's repetition check or forbidden ids (their tables have no eos or fill rows);
+  codebook j's draw at step i uses ``fold_in(step key, EXTRA_KEY + j)``. The summed embedding of the K codes is fed
+  back, and tokens are [B, N, K] (-1 after each row's end). The prompt then holds ``codes_extra`` [B, P, K-1].
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from sovits2_jax.models.speech_lm import SpeechLM
 from sovits2_jax.text.layouts import PAD, cosyvoice2_prompt
 
 RECENT = 16  # decoded tokens kept visible to RAS (>= its window)
+EXTRA_KEY = 1 << 30  # fold_in offset of the extra codebooks' draws (far above sampling's trial numbers)
 
 
 def bucket(n: int, minimum: int = 16) -> int:
@@ -55,7 +61,8 @@ class DecodeSpec:
 
 @dataclasses.dataclass
 class Generation:
-    """tokens [B, N] (-1 after each row's end), lengths [B], and whether each row stopped on eos."""
+    """tokens [B, N] ([B, N, K] with K codebooks; -1 after each row's end), lengths [B], and whether each row
+    stopped on eos."""
 
     tokens: np.ndarray
     lengths: np.ndarray
@@ -72,15 +79,24 @@ def _backbone(model):
     return model.llm.model if isinstance(model, SpeechLM) else model.model
 
 
+def _num_extra(model) -> int:
+    """Codebooks per frame beyond the first (0 for one codebook and for text LMs)."""
+    return model.config.num_codebooks - 1 if isinstance(model, SpeechLM) else 0
+
+
 def _embed_prompt(model, prompt: Mapping[str, jax.Array]) -> jax.Array:
     if isinstance(model, SpeechLM):
-        return model.embed(prompt["kinds"], prompt["ids"], prompt.get("text_features"))
+        return model.embed(prompt["kinds"], prompt["ids"], prompt.get("text_features"), prompt.get("codes_extra"))
     if isinstance(model, Qwen2ForCausalLM):
         return model.model.embed_tokens(prompt["ids"])
     raise TypeError(f"generation needs a SpeechLM or Qwen2ForCausalLM, got {type(model).__name__}")
 
 
 def _embed_next(model, tokens: jax.Array) -> jax.Array:
+    """tokens [B] (or [B, K]: codebook 0, then 1..K-1, -1 = none) -> [B, 1, D]."""
+    if _num_extra(model):
+        x = model.speech_embedding(tokens[:, 0])
+        return (x + model.codebooks.embed(tokens[:, 1:]).astype(x.dtype))[:, None, :]
     table = model.speech_embedding if isinstance(model, SpeechLM) else model.model.embed_tokens
     return table(tokens)[:, None, :]
 
@@ -89,6 +105,11 @@ def _logits(model, hidden: jax.Array) -> jax.Array:
     if isinstance(model, SpeechLM):
         return model.llm_decoder(hidden)
     return model.logits(hidden)
+
+
+def _extra_logits(model, hidden: jax.Array) -> jax.Array | None:
+    """Codebooks 1..K-1's logits [B, K-1, V] (float32), None for one codebook."""
+    return model.codebooks.logits(hidden).astype(jnp.float32) if _num_extra(model) else None
 
 
 # ---------------------------------------------------------------------------------------- core steps
@@ -104,12 +125,12 @@ def _prefill(model, prompt, prompt_len, spec: DecodeSpec):
     # later writes go right after each row's own prompt; the padded tail is overwritten, never attended
     cache = KVCache(cache.k, cache.v, prompt_len)
     last = jnp.take_along_axis(hidden, (prompt_len - 1)[:, None, None], axis=1)[:, 0]
-    return _logits(model, last).astype(jnp.float32), cache
+    return _logits(model, last).astype(jnp.float32), _extra_logits(model, last), cache
 
 
-def _init_state(logits, cache, max_len, max_new: int):
+def _init_state(logits, extra_logits, cache, max_len, max_new: int):
     b = logits.shape[0]
-    return dict(
+    state = dict(
         step=jnp.int32(0),
         cache=cache,
         logits=logits,
@@ -118,6 +139,17 @@ def _init_state(logits, cache, max_len, max_new: int):
         done=max_len <= 0,
         hit_eos=jnp.zeros((b,), bool),
     )
+    if extra_logits is not None:
+        state["extra_logits"] = extra_logits
+        state["extra_tokens"] = jnp.full((b, max_new, extra_logits.shape[1]), -1, jnp.int32)
+    return state
+
+
+def _frames(state) -> jax.Array:
+    """The state's tokens: [B, N], or [B, N, K] with extra codebooks."""
+    if "extra_tokens" not in state:
+        return state["tokens"]
+    return jnp.concatenate([state["tokens"][..., None], state["extra_tokens"]], axis=-1)
 
 
 def _forbidden(step, min_len, vocab: int, spec: DecodeSpec):
@@ -128,6 +160,16 @@ def _forbidden(step, min_len, vocab: int, spec: DecodeSpec):
     never = never & (ids != spec.eos_id)
     eos_now = (ids == spec.eos_id)[None, :] & (step < min_len)[:, None]
     return never[None, :] | eos_now
+
+
+def _sample_extra(logits: jax.Array, step_keys: jax.Array, sampling: SamplingConfig) -> jax.Array:
+    """Codebooks 1..K-1 of a step [B, K-1] from their logits [B, K-1, V]: codebook j draws with the step keys
+    folded with ``EXTRA_KEY + j``, without RAS's repetition check (no recent tokens) or forbidden ids."""
+    out = []
+    for j in range(1, logits.shape[1] + 1):
+        keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(step_keys, EXTRA_KEY + j)
+        out.append(sample_tokens(logits[:, j - 1], keys, sampling))
+    return jnp.stack(out, axis=1)
 
 
 def _decode(model, state, keys, min_len, max_len, stop_step, spec: DecodeSpec):
@@ -157,7 +199,15 @@ def _decode(model, state, keys, min_len, max_len, stop_step, spec: DecodeSpec):
         tokens = s["tokens"].at[:, i].set(jnp.where(emit, tok, -1))  # an active row has exactly i tokens
         lengths = s["lengths"] + emit
         done = s["done"] | is_eos | (lengths >= max_len)
-        hidden, cache = backbone(inputs_embeds=_embed_next(model, jnp.where(emit, tok, 0)), cache=s["cache"])
+        fed = jnp.where(emit, tok, 0)
+        new = {}
+        if "extra_tokens" in s:
+            extra = jnp.where(emit[:, None], _sample_extra(s["extra_logits"], step_keys, spec.sampling), -1)
+            new["extra_tokens"] = s["extra_tokens"].at[:, i].set(extra)
+            fed = jnp.concatenate([fed[:, None], extra], axis=1)
+        hidden, cache = backbone(inputs_embeds=_embed_next(model, fed), cache=s["cache"])
+        if "extra_tokens" in s:
+            new["extra_logits"] = _extra_logits(model, hidden[:, 0])
         return dict(
             step=i + 1,
             cache=cache,
@@ -166,6 +216,7 @@ def _decode(model, state, keys, min_len, max_len, stop_step, spec: DecodeSpec):
             lengths=lengths,
             done=done,
             hit_eos=s["hit_eos"] | (active & is_eos),
+            **new,
         )
 
     return jax.lax.while_loop(cond, body, state)
@@ -174,17 +225,15 @@ def _decode(model, state, keys, min_len, max_len, stop_step, spec: DecodeSpec):
 @functools.partial(jax.jit, static_argnames=("graphdef", "spec"))
 def _generate_jit(graphdef, params, prompt, prompt_len, keys, min_len, max_len, *, spec: DecodeSpec):
     model = nnx.merge(graphdef, params)
-    logits, cache = _prefill(model, prompt, prompt_len, spec)
-    state = _init_state(logits, cache, max_len, spec.max_new)
+    state = _init_state(*_prefill(model, prompt, prompt_len, spec), max_len, spec.max_new)
     state = _decode(model, state, keys, min_len, max_len, spec.max_new, spec)
-    return state["tokens"], state["lengths"], state["hit_eos"]
+    return _frames(state), state["lengths"], state["hit_eos"]
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "spec"))
 def _prefill_jit(graphdef, params, prompt, prompt_len, max_len, *, spec: DecodeSpec):
     model = nnx.merge(graphdef, params)
-    logits, cache = _prefill(model, prompt, prompt_len, spec)
-    return _init_state(logits, cache, max_len, spec.max_new)
+    return _init_state(*_prefill(model, prompt, prompt_len, spec), max_len, spec.max_new)
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "spec"), donate_argnames=("state",))
@@ -196,14 +245,17 @@ def _decode_jit(graphdef, params, state, keys, min_len, max_len, stop_step, *, s
 def _teacher_forced_jit(graphdef, params, prompt, prompt_len, tokens, *, cache_len: int):
     model = nnx.merge(graphdef, params)
     backbone = _backbone(model)
-    first, cache = _prefill(model, prompt, prompt_len, DecodeSpec(cache_len=cache_len))
+    first, first_extra, cache = _prefill(model, prompt, prompt_len, DecodeSpec(cache_len=cache_len))
 
     def step(cache, tok):
         hidden, cache = backbone(inputs_embeds=_embed_next(model, tok), cache=cache)
-        return cache, _logits(model, hidden[:, 0]).astype(jnp.float32)
+        return cache, (_logits(model, hidden[:, 0]).astype(jnp.float32), _extra_logits(model, hidden[:, 0]))
 
-    _, rest = jax.lax.scan(step, cache, tokens.T)
-    return jnp.concatenate([first[:, None], rest.transpose(1, 0, 2)], axis=1)
+    _, (rest, rest_extra) = jax.lax.scan(step, cache, jnp.moveaxis(tokens, 1, 0))
+    logits = jnp.concatenate([first[:, None], jnp.moveaxis(rest, 0, 1)], axis=1)
+    if first_extra is None:
+        return logits
+    return logits, jnp.concatenate([first_extra[:, None], jnp.moveaxis(rest_extra, 0, 1)], axis=1)
 
 
 # ------------------------------------------------------------------------------------------- front end
@@ -284,7 +336,7 @@ def stream(
     while step < spec.max_new:
         step = min(step + chunk, spec.max_new)
         state = _decode_jit(graphdef, params, state, keys, min_len, max_len, jnp.int32(step), spec=spec)
-        tokens, lengths, done = (np.asarray(state[k]) for k in ("tokens", "lengths", "done"))
+        tokens, lengths, done = np.asarray(_frames(state)), np.asarray(state["lengths"]), np.asarray(state["done"])
         yield [tokens[b, sent[b] : lengths[b]].tolist() for b in range(len(sent))], done
         sent = lengths.astype(np.int64)
         if done.all():
@@ -335,7 +387,8 @@ def decode_logits(
     prompt_bucket: int = 16,
 ) -> np.ndarray:
     """Teacher-forced decoding through the KV cache: logits [B, N + 1, V] after the prompt and after each of
-    the given next tokens [B, N] (the same step function ``generate`` uses)."""
+    the given next tokens [B, N] (the same step function ``generate`` uses). With K codebooks, tokens are
+    [B, N, K] and the result is (logits, the extra codebooks' logits [B, N + 1, K-1, V'])."""
     prompt, prompt_len, _, _, _, spec = _prepare(
         prompt,
         prompt_len,
@@ -350,4 +403,4 @@ def decode_logits(
     out = _teacher_forced_jit(
         graphdef, params, prompt, prompt_len, jnp.asarray(tokens, jnp.int32), cache_len=spec.cache_len
     )
-    return np.asarray(out)
+    return tuple(np.asarray(o) for o in out) if isinstance(out, tuple) else np.asarray(out)

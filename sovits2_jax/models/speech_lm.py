@@ -6,6 +6,13 @@ is unused), ``llm_embedding`` (2 rows: sos = 0, task_id = 1), ``speech_embedding
 with bias) over ``speech_token_size + 3`` speech ids (eos = size, fill = size + 2). GPT-SoVITS2 may add
 ``text_feature_proj`` (an MLP adding per-token text features, BGE-M3-sized, to text embeddings).
 
+Several codebooks per frame (``num_codebooks`` K > 1, GPT-SoVITS2's grouped residual VQ codes; K = 1 builds exactly
+the one-codebook model): codebook 0 is the speech id above (its rows keep eos and fill, only its head predicts eos);
+codebooks 1..K-1 get ``codebooks`` (``ExtraCodebooks``: stacked tables and heads over ``extra_codebook_size`` ids,
+no special rows). A speech position's input is the sum of its K code embeddings and every head reads the same hidden
+state ("parallel" heads: one AR step per frame). The extra codes of a sequence are ``codes_extra`` [B, T, K-1]
+(-1 = none: non-speech positions and fed eos) and their targets ``targets_extra`` [B, T, K-1] (-1 = ignored).
+
 A sequence is described position by position with ``kinds`` (SPECIAL / TEXT / SPEECH / PAD) and ``ids`` (the
 row in the table of that kind), plus ``targets`` (next speech token, -1 = ignored). Builders:
 
@@ -30,7 +37,7 @@ from flax import nnx
 from sovits2_jax.models import qwen2
 from sovits2_jax.models.config_base import ConfigBase
 from sovits2_jax.models.qwen2 import Qwen2Config, Qwen2ForCausalLM
-from sovits2_jax.nn.layers import Embed, Linear
+from sovits2_jax.nn.layers import Embed, Linear, default_kernel_init, param
 from sovits2_jax.parallel.sharding import constrain
 from sovits2_jax.text.layouts import IGNORE_ID, PAD, SOS, SPECIAL, SPEECH, TASK_ID, TEXT
 
@@ -51,6 +58,8 @@ class SpeechLMConfig(ConfigBase):
     text_feature_dim: int = 0  # > 0: add MLP(per-token features) to text embeddings (GPT-SoVITS2: 1024)
     loss_on_references: bool = False  # GPT-SoVITS2: also train on the reference speech blocks
     text_attention: str = "causal"  # "bidirectional": each text block attends both ways within itself
+    num_codebooks: int = 1  # codes per speech frame; > 1: codebooks 1.. in ``ExtraCodebooks`` (gpt_sovits2 layout)
+    extra_codebook_size: int = 0  # ids of each codebook 1..K-1 (0: speech_token_size)
 
     def __post_init__(self):
         if self.layout not in LAYOUTS:
@@ -63,6 +72,13 @@ class SpeechLMConfig(ConfigBase):
             raise ValueError(f"SpeechLMConfig.speech_token_size must be positive, got {self.speech_token_size}")
         if len(self.mix_ratio) != 2 or min(self.mix_ratio) <= 0:
             raise ValueError(f"SpeechLMConfig.mix_ratio must be two positive ints, got {self.mix_ratio}")
+        if self.num_codebooks < 1 or self.extra_codebook_size < 0:
+            raise ValueError(
+                f"SpeechLMConfig.num_codebooks must be >= 1 and extra_codebook_size >= 0, got "
+                f"{self.num_codebooks} and {self.extra_codebook_size}"
+            )
+        if self.num_codebooks > 1 and self.layout != "gpt_sovits2":
+            raise ValueError(f"SpeechLMConfig.num_codebooks={self.num_codebooks} needs layout='gpt_sovits2'")
         if not 0.0 <= self.lsm_weight < 1.0:
             raise ValueError(f"SpeechLMConfig.lsm_weight must be in [0, 1), got {self.lsm_weight}")
         if isinstance(self.backbone, dict):
@@ -80,6 +96,11 @@ class SpeechLMConfig(ConfigBase):
     @property
     def num_speech_rows(self) -> int:
         return self.speech_token_size + 3
+
+    @property
+    def extra_vocab(self) -> int:
+        """Ids of each codebook 1..K-1."""
+        return self.extra_codebook_size or self.speech_token_size
 
 
 def validate(section, prefix: str = "config.model") -> None:
@@ -100,6 +121,34 @@ class TextFeatureProjection(nnx.Module):
         return self.out(jax.nn.silu(self.hidden(x)))
 
 
+class ExtraCodebooks(nnx.Module):
+    """Codebooks 1..K-1: ``embedding`` [K-1, V, D], and heads ``kernel`` [K-1, D, V] and ``bias`` [K-1, V]."""
+
+    def __init__(self, num: int, vocab: int, width: int, *, dtype=None, param_dtype=jnp.float32, rngs: nnx.Rngs):
+        self.dtype = dtype
+        self.embedding = param(rngs, nnx.initializers.normal(0.02), (num, vocab, width),
+                               ("codebooks", "speech_vocab", "embed"), param_dtype)  # fmt: skip
+        self.kernel = param(rngs, default_kernel_init, (num, width, vocab), ("codebooks", "embed", "speech_vocab"),
+                            param_dtype)  # fmt: skip
+        self.bias = param(rngs, nnx.initializers.zeros_init(), (num, vocab), ("codebooks", "speech_vocab"), param_dtype)
+
+    def embed(self, codes: jax.Array) -> jax.Array:
+        """codes [..., K-1] (-1 = none) -> the sum of their embeddings [..., D]."""
+        table = self.embedding[...]
+        if self.dtype is not None:
+            table = table.astype(self.dtype)
+        rows = jax.vmap(lambda t, c: jnp.take(t, jnp.maximum(c, 0), axis=0), in_axes=(0, -1), out_axes=-2)(
+            table, codes
+        )  # [..., K-1, D]
+        return jnp.sum(jnp.where((codes >= 0)[..., None], rows, 0), axis=-2)
+
+    def logits(self, hidden: jax.Array) -> jax.Array:
+        """hidden [..., D] -> logits [..., K-1, V]."""
+        dtype = self.dtype or jnp.result_type(hidden.dtype, self.kernel.dtype)
+        y = jnp.einsum("...d,kdv->...kv", hidden.astype(dtype), self.kernel[...].astype(dtype))
+        return y + self.bias[...].astype(y.dtype)
+
+
 class SpeechLM(nnx.Module):
     """Embeds a kinds/ids sequence, runs the Qwen2 backbone, scores next speech tokens."""
 
@@ -115,15 +164,27 @@ class SpeechLM(nnx.Module):
         self.text_feature_proj = (
             TextFeatureProjection(config.text_feature_dim, d, **kw) if config.text_feature_dim > 0 else None
         )
+        if config.num_codebooks > 1:  # K = 1 has no such attribute: its parameter tree is the one-codebook model's
+            self.codebooks = ExtraCodebooks(config.num_codebooks - 1, config.extra_vocab, d, **kw)
 
     @property
     def backbone(self):
         return self.llm.model
 
-    def embed(self, kinds: jax.Array, ids: jax.Array, text_features: jax.Array | None = None) -> jax.Array:
-        """[B, T] kinds/ids (+ optional [B, T, F] text features) -> input embeddings [B, T, D]; PAD -> 0."""
+    def embed(
+        self,
+        kinds: jax.Array,
+        ids: jax.Array,
+        text_features: jax.Array | None = None,
+        codes_extra: jax.Array | None = None,
+    ) -> jax.Array:
+        """[B, T] kinds/ids (+ optional [B, T, F] text features; with K > 1 the [B, T, K-1] ``codes_extra``) ->
+        input embeddings [B, T, D]; PAD -> 0."""
         text = self.llm.model.embed_tokens(jnp.where(kinds == TEXT, ids, 0))
         speech = self.speech_embedding(jnp.where(kinds == SPEECH, ids, 0))
+        if self.config.num_codebooks > 1:
+            codes_extra = self.check_codes_extra(codes_extra, kinds.shape)
+            speech = speech + self.codebooks.embed(codes_extra).astype(speech.dtype)
         special = self.llm_embedding(jnp.where(kinds == SPECIAL, ids, 0))
         k = kinds[..., None]
         x = jnp.where(k == TEXT, text, jnp.where(k == SPEECH, speech, special))
@@ -131,10 +192,21 @@ class SpeechLM(nnx.Module):
             x = x + jnp.where(k == TEXT, self.text_feature_proj(text_features).astype(x.dtype), 0)
         return jnp.where(k == PAD, 0, x)
 
+    def check_codes_extra(self, codes_extra: jax.Array | None, shape: tuple[int, ...]) -> jax.Array:
+        k = self.config.num_codebooks - 1
+        if codes_extra is None or tuple(codes_extra.shape) != (*shape, k):
+            got = None if codes_extra is None else tuple(codes_extra.shape)
+            raise ValueError(f"num_codebooks={k + 1} needs codes_extra of shape {(*shape, k)}, got {got}")
+        return codes_extra
+
     def logits(self, hidden: jax.Array) -> jax.Array:
         return constrain(self.llm_decoder(hidden), ("batch", "length", "act_vocab"))
 
-    def __call__(
+    def extra_logits(self, hidden: jax.Array) -> jax.Array:
+        """Logits [B, T, K-1, extra_vocab] of codebooks 1..K-1 (K > 1 only)."""
+        return constrain(self.codebooks.logits(hidden), ("batch", "length", None, "act_vocab"))
+
+    def hidden(
         self,
         kinds: jax.Array,
         ids: jax.Array,
@@ -144,13 +216,10 @@ class SpeechLM(nnx.Module):
         text_segments: jax.Array | None = None,
         segment_ids: jax.Array | None = None,
         positions: jax.Array | None = None,
+        codes_extra: jax.Array | None = None,
     ) -> jax.Array:
-        """Logits [B, T, speech_token_size + 3] for right-padded rows of ``lengths`` (or packed segments).
-
-        ``text_segments`` [B, T] numbers the text blocks (0 elsewhere); used with bidirectional text attention.
-        Several examples packed in one row take ``segment_ids`` and ``positions`` restarting at each example.
-        """
-        x = self.embed(kinds, ids, text_features)
+        """The backbone's last hidden states [B, T, D] (``__call__`` without the head)."""
+        x = self.embed(kinds, ids, text_features, codes_extra)
         mask = None
         if lengths is not None and segment_ids is None:
             mask = jnp.arange(kinds.shape[1])[None, :] < lengths[:, None]
@@ -161,7 +230,17 @@ class SpeechLM(nnx.Module):
             positions=positions,
             bidirectional_segments=self.bidirectional_segments(text_segments),
         )
-        return self.logits(hidden)
+        return hidden
+
+    def __call__(self, kinds: jax.Array, ids: jax.Array, **kwargs) -> jax.Array:
+        """Logits [B, T, speech_token_size + 3] (codebook 0) for right-padded rows of ``lengths`` (or packed
+        segments); keyword arguments as ``hidden``.
+
+        ``text_segments`` [B, T] numbers the text blocks (0 elsewhere); used with bidirectional text attention.
+        Several examples packed in one row take ``segment_ids`` and ``positions`` restarting at each example.
+        With K > 1, ``codes_extra`` [B, T, K-1] is needed; ``extra_logits(hidden(...))`` scores codebooks 1..K-1.
+        """
+        return self.logits(self.hidden(kinds, ids, **kwargs))
 
     def bidirectional_segments(self, text_segments: jax.Array | None) -> jax.Array | None:
         if self.config.text_attention != "bidirectional":

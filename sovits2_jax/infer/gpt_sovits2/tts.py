@@ -153,6 +153,9 @@ class GptSoVITS2:
         self.vits_config: VitsConfig = vits.cfg
         if self.ar_config.layout != "gpt_sovits2":
             raise SynthesisError(f"the AR model has layout {self.ar_config.layout!r}, GPT-SoVITS2 needs 'gpt_sovits2'")
+        if self.ar_config.num_codebooks > 1:
+            raise SynthesisError(f"the AR predicts {self.ar_config.num_codebooks} codebooks per frame; synthesis "
+                                 "reads one (an ssl_grvq VITS behind a multi-codebook AR is not wired)")  # fmt: skip
         if self.vits_config.content != "tokens":
             raise SynthesisError("the VITS model must embed S3 tokens (content='tokens', the GPT-SoVITS2 decoder)")
         if self.ar_config.speech_token_size > self.vits_config.speech_vocab_size:

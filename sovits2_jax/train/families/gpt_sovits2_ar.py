@@ -6,6 +6,13 @@ examples. The loss is the label-smoothed CE and the accuracy on the target block
 ``loss_on_references`` (the model config) also on every reference block ``y1 .. y(n-1)`` (each ending in eos).
 ``aux["weight"]`` is the number of scored positions.
 
+Several codebooks per frame (``config.model.num_codebooks`` K > 1; the batch's ``codes_extra`` / ``targets_extra``
+from ``config.data.codes_column``, see ``data/tasks/gpt_sovits2.py``): the loss is head 0's CE (speech tokens and eos,
+as with one codebook) plus each extra head's CE on its own targets (the same frames, without eos), each averaged
+over its own scored positions, unweighted: every codebook carries an equal share of the frame's information (the
+groups split the SSL channels), so none is down-weighted. ``acc`` is head 0's accuracy, ``acc_cb1`` .. those of the
+extra heads, ``loss_cb0`` .. each head's CE.
+
 With ``config.data.text_source="bge_m3"`` the text ids and per-token features come from a text encoder directory
 (``config.data.text_encoder``, see ``convert/text_encoder.py``): the AR's text table has one row per id of its
 tokenizer (``config.model.backbone.vocab_size``) and its feature projection reads the encoder's width
@@ -40,26 +47,53 @@ def with_reference_targets(batch: dict) -> jax.Array:
     return jnp.where(batch["targets"] != IGNORE_ID, batch["targets"], ref)
 
 
+def with_reference_targets_extra(batch: dict) -> jax.Array:
+    """``with_reference_targets`` for codebooks 1..K-1: [B, L, K-1] (a reference's eos has none)."""
+    kinds, seg, codes = batch["kinds"], batch["segment_ids"], batch["codes_extra"]
+    next_is_speech = (kinds[:, 1:] == SPEECH) & (seg[:, 1:] == seg[:, :-1]) & (seg[:, :-1] > 0)
+    ref = jnp.where(next_is_speech[..., None], codes[:, 1:], IGNORE_ID)
+    ref = jnp.pad(ref, ((0, 0), (0, 1), (0, 0)), constant_values=IGNORE_ID)
+    return jnp.where(batch["targets_extra"] != IGNORE_ID, batch["targets_extra"], ref)
+
+
 def ar_loss(model: slm.SpeechLM, batch: dict) -> tuple[jax.Array, dict[str, jax.Array]]:
     """(CE, aux) of a packed batch; rows with ``valid`` False score nothing."""
     cfg = model.config
     targets = with_reference_targets(batch) if cfg.loss_on_references else batch["targets"]
     valid = jnp.asarray(batch["valid"], bool)
     targets = jnp.where(valid[:, None], targets, IGNORE_ID)
-    logits = model(
+    multi = cfg.num_codebooks > 1
+    hidden = model.hidden(
         batch["kinds"],
         batch["ids"],
         text_features=batch.get("text_features"),
         text_segments=batch.get("text_segments"),
         segment_ids=batch["segment_ids"],
         positions=batch["positions"],
+        **({"codes_extra": batch["codes_extra"]} if multi else {}),
     )
-    loss = slm.label_smoothing_loss(
-        logits, targets, smoothing=cfg.lsm_weight, normalize_length=cfg.length_normalized_loss
-    )
+    logits = model.logits(hidden)
+
+    def ce(logits, targets):
+        return slm.label_smoothing_loss(
+            logits, targets, smoothing=cfg.lsm_weight, normalize_length=cfg.length_normalized_loss
+        )
+
+    loss = ce(logits, targets)
     scored = jnp.sum(targets != IGNORE_ID).astype(jnp.float32)
     weight = scored if cfg.length_normalized_loss else jnp.float32(targets.shape[0])
-    return loss, {"acc": slm.accuracy(logits, targets), "weight": weight, "target_tokens": scored}
+    aux = {"acc": slm.accuracy(logits, targets), "weight": weight, "target_tokens": scored}
+    if multi:
+        extra = with_reference_targets_extra(batch) if cfg.loss_on_references else batch["targets_extra"]
+        extra = jnp.where(valid[:, None, None], extra, IGNORE_ID)
+        extra_logits = model.extra_logits(hidden)
+        aux["loss_cb0"] = loss
+        for k in range(cfg.num_codebooks - 1):
+            loss_k = ce(extra_logits[:, :, k], extra[..., k])
+            loss = loss + loss_k
+            aux[f"loss_cb{k + 1}"] = loss_k
+            aux[f"acc_cb{k + 1}"] = slm.accuracy(extra_logits[:, :, k], extra[..., k])
+    return loss, aux
 
 
 def text_encoder_keys(vocab: int, width: int) -> dict:
@@ -93,6 +127,17 @@ class GptSovits2Family(Family):
             raise ConfigError(
                 f"config.data.speech_token_size={config.data.speech_token_size} must equal "
                 f"config.model.speech_token_size={cfg.speech_token_size} (the eos id of the packed targets)"
+            )
+        if config.data.get("num_codebooks", 1) != cfg.num_codebooks:
+            raise ConfigError(
+                f"config.data.num_codebooks={config.data.get('num_codebooks', 1)} must equal "
+                f"config.model.num_codebooks={cfg.num_codebooks} (the codes per frame the batches carry)"
+            )
+        if cfg.num_codebooks > 1 and cfg.extra_vocab < cfg.speech_token_size:
+            raise ConfigError(
+                f"config.model.extra_codebook_size={cfg.extra_codebook_size} is below "
+                f"config.model.speech_token_size={cfg.speech_token_size}: the data task passes codes up to "
+                "speech_token_size - 1 in every codebook"
             )
         return [Player("model", llm.make_model(config), config.train.optimizer)]
 
