@@ -15,6 +15,13 @@ reads what it was trained on with ``config.data.text_source="bge_m3"``: every te
 references' transcripts) is tokenized by the encoder's tokenizer and encoded in one bucketed, jitted
 ``xlm_roberta.encode`` call, and each text position of the prompt carries its feature (rounded to float16, as the
 training data stores them). The VITS keeps reading ``tokenizer``'s ids.
+
+An ``ssl_grvq`` VITS behind an AR on K codebooks per frame (GPT-SoVITS2's planned path): each reference's codes come
+from its audio through the SSL encoder (``ssl_encoder``; ``from_pretrained`` reads ``MODEL_DIR/hubert/``), its
+features rounded to float16 as the data stage stores them, then the VITS's grouped VQ (``extract_codes``, eval
+mode) -> [K, T] codes; the prompt carries codebook 0 as its speech ids and codebooks 1..K-1 as ``codes_extra``, and
+each generated [N, K] frame sequence is decoded by the VITS from codes (``[K, 1, N]`` with its codebooks
+``vq_state``).
 """
 
 from __future__ import annotations
@@ -42,7 +49,12 @@ if TYPE_CHECKING:
     from sovits2_jax.convert.text_encoder import TextEncoder
 
 SPEECH_TOKENIZER_RATE = 16000  # S3 tokenizers read 16 kHz audio
+SSL_RATE = 16000  # the SSL encoder reads 16 kHz audio
 TEXT_ENCODER_DIR = "text_encoder"  # in a model directory, beside ar/ and vits/
+SSL_MODEL_DIR = "hubert"  # in a model directory: the SSL encoder of an ssl_grvq VITS
+SSL_BUCKET = 64  # SSL frames are padded to a multiple of this before the VQ (one compiled shape per multiple)
+
+SSLEncoder = Callable[[Sequence[np.ndarray]], list[np.ndarray]]  # 16 kHz waveforms -> [frames, ssl_dim] each
 
 
 class SynthesisError(ValueError):
@@ -57,7 +69,8 @@ class TextTokenizer(Protocol):
 class Reference:
     """One reference utterance: its audio, its transcript and (optionally) its S3 speech tokens.
 
-    Without ``speech_tokens`` the synthesizer's ``speech_tokenizer`` computes them from the audio. A reference
+    Without ``speech_tokens`` the synthesizer's ``speech_tokenizer`` computes them from the audio (an ``ssl_grvq``
+    VITS: ``speech_tokens`` are [K, T] codes, computed by the SSL encoder and the VITS's VQ when absent). A reference
     with ``text=None`` lends only its voice: its style vector joins the fused ones, the AR prompt leaves it out
     (GPT-SoVITS's auxiliary references).
     """
@@ -83,7 +96,7 @@ class SynthesisSettings:
 # ------------------------------------------------------------------------------------------------ prompts
 
 
-PROMPT_KEYS = ("kinds", "ids", "text_segments", "text_features")
+PROMPT_KEYS = ("kinds", "ids", "text_segments", "text_features", "codes_extra")
 
 
 def prompt_sequence(
@@ -93,12 +106,15 @@ def prompt_sequence(
     *,
     speech_token_size: int,
     text_features: Sequence[np.ndarray] | None = None,
+    speech_extra: Sequence[np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
     """The AR prompt ``x1 + y1 + ... + xn + x`` (kinds, ids, text_segments) ending in the last task_id; with
-    ``text_features`` (one [len, F] array per text, the references' first) also its [T, F] ``text_features``."""
+    ``text_features`` (one [len, F] array per text, the references' first) also its [T, F] ``text_features``; with
+    ``speech_extra`` (each reference's codebooks 1..K-1, [len, K-1]) also its [T, K-1] ``codes_extra``."""
     seq = layouts.gpt_sovits2_sequence(
-        [*ref_texts, text], list(ref_speeches), speech_token_size=speech_token_size, text_features=text_features
-    )
+        [*ref_texts, text], list(ref_speeches), speech_token_size=speech_token_size, text_features=text_features,
+        speech_extra=speech_extra,
+    )  # fmt: skip
     return {k: seq[k] for k in PROMPT_KEYS if k in seq}
 
 
@@ -122,16 +138,38 @@ def reference_spectrogram(wav: np.ndarray, sample_rate: int, cfg: VitsConfig) ->
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "speed"))
-def decode_fused(graphdef, params, codes, text, refers, noise_scale, key, *, speed: float = 1.0):
+def decode_fused(graphdef, params, codes, text, refers, noise_scale, key, vq_state=None, *, speed: float = 1.0):
     """VITS ``decode`` of codes + text with the mean style vector of ``refers`` (a tuple of [1, T_i, bins]
-    spectrograms); noise drawn from ``key`` (noise_scale 0 is deterministic). Waveform [B, samples]."""
+    spectrograms); noise drawn from ``key`` (noise_scale 0 is deterministic); ``vq_state``: an ``ssl_grvq`` VITS's
+    codebooks. Waveform [B, samples]."""
     model = nnx.merge(graphdef, params)
-    return model.decode(codes, text, list(refers), noise_scale, key, speed=speed)
+    return model.decode(codes, text, list(refers), noise_scale, key, speed=speed, vq_state=vq_state)
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef",))
+def extract_codes(graphdef, params, vq_state, ssl, lengths):
+    """An ``ssl_grvq`` VITS's codes [K, B, T25] of SSL features [B, T50, ssl_dim] (-1 past ``lengths``)."""
+    return nnx.merge(graphdef, params).extract_codes(ssl, vq_state, ssl_lengths=lengths)
 
 
 def _codes(tokens: np.ndarray, cfg: VitsConfig) -> jax.Array:
-    codes = jnp.asarray(np.asarray(tokens, np.int32)[None])  # [1, T]
+    codes = np.asarray(tokens, np.int32)
+    if cfg.content == "ssl_grvq":  # frames [N, K] -> [K, 1, N]
+        return jnp.asarray(codes.reshape(len(codes), -1).T[:, None])
+    codes = jnp.asarray(codes[None])  # [1, T]
     return codes[None] if cfg.content == "hubert_vq" else codes
+
+
+def load_ssl_encoder(path: str | Path, batch_size: int = 4) -> SSLEncoder:
+    """The HuBERT at ``path`` (a HF directory or our checkpoint of the ``hubert`` part) as a bucketed extractor."""
+    from sovits2_jax.convert import parts
+    from sovits2_jax.convert.mapping import flatten
+    from sovits2_jax.convert.params import params_from_flat
+    from sovits2_jax.models import hubert
+
+    params, config = parts.load(path, "hubert")
+    graphdef, state = params_from_flat(lambda: parts.build_module("hubert", config), flatten(params))
+    return hubert.BucketedExtractor(nnx.merge(graphdef, state), batch_size=batch_size)
 
 
 # ------------------------------------------------------------------------------------------- synthesizer
@@ -148,17 +186,23 @@ class GptSoVITS2:
         settings: SynthesisSettings,
         speech_tokenizer: Callable[[np.ndarray], Sequence[int]] | None = None,
         text_encoder: TextEncoder | None = None,
+        ssl_encoder: SSLEncoder | None = None,
+        vq_state=None,
     ):
         self.ar_config: SpeechLMConfig = ar.config
         self.vits_config: VitsConfig = vits.cfg
         if self.ar_config.layout != "gpt_sovits2":
             raise SynthesisError(f"the AR model has layout {self.ar_config.layout!r}, GPT-SoVITS2 needs 'gpt_sovits2'")
-        if self.ar_config.num_codebooks > 1:
-            raise SynthesisError(f"the AR predicts {self.ar_config.num_codebooks} codebooks per frame; synthesis "
-                                 "reads one (an ssl_grvq VITS behind a multi-codebook AR is not wired)")  # fmt: skip
-        if self.vits_config.content != "tokens":
-            raise SynthesisError("the VITS model must embed S3 tokens (content='tokens', the GPT-SoVITS2 decoder)")
-        if self.ar_config.speech_token_size > self.vits_config.speech_vocab_size:
+        self.grvq = self.vits_config.content == "ssl_grvq"
+        if self.grvq:
+            self._check_grvq(vq_state)
+        elif self.vits_config.content != "tokens":
+            raise SynthesisError("the VITS model must embed S3 tokens (content='tokens', the GPT-SoVITS2 decoder) or "
+                                 "decode grouped VQ codes (content='ssl_grvq')")  # fmt: skip
+        elif self.ar_config.num_codebooks > 1:
+            raise SynthesisError(f"the AR predicts {self.ar_config.num_codebooks} codebooks per frame but the VITS "
+                                 "embeds S3 tokens: a multi-codebook AR needs an ssl_grvq VITS")  # fmt: skip
+        elif self.ar_config.speech_token_size > self.vits_config.speech_vocab_size:
             raise SynthesisError(
                 f"the AR speaks {self.ar_config.speech_token_size} speech tokens but the VITS embeds only "
                 f"{self.vits_config.speech_vocab_size}"
@@ -181,8 +225,25 @@ class GptSoVITS2:
         self.vits_graphdef, self.vits_params = nnx.split(vits, nnx.Param)
         self.tokenizer = tokenizer
         self.speech_tokenizer = speech_tokenizer
+        self.ssl_encoder = ssl_encoder
+        self.vq_state = vq_state
         self.settings = settings
         self.sample_rate = self.vits_config.sampling_rate
+
+    def _check_grvq(self, vq_state) -> None:
+        """An ssl_grvq VITS needs its codebooks, and the AR's K codebooks and vocabularies must be the VQ's."""
+        ar, vits = self.ar_config, self.vits_config
+        if vq_state is None:
+            raise SynthesisError("the ssl_grvq VITS needs its codebooks (vq_state: its checkpoint's grvq buffer)")
+        if ar.num_codebooks != vits.num_codebooks:
+            raise SynthesisError(
+                f"the AR predicts {ar.num_codebooks} codebooks per frame but the ssl_grvq VITS decodes "
+                f"{vits.num_codebooks} ({vits.vq_groups} groups x {vits.vq_quantizers} quantizers)"
+            )
+        sizes = {ar.speech_token_size, ar.extra_vocab if ar.num_codebooks > 1 else ar.speech_token_size}
+        if sizes != {vits.codebook_size}:
+            raise SynthesisError(f"the AR's codebooks hold {sorted(sizes)} codes but the VITS's VQ codebooks hold "
+                                 f"{vits.codebook_size}")  # fmt: skip
 
     @classmethod
     def from_parts(
@@ -194,10 +255,15 @@ class GptSoVITS2:
         *,
         speech_tokenizer: Callable[[np.ndarray], Sequence[int]] | None = None,
         text_encoder: TextEncoder | None = None,
+        ssl_encoder: SSLEncoder | None = None,
+        vq_state=None,
     ) -> GptSoVITS2:
         """From built models; ``speech_tokenizer`` maps 16 kHz audio to S3 tokens for references given without;
-        ``text_encoder`` (a loaded ``convert.text_encoder.TextEncoder``) gives the AR its text ids and features."""
-        return cls(ar_model, vits_model, tokenizer, settings or SynthesisSettings(), speech_tokenizer, text_encoder)
+        ``text_encoder`` (a loaded ``convert.text_encoder.TextEncoder``) gives the AR its text ids and features;
+        an ``ssl_grvq`` VITS takes its codebooks ``vq_state`` and ``ssl_encoder`` (16 kHz waveforms -> SSL
+        features, e.g. a ``models.hubert.BucketedExtractor``) for the references' codes."""
+        return cls(ar_model, vits_model, tokenizer, settings or SynthesisSettings(), speech_tokenizer, text_encoder,
+                   ssl_encoder, vq_state)  # fmt: skip
 
     @classmethod
     def from_pretrained(
@@ -209,11 +275,14 @@ class GptSoVITS2:
         settings: SynthesisSettings | None = None,
         speech_tokenizer: Callable[[np.ndarray], Sequence[int]] | None = None,
         text_encoder: str | Path | None = None,
+        ssl_model: str | Path | None = None,
     ) -> GptSoVITS2:
         """From checkpoints ``train.parts.load`` reads (our Orbax directories, trainer checkpoints or
         workdirs): ``ar`` holds the speech LM, ``vits`` the decoder; with ``vits`` None, ``ar`` is a directory
-        holding both as ``ar/`` and ``vits/``, and its ``text_encoder/`` when present. ``text_encoder``: a text
-        encoder directory for the AR's text. The (VITS) tokenizer defaults to the Qwen2 BPE one."""
+        holding both as ``ar/`` and ``vits/``, and its ``text_encoder/`` and ``hubert/`` when present.
+        ``text_encoder``: a text encoder directory for the AR's text. ``ssl_model``: the HuBERT (a HF directory or
+        our checkpoint) an ``ssl_grvq`` VITS was trained on, whose codebooks come with its checkpoint. The (VITS)
+        tokenizer defaults to the Qwen2 BPE one."""
         from sovits2_jax.convert import parts
         from sovits2_jax.convert import text_encoder as text_encoder_dir
         from sovits2_jax.convert.mapping import flatten
@@ -222,6 +291,8 @@ class GptSoVITS2:
         if vits is None:
             if text_encoder is None and (Path(ar) / TEXT_ENCODER_DIR).is_dir():
                 text_encoder = Path(ar) / TEXT_ENCODER_DIR
+            if ssl_model is None and (Path(ar) / SSL_MODEL_DIR).is_dir():
+                ssl_model = Path(ar) / SSL_MODEL_DIR
             ar, vits = Path(ar) / "ar", Path(ar) / "vits"
         ar_params, ar_cfg = parts.load(ar, "llm")
         vits_params, vits_cfg = parts.load(vits, "vits")
@@ -232,8 +303,12 @@ class GptSoVITS2:
 
             tokenizer = get_tokenizer("qwen2")
         encoder = None if text_encoder is None else text_encoder_dir.load(text_encoder)
+        vq_state = ssl_encoder = None
+        if vits_cfg.content == "ssl_grvq":
+            vq_state = parts.load_buffers(vits, "vits").get("grvq")
+            ssl_encoder = None if ssl_model is None else load_ssl_encoder(ssl_model)
         return cls(nnx.merge(g, p), nnx.merge(vg, vp), tokenizer, settings or SynthesisSettings(), speech_tokenizer,
-                   encoder)  # fmt: skip
+                   encoder, ssl_encoder, vq_state)  # fmt: skip
 
     # -- inputs ------------------------------------------------------------------------------------------------
     @staticmethod
@@ -280,6 +355,8 @@ class GptSoVITS2:
             raise SynthesisError(f"reference {i}'s audio is too short for the VITS spectrogram (n_fft {cfg.n_fft})")
         if text is None:
             return None, None, reference_spectrogram(wav, ref.sample_rate, cfg)
+        if self.grvq:
+            return text, self._reference_codes(i, ref, wav), reference_spectrogram(wav, ref.sample_rate, cfg)
         tokens = ref.speech_tokens
         if tokens is None:
             if self.speech_tokenizer is None:
@@ -291,6 +368,40 @@ class GptSoVITS2:
             raise SynthesisError(f"reference {i}'s speech tokens must be a non-empty list of ids in [0, {size})")
         return text, tokens, reference_spectrogram(wav, ref.sample_rate, cfg)
 
+    def _reference_codes(self, i: int, ref: Reference, wav: np.ndarray) -> np.ndarray:
+        """A reference's [K, T] codes: given, or its audio's through the SSL encoder and the VITS's VQ."""
+        k, size = self.vits_config.num_codebooks, self.vits_config.codebook_size
+        if ref.speech_tokens is None:
+            codes = self.ssl_codes([resample(wav, ref.sample_rate, SSL_RATE)])[0]
+        else:
+            codes = np.asarray(ref.speech_tokens)
+        if codes.ndim != 2 or codes.shape[0] != k or codes.shape[1] == 0:
+            raise SynthesisError(f"reference {i}'s codes must be [{k}, frames] (one row per codebook), got "
+                                 f"shape {codes.shape}")  # fmt: skip
+        if codes.min() < 0 or codes.max() >= size:
+            raise SynthesisError(f"reference {i}'s codes must lie in [0, {size})")
+        return codes.astype(np.int32)
+
+    def ssl_codes(self, wavs16k: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """The ssl_grvq VITS's [K, T25] codes of 16 kHz waveforms: SSL features (float16-rounded, as the data
+        stage stores them) through its VQ in eval mode."""
+        if self.ssl_encoder is None:
+            raise SynthesisError("an ssl_grvq VITS needs the SSL encoder for references given without codes "
+                                 "(ssl_encoder / the model directory's hubert/)")  # fmt: skip
+        out = []
+        for feats in self.ssl_encoder(list(wavs16k)):
+            feats = np.asarray(feats, np.float16).astype(np.float32)
+            if feats.ndim != 2 or feats.shape[1] != self.vits_config.ssl_dim:
+                raise SynthesisError(f"the SSL encoder gives features of shape {feats.shape} but the VITS reads "
+                                     f"{self.vits_config.ssl_dim}-d ones")  # fmt: skip
+            n = len(feats)
+            ssl = np.zeros((1, -(-n // SSL_BUCKET) * SSL_BUCKET, feats.shape[1]), np.float32)
+            ssl[0, :n] = feats
+            codes = np.asarray(extract_codes(self.vits_graphdef, self.vits_params, self.vq_state, jnp.asarray(ssl),
+                                             jnp.asarray([n], jnp.int32)))[:, 0]  # fmt: skip
+            out.append(codes[:, : int(np.sum(codes[0] >= 0))])
+        return out
+
     # -- synthesis ---------------------------------------------------------------------------------------------
     def speech_tokens(
         self,
@@ -299,7 +410,8 @@ class GptSoVITS2:
         seed: int = 0,
         sampling: SamplingConfig | None = None,
     ) -> tuple[list[list[int]], dict]:
-        """The AR step alone: the target S3 tokens of each text (one batched decode) and the prepared inputs."""
+        """The AR step alone: the target S3 tokens of each text (one batched decode; [N, K] code frames for an
+        ssl_grvq VITS) and the prepared inputs."""
         if isinstance(texts, str):
             texts = [texts]
         if not texts:
@@ -314,14 +426,20 @@ class GptSoVITS2:
         ref_whats = [f"reference {i}'s text" for i, r in enumerate(refs) if r[0] is not None]
         ar_ids, features = self._ar_texts([r[0] for r in spoken] + list(texts), ref_whats + whats)
         n_refs, size = len(spoken), self.ar_config.speech_token_size
+        ref_speeches, speech_extra = [r[1] for r in spoken], None
+        if self.grvq:  # [K, T] codes: codebook 0 as the speech ids, 1..K-1 as codes_extra
+            ref_speeches = [c[0] for c in ref_speeches]
+            if self.ar_config.num_codebooks > 1:
+                speech_extra = [r[1][1:].T for r in spoken]
         if self.vits_config.text_input == "features":  # the VITS's text: the encoder's features, or BPE ids
             vits_texts = features[n_refs:]
         else:
             vits_texts = [np.asarray(self._text_ids(t, w), np.int32) for t, w in zip(texts, whats)]
         examples = [
             prompt_sequence(
-                ar_ids[:n_refs], [r[1] for r in spoken], ids, speech_token_size=size,
+                ar_ids[:n_refs], ref_speeches, ids, speech_token_size=size,
                 text_features=None if features is None else [*features[:n_refs], features[n_refs + j]],
+                speech_extra=speech_extra,
             )
             for j, ids in enumerate(ar_ids[n_refs:])
         ]  # fmt: skip
@@ -365,8 +483,9 @@ class GptSoVITS2:
         noise_scale: float = 0.5,
         key: jax.Array | None = None,
     ) -> np.ndarray:
-        """VITS decode of one row's speech tokens with its text (the VITS's ids, or for a VITS that reads them the
-        text encoder's features [len, F]: ``speech_tokens``' ``vits_text``) and the fused style of ``refers``."""
+        """VITS decode of one row's speech tokens ([N, K] code frames for an ssl_grvq VITS) with its text (the
+        VITS's ids, or for a VITS that reads them the text encoder's features [len, F]: ``speech_tokens``'
+        ``vits_text``) and the fused style of ``refers``."""
         if not speed > 0:
             raise SynthesisError(f"speed must be > 0, got {speed}")
         if noise_scale < 0:
@@ -380,6 +499,7 @@ class GptSoVITS2:
             tuple(refers),
             jnp.float32(noise_scale),
             key,
+            self.vq_state,
             speed=float(speed),
         )
         return np.asarray(wav[0])
