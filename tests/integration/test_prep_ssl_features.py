@@ -113,3 +113,15 @@ def test_the_command_loads_an_orbax_encoder(tmp_path, encoder):
 
     with pytest.raises(cli.Error, match="--ssl_model"):
         command.load_encoder(str(tmp_path / "nothing_here"))
+
+
+def test_save_to_writes_the_encoder_synthesis_loads(tmp_path, encoder):
+    """``save_encoder`` (``--save_to``) writes the encoder that ran; GPT-SoVITS2 synthesis's ``load_ssl_encoder``
+    reads it back and gives the same features as the encoder's own bucketed extraction."""
+    from sovits2_jax.infer.gpt_sovits2 import tts
+
+    model, _ = encoder
+    command.save_encoder(model, str(tmp_path / "hubert"))
+    wav = np.random.default_rng(1).standard_normal(12000).astype(np.float32) * 0.1
+    got = tts.load_ssl_encoder(tmp_path / "hubert")([wav])[0]
+    np.testing.assert_array_equal(got, hubert.BucketedExtractor(model, batch_size=4)([wav])[0])

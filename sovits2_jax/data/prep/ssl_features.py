@@ -2,11 +2,12 @@
 as a new column:
 
     python -m sovits2_jax.data.prep.ssl_features --data_list data/train/parquet/data.list \
-        [--ssl_model pretrained/chinese-hubert-base] [--batch_size 8] [--overwrite]
+        [--ssl_model pretrained/chinese-hubert-base] [--batch_size 8] [--overwrite] [--save_to DIR]
 
 ``--ssl_model`` is a HF HuBERT directory (chinese-hubert-base, mHuBERT-147) or an Orbax checkpoint of ours holding
 the ``hubert`` part; without it a random-init encoder of the tiny shape (32-d features) runs, for tests and pipeline
-checks only (the log says so).
+checks only (the log says so). ``--save_to`` writes the encoder that ran as our checkpoint of the ``hubert`` part,
+so that inference (GPT-SoVITS2 with an ``ssl_grvq`` VITS: ``MODEL_DIR/hubert/``) reads the same features.
 
 For every shard of a ``data.list`` (stage 3's output): each row's ``audio_data`` is decoded and resampled to 16 kHz,
 the waveforms are run through the encoder in length buckets (``models.hubert.BucketedExtractor``: sorted by
@@ -208,6 +209,18 @@ def load_encoder(path: str | None, seed: int = 0) -> tuple[hubert.HubertModel, s
     return nnx.merge(graphdef, state), str(path)
 
 
+def save_encoder(model: hubert.HubertModel, dst: str) -> None:
+    """``model`` as our Orbax checkpoint of the ``hubert`` part (format ``hf_hubert``), written atomically."""
+    from flax import nnx
+
+    from sovits2_jax.convert import checkpoint as ckpt
+
+    params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+    meta = {"format": "hf_hubert", "part": "hubert", "model": "HubertModel", "config": model.config.to_dict()}
+    ckpt.save_checkpoint(dst, params, meta)
+    log.info("ssl_features: saved the encoder to %s", dst)
+
+
 def extract_corpus(data_list: str, model: hubert.HubertModel, model_name: str, *, batch_size: int = 8,
                    column: str = COLUMN, chunk_rows: int = CHUNK_ROWS,
                    overwrite: bool = False):  # fmt: skip
@@ -228,6 +241,8 @@ def main(argv: list[str]) -> None:
                        overwrite=f.overwrite)  # fmt: skip
     except (OSError, ValueError) as e:
         raise cli.Error(str(e)) from None
+    if f.save_to:
+        save_encoder(model, f.save_to)
 
 
 if __name__ == "__main__":
@@ -238,4 +253,5 @@ if __name__ == "__main__":
     flags.DEFINE_integer("chunk_rows", CHUNK_ROWS, "rows decoded and bucketed together")
     flags.DEFINE_bool("overwrite", False, "recompute shards that already have the column")
     flags.DEFINE_integer("seed", 0, "seed of the random-init encoder (without --ssl_model)")
+    flags.DEFINE_string("save_to", "", "also write the encoder that ran here (our checkpoint of the hubert part)")
     cli.run_logged(main)
