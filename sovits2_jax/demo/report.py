@@ -9,7 +9,8 @@ mean, each part's final train / eval loss, the issue's quality aims for the smal
 ``WORK/plots/curves_<part>.png`` (loss and eval loss vs step), ``WORK/plots/mel_<utt>.png`` for two utterances (our
 mel beside the ground truth's) and ``WORK/report.md`` embedding the plots above a per-utterance table. When the dev
 utterances speak several languages (``WORK/corpus/dev/utterances.tsv``, else the speakers' languages), the metrics
-are also broken down by language.
+are also broken down by language. With ``WORK/code_usage.json`` (``sovits2_jax.demo.code_usage``: an ``ssl_grvq``
+run's codes) the report also tables each codebook's use and perplexity.
 """
 
 from __future__ import annotations
@@ -266,6 +267,14 @@ def markdown(report: dict, rows: list[dict], wav_dir: Path, work: Path) -> str:
     if not (report.get("ladder") or {}).get("calibration"):
         out += ["This run has no quality ladder: `launch/recipes/builtin.sh --size small` trains for speech and "
                 "adds it (see docs/results.md).", ""]  # fmt: skip
+    usage = report.get("code_usage") or {}
+    if usage:
+        out += ["## Code usage", "", f"The grouped VQ's codes over {usage['utterances']} utterances "
+                f"({usage['frames']} frames, `{usage['column']}`), {usage['codebook_size']} codes per codebook.", "",
+                "| codebook | used | usage | perplexity |", "|---|---:|---:|---:|"]  # fmt: skip
+        for k, u in enumerate(usage["codebooks"]):
+            out.append(f"| {k} | {int(u['used'])} | {_fmt(u['usage'])} | {_fmt(u['perplexity'], 1)} |")
+        out.append("")
     out += ["## Training", "", "| part | steps | first loss | final loss | final eval loss |",
             "|---|---:|---:|---:|---:|"]  # fmt: skip
     for part, t in report["training"].items():
@@ -338,6 +347,7 @@ def build(work: str | os.PathLike, wav_dir: str | os.PathLike | None = None, siz
         synthesis=synthesis,
         training=training,
         ladder=ladder_table.collect(work, training),
+        code_usage=_json(work / "code_usage.json"),
         plots=dict(curves=curve_pngs, mels=mel_pngs),
         paths=dict(
             work=str(work), wav_dir=str(wav_dir), metrics_tsv=str(wav_dir / "metrics.tsv"),
@@ -369,6 +379,9 @@ def main(argv: list[str]) -> int:
     for part, t in report["training"].items():
         print(f"report: {part:<5} {t['steps']} steps, loss {_fmt(t['first_loss'])} -> {_fmt(t['final_loss'])}, "
               f"eval loss {_fmt(t['final_eval_loss'])}")  # fmt: skip
+    for k, u in enumerate((report["code_usage"] or {}).get("codebooks", [])):
+        print(f"report: codebook {k} used {int(u['used'])} codes ({_fmt(u['usage'])}), perplexity "
+              f"{_fmt(u['perplexity'], 1)}")  # fmt: skip
     print(f"report: wrote {report['paths']['report_md']} and {os.path.join(FLAGS.work, 'report.json')}")
     return 0
 

@@ -1,5 +1,7 @@
 """Demo synthesis with GPT-SoVITS2 (a directory holding ``ar/`` and ``vits/``): every same-speaker utterance of a
-pair is a fused reference; texts sharing references decode in one batch."""
+pair is a fused reference; texts sharing references decode in one batch. With an ``ssl_grvq`` VITS (the directory's
+``hubert/`` beside it) the references' codes come from their audio, and the ladder's truth is the utterance's own
+codes by the same path."""
 
 from __future__ import annotations
 
@@ -10,12 +12,30 @@ from sovits2_jax.demo.pairs import Pair, batches
 MULTI_REFERENCE = True  # --references utterances fused per target
 
 
-def _reference(row: dict):
+def _reference(row: dict, model):
+    """The row as a reference: its S3 tokens, or (an ssl_grvq VITS) none: the model takes codes from the audio."""
     from sovits2_jax.audio.io import load_audio
     from sovits2_jax.infer.gpt_sovits2.tts import Reference
 
     wav, sr = load_audio(row["audio_data"])
-    return Reference(wav, sr, row["text"], [int(t) for t in row["speech_token"]])
+    return Reference(wav, sr, row["text"], None if model.grvq else [int(t) for t in row["speech_token"]])
+
+
+def _truth(row: dict, model):
+    """The row's own speech tokens, or (an ssl_grvq VITS) its [N, K] code frames from its audio."""
+    if not model.grvq:
+        return [int(t) for t in row["speech_token"]]
+    from sovits2_jax.audio.io import load_audio
+    from sovits2_jax.audio.resample import resample
+    from sovits2_jax.infer.gpt_sovits2.tts import SSL_RATE
+
+    wav, sr = load_audio(row["audio_data"])
+    return model.ssl_codes([resample(wav, sr, SSL_RATE)])[0].T.tolist()
+
+
+def _codebook0(frames) -> list[int]:
+    """Codebook 0 of [N, K] code frames (tokens as they are)."""
+    return [f[0] if isinstance(f, (list, tuple)) else f for f in frames]
 
 
 def synthesize(model_dir, rows, pairs, *, batch_size=8, seed=0, skips=None):
@@ -31,7 +51,7 @@ def synthesize(model_dir, rows, pairs, *, batch_size=8, seed=0, skips=None):
         by_prompts[p.prompts].append(p)
     out, n = {}, 0
     for prompts, group in by_prompts.items():
-        refs = [_reference(rows[u]) for u in prompts]
+        refs = [_reference(rows[u], model) for u in prompts]
         for chunk in batches(group, batch_size):
             try:
                 wavs = model.synthesize_batch([rows[p.utt]["text"] for p in chunk], refs, seed=seed + n)
@@ -45,8 +65,9 @@ def synthesize(model_dir, rows, pairs, *, batch_size=8, seed=0, skips=None):
 
 
 def ladder(model_dir, rows, pairs, *, seed=0, batch_size=8, skips=None):
-    """Yields (utt, scores, {folder: (audio, sample rate)}): the VITS2 decoder from the truth's speech tokens, its
-    text and the fused references (the vocoder rung), and the AR's sampled tokens against the truth's."""
+    """Yields (utt, scores, {folder: (audio, sample rate)}): the VITS2 decoder from the truth's speech tokens (an
+    ssl_grvq VITS: its codes from its audio), its text and the fused references (the vocoder rung), and the AR's
+    sampled tokens against the truth's (codebook 0's with several codebooks)."""
     import jax
 
     from sovits2_jax.demo.ladder import token_scores
@@ -60,7 +81,7 @@ def ladder(model_dir, rows, pairs, *, seed=0, batch_size=8, skips=None):
         by_prompts[prompts].append(utt)
     n = 0
     for prompts, utts in by_prompts.items():
-        refs = [_reference(rows[u]) for u in prompts]
+        refs = [_reference(rows[u], model) for u in prompts]
         for chunk in batches(utts, batch_size):
             try:
                 sampled, inputs = model.speech_tokens([rows[u]["text"] for u in chunk], refs, seed + n)
@@ -69,7 +90,8 @@ def ladder(model_dir, rows, pairs, *, seed=0, batch_size=8, skips=None):
                 continue
             base = jax.random.fold_in(jax.random.key(seed + n), 1)
             for k, utt in enumerate(chunk):
-                truth = [int(t) for t in rows[utt]["speech_token"]]
+                truth = _truth(rows[utt], model)
                 wav = model.vocode(truth, inputs["vits_text"][k], inputs["refers"], key=jax.random.fold_in(base, k))
-                yield utt, token_scores(sampled[k], truth), {"resynthesis": (wav, model.sample_rate)}
+                scores = token_scores(_codebook0(sampled[k]), _codebook0(truth))
+                yield utt, scores, {"resynthesis": (wav, model.sample_rate)}
             n += len(chunk)
