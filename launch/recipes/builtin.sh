@@ -6,7 +6,8 @@
 #       [--speakers N] [--hours H] [--languages en,fr,...] [--code_switch F] [--extra_sentences N] \
 #       [--codebook_size K] [--average_num N] [--num_utts N] \
 #       [--num_workers N] [--seed S] [--text_encoder DIR|random|none] \
-#       [--set PART.KEY=VALUE ...] [--skip_prep] [--parallel_train] [--vocoder_check 0|1] [--ladder 0|1]
+#       [--set PART.KEY=VALUE ...] [--skip_prep] [--parallel_train] [--vocoder_check 0|1] [--ladder 0|1] \
+#       [--content s3|ssl_grvq] [--codebooks 2|4] [--ssl_model DIR]
 #
 # Stages -1..3 are launch/recipes/libritts.sh's (corpus, Kaldi files, offline speaker encoder and speech tokenizer,
 # Parquet). Each part then trains with `python -m sovits2_jax.train` on WORK/data/{train,dev}.data.list (the
@@ -39,6 +40,15 @@
 # the utterances switch to another of them inside the utterance (no language tag anywhere; the report breaks its
 # metrics down by language). --extra_sentences N adds N composed English sentences to the training corpus's text (the dev sentences stay the
 # natural held-out ones): the 222 built-in training sentences are few enough for an LM to memorise.
+# --content ssl_grvq (gpt_sovits2; default s3: the S3 tokens) is GPT-SoVITS2's planned content path: SSL features
+# (python -m sovits2_jax.data.prep.ssl_features; --ssl_model DIR: a HF HuBERT directory (768-d features), else a
+# RANDOM-INIT tiny HuBERT (32-d, a pipeline check only; the stage's log says so), saved to WORK/hubert and carried as
+# MODEL_DIR/hubert) -> the VITS trained on a grouped residual VQ of them (--codebooks 2: 2 groups x 1, 4: 2 x 2;
+# 64 codes per codebook at tiny, 1024 at small) -> averaged, then its codes written to the shards (grvq_codes)
+# -> the AR on K codebooks per frame -> synthesis (references' codes from their audio). The ladder's vocoder rung is
+# the VITS from each utterance's own codes; python -m sovits2_jax.demo.code_usage -> WORK/code_usage.json (per
+# codebook use and perplexity over the training codes, in the report). Not with --parallel_train (the AR needs the
+# VITS's codes).
 set -euo pipefail
 set -f  # no globbing: config values such as (128,) travel as words
 cd "$(dirname "$0")/../.."
@@ -62,6 +72,9 @@ parallel_train=0
 vocoder_check=1
 ladder=
 text_encoder=random
+content=s3
+codebooks=2
+ssl_model=
 sets=()
 
 while [ $# -gt 0 ]; do
@@ -86,7 +99,10 @@ while [ $# -gt 0 ]; do
     --vocoder_check) vocoder_check=$2; shift 2 ;;
     --ladder) ladder=$2; shift 2 ;;
     --text_encoder) text_encoder=$2; shift 2 ;;
-    -h|--help) sed -n '2,39p' "$0"; exit 0 ;;
+    --content) content=$2; shift 2 ;;
+    --codebooks) codebooks=$2; shift 2 ;;
+    --ssl_model) ssl_model=$2; shift 2 ;;
+    -h|--help) sed -n '2,49p' "$0"; exit 0 ;;
     *) echo "builtin.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -96,6 +112,16 @@ case "$family" in
   gpt_sovits2) parts=(ar vits); config_file=configs/gpt_sovits2.py ;;
   *) echo "builtin.sh: --family cosyvoice2|gpt_sovits2, got '$family'" >&2; exit 2 ;;
 esac
+case "$content" in
+  s3) ;;
+  ssl_grvq)
+    [ "$family" = gpt_sovits2 ] || { echo "builtin.sh: --content ssl_grvq is gpt_sovits2's" >&2; exit 2; }
+    case "$codebooks" in 2|4) ;; *) echo "builtin.sh: --codebooks 2|4, got '$codebooks'" >&2; exit 2 ;; esac
+    [ "$parallel_train" = 0 ] || { echo "builtin.sh: --content ssl_grvq trains the VITS before the AR: no --parallel_train" >&2; exit 2; }
+    [ -z "$ssl_model" ] || [ -d "$ssl_model" ] || { echo "builtin.sh: --ssl_model $ssl_model is not a directory" >&2; exit 2; }
+    parts=(vits ar) ;;  # the AR trains on the averaged VITS's codes
+  *) echo "builtin.sh: --content s3|ssl_grvq, got '$content'" >&2; exit 2 ;;
+esac
 # Per size: corpus hours and speakers, tokenizer codebook, checkpoints averaged, dev evaluations (= checkpoints)
 # per part, dev utterances synthesised (0: all), and each part's steps and config settings. One bucket per LM /
 # flow (data.num_buckets=1: fitted to the corpus) compiles one train-step shape.
@@ -104,7 +130,7 @@ esac
 declare -A steps part_sets
 case "$size" in
   tiny)
-    d_hours=0.1; d_speakers=4; d_codebook=256; d_average=1; evals=2; d_utts=8; d_ladder=0
+    d_hours=0.1; d_speakers=4; d_codebook=256; d_average=1; evals=2; d_utts=8; d_ladder=0; vq_codes=64
     steps=([llm]=100 [flow]=50 [hift]=50 [ar]=100 [vits]=50)
     part_sets=(
       [llm]="data.num_buckets=1 data.max_frames_in_batch=1024"
@@ -119,7 +145,7 @@ case "$size" in
               train.optimizer.lr=2e-3"
       [ar]="" [vits]="train.eval_batches=2") ;;
   small)
-    d_hours=0.5; d_speakers=8; d_codebook=512; d_average=3; evals=4; d_utts=0; d_ladder=1
+    d_hours=0.5; d_speakers=8; d_codebook=512; d_average=3; evals=4; d_utts=0; d_ladder=1; vq_codes=1024
     steps=([llm]=1000 [flow]=1300 [hift]=1800 [ar]=800 [vits]=1200)
     # the presets keep the recipe's optimisation (lr 1e-5 after 2500 warm-up steps, 32000 frames per step over 8
     # devices, accumulation 2): here lr 1e-3 from the first step and small batches (more updates per CPU-second).
@@ -211,6 +237,14 @@ trainer_args() {
   elif [ "$part" = ar ] && [ "$size" = small ]; then  # BPE text: Qwen2's 151936-row embedding stays fixed, as the LM's
     pairs+=("train.optimizer.freeze=('embed_tokens',)")
   fi
+  if [ "$content" = ssl_grvq ] && [ "$part" = vits ]; then  # 2 groups x codebooks/2 residual stages
+    pairs+=("model.content=ssl_grvq" "model.ssl_dim=$ssl_dim" "model.codebook_size=$vq_codes" "model.vq_groups=2"
+            "model.vq_quantizers=$(( codebooks / 2 ))" "data.ssl_column=ssl_feature" "data.ssl_dim=$ssl_dim")
+    [ "$size" != tiny ] || pairs+=("model.vq_kmeans_iters=10")
+  elif [ "$content" = ssl_grvq ] && [ "$part" = ar ]; then
+    pairs+=("model.num_codebooks=$codebooks" "data.num_codebooks=$codebooks" "model.speech_token_size=$vq_codes"
+            "data.speech_token_size=$vq_codes")
+  fi
   for kv in ${part_sets[$part]}; do pairs+=("$kv"); done
   for kv in "${sets[@]}"; do if [ "${kv%%.*}" = "$part" ]; then pairs+=("${kv#*.}"); fi; done
   for kv in "${pairs[@]}"; do
@@ -224,7 +258,7 @@ trainer_args() {
 recipe=(bash launch/recipes/libritts.sh --work "$work" --size "$size" --hours "$hours" --speakers "$speakers"
         --codebook_size "$codebook_size" --num_workers "$num_workers" --seed "$seed" --average_num "$average_num"
         --extra_sentences "$extra_sentences" --languages "$languages" --code_switch "$code_switch")
-echo "builtin.sh: $family, size $size, $speakers speakers ($languages), $hours h -> $work"
+echo "builtin.sh: $family ($content), size $size, $speakers speakers ($languages), $hours h -> $work"
 t_start=$(date +%s.%N)
 if [ "$skip_prep" = 0 ]; then
   timed corpus "${recipe[@]}" --stage -1 --stop_stage -1
@@ -235,6 +269,20 @@ if [ -n "$text_encoder_dir" ]; then  # resumable: a rerun (--skip_prep too) skip
     --data_list "$data/dev/parquet/data.list" --text_encoder "$text_encoder" --save_to "$work/text_encoder" \
     --seed "$seed"
 fi
+if [ "$content" = ssl_grvq ]; then  # resumable like text_features; the encoder that ran goes to WORK/hubert
+  [ -n "$ssl_model" ] || echo "builtin.sh: no --ssl_model: SSL features from a RANDOM-INIT tiny HuBERT (32-d; a pipeline check only)"
+  ssl_args=(--save_to "$work/hubert" --seed "$seed")
+  [ -z "$ssl_model" ] || ssl_args+=(--ssl_model "$ssl_model")
+  ssl_features() {
+    local x
+    for x in train dev; do
+      "$py" -m sovits2_jax.data.prep.ssl_features --data_list "$data/$x/parquet/data.list" "${ssl_args[@]}" || return 1
+    done
+  }
+  timed ssl_features ssl_features
+  ssl_dim=$("$py" -c 'import json, sys; print(json.load(open(sys.argv[1]))["config"]["hidden_size"])' \
+    "$work/hubert/meta.json")
+fi
 cat "$data/train/parquet/data.list" > "$data/train.data.list"
 cat "$data/dev/parquet/data.list" > "$data/dev.data.list"
 
@@ -244,6 +292,11 @@ train() {
   local -a args
   mapfile -t args < <(trainer_args "$1")
   "$py" -m sovits2_jax.train --config="$config_file:${1}_$size" --workdir="$exp/$1" "${args[@]}"
+}
+# average_part PART: its best checkpoints (by dev loss) -> MODEL_DIR/PART
+average_part() {
+  timed "average_$1" "$py" -m sovits2_jax.train.average --workdir="$exp/$1" --num="$average_num" \
+    --by=dev_loss --dst="$model_dir/$1"
 }
 for part in "${parts[@]}"; do
   echo "builtin.sh: train $part ($config_file:${part}_$size, ${steps[$part]} steps) -> $exp/$part"
@@ -270,13 +323,25 @@ if [ "$parallel_train" = 1 ]; then
     printf '%s\t%s\tparallel\n' "train_$part" "$secs" >> "$times"
   done
 else
-  for part in "${parts[@]}"; do timed "train_$part" train "$part"; done
+  for part in "${parts[@]}"; do
+    timed "train_$part" train "$part"
+    if [ "$content" = ssl_grvq ] && [ "$part" = vits ]; then  # the AR's codes come from the averaged VITS
+      average_part vits
+      for x in train dev; do
+        timed "grvq_codes_$x" "$py" -m sovits2_jax.data.prep.grvq_codes --data_list "$data/$x/parquet/data.list" \
+          --vits "$model_dir/vits" --overwrite
+      done
+      timed code_usage "$py" -m sovits2_jax.demo.code_usage --data_list "$data/train/parquet/data.list" \
+        --out "$work/code_usage.json"
+    fi
+  done
 fi
 if [ "$family" = gpt_sovits2 ]; then
   for part in "${parts[@]}"; do
-    timed "average_$part" "$py" -m sovits2_jax.train.average --workdir="$exp/$part" --num="$average_num" \
-      --by=dev_loss --dst="$model_dir/$part"
+    [ "$content" = ssl_grvq ] && [ "$part" = vits ] || average_part "$part"
   done
+  rm -rf "$model_dir/hubert"
+  if [ "$content" = ssl_grvq ]; then cp -r "$work/hubert" "$model_dir/hubert"; fi
   rm -rf "$model_dir/text_encoder"
   if [ -n "$text_encoder_dir" ]; then cp -r "$text_encoder_dir" "$model_dir/text_encoder"; fi
 fi
