@@ -73,3 +73,11 @@ def test_codes_are_the_models_and_the_data_task_reads_them(tmp_path):
     batches = pipeline.make_batches(cfg_data, data_list=data_list, process_index=0, process_count=1)
     assert sum(int(b["num_segments"].sum()) for b in batches) == len(rows) - 1
     assert batches.skipped["no multi-codebook codes"] == 1  # known from the column, before loading
+
+    # demo.code_usage: per-codebook use over the column, with the codebook size from the shards' metadata
+    from sovits2_jax.demo import code_usage
+
+    usage = code_usage.count([data_list])
+    counts = sum(grvq.code_counts(np.asarray(c), cfg.codebook_size) for c in got.values() if c is not None)
+    assert usage["codebook_size"] == cfg.codebook_size and usage["utterances"] == len(rows) - 1
+    assert usage["frames"] == int(counts[0].sum()) and usage["codebooks"] == grvq.code_usage(counts)
