@@ -102,7 +102,7 @@ while [ $# -gt 0 ]; do
     --content) content=$2; shift 2 ;;
     --codebooks) codebooks=$2; shift 2 ;;
     --ssl_model) ssl_model=$2; shift 2 ;;
-    -h|--help) sed -n '2,49p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,51p' "$0"; exit 0 ;;
     *) echo "builtin.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
