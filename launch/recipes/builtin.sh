@@ -293,10 +293,15 @@ train() {
   mapfile -t args < <(trainer_args "$1")
   "$py" -m sovits2_jax.train --config="$config_file:${1}_$size" --workdir="$exp/$1" "${args[@]}"
 }
-# average_part PART: its best checkpoints (by dev loss) -> MODEL_DIR/PART
+# average_part PART: its best checkpoints (by dev loss) -> MODEL_DIR/PART. The VITS keeps its last one instead: its
+# dev loss adds the KL estimate of the noise-free eval forward, which falls as the posterior's std grows whatever the
+# decoder does (a small run's lowest came at step 300 of 1200, with the worst mel term), and its checkpoints lie on a
+# still falling curve, so averaging them mixes in worse weights.
 average_part() {
-  timed "average_$1" "$py" -m sovits2_jax.train.average --workdir="$exp/$1" --num="$average_num" \
-    --by=dev_loss --dst="$model_dir/$1"
+  local by=dev_loss num=$average_num
+  if [ "$1" = vits ]; then by=latest; num=1; fi
+  timed "average_$1" "$py" -m sovits2_jax.train.average --workdir="$exp/$1" --num="$num" \
+    --by="$by" --dst="$model_dir/$1"
 }
 for part in "${parts[@]}"; do
   echo "builtin.sh: train $part ($config_file:${part}_$size, ${steps[$part]} steps) -> $exp/$part"
